@@ -1,0 +1,356 @@
+//! Plain data exchanged between host and plugins.
+
+use abi_stable::{
+    std_types::{ROption, RStr, RString, RVec},
+    StableAbi,
+};
+
+use crate::{ApiVersion, ParamSpec, PluginError, PluginResult};
+
+/// A dense row-major `f32` tensor: the only numeric type that crosses the boundary.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct Tensor {
+    shape: RVec<usize>,
+    data: RVec<f32>,
+}
+
+impl Tensor {
+    /// Builds a tensor, refusing data whose length does not match the shape.
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> PluginResult<Self> {
+        let expected: usize = shape.iter().product();
+        if expected != data.len() {
+            return Err(PluginError::invalid_input(format!(
+                "tensor of shape {shape:?} needs {expected} values, got {}",
+                data.len()
+            )));
+        }
+        Ok(Self { shape: shape.into(), data: data.into() })
+    }
+
+    /// A `[rows.len(), width]` tensor from rows of equal width.
+    pub fn from_rows(rows: &[Vec<f32>]) -> PluginResult<Self> {
+        let width = rows.first().map_or(0, Vec::len);
+        if let Some(bad) = rows.iter().position(|row| row.len() != width) {
+            return Err(PluginError::invalid_input(format!(
+                "row {bad} has {} values, row 0 has {width}",
+                rows[bad].len()
+            )));
+        }
+        Self::new(vec![rows.len(), width], rows.concat())
+    }
+
+    pub fn zeros(shape: Vec<usize>) -> Self {
+        let len = shape.iter().product();
+        Self { shape: shape.into(), data: vec![0.0; len].into() }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
+    pub fn into_data(self) -> Vec<f32> {
+        self.data.into_vec()
+    }
+
+    /// The contiguous slice at `index` along the leading dimensions (`t.at(&[s, b])` of a
+    /// `[S, B, L]` tensor is one row of `L` values).
+    pub fn at(&self, index: &[usize]) -> &[f32] {
+        assert!(index.len() <= self.shape.len(), "index {index:?} deeper than shape {:?}", self.shape);
+        let inner: usize = self.shape[index.len()..].iter().product();
+        let mut offset = 0;
+        for (axis, &i) in index.iter().enumerate() {
+            assert!(i < self.shape[axis], "index {index:?} out of shape {:?}", self.shape);
+            offset = offset * self.shape[axis] + i;
+        }
+        &self.data[offset * inner..(offset + 1) * inner]
+    }
+
+    /// Checks the shape against an expectation, naming `what` in the error.
+    pub fn expect_shape(&self, what: &str, expected: &[usize]) -> PluginResult<()> {
+        if self.shape() == expected {
+            Ok(())
+        } else {
+            Err(PluginError::invalid_input(format!(
+                "{what} has shape {:?}, expected {expected:?}",
+                self.shape()
+            )))
+        }
+    }
+}
+
+/// The three roles a component can play.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ComponentKind {
+    Teacher,
+    Estimator,
+    Strategy,
+}
+
+impl ComponentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentKind::Teacher => "teacher",
+            ComponentKind::Estimator => "estimator",
+            ComponentKind::Strategy => "strategy",
+        }
+    }
+}
+
+impl std::fmt::Display for ComponentKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Teacher signals. For a teacher: what it can produce. For an estimator or strategy: what it
+/// needs. The host matches the two when it checks a config, before any model loads.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Signals {
+    /// Seeded stochastic passes (dropout on).
+    pub stochastic_passes: bool,
+    /// One pass per ensemble member.
+    pub member_passes: bool,
+    /// Pooled hidden states next to the logits.
+    pub hidden_states: bool,
+    /// Per-instance certainty scores from an estimator (strategies only).
+    pub scores: bool,
+}
+
+/// One component of a plugin, as declared in its manifest.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct ComponentSpec {
+    /// The name configs use to refer to it, unique among all loaded plugins.
+    pub name: RString,
+    pub kind: ComponentKind,
+    /// One line on what it does.
+    pub doc: RString,
+    pub params: RVec<ParamSpec>,
+    pub signals: Signals,
+}
+
+/// What a plugin declares about itself; read by the host before anything is created.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct PluginManifest {
+    pub name: RString,
+    pub version: RString,
+    pub api_version: ApiVersion,
+    pub components: RVec<ComponentSpec>,
+}
+
+impl PluginManifest {
+    pub fn component(&self, name: &str) -> Option<&ComponentSpec> {
+        self.components.iter().find(|c| c.name == name)
+    }
+}
+
+/// Severity of a log line forwarded from a plugin to the host.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// What the host tells a plugin once, right after loading it.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy)]
+pub struct HostContext {
+    /// Threads the plugin may use for its own compute pools.
+    pub threads: u32,
+    /// The most verbose level the host will print.
+    pub max_log_level: LogLevel,
+    /// The host's logger, called with level, target and message. Plugins have their own
+    /// `tracing` dispatcher, so their events are forwarded through this to the host's log.
+    pub log: extern "C" fn(LogLevel, RStr<'_>, RStr<'_>),
+}
+
+// ----- teachers -----
+
+/// What a loaded teacher reports about itself.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct TeacherInfo {
+    /// Its label names, in the order of its logits.
+    pub labels: RVec<RString>,
+    /// Size of the pooled hidden state, 0 when it has none.
+    pub hidden_size: usize,
+    /// Number of ensemble members (1 for a single model).
+    pub members: usize,
+    pub supports_stochastic: bool,
+}
+
+/// How the host asks a teacher to run.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sampling {
+    /// One pass with dropout off; members, if any, are averaged.
+    Deterministic,
+    /// `passes` passes with dropout on, reproducible from `seed`. `top_layers` > 0 asks that only
+    /// the top layers be stochastic (the lower ones run once); 0 means every layer.
+    Stochastic { passes: u32, seed: u64, top_layers: u32 },
+    /// One deterministic pass per ensemble member.
+    Members,
+}
+
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardRequest {
+    pub sampling: Sampling,
+    /// Also return the pooled hidden state of the deterministic pass.
+    pub want_hidden: bool,
+}
+
+/// A teacher's answer to a [`ForwardRequest`] over `B` texts.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct TeacherOutput {
+    /// `[S, B, L]`: S = 1 for a deterministic pass, the number of passes or members otherwise.
+    pub logits: Tensor,
+    /// `[B, H]` when asked for and available.
+    pub hidden: ROption<Tensor>,
+}
+
+// ----- estimators -----
+
+/// The passes an estimator needs from every teacher; the host runs them.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SamplingPlan {
+    Deterministic,
+    Stochastic { passes: u32, top_layers: u32 },
+    Members,
+}
+
+impl SamplingPlan {
+    /// The request for this plan; `seed` comes from the run's MC seed.
+    pub fn request(self, seed: u64) -> Sampling {
+        match self {
+            SamplingPlan::Deterministic => Sampling::Deterministic,
+            SamplingPlan::Stochastic { passes, top_layers } => Sampling::Stochastic { passes, seed, top_layers },
+            SamplingPlan::Members => Sampling::Members,
+        }
+    }
+
+    /// The teacher signals this plan needs.
+    pub fn signals(self) -> Signals {
+        Signals {
+            stochastic_passes: matches!(self, SamplingPlan::Stochastic { .. }),
+            member_passes: matches!(self, SamplingPlan::Members),
+            ..Signals::default()
+        }
+    }
+}
+
+/// The sampled probabilities of one teacher.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct TeacherSamples {
+    /// `[S, B, L_t]`, softmax of the sampled logits at temperature 1.
+    pub probs: Tensor,
+}
+
+// ----- strategies -----
+
+/// Everything a strategy sees of one teacher for one batch.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct TeacherSignals {
+    pub name: RString,
+    /// For each of the teacher's labels, its index in the union label space.
+    pub label_map: RVec<u32>,
+    /// `[B, L_t]`, deterministic pass.
+    pub logits: Tensor,
+    /// `[B, H_t]` when the strategy asked for hidden states.
+    pub hidden: ROption<Tensor>,
+}
+
+/// The input of a strategy for one batch of `B` instances.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct StrategyInput {
+    /// Names of the union labels; the student predicts over these.
+    pub union_labels: RVec<RString>,
+    pub teachers: RVec<TeacherSignals>,
+    /// `[B, T]` certainty scores (high = certain) when the strategy asked for them.
+    pub scores: ROption<Tensor>,
+}
+
+impl StrategyInput {
+    pub fn batch_size(&self) -> usize {
+        self.teachers.first().map_or(0, |t| t.logits.shape()[0])
+    }
+}
+
+/// Match the student's distribution over `labels` to `target`.
+///
+/// Loss: `scale * mean_b(weight_b * KL(target_b || softmax(student_logits_b[labels] / temperature)))`.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct DistributionTerm {
+    /// Union label indices; the student's logits are restricted to these, in this order.
+    pub labels: RVec<u32>,
+    /// `[B, labels.len()]`, each row a probability distribution.
+    pub target: Tensor,
+    /// `[B]` per-instance weights; `None` means all ones.
+    pub weights: ROption<RVec<f32>>,
+    pub temperature: f32,
+    pub scale: f32,
+}
+
+/// How a feature term compares student and teacher features in the shared space.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureMatch {
+    /// Mean squared error, instance by instance.
+    Mse,
+    /// Multi-kernel maximum mean discrepancy between the two batches.
+    Mmd,
+}
+
+/// Match the student's pooled hidden state to teacher features through host-owned adapters.
+///
+/// The host keeps, per `name`, a learnable encoder from the target's width to `code_dim` (with a
+/// decoder back) and a projection of the student's hidden state to `code_dim`. Loss:
+/// `weight * match(project(student), encode(target)) + reconstruction_weight * mse(decode(encode(target)), target)`.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub struct FeatureTerm {
+    /// Identifies the adapters, stable across batches.
+    pub name: RString,
+    /// `[B, D]` teacher features.
+    pub target: Tensor,
+    pub matching: FeatureMatch,
+    pub code_dim: u32,
+    pub reconstruction_weight: f32,
+    pub weight: f32,
+}
+
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub enum Term {
+    Distribution(DistributionTerm),
+    Feature(FeatureTerm),
+}
+
+/// The supervision a strategy asks for; the host turns it into a differentiable loss.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Default)]
+pub struct Recipe {
+    pub terms: RVec<Term>,
+}

@@ -1,0 +1,54 @@
+//! The stable plugin API of the workbench.
+//!
+//! A plugin is a dynamic library that provides one or more *components*: teachers, uncertainty
+//! estimators and amalgamation strategies. Only plain data crosses the boundary (texts, `f32`
+//! tensors with a shape, label names, parameter tables, errors as values), so a plugin author
+//! needs no tensor library.
+//!
+//! Authors implement [`Plugin`] and the role traits ([`Teacher`], [`Estimator`], [`Strategy`])
+//! with ordinary Rust types and export them with [`export_plugin!`]. The macro wraps every entry
+//! point so that a panic inside the plugin comes back to the host as an error.
+//!
+//! Compatibility: a host loads a plugin when the API major versions match. A newer minor version
+//! may only add optional methods at the end of the module, which older hosts ignore and newer
+//! hosts treat as absent in older plugins.
+
+mod data;
+mod error;
+pub mod ffi;
+mod logging;
+pub mod math;
+mod params;
+mod roles;
+
+pub use data::*;
+pub use error::{PluginError, PluginErrorKind, PluginResult};
+pub use params::*;
+pub use roles::*;
+
+/// Re-exported so that plugin crates and the host use the very same version.
+pub use abi_stable;
+
+/// The version of this API, checked by the host at load time.
+pub const API_VERSION: ApiVersion = ApiVersion { major: 1, minor: 0 };
+
+/// Version of the plugin API, compared by the host before anything else is read from a plugin.
+#[repr(C)]
+#[derive(abi_stable::StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl ApiVersion {
+    /// A host speaking `self` can use a plugin built against `plugin`: same major version.
+    pub fn accepts(self, plugin: ApiVersion) -> bool {
+        self.major == plugin.major
+    }
+}
+
+impl std::fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}

@@ -1,0 +1,150 @@
+//! `workbench config check`: resolution order (file, environment, --set) and refusal of bad
+//! configs with messages that name the key, the file and the plugin.
+
+mod support;
+
+use std::path::Path;
+
+use support::{run, workbench};
+
+const GOOD: &str = r#"
+name = "two-teachers"
+seed = 3
+
+[teachers.news]
+plugin = "fixed-logits"
+labels = ["politics", "sport"]
+rows = [[2.0, -1.0]]
+
+[teachers.science]
+plugin = "fixed-logits"
+labels = ["space", "sport"]
+rows = [[1, 0]]
+
+[estimator]
+plugin = "entropy"
+
+[strategy]
+plugin = "vanilla-kd"
+temperature = 2.0
+"#;
+
+fn config(dir: &Path, text: &str) -> String {
+    let path = dir.join("experiment.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn check(text: &str, extra: &[&str]) -> (support::Run, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = config(dir.path(), text);
+    let mut args = vec!["config", "check", &file];
+    args.extend_from_slice(extra);
+    (run(&mut workbench(&args)), file)
+}
+
+#[test]
+fn a_good_config_prints_the_resolved_config_with_defaults() {
+    let (out, _) = check(GOOD, &[]);
+    assert!(out.ok, "{}", out.stderr);
+    let resolved: toml::Table = out.stdout.parse().expect("the output is TOML");
+    assert_eq!(resolved["name"].as_str(), Some("two-teachers"));
+    assert_eq!(resolved["seed"].as_integer(), Some(3));
+    assert_eq!(resolved["strategy"]["temperature"].as_float(), Some(2.0));
+    // Defaults are written out: the estimator's measure and the teachers' noise.
+    assert_eq!(resolved["estimator"]["measure"].as_str(), Some("entropy"));
+    assert_eq!(resolved["teachers"]["news"]["noise"].as_float(), Some(0.5));
+    // An integer matrix given for a float parameter is widened.
+    assert_eq!(resolved["teachers"]["science"]["rows"].as_array().unwrap()[0].as_array().unwrap()[0].as_float(), Some(1.0));
+}
+
+#[test]
+fn environment_overrides_the_file_and_set_overrides_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = config(dir.path(), GOOD);
+    let out = run(workbench(&["config", "check", &file, "--set", "strategy.temperature=4", "--set", "teachers.news.members=3"])
+        .env("WORKBENCH_SEED", "11")
+        .env("WORKBENCH_STRATEGY__TEMPERATURE", "3")
+        .env("WORKBENCH_TEACHERS__SCIENCE__NOISE", "0.25"));
+    assert!(out.ok, "{}", out.stderr);
+    let resolved: toml::Table = out.stdout.parse().unwrap();
+    assert_eq!(resolved["seed"].as_integer(), Some(11), "env beats the file");
+    assert_eq!(resolved["teachers"]["science"]["noise"].as_float(), Some(0.25), "env reaches plugin parameters");
+    assert_eq!(resolved["strategy"]["temperature"].as_float(), Some(4.0), "--set beats env");
+    assert_eq!(resolved["teachers"]["news"]["members"].as_integer(), Some(3));
+}
+
+#[test]
+fn a_misspelt_parameter_is_refused_naming_key_file_and_suggestion() {
+    let (out, file) = check(&GOOD.replace("temperature = 2.0", "tempreature = 2.0"), &[]);
+    assert!(!out.ok);
+    assert!(out.stderr.contains(&format!("`strategy.tempreature` in {file}")), "{}", out.stderr);
+    assert!(out.stderr.contains("unknown parameter of strategy `vanilla-kd`; did you mean `temperature`?"), "{}", out.stderr);
+}
+
+#[test]
+fn a_misspelt_top_level_key_is_refused() {
+    let (out, file) = check(&GOOD.replace("seed = 3", "sed = 3"), &[]);
+    assert!(!out.ok);
+    assert!(out.stderr.contains(&format!("`sed` in {file}: unknown key; did you mean `seed`?")), "{}", out.stderr);
+}
+
+#[test]
+fn a_wrong_type_is_refused_naming_key_and_file() {
+    let (out, file) = check(&GOOD.replace("temperature = 2.0", "temperature = \"hot\""), &[]);
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains(&format!("`strategy.temperature` in {file}: expected a number, found string \"hot\"")),
+        "{}",
+        out.stderr
+    );
+    let (out, _) = check(GOOD, &["--set", "teachers.news.members=2.5"]);
+    assert!(!out.ok);
+    assert!(out.stderr.contains("`teachers.news.members` (from --set teachers.news.members): expected an integer"), "{}", out.stderr);
+}
+
+#[test]
+fn out_of_range_and_bad_choices_are_refused() {
+    let (out, _) = check(GOOD, &["--set", "strategy.temperature=1000", "--set", "estimator.measure=vibes"]);
+    assert!(!out.ok);
+    assert!(out.stderr.contains("`strategy.temperature` (from --set strategy.temperature): 1000 is above the maximum 100"), "{}", out.stderr);
+    assert!(out.stderr.contains("`estimator.measure` (from --set estimator.measure): \"vibes\" is not one of entropy, max-prob"), "{}", out.stderr);
+}
+
+#[test]
+fn a_plugin_that_does_not_exist_is_refused_by_name() {
+    let (out, file) = check(&GOOD.replace("plugin = \"vanilla-kd\"", "plugin = \"vanila-kd\""), &[]);
+    assert!(!out.ok);
+    assert!(out.stderr.contains(&format!("`strategy.plugin` in {file}: no strategy named `vanila-kd`")), "{}", out.stderr);
+    assert!(out.stderr.contains("Did you mean `vanilla-kd`?"), "{}", out.stderr);
+    // A component of the wrong kind is named as such.
+    let (out, _) = check(&GOOD.replace("plugin = \"vanilla-kd\"", "plugin = \"entropy\""), &[]);
+    assert!(out.stderr.contains("`entropy` is an estimator, not a strategy"), "{}", out.stderr);
+}
+
+#[test]
+fn a_missing_required_parameter_and_a_missing_file_are_refused() {
+    let (out, _) = check(&GOOD.replace("rows = [[2.0, -1.0]]", ""), &[]);
+    assert!(!out.ok);
+    assert!(out.stderr.contains("`teachers.news.rows` is required by teacher `fixed-logits`"), "{}", out.stderr);
+    let out = run(&mut workbench(&["config", "check", "no/such/file.toml"]));
+    assert!(!out.ok);
+    assert!(out.stderr.contains("config file no/such/file.toml does not exist"), "{}", out.stderr);
+}
+
+#[test]
+fn run_writes_the_resolved_config_and_a_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = config(dir.path(), GOOD);
+    let output = dir.path().join("runs");
+    let out = run(&mut workbench(&["run", &file, "--set", &format!("output={}", output.display())]));
+    assert!(out.ok, "{}", out.stderr);
+    let run_dir = output.join("two-teachers");
+    let written: toml::Table = std::fs::read_to_string(run_dir.join("config.toml")).unwrap().parse().unwrap();
+    assert_eq!(written["seed"].as_integer(), Some(3));
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["union_labels"], serde_json::json!(["politics", "sport", "space"]));
+    assert_eq!(manifest["seeds"]["run"], 3);
+    assert_eq!(manifest["plugins"].as_array().unwrap().len(), 3);
+    assert!(manifest["plugins"][0]["sha256"].as_str().unwrap().len() == 64);
+}

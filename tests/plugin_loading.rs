@@ -1,0 +1,106 @@
+//! The plugin host end to end: discovery of the workspace's plugins, refusal of a plugin built
+//! against another API version, and a panic inside a plugin call turned into an error.
+
+mod support;
+
+use abi_stable::std_types::{ROption, RString};
+use support::{fixture, fixture_dir, plugin_dir, run, workbench};
+use workbench::{
+    host::{HostSettings, PluginLibrary, Registry},
+    Error,
+};
+use workbench_plugin_api::{ParamTable, ParamValue, StrategyInput, TeacherSignals, Tensor, Term};
+
+fn strategy_input() -> StrategyInput {
+    StrategyInput {
+        union_labels: vec![RString::from("a"), RString::from("b")].into(),
+        teachers: vec![TeacherSignals {
+            name: "t".into(),
+            label_map: vec![0, 1].into(),
+            logits: Tensor::from_rows(&[vec![0.0, 3f32.ln()]]).unwrap(),
+            hidden: ROption::RNone,
+        }]
+        .into(),
+        scores: ROption::RNone,
+    }
+}
+
+#[test]
+fn plugins_list_shows_every_workspace_plugin_with_kind_and_version() {
+    let out = run(&mut workbench(&["plugins", "list"]));
+    assert!(out.ok, "{}", out.stderr);
+    let rows: Vec<Vec<&str>> = out.stdout.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["NAME", "KIND", "VERSION", "PLUGIN", "FILE"]);
+    let find = |name: &str| rows.iter().find(|r| r[0] == name).unwrap_or_else(|| panic!("{name} missing:\n{}", out.stdout));
+    for (name, kind, plugin) in [
+        ("fixed-logits", "teacher", "workbench-fixed-teacher"),
+        ("entropy", "estimator", "workbench-uncertainty"),
+        ("vanilla-kd", "strategy", "workbench-vanilla-kd"),
+    ] {
+        let row = find(name);
+        assert_eq!((row[1], row[2], row[3]), (kind, "0.1.0", plugin));
+        assert!(std::path::Path::new(row[4]).is_file(), "listed file {} exists", row[4]);
+    }
+    assert_eq!(rows.len(), 4, "exactly the three workspace plugins:\n{}", out.stdout);
+}
+
+#[test]
+fn plugins_show_prints_parameters_with_defaults_and_docs() {
+    let out = run(&mut workbench(&["plugins", "show", "vanilla-kd"]));
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("temperature (a number, default 1.0, 0.05 ..= 100)"), "{}", out.stdout);
+    assert!(out.stdout.contains("Distillation temperature T."), "{}", out.stdout);
+    let out = run(&mut workbench(&["plugins", "show", "vanila-kd"]));
+    assert!(!out.ok);
+    assert!(out.stderr.contains("did you mean `vanilla-kd`?"), "{}", out.stderr);
+}
+
+#[test]
+fn a_plugin_built_against_another_api_major_is_refused_with_both_versions() {
+    let path = fixture("broken_incompatible_api");
+    let error = PluginLibrary::load(&path, &HostSettings::default()).unwrap_err();
+    assert!(matches!(error, Error::IncompatibleApi { .. }), "{error:?}");
+    let message = error.to_string();
+    for needle in ["`broken-incompatible-api` 0.3.0", "plugin API 2.0", "speaks plugin API 1.0", "rebuild the plugin against workbench-plugin-api 1.x"] {
+        assert!(message.contains(needle), "`{needle}` not in: {message}");
+    }
+
+    // The CLI warns about it and still lists the good plugins.
+    let dir = fixture_dir().to_str().unwrap().to_string();
+    let out = run(&mut workbench(&["plugins", "list", "--plugin-dir", &dir]));
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stderr.contains("was built against plugin API 2.0"), "{}", out.stderr);
+    assert!(out.stdout.contains("vanilla-kd") && out.stdout.contains("panicky"), "{}", out.stdout);
+}
+
+#[test]
+fn a_panic_inside_a_plugin_call_is_an_error_naming_plugin_and_call_and_the_host_carries_on() {
+    let registry = Registry::discover(&[fixture_dir().to_path_buf(), plugin_dir()], &HostSettings::default());
+    let panicky = registry.create_strategy("panicky", &ParamTable::default()).unwrap();
+    for _ in 0..2 {
+        let error = panicky.recipe(&strategy_input()).unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(error, Error::PluginCall { .. }), "{error:?}");
+        for needle in ["plugin `broken-panicking`", "panicked in Strategy::recipe (component `panicky`)", "recipe exploded on a batch of 1"] {
+            assert!(message.contains(needle), "`{needle}` not in: {message}");
+        }
+    }
+    // A second strategy plugin loaded next to it is its own library and still works: softmax of
+    // [0, ln 3] is [1/4, 3/4].
+    let kd = registry.create_strategy("vanilla-kd", &ParamTable::default().with("temperature", ParamValue::Float(1.0))).unwrap();
+    let recipe = kd.recipe(&strategy_input()).unwrap();
+    let Term::Distribution(term) = &recipe.terms[0] else { panic!("expected a distribution term") };
+    assert!((term.target.data()[1] - 0.75).abs() < 1e-6, "{:?}", term.target);
+}
+
+#[test]
+fn a_library_that_is_not_a_plugin_is_refused_by_name() {
+    // The test binary's own directory holds rlibs and the like; a plain shared object without a
+    // handshake is named as not being a plugin.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join(format!("libfake.{}", std::env::consts::DLL_EXTENSION));
+    std::fs::write(&fake, b"not an ELF file").unwrap();
+    let error = PluginLibrary::load(&fake, &HostSettings::default()).unwrap_err();
+    assert!(matches!(error, Error::LoadFailed { .. }), "{error:?}");
+    assert!(error.to_string().contains("libfake"), "{error}");
+}

@@ -1,0 +1,64 @@
+//! Shared helpers of the end-to-end tests: the `workbench` binary, the plugin directory next to
+//! it, and the purpose-built broken plugins under `tests/fixtures`.
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::OnceLock,
+};
+
+pub const WORKBENCH: &str = env!("CARGO_BIN_EXE_workbench");
+
+/// Where the workspace's plugins are built: next to the binary.
+pub fn plugin_dir() -> PathBuf {
+    Path::new(WORKBENCH).parent().unwrap().to_path_buf()
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The `workbench` command with a clean environment: no inherited `WORKBENCH_*` or `RUST_LOG`.
+pub fn workbench(args: &[&str]) -> Command {
+    let mut command = Command::new(WORKBENCH);
+    command.args(args).current_dir(repo_root()).env_remove("RUST_LOG");
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("WORKBENCH_")) {
+        command.env_remove(key);
+    }
+    command
+}
+
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(command: &mut Command) -> Run {
+    let Output { status, stdout, stderr } = command.output().expect("the workbench binary runs");
+    Run { ok: status.success(), stdout: String::from_utf8(stdout).unwrap(), stderr: String::from_utf8(stderr).unwrap() }
+}
+
+/// Builds the broken plugins once per test binary, into their own target directory, and returns
+/// the directory holding their libraries.
+pub fn fixture_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures-target");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--manifest-path"])
+            .arg(repo_root().join("tests/fixtures/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building tests/fixtures failed");
+        target.join("debug")
+    })
+}
+
+pub fn fixture(stem: &str) -> PathBuf {
+    fixture_dir().join(format!("{}{stem}.{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_EXTENSION))
+}

@@ -1,0 +1,453 @@
+//! Configuration: TOML files, then `WORKBENCH_*` environment variables, then `--set key=value`,
+//! later sources winning. Every component's parameters are checked against its plugin's schema
+//! before any model or data loads, and every problem names the key and where it was set.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use figment::{
+    providers::{Env, Format, Toml},
+    value::{magic::RelativePathBuf, Dict, Map, Value},
+    Figment, Metadata, Profile, Provider,
+};
+use serde::Deserialize;
+use workbench_plugin_api::{ComponentKind, ComponentSpec, ParamKind, ParamSpec, ParamTable, ParamValue, Signals};
+
+use crate::{host::Registry, Error, Result};
+
+/// Prefix of the environment variables that override config keys; `__` separates key parts
+/// (`WORKBENCH_STRATEGY__TEMPERATURE=2` sets `strategy.temperature`).
+pub const ENV_PREFIX: &str = "WORKBENCH_";
+
+/// One `--set key=value` from the command line, as a figment provider so that errors can say
+/// where a value came from.
+struct CommandLineSet {
+    key: String,
+    value: Value,
+}
+
+impl Provider for CommandLineSet {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("--set {}", self.key))
+    }
+
+    fn data(&self) -> std::result::Result<Map<Profile, Dict>, figment::Error> {
+        match figment::util::nest(&self.key, self.value.clone()) {
+            Value::Dict(_, dict) => Ok(Profile::Default.collect(dict)),
+            _ => Err(figment::Error::from(format!("--set needs a key before `=`, got `{}`", self.key))),
+        }
+    }
+}
+
+/// Parses `key=value`; the value is read like a TOML value (number, bool, array), else a string.
+fn parse_set(assignment: &str) -> Result<CommandLineSet> {
+    let (key, value) = assignment.split_once('=').filter(|(k, _)| !k.trim().is_empty()).ok_or_else(|| {
+        Error::InvalidConfig { problems: vec![format!("--set `{assignment}`: expected KEY=VALUE, e.g. strategy.temperature=2")] }
+    })?;
+    let value = value.parse::<Value>().unwrap_or_else(|_| Value::from(value.to_string()));
+    Ok(CommandLineSet { key: key.trim().to_string(), value })
+}
+
+/// The environment variable that sets `key`.
+fn env_var(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.replace('.', "__").to_uppercase())
+}
+
+/// A problem with a run-level setting, naming the key and where it was set.
+fn settings_problem(error: figment::Error) -> String {
+    let key = error.path.join(".");
+    let origin = match error.metadata.as_ref().map(|m| (&m.source, &m.name)) {
+        Some((Some(figment::Source::File(path)), _)) => format!("`{key}` in {}", path.display()),
+        Some((_, name)) if name.starts_with("--set") => format!("`{key}` (from {name})"),
+        Some(_) => format!("`{key}` (from environment variable {})", env_var(&key)),
+        None => format!("`{key}`"),
+    };
+    match &error.kind {
+        figment::error::Kind::UnknownField(field, expected) => {
+            let hint = closest(field, expected.iter().copied()).map_or_else(String::new, |c| format!("did you mean `{c}`? "));
+            format!("{origin}: unknown key; {hint}known keys: {}", expected.join(", "))
+        }
+        kind => format!("{origin}: {kind}"),
+    }
+}
+
+/// Run-level settings; components are read separately so their values keep their origin.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    name: Option<String>,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    threads: usize,
+    #[serde(default)]
+    plugin_dirs: Vec<RelativePathBuf>,
+    output: Option<PathBuf>,
+    #[allow(dead_code)]
+    teachers: Option<serde::de::IgnoredAny>,
+    #[allow(dead_code)]
+    estimator: Option<serde::de::IgnoredAny>,
+    #[allow(dead_code)]
+    strategy: Option<serde::de::IgnoredAny>,
+}
+
+/// The merged sources, not yet checked against plugins.
+pub struct LoadedConfig {
+    figment: Figment,
+    settings: Settings,
+    default_name: String,
+}
+
+/// A component chosen by a config, with validated parameters and defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComponentChoice {
+    pub component: String,
+    pub params: ParamTable,
+}
+
+/// A configuration resolved from all sources and validated against the loaded plugins.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedConfig {
+    pub name: String,
+    /// Seed of data order, dropout and MC sampling.
+    pub seed: u64,
+    /// Threads for host and plugins; 0 in the file means every core.
+    pub threads: usize,
+    pub plugin_dirs: Vec<PathBuf>,
+    pub output: PathBuf,
+    pub teachers: BTreeMap<String, ComponentChoice>,
+    pub estimator: Option<ComponentChoice>,
+    pub strategy: ComponentChoice,
+}
+
+/// Reads the files (in order), the environment and the `--set` assignments.
+pub fn load(files: &[PathBuf], sets: &[String]) -> Result<LoadedConfig> {
+    let mut figment = Figment::new();
+    for file in files {
+        if !file.is_file() {
+            return Err(Error::InvalidConfig { problems: vec![format!("config file {} does not exist", file.display())] });
+        }
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+    for assignment in sets {
+        figment = figment.merge(parse_set(assignment)?);
+    }
+    let settings: Settings = figment.extract().map_err(|e| Error::InvalidConfig { problems: e.into_iter().map(settings_problem).collect() })?;
+    let default_name = files
+        .last()
+        .and_then(|f| f.file_stem())
+        .map_or_else(|| "run".to_string(), |s| s.to_string_lossy().into_owned());
+    Ok(LoadedConfig { figment, settings, default_name })
+}
+
+impl LoadedConfig {
+    /// Plugin directories named by the config, relative to the file that names them.
+    pub fn plugin_dirs(&self) -> Vec<PathBuf> {
+        self.settings.plugin_dirs.iter().map(RelativePathBuf::relative).collect()
+    }
+
+    pub fn threads(&self) -> usize {
+        match self.settings.threads {
+            0 => crate::host::available_threads(),
+            n => n,
+        }
+    }
+
+    /// Checks every component and parameter against the plugins' manifests; reports all
+    /// problems at once.
+    pub fn validate(&self, registry: &Registry) -> Result<ResolvedConfig> {
+        let mut problems = Vec::new();
+        let mut teachers = BTreeMap::new();
+        let mut teacher_specs = Vec::new();
+        match self.figment.find_value("teachers") {
+            Ok(Value::Dict(_, dict)) if !dict.is_empty() => {
+                for (name, value) in &dict {
+                    let key = format!("teachers.{name}");
+                    if let Some((choice, spec)) = self.component(registry, ComponentKind::Teacher, &key, value, &mut problems) {
+                        teacher_specs.push((name.clone(), spec));
+                        teachers.insert(name.clone(), choice);
+                    }
+                }
+            }
+            Ok(other) if !matches!(other, Value::Dict(..)) => {
+                problems.push(format!("{}: must be a table of teachers, e.g. [teachers.sports]", self.origin("teachers", &other)))
+            }
+            _ => problems.push("no teachers: add at least one [teachers.NAME] table with a `plugin` key".into()),
+        }
+        let estimator = self
+            .figment
+            .find_value("estimator")
+            .ok()
+            .and_then(|value| self.component(registry, ComponentKind::Estimator, "estimator", &value, &mut problems));
+        let strategy = match self.figment.find_value("strategy") {
+            Ok(value) => self.component(registry, ComponentKind::Strategy, "strategy", &value, &mut problems),
+            Err(_) => {
+                problems.push("no strategy: add a [strategy] table with a `plugin` key".into());
+                None
+            }
+        };
+        check_signals(&teacher_specs, estimator.as_ref().map(|(c, s)| (c, s)), strategy.as_ref().map(|(c, s)| (c, s)), &mut problems);
+        match (problems.is_empty(), strategy) {
+            (true, Some((strategy, _))) => Ok(ResolvedConfig {
+                name: self.settings.name.clone().unwrap_or_else(|| self.default_name.clone()),
+                seed: self.settings.seed,
+                threads: self.threads(),
+                plugin_dirs: self.plugin_dirs(),
+                output: self.settings.output.clone().unwrap_or_else(|| PathBuf::from("runs")),
+                teachers,
+                estimator: estimator.map(|(choice, _)| choice),
+                strategy,
+            }),
+            _ => Err(Error::InvalidConfig { problems }),
+        }
+    }
+
+    /// `key` and where its value was set: a file, an environment variable or `--set`.
+    fn origin(&self, key: &str, value: &Value) -> String {
+        match self.figment.get_metadata(value.tag()) {
+            Some(metadata) => match &metadata.source {
+                Some(figment::Source::File(path)) => format!("`{key}` in {}", path.display()),
+                _ if metadata.name.starts_with("--set") => format!("`{key}` (from {})", metadata.name),
+                _ => format!("`{key}` (from environment variable {})", env_var(key)),
+            },
+            None => format!("`{key}`"),
+        }
+    }
+
+    /// Resolves one component table: its plugin and its parameters.
+    fn component(
+        &self,
+        registry: &Registry,
+        kind: ComponentKind,
+        key: &str,
+        value: &Value,
+        problems: &mut Vec<String>,
+    ) -> Option<(ComponentChoice, ComponentSpec)> {
+        let Value::Dict(_, table) = value else {
+            problems.push(format!("{}: must be a table with a `plugin` key", self.origin(key, value)));
+            return None;
+        };
+        let plugin_key = format!("{key}.plugin");
+        let component = match table.get("plugin") {
+            Some(Value::String(_, name)) => name.clone(),
+            Some(other) => {
+                problems.push(format!("{}: expected the name of a {kind} plugin, found {}", self.origin(&plugin_key, other), describe(other)));
+                return None;
+            }
+            None => {
+                problems.push(format!("{}: missing; name the {kind} plugin to use (see `workbench plugins list`)", self.origin(&plugin_key, value)));
+                return None;
+            }
+        };
+        let spec = match registry.find(kind, &component) {
+            Ok((_, spec)) => spec.clone(),
+            Err(e) => {
+                problems.push(format!("{}: {e}", self.origin(&plugin_key, &table["plugin"])));
+                return None;
+            }
+        };
+        let before = problems.len();
+        let mut params = ParamTable::default();
+        for (name, value) in table.iter().filter(|(name, _)| name.as_str() != "plugin") {
+            let param_key = format!("{key}.{name}");
+            let Some(param) = spec.params.iter().find(|p| p.name == name.as_str()) else {
+                let known: Vec<&str> = spec.params.iter().map(|p| p.name.as_str()).collect();
+                let hint = match closest(name, known.iter().copied()) {
+                    Some(close) => format!("did you mean `{close}`? "),
+                    None => String::new(),
+                };
+                let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+                problems.push(format!(
+                    "{}: unknown parameter of {kind} `{component}`; {hint}its parameters: {known}",
+                    self.origin(&param_key, value)
+                ));
+                continue;
+            };
+            match convert(param, value).and_then(|v| param.check(&v).map(|()| v)) {
+                Ok(v) => params.insert(name, v),
+                Err(reason) => problems.push(format!("{}: {reason}", self.origin(&param_key, value))),
+            }
+        }
+        for param in spec.params.iter() {
+            if params.get(&param.name).is_ok() {
+                continue;
+            }
+            match param.default.clone().into_option() {
+                Some(default) => params.insert(&param.name, default),
+                None => problems.push(format!(
+                    "`{key}.{}` is required by {kind} `{component}` ({}): {}",
+                    param.name,
+                    param.kind.describe(),
+                    param.doc
+                )),
+            }
+        }
+        // Written out in the order the plugin declares its parameters.
+        let params = ParamTable {
+            entries: spec.params.iter().filter_map(|p| params.entries.iter().find(|e| e.name == p.name).cloned()).collect(),
+        };
+        (problems.len() == before).then_some((ComponentChoice { component, params }, spec))
+    }
+}
+
+/// Checks that teachers can produce what the estimator and strategy need.
+fn check_signals(
+    teachers: &[(String, ComponentSpec)],
+    estimator: Option<(&ComponentChoice, &ComponentSpec)>,
+    strategy: Option<(&ComponentChoice, &ComponentSpec)>,
+    problems: &mut Vec<String>,
+) {
+    let needs = |spec: &ComponentSpec, what: &str, needed: fn(&Signals) -> bool| {
+        teachers
+            .iter()
+            .filter(|(_, t)| needed(&spec.signals) && !needed(&t.signals))
+            .map(|(name, t)| {
+                format!(
+                    "{} `{}` needs {what}, but teacher `{name}` (plugin `{}`) cannot provide them",
+                    spec.kind, spec.name, t.name
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    for (_, spec) in estimator.iter().chain(strategy.iter()) {
+        problems.extend(needs(spec, "stochastic passes", |s| s.stochastic_passes));
+        problems.extend(needs(spec, "ensemble member passes", |s| s.member_passes));
+        problems.extend(needs(spec, "hidden states", |s| s.hidden_states));
+    }
+    if let (Some((_, spec)), None) = (strategy, estimator) {
+        if spec.signals.scores {
+            problems.push(format!(
+                "strategy `{}` needs certainty scores: add an [estimator] table (e.g. plugin = \"entropy\")",
+                spec.name
+            ));
+        }
+    }
+}
+
+/// A short description of a config value for error messages.
+fn describe(value: &Value) -> String {
+    match value {
+        Value::String(_, s) => format!("string {s:?}"),
+        Value::Char(_, c) => format!("character {c:?}"),
+        Value::Bool(_, b) => format!("boolean {b}"),
+        Value::Num(..) => format!("number {}", number(value).map_or_else(String::new, |n| n.to_string())),
+        Value::Empty(..) => "an empty value".into(),
+        Value::Dict(..) => "a table".into(),
+        Value::Array(..) => "a list".into(),
+    }
+}
+
+/// A number in a config value: integers stay exact so that integer parameters can refuse 2.5.
+enum Number {
+    Int(i128),
+    Float(f64),
+}
+
+fn parse_number(value: &Value) -> Option<Number> {
+    let Value::Num(_, num) = value else { return None };
+    match num.to_actual() {
+        figment::error::Actual::Unsigned(u) => i128::try_from(u).ok().map(Number::Int),
+        figment::error::Actual::Signed(i) => Some(Number::Int(i)),
+        figment::error::Actual::Float(f) => Some(Number::Float(f)),
+        _ => None,
+    }
+}
+
+fn number(value: &Value) -> Option<f64> {
+    parse_number(value).map(|n| match n {
+        Number::Int(i) => i as f64,
+        Number::Float(f) => f,
+    })
+}
+
+/// Converts a config value to the kind a parameter declares.
+fn convert(spec: &ParamSpec, value: &Value) -> std::result::Result<ParamValue, String> {
+    let wrong = || format!("expected {}, found {}", spec.kind.describe(), describe(value));
+    let numbers = |items: &[Value]| items.iter().map(number).collect::<Option<Vec<f64>>>();
+    let converted = match (spec.kind, value) {
+        (ParamKind::Bool, Value::Bool(_, b)) => Some(ParamValue::Bool(*b)),
+        (ParamKind::Int, _) => match parse_number(value) {
+            Some(Number::Int(i)) => i64::try_from(i).ok().map(ParamValue::Int),
+            _ => None,
+        },
+        (ParamKind::Float, _) => number(value).map(ParamValue::Float),
+        (ParamKind::Text, Value::String(_, s)) => Some(ParamValue::Text(s.as_str().into())),
+        (ParamKind::TextList, Value::Array(_, items)) => items
+            .iter()
+            .map(|v| v.as_str().map(Into::into))
+            .collect::<Option<Vec<_>>>()
+            .map(|v| ParamValue::TextList(v.into())),
+        (ParamKind::FloatList, Value::Array(_, items)) => numbers(items).map(|v| ParamValue::FloatList(v.into())),
+        (ParamKind::FloatMatrix, Value::Array(_, rows)) => rows
+            .iter()
+            .map(|row| match row {
+                Value::Array(_, items) => numbers(items).map(Into::into),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(|rows| ParamValue::FloatMatrix(rows.into())),
+        _ => None,
+    };
+    converted.ok_or_else(wrong)
+}
+
+/// The candidate closest to `name` by edit distance, if it is close enough to be a typo.
+pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (strsim::damerau_levenshtein(name, c), c))
+        .filter(|&(distance, c)| distance <= 2.max(c.len() / 3))
+        .min_by_key(|&(distance, _)| distance)
+        .map(|(_, c)| c)
+}
+
+fn toml_value(value: &ParamValue) -> toml::Value {
+    match value {
+        ParamValue::Bool(b) => toml::Value::Boolean(*b),
+        ParamValue::Int(i) => toml::Value::Integer(*i),
+        ParamValue::Float(f) => toml::Value::Float(*f),
+        ParamValue::Text(s) => toml::Value::String(s.to_string()),
+        ParamValue::TextList(v) => toml::Value::Array(v.iter().map(|s| toml::Value::String(s.to_string())).collect()),
+        ParamValue::FloatList(v) => toml::Value::Array(v.iter().map(|&x| toml::Value::Float(x)).collect()),
+        ParamValue::FloatMatrix(rows) => toml::Value::Array(
+            rows.iter().map(|r| toml::Value::Array(r.iter().map(|&x| toml::Value::Float(x)).collect())).collect(),
+        ),
+    }
+}
+
+impl ComponentChoice {
+    fn to_toml(&self) -> toml::Value {
+        let mut table = toml::Table::new();
+        table.insert("plugin".into(), toml::Value::String(self.component.clone()));
+        for param in self.params.entries.iter() {
+            table.insert(param.name.to_string(), toml_value(&param.value));
+        }
+        toml::Value::Table(table)
+    }
+}
+
+impl ResolvedConfig {
+    /// The resolved config as TOML: every default written out, so that the file alone
+    /// reproduces the run.
+    pub fn to_toml(&self) -> String {
+        let mut root = toml::Table::new();
+        root.insert("name".into(), self.name.clone().into());
+        root.insert("seed".into(), toml::Value::Integer(self.seed as i64));
+        root.insert("threads".into(), toml::Value::Integer(self.threads as i64));
+        root.insert("output".into(), path_value(&self.output));
+        root.insert("plugin_dirs".into(), toml::Value::Array(self.plugin_dirs.iter().map(|p| path_value(p)).collect()));
+        let teachers = self.teachers.iter().map(|(name, choice)| (name.clone(), choice.to_toml())).collect();
+        root.insert("teachers".into(), toml::Value::Table(teachers));
+        if let Some(estimator) = &self.estimator {
+            root.insert("estimator".into(), estimator.to_toml());
+        }
+        root.insert("strategy".into(), self.strategy.to_toml());
+        toml::to_string(&root).expect("a TOML table always serializes")
+    }
+}
+
+fn path_value(path: &Path) -> toml::Value {
+    toml::Value::String(path.display().to_string())
+}

@@ -1,0 +1,78 @@
+use std::path::PathBuf;
+
+use workbench_plugin_api::{ApiVersion, ComponentKind, PluginError, PluginErrorKind};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot load plugin library {path}: {reason}")]
+    LoadFailed { path: PathBuf, reason: String },
+
+    #[error(
+        "{path} is not a workbench plugin: it exports no `workbench_plugin_handshake` symbol \
+         (plugins are built with `workbench_plugin_api::export_plugin!`)"
+    )]
+    NotAPlugin { path: PathBuf },
+
+    #[error(
+        "plugin `{plugin}` {plugin_version} ({path}) was built against plugin API {plugin_api}, \
+         but this workbench speaks plugin API {host_api}: rebuild the plugin against \
+         workbench-plugin-api {}.x, or remove it from the plugin directories",
+        host_api.major
+    )]
+    IncompatibleApi {
+        plugin: String,
+        plugin_version: String,
+        path: PathBuf,
+        plugin_api: ApiVersion,
+        host_api: ApiVersion,
+    },
+
+    #[error(
+        "plugin `{plugin}` ({path}) declares plugin API {plugin_api} but its types do not match this \
+         workbench's; rebuild it against the same workbench-plugin-api release: {reason}"
+    )]
+    IncompatibleLayout { plugin: String, path: PathBuf, plugin_api: ApiVersion, reason: String },
+
+    #[error("plugin `{plugin}` ({path}) {} in {call}: {}", verb(source.kind), source.message)]
+    PluginCall { plugin: String, path: PathBuf, call: String, source: PluginError },
+
+    #[error("plugin `{plugin}` returned an invalid result from {call}: {reason}")]
+    InvalidPluginOutput { plugin: String, call: String, reason: String },
+
+    #[error("two plugins provide a {kind} named `{name}`: {first} and {second}; the first is used")]
+    DuplicateComponent { kind: ComponentKind, name: String, first: PathBuf, second: PathBuf },
+
+    #[error("no {kind} named `{name}` among the loaded plugins{hint}")]
+    UnknownComponent { kind: ComponentKind, name: String, hint: String },
+
+    #[error("configuration: {0}")]
+    Resolve(Box<figment::Error>),
+
+    #[error("configuration is invalid:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    InvalidConfig { problems: Vec<String> },
+
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+fn verb(kind: PluginErrorKind) -> &'static str {
+    match kind {
+        PluginErrorKind::Panic => "panicked",
+        _ => "failed",
+    }
+}
+
+impl From<figment::Error> for Error {
+    fn from(error: figment::Error) -> Self {
+        Error::Resolve(Box::new(error))
+    }
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Io { context, source }
+    }
+}

@@ -1,0 +1,388 @@
+//! The plugin host: discovers plugin libraries, checks their API version and type layout, and
+//! wraps every call into a plugin so that its failures (panics included) become errors that
+//! name the plugin and the call.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use abi_stable::{
+    library::{lib_header_from_path, LibraryError, RawLibrary},
+    std_types::{RResult, RSlice, RStr, RString},
+};
+use sha2::{Digest, Sha256};
+use workbench_plugin_api::{
+    ffi::{EstimatorBox, Handshake, PluginModuleRef, StrategyBox, TeacherBox, HANDSHAKE_SYMBOL},
+    ComponentKind, ComponentSpec, ForwardRequest, HostContext, LogLevel, ParamTable, PluginError,
+    PluginManifest, Recipe, Sampling, SamplingPlan, StrategyInput, TeacherInfo, TeacherOutput, TeacherSamples,
+    Tensor, Term, API_VERSION,
+};
+
+use crate::{Error, Result};
+
+/// What the host tells every plugin it loads.
+#[derive(Debug, Clone, Copy)]
+pub struct HostSettings {
+    /// Threads each plugin may use; host and plugins never compute at the same time, so each
+    /// pool gets the whole budget rather than a share of it.
+    pub threads: usize,
+    pub max_log_level: LogLevel,
+}
+
+impl Default for HostSettings {
+    fn default() -> Self {
+        Self { threads: available_threads(), max_log_level: LogLevel::Info }
+    }
+}
+
+pub fn available_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A loaded plugin library.
+pub struct PluginLibrary {
+    pub path: PathBuf,
+    pub manifest: PluginManifest,
+    module: PluginModuleRef,
+}
+
+impl std::fmt::Debug for PluginLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginLibrary").field("path", &self.path).field("name", &self.manifest.name).finish()
+    }
+}
+
+/// Reads a library's handshake, `None` when it is not a plugin at all.
+fn read_handshake(path: &Path) -> Result<Option<(String, String, workbench_plugin_api::ApiVersion)>> {
+    let raw = RawLibrary::load_at(path).map_err(|e| Error::LoadFailed { path: path.into(), reason: e.to_string() })?;
+    // SAFETY: the symbol's type is fixed for every API version (see `Handshake`).
+    let handshake: Option<Handshake> =
+        unsafe { raw.get::<extern "C" fn() -> Handshake>(HANDSHAKE_SYMBOL).ok().map(|f| (*f)()) };
+    let result = handshake.map(|h| (h.package.to_string(), h.package_version.to_string(), h.api_version));
+    // Plugins are never unloaded (their vtables and statics may be referenced until exit).
+    std::mem::forget(raw);
+    Ok(result)
+}
+
+impl PluginLibrary {
+    /// Loads a plugin: handshake and API version first, then type layout, then `init` and the
+    /// manifest.
+    pub fn load(path: &Path, settings: &HostSettings) -> Result<Self> {
+        let (package, package_version, plugin_api) =
+            read_handshake(path)?.ok_or_else(|| Error::NotAPlugin { path: path.into() })?;
+        if !API_VERSION.accepts(plugin_api) {
+            return Err(Error::IncompatibleApi {
+                plugin: package,
+                plugin_version: package_version,
+                path: path.into(),
+                plugin_api,
+                host_api: API_VERSION,
+            });
+        }
+        let header =
+            lib_header_from_path(path).map_err(|e| Error::LoadFailed { path: path.into(), reason: e.to_string() })?;
+        let module = header.init_root_module::<PluginModuleRef>().map_err(|e| match e {
+            LibraryError::AbiInstability(_) | LibraryError::IncompatibleVersionNumber { .. } => {
+                Error::IncompatibleLayout {
+                    plugin: package.clone(),
+                    path: path.into(),
+                    plugin_api,
+                    reason: e.to_string(),
+                }
+            }
+            other => Error::LoadFailed { path: path.into(), reason: other.to_string() },
+        })?;
+        let call_error = |call: &str, source: PluginError| Error::PluginCall {
+            plugin: package.clone(),
+            path: path.into(),
+            call: call.into(),
+            source,
+        };
+        let context = HostContext {
+            threads: settings.threads as u32,
+            max_log_level: settings.max_log_level,
+            log: crate::logging::plugin_log,
+        };
+        module.init()(context).into_result().map_err(|e| call_error("init", e))?;
+        let manifest = module.manifest()().into_result().map_err(|e| call_error("manifest", e))?;
+        Ok(Self { path: path.into(), manifest, module })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    /// sha256 of the library file, recorded in run manifests.
+    pub fn sha256(&self) -> Result<String> {
+        let bytes = std::fs::read(&self.path).map_err(Error::io(format!("reading {}", self.path.display())))?;
+        Ok(format!("{:x}", Sha256::digest(bytes)))
+    }
+}
+
+/// Where a component lives, to name it in errors.
+#[derive(Clone)]
+struct Origin {
+    library: Arc<PluginLibrary>,
+    component: String,
+}
+
+impl Origin {
+    fn call_name(&self, call: &str) -> String {
+        format!("{call} (component `{}`)", self.component)
+    }
+
+    fn check<T>(&self, call: &str, result: RResult<T, PluginError>) -> Result<T> {
+        result.into_result().map_err(|source| Error::PluginCall {
+            plugin: self.library.name().into(),
+            path: self.library.path.clone(),
+            call: self.call_name(call),
+            source,
+        })
+    }
+
+    fn invalid(&self, call: &str, reason: String) -> Error {
+        Error::InvalidPluginOutput { plugin: self.library.name().into(), call: self.call_name(call), reason }
+    }
+}
+
+fn check_finite(what: &str, values: &[f32]) -> std::result::Result<(), String> {
+    match values.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(format!("{what} contains a non-finite value ({}) at flat index {i}", values[i])),
+        None => Ok(()),
+    }
+}
+
+/// A teacher created by a plugin.
+pub struct TeacherHandle {
+    origin: Origin,
+    inner: TeacherBox,
+}
+
+impl TeacherHandle {
+    pub fn info(&self) -> Result<TeacherInfo> {
+        self.origin.check("Teacher::info", self.inner.info())
+    }
+
+    /// Runs the teacher and checks that its output has the shape the request implies.
+    pub fn forward(&mut self, texts: &[RString], request: &ForwardRequest, info: &TeacherInfo) -> Result<TeacherOutput> {
+        const CALL: &str = "Teacher::forward";
+        let output = self.origin.check(CALL, self.inner.forward(RSlice::from_slice(texts), request))?;
+        let passes = match request.sampling {
+            Sampling::Deterministic => 1,
+            Sampling::Stochastic { passes, .. } => passes as usize,
+            Sampling::Members => info.members,
+        };
+        output
+            .logits
+            .expect_shape("logits", &[passes, texts.len(), info.labels.len()])
+            .map_err(|e| self.origin.invalid(CALL, e.message.into()))?;
+        check_finite("logits", output.logits.data()).map_err(|e| self.origin.invalid(CALL, e))?;
+        if let Some(hidden) = output.hidden.as_ref().into_option() {
+            hidden
+                .expect_shape("hidden state", &[texts.len(), info.hidden_size])
+                .map_err(|e| self.origin.invalid(CALL, e.message.into()))?;
+        }
+        Ok(output)
+    }
+}
+
+/// An uncertainty estimator created by a plugin.
+pub struct EstimatorHandle {
+    origin: Origin,
+    inner: EstimatorBox,
+}
+
+impl EstimatorHandle {
+    pub fn plan(&self) -> Result<SamplingPlan> {
+        self.origin.check("Estimator::plan", self.inner.plan())
+    }
+
+    /// Scores the samples of every teacher, checking for a finite `[B, T]` result.
+    pub fn score(&self, samples: &[TeacherSamples]) -> Result<Tensor> {
+        const CALL: &str = "Estimator::score";
+        let scores = self.origin.check(CALL, self.inner.score(RSlice::from_slice(samples)))?;
+        let batch = samples.first().map_or(0, |s| s.probs.shape().get(1).copied().unwrap_or(0));
+        scores.expect_shape("scores", &[batch, samples.len()]).map_err(|e| self.origin.invalid(CALL, e.message.into()))?;
+        check_finite("scores", scores.data()).map_err(|e| self.origin.invalid(CALL, e))?;
+        Ok(scores)
+    }
+}
+
+/// An amalgamation strategy created by a plugin.
+pub struct StrategyHandle {
+    origin: Origin,
+    inner: StrategyBox,
+}
+
+impl StrategyHandle {
+    /// Asks for a recipe and refuses one the host could not turn into a loss.
+    pub fn recipe(&self, input: &StrategyInput) -> Result<Recipe> {
+        const CALL: &str = "Strategy::recipe";
+        let recipe = self.origin.check(CALL, self.inner.recipe(input))?;
+        check_recipe(&recipe, input.batch_size(), input.union_labels.len())
+            .map_err(|reason| self.origin.invalid(CALL, reason))?;
+        Ok(recipe)
+    }
+}
+
+/// Checks every term of a recipe against the batch size and the union label space.
+pub fn check_recipe(recipe: &Recipe, batch: usize, union_size: usize) -> std::result::Result<(), String> {
+    if recipe.terms.is_empty() {
+        return Err("the recipe has no terms".into());
+    }
+    for (i, term) in recipe.terms.iter().enumerate() {
+        let at = |reason: String| format!("term {i}: {reason}");
+        match term {
+            Term::Distribution(d) => {
+                if let Some(&bad) = d.labels.iter().find(|&&l| l as usize >= union_size) {
+                    return Err(at(format!("label index {bad} is outside the union of {union_size} labels")));
+                }
+                d.target.expect_shape("target", &[batch, d.labels.len()]).map_err(|e| at(e.message.into()))?;
+                check_finite("target", d.target.data()).map_err(at)?;
+                if let Some(weights) = d.weights.as_ref().into_option() {
+                    if weights.len() != batch {
+                        return Err(at(format!("{} weights for a batch of {batch}", weights.len())));
+                    }
+                    check_finite("weights", weights).map_err(at)?;
+                }
+                if !(d.temperature.is_finite() && d.temperature > 0.0) || !d.scale.is_finite() {
+                    return Err(at(format!("temperature {} and scale {} must be finite, temperature > 0", d.temperature, d.scale)));
+                }
+            }
+            Term::Feature(f) => {
+                if f.target.shape().len() != 2 || f.target.shape()[0] != batch {
+                    return Err(at(format!("feature target has shape {:?}, expected [{batch}, D]", f.target.shape())));
+                }
+                check_finite("feature target", f.target.data()).map_err(at)?;
+                if f.code_dim == 0 || !f.weight.is_finite() || !f.reconstruction_weight.is_finite() {
+                    return Err(at("feature term needs code_dim > 0 and finite weights".into()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// All plugins found in the plugin directories.
+#[derive(Default)]
+pub struct Registry {
+    libraries: Vec<Arc<PluginLibrary>>,
+    failures: Vec<Error>,
+}
+
+impl Registry {
+    /// Where the workspace's own plugins are built: next to the `workbench` executable.
+    pub fn default_dir() -> Option<PathBuf> {
+        std::env::current_exe().ok()?.parent().map(Path::to_path_buf)
+    }
+
+    /// Loads every plugin library in `dirs`, in order. Libraries without a plugin handshake are
+    /// skipped; libraries that fail to load are kept as failures to report.
+    pub fn discover(dirs: &[PathBuf], settings: &HostSettings) -> Self {
+        let mut registry = Registry::default();
+        let mut seen = BTreeSet::new();
+        for dir in dirs {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    registry.failures.push(Error::Io { context: format!("reading plugin directory {}", dir.display()), source: e });
+                    continue;
+                }
+            };
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|ext| ext == std::env::consts::DLL_EXTENSION))
+                .collect();
+            files.sort();
+            for file in files {
+                if !seen.insert(file.canonicalize().unwrap_or_else(|_| file.clone())) {
+                    continue;
+                }
+                match PluginLibrary::load(&file, settings) {
+                    Ok(library) => registry.add(library),
+                    Err(Error::NotAPlugin { .. }) => tracing::debug!(file = %file.display(), "not a plugin, skipped"),
+                    Err(e) => registry.failures.push(e),
+                }
+            }
+        }
+        registry
+    }
+
+    /// Adds a library; a component name already provided by another library is reported as a
+    /// failure and the earlier one kept.
+    pub fn add(&mut self, library: PluginLibrary) {
+        for spec in library.manifest.components.iter() {
+            if let Ok((first, _)) = self.find(spec.kind, &spec.name) {
+                self.failures.push(Error::DuplicateComponent {
+                    kind: spec.kind,
+                    name: spec.name.to_string(),
+                    first: first.path.clone(),
+                    second: library.path.clone(),
+                });
+                return;
+            }
+        }
+        self.libraries.push(Arc::new(library));
+    }
+
+    pub fn libraries(&self) -> &[Arc<PluginLibrary>] {
+        &self.libraries
+    }
+
+    pub fn failures(&self) -> &[Error] {
+        &self.failures
+    }
+
+    pub fn components(&self) -> impl Iterator<Item = (&Arc<PluginLibrary>, &ComponentSpec)> {
+        self.libraries.iter().flat_map(|lib| lib.manifest.components.iter().map(move |c| (lib, c)))
+    }
+
+    /// The component of `kind` named `name`, or an error listing what is available.
+    pub fn find(&self, kind: ComponentKind, name: &str) -> Result<(&Arc<PluginLibrary>, &ComponentSpec)> {
+        if let Some(found) = self.components().find(|(_, c)| c.kind == kind && c.name == name) {
+            return Ok(found);
+        }
+        let available: Vec<&str> = self.components().filter(|(_, c)| c.kind == kind).map(|(_, c)| c.name.as_str()).collect();
+        let mut hint = String::from(".");
+        if let Some(close) = crate::config::closest(name, available.iter().copied()) {
+            hint.push_str(&format!(" Did you mean `{close}`?"));
+        }
+        if let Some((_, other)) = self.components().find(|(_, c)| c.name == name) {
+            let article = |kind: ComponentKind| if kind == ComponentKind::Estimator { "an" } else { "a" };
+            hint.push_str(&format!(" `{name}` is {} {}, not {} {kind}.", article(other.kind), other.kind, article(kind)));
+        }
+        hint.push_str(&if available.is_empty() {
+            format!(" No {kind} plugins are loaded: check the plugin directories.")
+        } else {
+            format!(" Available: {}.", available.join(", "))
+        });
+        Err(Error::UnknownComponent { kind, name: name.into(), hint })
+    }
+
+    fn origin(&self, kind: ComponentKind, name: &str) -> Result<Origin> {
+        let (library, _) = self.find(kind, name)?;
+        Ok(Origin { library: Arc::clone(library), component: name.into() })
+    }
+
+    pub fn create_teacher(&self, name: &str, params: &ParamTable) -> Result<TeacherHandle> {
+        let origin = self.origin(ComponentKind::Teacher, name)?;
+        let inner = origin.check("create_teacher", (origin.library.module.create_teacher())(RStr::from(name), params))?;
+        Ok(TeacherHandle { origin, inner })
+    }
+
+    pub fn create_estimator(&self, name: &str, params: &ParamTable) -> Result<EstimatorHandle> {
+        let origin = self.origin(ComponentKind::Estimator, name)?;
+        let inner =
+            origin.check("create_estimator", (origin.library.module.create_estimator())(RStr::from(name), params))?;
+        Ok(EstimatorHandle { origin, inner })
+    }
+
+    pub fn create_strategy(&self, name: &str, params: &ParamTable) -> Result<StrategyHandle> {
+        let origin = self.origin(ComponentKind::Strategy, name)?;
+        let inner =
+            origin.check("create_strategy", (origin.library.module.create_strategy())(RStr::from(name), params))?;
+        Ok(StrategyHandle { origin, inner })
+    }
+}

@@ -1,0 +1,9 @@
+//! The workbench engine: plugin host, configuration and runs.
+
+pub mod config;
+mod error;
+pub mod host;
+pub mod logging;
+pub mod run;
+
+pub use error::{Error, Result};

@@ -1,0 +1,203 @@
+//! The `workbench` command line.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::{Args, Parser, Subcommand};
+use workbench::{
+    config::{self, LoadedConfig},
+    host::{HostSettings, Registry},
+    logging,
+};
+use workbench_plugin_api::ComponentKind;
+
+/// Merge fine-tuned teacher models into one student by knowledge amalgamation.
+#[derive(Parser)]
+#[command(name = "workbench", version)]
+struct Cli {
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less log output (-q warnings, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    quiet: u8,
+    /// Extra directory to search for plugins (repeatable); searched before the built-in one.
+    #[arg(long = "plugin-dir", value_name = "DIR", global = true)]
+    plugin_dirs: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect the available plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Work with experiment configs.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run an experiment config.
+    Run(ConfigArgs),
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// List every component of every plugin found: name, kind, version, file.
+    List,
+    /// Show a component's parameters with their defaults and docs.
+    Show {
+        /// Component name, as used in configs (e.g. vanilla-kd).
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Resolve a config (file, then WORKBENCH_* environment, then --set), validate it against
+    /// the plugins, and print the result.
+    Check(ConfigArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// Config file(s) in TOML; later files override earlier ones.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Override a key, e.g. --set strategy.temperature=2 (repeatable; wins over files and env).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let max_log_level = logging::init(cli.verbose as i8 - cli.quiet as i8);
+    let plugin_dirs = |extra: Vec<PathBuf>| -> Vec<PathBuf> {
+        cli.plugin_dirs.iter().cloned().chain(extra).chain(Registry::default_dir()).collect()
+    };
+    match cli.command {
+        Command::Plugins(command) => {
+            let settings = HostSettings { max_log_level, ..HostSettings::default() };
+            let registry = discover(&plugin_dirs(Vec::new()), &settings);
+            match command {
+                PluginsCommand::List => list_plugins(&registry),
+                PluginsCommand::Show { name } => show_plugin(&registry, &name)?,
+            }
+        }
+        Command::Config(ConfigCommand::Check(args)) => {
+            let (loaded, registry) = load_config(&args, max_log_level, plugin_dirs)?;
+            let resolved = loaded.validate(&registry)?;
+            print!("{}", resolved.to_toml());
+        }
+        Command::Run(args) => {
+            let (loaded, registry) = load_config(&args, max_log_level, plugin_dirs)?;
+            let resolved = loaded.validate(&registry)?;
+            let outcome = workbench::run::run(&resolved, &registry)?;
+            println!(
+                "run `{}`: {} teachers, {} union labels; config and manifest written to {}",
+                resolved.name,
+                resolved.teachers.len(),
+                outcome.labels.labels.len(),
+                outcome.dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Reads the config and loads the plugins it can use, with the thread budget set before any
+/// plugin (and its thread pool) exists.
+fn load_config(
+    args: &ConfigArgs,
+    max_log_level: workbench_plugin_api::LogLevel,
+    plugin_dirs: impl FnOnce(Vec<PathBuf>) -> Vec<PathBuf>,
+) -> anyhow::Result<(LoadedConfig, Registry)> {
+    let loaded = config::load(&args.files, &args.sets)?;
+    let threads = loaded.threads();
+    // Every cdylib that links rayon starts its own global pool sized from this variable.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    let settings = HostSettings { threads, max_log_level };
+    let registry = discover(&plugin_dirs(loaded.plugin_dirs()), &settings);
+    Ok((loaded, registry))
+}
+
+fn discover(dirs: &[PathBuf], settings: &HostSettings) -> Registry {
+    let registry = Registry::discover(dirs, settings);
+    for failure in registry.failures() {
+        tracing::warn!("{failure}");
+    }
+    registry
+}
+
+fn list_plugins(registry: &Registry) {
+    let rows: Vec<[String; 5]> = registry
+        .components()
+        .map(|(lib, c)| {
+            [
+                c.name.to_string(),
+                c.kind.to_string(),
+                lib.manifest.version.to_string(),
+                lib.manifest.name.to_string(),
+                lib.path.display().to_string(),
+            ]
+        })
+        .collect();
+    let header = ["NAME", "KIND", "VERSION", "PLUGIN", "FILE"].map(String::from);
+    let widths: Vec<usize> =
+        (0..5).map(|i| rows.iter().chain([&header]).map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+    if rows.is_empty() {
+        println!("(no plugins found; build them with `cargo build --workspace` or pass --plugin-dir)");
+    }
+}
+
+fn show_plugin(registry: &Registry, name: &str) -> anyhow::Result<()> {
+    let found: Vec<_> = registry.components().filter(|(_, c)| c.name == name).collect();
+    if found.is_empty() {
+        let hint = config::closest(name, registry.components().map(|(_, c)| c.name.as_str()))
+            .map_or_else(String::new, |close| format!("did you mean `{close}`? "));
+        bail!("no plugin component named `{name}`; {hint}See `workbench plugins list`.");
+    }
+    for (lib, spec) in found {
+        println!("{} ({}) — {}", spec.name, spec.kind, spec.doc);
+        println!("plugin {} {} (API {}), {}", lib.manifest.name, lib.manifest.version, lib.manifest.api_version, lib.path.display());
+        let signals = spec.signals;
+        let flags: Vec<&str> = [
+            (signals.stochastic_passes, "stochastic passes"),
+            (signals.member_passes, "ensemble member passes"),
+            (signals.hidden_states, "hidden states"),
+            (signals.scores, "certainty scores"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, what)| *what)
+        .collect();
+        let verb = if spec.kind == ComponentKind::Teacher { "provides" } else { "needs" };
+        println!("{verb}: {}", if flags.is_empty() { "nothing beyond logits".to_string() } else { flags.join(", ") });
+        println!("parameters:");
+        if spec.params.is_empty() {
+            println!("  (none)");
+        }
+        for param in spec.params.iter() {
+            let default = param.default.as_ref().into_option().map_or_else(|| "required".to_string(), |d| format!("default {d}"));
+            let constraint = param.constraint();
+            let constraint = if constraint.is_empty() { String::new() } else { format!(", {constraint}") };
+            println!("  {} ({}, {default}{constraint})", param.name, param.kind.describe());
+            println!("      {}", param.doc);
+        }
+    }
+    Ok(())
+}
+

@@ -10,8 +10,19 @@ use std::{
 
 pub const WORKBENCH: &str = env!("CARGO_BIN_EXE_workbench");
 
-/// Where the workspace's plugins are built: next to the binary.
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Where the workspace's plugins are built: next to the binary. `cargo test` builds the plugin
+/// libraries only as dependencies (not where the host looks), so the workspace is built once
+/// per test binary first; with a warm target directory this takes well under a second.
 pub fn plugin_dir() -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = cargo().args(["build", "--workspace", "--quiet"]).current_dir(repo_root()).status().expect("cargo runs");
+        assert!(status.success(), "building the workspace's plugins failed");
+    });
     Path::new(WORKBENCH).parent().unwrap().to_path_buf()
 }
 
@@ -21,6 +32,7 @@ pub fn repo_root() -> PathBuf {
 
 /// The `workbench` command with a clean environment: no inherited `WORKBENCH_*` or `RUST_LOG`.
 pub fn workbench(args: &[&str]) -> Command {
+    plugin_dir();
     let mut command = Command::new(WORKBENCH);
     command.args(args).current_dir(repo_root()).env_remove("RUST_LOG");
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("WORKBENCH_")) {
@@ -46,8 +58,7 @@ pub fn fixture_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures-target");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
+        let status = cargo()
             .args(["build", "--quiet", "--manifest-path"])
             .arg(repo_root().join("tests/fixtures/Cargo.toml"))
             .arg("--target-dir")

@@ -145,6 +145,6 @@ fn run_writes_the_resolved_config_and_a_manifest() {
     let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["union_labels"], serde_json::json!(["politics", "sport", "space"]));
     assert_eq!(manifest["seeds"]["run"], 3);
-    assert_eq!(manifest["plugins"].as_array().unwrap().len(), 3);
+    assert_eq!(manifest["plugins"].as_array().unwrap().len(), 3, "the three plugins the run uses");
     assert!(manifest["plugins"][0]["sha256"].as_str().unwrap().len() == 64);
 }

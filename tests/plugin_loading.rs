@@ -32,16 +32,23 @@ fn plugins_list_shows_every_workspace_plugin_with_kind_and_version() {
     let rows: Vec<Vec<&str>> = out.stdout.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows[0], ["NAME", "KIND", "VERSION", "PLUGIN", "FILE"]);
     let find = |name: &str| rows.iter().find(|r| r[0] == name).unwrap_or_else(|| panic!("{name} missing:\n{}", out.stdout));
-    for (name, kind, plugin) in [
+    let expected = [
         ("fixed-logits", "teacher", "workbench-fixed-teacher"),
         ("entropy", "estimator", "workbench-uncertainty"),
-        ("vanilla-kd", "strategy", "workbench-vanilla-kd"),
-    ] {
+        ("mc-dropout", "estimator", "workbench-uncertainty"),
+        ("ensemble", "estimator", "workbench-uncertainty"),
+        ("vanilla-kd", "strategy", "workbench-strategies"),
+        ("uhc", "strategy", "workbench-strategies"),
+        ("muka", "strategy", "workbench-strategies"),
+        ("dfa", "strategy", "workbench-strategies"),
+        ("cfl", "strategy", "workbench-strategies"),
+    ];
+    for (name, kind, plugin) in expected {
         let row = find(name);
         assert_eq!((row[1], row[2], row[3]), (kind, "0.1.0", plugin));
         assert!(std::path::Path::new(row[4]).is_file(), "listed file {} exists", row[4]);
     }
-    assert_eq!(rows.len(), 4, "exactly the three workspace plugins:\n{}", out.stdout);
+    assert_eq!(rows.len(), expected.len() + 1, "exactly the workspace's plugins:\n{}", out.stdout);
 }
 
 #[test]
@@ -49,7 +56,7 @@ fn plugins_show_prints_parameters_with_defaults_and_docs() {
     let out = run(&mut workbench(&["plugins", "show", "vanilla-kd"]));
     assert!(out.ok, "{}", out.stderr);
     assert!(out.stdout.contains("temperature (a number, default 1.0, 0.05 ..= 100)"), "{}", out.stdout);
-    assert!(out.stdout.contains("Distillation temperature T."), "{}", out.stdout);
+    assert!(out.stdout.contains("Temperature T of teacher and student distributions."), "{}", out.stdout);
     let out = run(&mut workbench(&["plugins", "show", "vanila-kd"]));
     assert!(!out.ok);
     assert!(out.stderr.contains("did you mean `vanilla-kd`?"), "{}", out.stderr);

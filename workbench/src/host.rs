@@ -17,7 +17,7 @@ use workbench_plugin_api::{
     ffi::{EstimatorBox, Handshake, PluginModuleRef, StrategyBox, TeacherBox, HANDSHAKE_SYMBOL},
     ComponentKind, ComponentSpec, ForwardRequest, HostContext, LogLevel, ParamTable, PluginError,
     PluginManifest, Recipe, Sampling, SamplingPlan, StrategyInput, TeacherInfo, TeacherOutput, TeacherSamples,
-    Tensor, Term, API_VERSION,
+    Tensor, API_VERSION,
 };
 
 use crate::{Error, Result};
@@ -66,6 +66,19 @@ fn read_handshake(path: &Path) -> Result<Option<(String, String, workbench_plugi
     Ok(result)
 }
 
+/// The verdict at the end of abi_stable's layout report (which runs to hundreds of lines), on
+/// one line; the whole report is logged at debug level.
+fn layout_summary(report: &str) -> String {
+    let verdict = report.find("\nError:").map_or(report, |start| &report[start..]);
+    let mut summary = verdict.split_whitespace().collect::<Vec<_>>().join(" ");
+    if summary.len() > 400 {
+        let cut = (0..=400).rev().find(|&i| summary.is_char_boundary(i)).unwrap_or(0);
+        summary.truncate(cut);
+        summary.push_str(" ...");
+    }
+    format!("{summary} (run with -v for the full layout report)")
+}
+
 impl PluginLibrary {
     /// Loads a plugin: handshake and API version first, then type layout, then `init` and the
     /// manifest.
@@ -85,11 +98,13 @@ impl PluginLibrary {
             lib_header_from_path(path).map_err(|e| Error::LoadFailed { path: path.into(), reason: e.to_string() })?;
         let module = header.init_root_module::<PluginModuleRef>().map_err(|e| match e {
             LibraryError::AbiInstability(_) | LibraryError::IncompatibleVersionNumber { .. } => {
+                let report = e.to_string();
+                tracing::debug!(plugin = %package, "full layout report:\n{report}");
                 Error::IncompatibleLayout {
                     plugin: package.clone(),
                     path: path.into(),
                     plugin_api,
-                    reason: e.to_string(),
+                    reason: layout_summary(&report),
                 }
             }
             other => Error::LoadFailed { path: path.into(), reason: other.to_string() },
@@ -147,13 +162,6 @@ impl Origin {
     }
 }
 
-fn check_finite(what: &str, values: &[f32]) -> std::result::Result<(), String> {
-    match values.iter().position(|x| !x.is_finite()) {
-        Some(i) => Err(format!("{what} contains a non-finite value ({}) at flat index {i}", values[i])),
-        None => Ok(()),
-    }
-}
-
 /// A teacher created by a plugin.
 pub struct TeacherHandle {
     origin: Origin,
@@ -178,7 +186,7 @@ impl TeacherHandle {
             .logits
             .expect_shape("logits", &[passes, texts.len(), info.labels.len()])
             .map_err(|e| self.origin.invalid(CALL, e.message.into()))?;
-        check_finite("logits", output.logits.data()).map_err(|e| self.origin.invalid(CALL, e))?;
+        output.logits.check_finite("logits").map_err(|e| self.origin.invalid(CALL, e))?;
         if let Some(hidden) = output.hidden.as_ref().into_option() {
             hidden
                 .expect_shape("hidden state", &[texts.len(), info.hidden_size])
@@ -205,7 +213,7 @@ impl EstimatorHandle {
         let scores = self.origin.check(CALL, self.inner.score(RSlice::from_slice(samples)))?;
         let batch = samples.first().map_or(0, |s| s.probs.shape().get(1).copied().unwrap_or(0));
         scores.expect_shape("scores", &[batch, samples.len()]).map_err(|e| self.origin.invalid(CALL, e.message.into()))?;
-        check_finite("scores", scores.data()).map_err(|e| self.origin.invalid(CALL, e))?;
+        scores.check_finite("scores").map_err(|e| self.origin.invalid(CALL, e))?;
         Ok(scores)
     }
 }
@@ -221,48 +229,9 @@ impl StrategyHandle {
     pub fn recipe(&self, input: &StrategyInput) -> Result<Recipe> {
         const CALL: &str = "Strategy::recipe";
         let recipe = self.origin.check(CALL, self.inner.recipe(input))?;
-        check_recipe(&recipe, input.batch_size(), input.union_labels.len())
-            .map_err(|reason| self.origin.invalid(CALL, reason))?;
+        recipe.validate(input.batch_size(), input.union_labels.len()).map_err(|reason| self.origin.invalid(CALL, reason))?;
         Ok(recipe)
     }
-}
-
-/// Checks every term of a recipe against the batch size and the union label space.
-pub fn check_recipe(recipe: &Recipe, batch: usize, union_size: usize) -> std::result::Result<(), String> {
-    if recipe.terms.is_empty() {
-        return Err("the recipe has no terms".into());
-    }
-    for (i, term) in recipe.terms.iter().enumerate() {
-        let at = |reason: String| format!("term {i}: {reason}");
-        match term {
-            Term::Distribution(d) => {
-                if let Some(&bad) = d.labels.iter().find(|&&l| l as usize >= union_size) {
-                    return Err(at(format!("label index {bad} is outside the union of {union_size} labels")));
-                }
-                d.target.expect_shape("target", &[batch, d.labels.len()]).map_err(|e| at(e.message.into()))?;
-                check_finite("target", d.target.data()).map_err(at)?;
-                if let Some(weights) = d.weights.as_ref().into_option() {
-                    if weights.len() != batch {
-                        return Err(at(format!("{} weights for a batch of {batch}", weights.len())));
-                    }
-                    check_finite("weights", weights).map_err(at)?;
-                }
-                if !(d.temperature.is_finite() && d.temperature > 0.0) || !d.scale.is_finite() {
-                    return Err(at(format!("temperature {} and scale {} must be finite, temperature > 0", d.temperature, d.scale)));
-                }
-            }
-            Term::Feature(f) => {
-                if f.target.shape().len() != 2 || f.target.shape()[0] != batch {
-                    return Err(at(format!("feature target has shape {:?}, expected [{batch}, D]", f.target.shape())));
-                }
-                check_finite("feature target", f.target.data()).map_err(at)?;
-                if f.code_dim == 0 || !f.weight.is_finite() || !f.reconstruction_weight.is_finite() {
-                    return Err(at("feature term needs code_dim > 0 and finite weights".into()));
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// All plugins found in the plugin directories.

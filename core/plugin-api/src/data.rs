@@ -74,6 +74,11 @@ impl Tensor {
         &self.data[offset * inner..(offset + 1) * inner]
     }
 
+    /// Refuses NaN and infinities, naming `what` and the first bad position.
+    pub fn check_finite(&self, what: &str) -> Result<(), String> {
+        check_finite(what, &self.data)
+    }
+
     /// Checks the shape against an expectation, naming `what` in the error.
     pub fn expect_shape(&self, what: &str, expected: &[usize]) -> PluginResult<()> {
         if self.shape() == expected {
@@ -261,6 +266,8 @@ impl SamplingPlan {
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq)]
 pub struct TeacherSamples {
+    /// The teacher's name in the config, for messages.
+    pub teacher: RString,
     /// `[S, B, L_t]`, softmax of the sampled logits at temperature 1.
     pub probs: Tensor,
 }
@@ -353,4 +360,61 @@ pub enum Term {
 #[derive(StableAbi, Debug, Clone, PartialEq, Default)]
 pub struct Recipe {
     pub terms: RVec<Term>,
+}
+
+fn check_finite(what: &str, values: &[f32]) -> Result<(), String> {
+    match values.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(format!("{what} contains a non-finite value ({}) at flat index {i}", values[i])),
+        None => Ok(()),
+    }
+}
+
+impl Recipe {
+    /// Checks every term against the batch size and the size of the union label space: the
+    /// host refuses a recipe it could not turn into a loss, and strategy authors can test with it.
+    pub fn validate(&self, batch: usize, union_size: usize) -> Result<(), String> {
+        if self.terms.is_empty() {
+            return Err("the recipe has no terms".into());
+        }
+        for (i, term) in self.terms.iter().enumerate() {
+            term.validate(batch, union_size).map_err(|reason| format!("term {i}: {reason}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Term {
+    fn validate(&self, batch: usize, union_size: usize) -> Result<(), String> {
+        match self {
+            Term::Distribution(d) => {
+                if let Some(&bad) = d.labels.iter().find(|&&l| l as usize >= union_size) {
+                    return Err(format!("label index {bad} is outside the union of {union_size} labels"));
+                }
+                d.target.expect_shape("target", &[batch, d.labels.len()]).map_err(|e| e.message.into_string())?;
+                d.target.check_finite("target")?;
+                if let ROption::RSome(weights) = &d.weights {
+                    if weights.len() != batch {
+                        return Err(format!("{} weights for a batch of {batch}", weights.len()));
+                    }
+                    check_finite("weights", weights)?;
+                }
+                if !(d.temperature.is_finite() && d.temperature > 0.0 && d.scale.is_finite()) {
+                    return Err(format!(
+                        "temperature {} and scale {} must be finite, temperature > 0",
+                        d.temperature, d.scale
+                    ));
+                }
+            }
+            Term::Feature(f) => {
+                if f.target.shape().len() != 2 || f.target.shape()[0] != batch {
+                    return Err(format!("feature target has shape {:?}, expected [{batch}, D]", f.target.shape()));
+                }
+                f.target.check_finite("feature target")?;
+                if f.code_dim == 0 || !f.weight.is_finite() || !f.reconstruction_weight.is_finite() {
+                    return Err("a feature term needs code_dim > 0 and finite weights".into());
+                }
+            }
+        }
+        Ok(())
+    }
 }

@@ -9,38 +9,81 @@ use workbench_plugin_api::{
     PluginManifest, PluginResult, SamplingPlan, TeacherSamples, Tensor, API_VERSION,
 };
 
+#[cfg(test)]
+mod tests;
+
 pub struct UncertaintyPlugin;
+
+fn measure_param(choices: &[&str]) -> ParamSpec {
+    ParamSpec::choice(
+        "measure",
+        choices,
+        "entropy: 1 - H(mean p)/ln|L|; mutual-information: 1 - (H(mean p) - mean H(p))/ln|L| (BALD); \
+         max-prob: (max mean p - 1/|L|)/(1 - 1/|L|).",
+    )
+}
+
+fn component(name: &str, doc: &str, params: Vec<ParamSpec>, plan: SamplingPlan) -> ComponentSpec {
+    ComponentSpec {
+        name: name.into(),
+        kind: ComponentKind::Estimator,
+        doc: doc.into(),
+        params: params.into(),
+        signals: plan.signals(),
+    }
+}
 
 impl Plugin for UncertaintyPlugin {
     fn manifest() -> PluginManifest {
+        let stochastic = SamplingPlan::Stochastic { passes: 16, top_layers: 0 };
         PluginManifest {
             name: env!("CARGO_PKG_NAME").into(),
             version: env!("CARGO_PKG_VERSION").into(),
             api_version: API_VERSION,
-            components: vec![ComponentSpec {
-                name: "entropy".into(),
-                kind: ComponentKind::Estimator,
-                doc: "Certainty from one deterministic pass per teacher.".into(),
-                params: vec![ParamSpec::choice(
-                    "measure",
-                    &["entropy", "max-prob"],
-                    "entropy: 1 - H(p)/log|L|; max-prob: (max p - 1/|L|) / (1 - 1/|L|).",
-                )]
-                .into(),
-                signals: SamplingPlan::Deterministic.signals(),
-            }]
+            components: vec![
+                component(
+                    "entropy",
+                    "Certainty from one deterministic pass per teacher.",
+                    vec![measure_param(&["entropy", "max-prob"])],
+                    SamplingPlan::Deterministic,
+                ),
+                component(
+                    "mc-dropout",
+                    "Certainty from K stochastic passes with dropout on (Monte-Carlo dropout).",
+                    vec![
+                        ParamSpec::int("passes", 16, "Number of stochastic passes K.").range(2.0, 1024.0),
+                        measure_param(&["entropy", "mutual-information", "max-prob"]),
+                        ParamSpec::int(
+                            "top_layers",
+                            0,
+                            "0: dropout in every layer; N: only the top N layers are stochastic and the lower ones run once.",
+                        )
+                        .range(0.0, 256.0),
+                    ],
+                    stochastic,
+                ),
+                component(
+                    "ensemble",
+                    "Certainty from the members of ensemble teachers (one deterministic pass per member).",
+                    vec![measure_param(&["entropy", "mutual-information", "max-prob"])],
+                    SamplingPlan::Members,
+                ),
+            ]
             .into(),
         }
     }
 
     fn create_estimator(component: &str, params: &ParamTable) -> PluginResult<Box<dyn Estimator>> {
-        match component {
-            "entropy" => Ok(Box::new(SampleEstimator {
-                plan: SamplingPlan::Deterministic,
-                measure: Measure::parse(&params.text("measure")?)?,
-            })),
-            other => Err(PluginError::unsupported(format!("no estimator named `{other}`"))),
-        }
+        let plan = match component {
+            "entropy" => SamplingPlan::Deterministic,
+            "mc-dropout" => SamplingPlan::Stochastic {
+                passes: params.int("passes")? as u32,
+                top_layers: params.int("top_layers")? as u32,
+            },
+            "ensemble" => SamplingPlan::Members,
+            other => return Err(PluginError::unsupported(format!("no estimator named `{other}`"))),
+        };
+        Ok(Box::new(SampleEstimator { plan, measure: Measure::parse(&params.text("measure")?)? }))
     }
 }
 
@@ -68,11 +111,18 @@ impl Estimator for SampleEstimator {
             }
             None => return Err(PluginError::invalid_input("no teacher samples to score")),
         };
-        for (t, teacher) in samples.iter().enumerate() {
+        for teacher in samples {
             let shape = teacher.probs.shape();
             if shape.len() != 3 || shape[1] != batch || shape[0] == 0 {
                 return Err(PluginError::invalid_input(format!(
-                    "samples of teacher {t} have shape {shape:?}, expected [S >= 1, {batch}, L]"
+                    "samples of teacher `{}` have shape {shape:?}, expected [S >= 1, {batch}, L]",
+                    teacher.teacher
+                )));
+            }
+            if self.plan == SamplingPlan::Members && shape[0] < 2 {
+                return Err(PluginError::invalid_input(format!(
+                    "the ensemble estimator needs teachers with several members, but teacher `{}` has {}",
+                    teacher.teacher, shape[0]
                 )));
             }
         }

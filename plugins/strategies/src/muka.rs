@@ -1,0 +1,85 @@
+//! MUKA: integrate the teachers' distributions by their certainty scores and weight each
+//! instance by the margin between the two highest scores.
+
+use workbench_plugin_api::{
+    abi_stable::std_types::ROption, math::softmax, DistributionTerm, PluginError, PluginResult, Recipe, Strategy,
+    StrategyInput, Tensor, Term,
+};
+
+use crate::teacher_probs;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Integration {
+    /// All weight on the most certain teacher (the first one on ties).
+    Hard,
+    /// Weights softmax(scores / tau).
+    Soft { tau: f32 },
+}
+
+pub struct Muka {
+    pub integration: Integration,
+    pub margin: bool,
+    pub temperature: f32,
+}
+
+/// The weight of each teacher for one instance's scores.
+pub fn integration_weights(scores: &[f32], integration: Integration) -> Vec<f32> {
+    match integration {
+        Integration::Hard => {
+            let best = scores
+                .iter()
+                .enumerate()
+                .fold(0, |best, (t, &s)| if s > scores[best] { t } else { best });
+            (0..scores.len()).map(|t| if t == best { 1.0 } else { 0.0 }).collect()
+        }
+        Integration::Soft { tau } => softmax(scores, tau),
+    }
+}
+
+/// |s(1) - s(2)| + 1e-6 for the two highest scores; 1 with a single teacher, who cannot be
+/// contested.
+pub fn margin(scores: &[f32]) -> f32 {
+    let mut sorted = scores.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    match sorted.as_slice() {
+        [first, second, ..] => (first - second).abs() + 1e-6,
+        _ => 1.0,
+    }
+}
+
+impl Strategy for Muka {
+    fn recipe(&self, input: &StrategyInput) -> PluginResult<Recipe> {
+        let scores = input
+            .scores
+            .as_ref()
+            .into_option()
+            .ok_or_else(|| PluginError::invalid_input("muka needs certainty scores: configure an estimator"))?;
+        let (batch, teachers, union) = (input.batch_size(), input.teachers.len(), input.union_labels.len());
+        scores.expect_shape("scores", &[batch, teachers])?;
+        let mut target = vec![0.0f32; batch * union];
+        let mut weights = Vec::with_capacity(batch);
+        for b in 0..batch {
+            let row_scores = scores.at(&[b]);
+            let row = &mut target[b * union..(b + 1) * union];
+            for (teacher, weight) in input.teachers.iter().zip(integration_weights(row_scores, self.integration)) {
+                if weight == 0.0 {
+                    continue;
+                }
+                for (&label, p) in teacher.label_map.iter().zip(teacher_probs(teacher, b, self.temperature)) {
+                    row[label as usize] += weight * p;
+                }
+            }
+            weights.push(margin(row_scores));
+        }
+        Ok(Recipe {
+            terms: vec![Term::Distribution(DistributionTerm {
+                labels: (0..union as u32).collect(),
+                target: Tensor::new(vec![batch, union], target)?,
+                weights: if self.margin { ROption::RSome(weights.into()) } else { ROption::RNone },
+                temperature: self.temperature,
+                scale: 1.0,
+            })]
+            .into(),
+        })
+    }
+}

@@ -1,0 +1,33 @@
+//! UHC (Vongkulbhisal et al. 2019): for each teacher, the student's distribution renormalized
+//! over that teacher's labels matches the teacher there; the terms add up.
+
+use workbench_plugin_api::{
+    abi_stable::std_types::ROption, DistributionTerm, PluginResult, Recipe, Strategy, StrategyInput, Tensor, Term,
+};
+
+use crate::teacher_probs;
+
+pub struct Uhc {
+    pub temperature: f32,
+}
+
+impl Strategy for Uhc {
+    fn recipe(&self, input: &StrategyInput) -> PluginResult<Recipe> {
+        let batch = input.batch_size();
+        let terms = input
+            .teachers
+            .iter()
+            .map(|teacher| {
+                let target: Vec<f32> = (0..batch).flat_map(|b| teacher_probs(teacher, b, self.temperature)).collect();
+                Ok(Term::Distribution(DistributionTerm {
+                    labels: teacher.label_map.clone(),
+                    target: Tensor::new(vec![batch, teacher.label_map.len()], target)?,
+                    weights: ROption::RNone,
+                    temperature: self.temperature,
+                    scale: 1.0,
+                }))
+            })
+            .collect::<PluginResult<Vec<_>>>()?;
+        Ok(Recipe { terms: terms.into() })
+    }
+}

@@ -148,3 +148,33 @@ fn run_writes_the_resolved_config_and_a_manifest() {
     assert_eq!(manifest["plugins"].as_array().unwrap().len(), 3, "the three plugins the run uses");
     assert!(manifest["plugins"][0]["sha256"].as_str().unwrap().len() == 64);
 }
+
+#[test]
+fn signals_a_teacher_cannot_provide_are_refused_at_check() {
+    let dir = support::fixture_dir().to_str().unwrap().to_string();
+    let frozen = r#"
+[teachers.plain]
+plugin = "frozen"
+labels = ["a", "b"]
+
+[estimator]
+plugin = "mc-dropout"
+
+[strategy]
+plugin = "dfa"
+"#;
+    let (out, _) = check(frozen, &["--plugin-dir", &dir]);
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains("estimator `mc-dropout` needs stochastic passes, but teacher `plain` (plugin `frozen`) cannot provide them"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("strategy `dfa` needs hidden states, but teacher `plain`"), "{}", out.stderr);
+    // With the single-pass estimator and a logits-only strategy the same teacher is fine.
+    let (out, _) = check(&frozen.replace("mc-dropout", "entropy").replace("\"dfa\"", "\"muka\""), &["--plugin-dir", &dir]);
+    assert!(out.ok, "{}", out.stderr);
+    // MUKA needs scores: without an estimator it is refused.
+    let (out, _) = check(&frozen.replace("[estimator]\nplugin = \"mc-dropout\"\n", "").replace("\"dfa\"", "\"muka\""), &["--plugin-dir", &dir]);
+    assert!(out.stderr.contains("strategy `muka` needs certainty scores: add an [estimator] table"), "{}", out.stderr);
+}

@@ -55,6 +55,12 @@ pub enum Error {
 
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
+
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+
+    #[error("loss: {0}")]
+    Loss(String),
 }
 
 fn verb(kind: PluginErrorKind) -> &'static str {

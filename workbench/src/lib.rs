@@ -4,6 +4,8 @@ pub mod config;
 mod error;
 pub mod host;
 pub mod logging;
+pub mod loss;
+pub mod metrics;
 pub mod run;
 
 pub use error::{Error, Result};

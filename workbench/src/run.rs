@@ -2,44 +2,18 @@
 //! fill in the steps after the component check.
 
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use serde_json::json;
+use workbench_plugin_api::{ComponentKind, LabelSpace, SamplingPlan};
 
-use crate::{config::ResolvedConfig, host::Registry, Error, Result};
-
-/// The student's label space: the union of the teachers' labels, with each teacher's labels
-/// mapped to union indices by name (never by position).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LabelSpace {
-    pub labels: Vec<String>,
-    /// For each teacher, in config order, the union index of each of its labels.
-    pub maps: Vec<Vec<u32>>,
-}
-
-impl LabelSpace {
-    /// Labels in order of first appearance, teacher by teacher.
-    pub fn union<'a>(teacher_labels: impl IntoIterator<Item = &'a [String]>) -> Self {
-        let mut labels: Vec<String> = Vec::new();
-        let mut index: BTreeMap<String, u32> = BTreeMap::new();
-        let maps = teacher_labels
-            .into_iter()
-            .map(|own| {
-                own.iter()
-                    .map(|label| {
-                        *index.entry(label.clone()).or_insert_with(|| {
-                            labels.push(label.clone());
-                            labels.len() as u32 - 1
-                        })
-                    })
-                    .collect()
-            })
-            .collect();
-        Self { labels, maps }
-    }
-}
+use crate::{
+    config::ResolvedConfig,
+    host::{PluginLibrary, Registry},
+    Error, Result,
+};
 
 pub struct RunOutcome {
     pub dir: PathBuf,
@@ -50,6 +24,7 @@ pub struct RunOutcome {
 /// fit together, and writes the run directory's config and manifest.
 pub fn run(config: &ResolvedConfig, registry: &Registry) -> Result<RunOutcome> {
     let mut teacher_labels = Vec::new();
+    let mut teacher_infos = Vec::new();
     let mut teachers_manifest = serde_json::Map::new();
     for (name, choice) in &config.teachers {
         let teacher = registry.create_teacher(&choice.component, &choice.params)?;
@@ -58,9 +33,20 @@ pub fn run(config: &ResolvedConfig, registry: &Registry) -> Result<RunOutcome> {
         tracing::info!(teacher = %name, labels = labels.len(), members = info.members, "teacher ready");
         teachers_manifest.insert(name.clone(), json!({ "component": choice.component, "labels": labels }));
         teacher_labels.push(labels);
+        teacher_infos.push((name, info));
     }
     if let Some(estimator) = &config.estimator {
         let plan = registry.create_estimator(&estimator.component, &estimator.params)?.plan()?;
+        if plan == SamplingPlan::Members {
+            if let Some((name, info)) = teacher_infos.iter().find(|(_, info)| info.members < 2) {
+                return Err(Error::InvalidConfig {
+                    problems: vec![format!(
+                        "estimator `{}` scores ensemble members, but teacher `{name}` has {} member(s): give it several checkpoints or use mc-dropout",
+                        estimator.component, info.members
+                    )],
+                });
+            }
+        }
         tracing::info!(estimator = %estimator.component, ?plan, "estimator ready");
     }
     registry.create_strategy(&config.strategy.component, &config.strategy.params)?;
@@ -70,8 +56,7 @@ pub fn run(config: &ResolvedConfig, registry: &Registry) -> Result<RunOutcome> {
     let dir = config.output.join(&config.name);
     std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating run directory {}", dir.display())))?;
     write(&dir.join("config.toml"), &config.to_toml())?;
-    let plugins = registry
-        .libraries()
+    let plugins = used_libraries(config, registry)?
         .iter()
         .map(|lib| {
             Ok(json!({
@@ -95,20 +80,21 @@ pub fn run(config: &ResolvedConfig, registry: &Registry) -> Result<RunOutcome> {
     Ok(RunOutcome { dir, labels })
 }
 
-fn write(path: &Path, contents: &str) -> Result<()> {
-    std::fs::write(path, contents).map_err(Error::io(format!("writing {}", path.display())))
+/// The plugin libraries a config's components come from, each once.
+fn used_libraries(config: &ResolvedConfig, registry: &Registry) -> Result<Vec<Arc<PluginLibrary>>> {
+    let teachers = config.teachers.values().map(|c| (ComponentKind::Teacher, c));
+    let others = config.estimator.iter().map(|c| (ComponentKind::Estimator, c));
+    let strategy = std::iter::once((ComponentKind::Strategy, &config.strategy));
+    let mut libraries: Vec<Arc<PluginLibrary>> = Vec::new();
+    for (kind, choice) in teachers.chain(others).chain(strategy) {
+        let (library, _) = registry.find(kind, &choice.component)?;
+        if !libraries.iter().any(|l| Arc::ptr_eq(l, library)) {
+            libraries.push(Arc::clone(library));
+        }
+    }
+    Ok(libraries)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn union_maps_labels_by_name() {
-        let a = vec!["sport".to_string(), "tech".to_string()];
-        let b = vec!["politics".to_string(), "sport".to_string()];
-        let space = LabelSpace::union([a.as_slice(), b.as_slice()]);
-        assert_eq!(space.labels, ["sport", "tech", "politics"]);
-        assert_eq!(space.maps, vec![vec![0, 1], vec![2, 0]]);
-    }
+fn write(path: &Path, contents: &str) -> Result<()> {
+    std::fs::write(path, contents).map_err(Error::io(format!("writing {}", path.display())))
 }

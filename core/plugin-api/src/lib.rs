@@ -16,6 +16,7 @@
 mod data;
 mod error;
 pub mod ffi;
+mod labels;
 mod logging;
 pub mod math;
 mod params;
@@ -23,6 +24,7 @@ mod roles;
 
 pub use data::*;
 pub use error::{PluginError, PluginErrorKind, PluginResult};
+pub use labels::LabelSpace;
 pub use params::*;
 pub use roles::*;
 

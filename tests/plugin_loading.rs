@@ -111,3 +111,19 @@ fn a_library_that_is_not_a_plugin_is_refused_by_name() {
     assert!(matches!(error, Error::LoadFailed { .. }), "{error:?}");
     assert!(error.to_string().contains("libfake"), "{error}");
 }
+
+#[test]
+fn broken_strategy_output_is_refused_naming_the_plugin() {
+    let registry = Registry::discover(&[fixture_dir().to_path_buf()], &HostSettings::default());
+    for (fault, reason) in [
+        ("shape", "target has shape [2, 2], expected [1, 2]"),
+        ("nan", "target contains a non-finite value (NaN) at flat index 0"),
+        ("label", "label index 2 is outside the union of 2 labels"),
+    ] {
+        let params = ParamTable::default().with("fault", ParamValue::Text(fault.into()));
+        let strategy = registry.create_strategy("faulty", &params).unwrap();
+        let message = strategy.recipe(&strategy_input()).unwrap_err().to_string();
+        assert!(message.contains("plugin `faulty-strategy` returned an invalid result from Strategy::recipe"), "{message}");
+        assert!(message.contains(reason), "`{reason}` not in: {message}");
+    }
+}

@@ -68,6 +68,11 @@ fn mc_dropout_entropy_of_the_mean_by_hand() {
     // B0: [1,0,0] -> 1. B1: mean [1/2,1/2,0] -> 0.369070. B2: uniform -> 0.
     let scores = estimator(MC, Measure::Entropy).score(&two_pass_samples()).unwrap();
     assert_scores(&scores, &[[0.0, 1.0], [0.188722, 0.369070], [0.188722, 0.0]]);
+    // Batch of size 1: instance 2 alone.
+    let a = samples("A", &[&[&[1.0, 0.0]], &[&[0.5, 0.5]]]);
+    let third = 1.0 / 3.0;
+    let b = samples("B", &[&[&[third, third, third]], &[&[third, third, third]]]);
+    assert_scores(&estimator(MC, Measure::Entropy).score(&[a, b]).unwrap(), &[[0.188722, 0.0]]);
 }
 
 #[test]
@@ -80,6 +85,10 @@ fn mc_dropout_mutual_information_by_hand() {
     // B2: identical -> 1.
     let scores = estimator(MC, Measure::MutualInformation).score(&two_pass_samples()).unwrap();
     assert_scores(&scores, &[[0.0, 1.0], [1.0, 0.369070], [0.688722, 1.0]]);
+    // Batch of size 1: instance 1 alone.
+    let a = samples("A", &[&[&[0.25, 0.75]], &[&[0.25, 0.75]]]);
+    let b = samples("B", &[&[&[1.0, 0.0, 0.0]], &[&[0.0, 1.0, 0.0]]]);
+    assert_scores(&estimator(MC, Measure::MutualInformation).score(&[a, b]).unwrap(), &[[1.0, 0.369070]]);
 }
 
 #[test]
@@ -87,6 +96,10 @@ fn ensemble_scores_members_and_refuses_a_single_member_teacher() {
     // Members are samples like MC passes: same numbers as the MC entropy example.
     let scores = estimator(SamplingPlan::Members, Measure::Entropy).score(&two_pass_samples()).unwrap();
     assert_scores(&scores, &[[0.0, 1.0], [0.188722, 0.369070], [0.188722, 0.0]]);
+    // Batch of size 1: instance 0 alone.
+    let a = samples("A", &[&[&[1.0, 0.0]], &[&[0.0, 1.0]]]);
+    let b = samples("B", &[&[&[1.0, 0.0, 0.0]], &[&[1.0, 0.0, 0.0]]]);
+    assert_scores(&estimator(SamplingPlan::Members, Measure::Entropy).score(&[a, b]).unwrap(), &[[0.0, 1.0]]);
     let single = [samples("A", &[&[&[0.5, 0.5]]]), samples("solo", &[&[&[1.0, 0.0, 0.0]]])];
     let error = estimator(SamplingPlan::Members, Measure::Entropy).score(&single).unwrap_err();
     assert!(error.message.contains("teacher `A` has 1"), "{error}");

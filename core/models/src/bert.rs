@@ -1,0 +1,336 @@
+//! A BERT encoder with a sequence-classification head, built from candle-nn pieces so that
+//! every weight gets a gradient (candle-transformers' fused layer norm has no backward pass).
+//! Dropout runs exactly when a [`StochasticPass`] is given, with masks drawn from its seed.
+
+use candle_core::{DType, Device, Module, Tensor, Var, D};
+use candle_nn::{ops::softmax, Embedding, Linear};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand_distr::{Distribution, Normal};
+
+use crate::{BertConfig, Batch, Result};
+
+/// The source of dropout masks for one stochastic forward pass; the same seed gives the same
+/// masks, so stochastic passes are reproducible.
+pub struct StochasticPass {
+    rng: StdRng,
+}
+
+impl StochasticPass {
+    pub fn new(seed: u64) -> Self {
+        Self { rng: StdRng::seed_from_u64(seed) }
+    }
+}
+
+/// Inverted dropout: zeroes each value with probability `p` and scales the rest by 1/(1-p).
+#[derive(Debug, Clone, Copy)]
+pub struct Dropout {
+    p: f32,
+}
+
+impl Dropout {
+    pub fn new(p: f32) -> Self {
+        Self { p }
+    }
+
+    pub fn forward(&self, xs: &Tensor, pass: Option<&mut StochasticPass>) -> Result<Tensor> {
+        let Some(pass) = pass.filter(|_| self.p > 0.0) else { return Ok(xs.clone()) };
+        let keep = 1.0 / (1.0 - self.p);
+        let mask: Vec<f32> =
+            (0..xs.elem_count()).map(|_| if pass.rng.random::<f32>() < self.p { 0.0 } else { keep }).collect();
+        Ok((xs * Tensor::from_vec(mask, xs.shape(), xs.device())?)?)
+    }
+}
+
+/// Layer normalisation written with differentiable operations.
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mean = xs.mean_keepdim(D::Minus1)?;
+        let centered = xs.broadcast_sub(&mean)?;
+        let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normalized = centered.broadcast_div(&(variance + self.eps)?.sqrt()?)?;
+        Ok(normalized.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
+    }
+}
+
+/// Hands out named parameters while a model is built: from the checkpoint when it has them,
+/// freshly initialised (seeded) otherwise; as trainable variables when asked.
+pub(crate) struct ParamBuilder<'a> {
+    pub weights: &'a crate::Weights,
+    pub trainable: bool,
+    pub rng: StdRng,
+    pub device: Device,
+    pub params: Vec<(String, Tensor)>,
+    pub vars: Vec<Var>,
+    pub fresh: Vec<String>,
+}
+
+impl ParamBuilder<'_> {
+    fn register(&mut self, name: &str, tensor: Tensor) -> Result<Tensor> {
+        let tensor = if self.trainable {
+            let var = Var::from_tensor(&tensor)?;
+            let tensor = var.as_tensor().clone();
+            self.vars.push(var);
+            tensor
+        } else {
+            tensor
+        };
+        self.params.push((name.to_string(), tensor.clone()));
+        Ok(tensor)
+    }
+
+    /// A parameter that must be in the checkpoint with this shape.
+    fn load(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let tensor = self.weights.get(name, shape)?;
+        self.register(name, tensor)
+    }
+
+    /// A parameter taken from the checkpoint if present with this shape, else initialised:
+    /// normal(0, 0.02) for weights, zeros for biases (as Hugging Face does).
+    fn load_or_init(&mut self, name: &str, shape: &[usize], use_checkpoint: bool) -> Result<Tensor> {
+        if use_checkpoint && self.weights.contains(name) {
+            return self.load(name, shape);
+        }
+        self.fresh.push(name.to_string());
+        let count: usize = shape.iter().product();
+        let values: Vec<f32> = if name.ends_with("bias") {
+            vec![0.0; count]
+        } else {
+            {
+            let normal = Normal::new(0.0f32, 0.02).expect("a valid std");
+            (0..count).map(|_| normal.sample(&mut self.rng)).collect()
+        }
+        };
+        let tensor = Tensor::from_vec(values, shape, &self.device)?;
+        self.register(name, tensor)
+    }
+
+    fn linear(&mut self, prefix: &str, input: usize, output: usize) -> Result<Linear> {
+        let weight = self.load(&format!("{prefix}.weight"), &[output, input])?;
+        let bias = self.load(&format!("{prefix}.bias"), &[output])?;
+        Ok(Linear::new(weight, Some(bias)))
+    }
+
+    fn fresh_linear(&mut self, prefix: &str, input: usize, output: usize, use_checkpoint: bool) -> Result<Linear> {
+        let weight = self.load_or_init(&format!("{prefix}.weight"), &[output, input], use_checkpoint)?;
+        let bias = self.load_or_init(&format!("{prefix}.bias"), &[output], use_checkpoint)?;
+        Ok(Linear::new(weight, Some(bias)))
+    }
+
+    fn layer_norm(&mut self, prefix: &str, size: usize, eps: f64) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: self.load(&format!("{prefix}.weight"), &[size])?,
+            bias: self.load(&format!("{prefix}.bias"), &[size])?,
+            eps,
+        })
+    }
+}
+
+struct Embeddings {
+    words: Embedding,
+    positions: Embedding,
+    token_types: Embedding,
+    norm: LayerNorm,
+    dropout: Dropout,
+}
+
+struct SelfAttention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    output: Linear,
+    norm: LayerNorm,
+    heads: usize,
+    attention_dropout: Dropout,
+    hidden_dropout: Dropout,
+}
+
+struct FeedForward {
+    intermediate: Linear,
+    output: Linear,
+    norm: LayerNorm,
+    dropout: Dropout,
+}
+
+struct Layer {
+    attention: SelfAttention,
+    feed_forward: FeedForward,
+}
+
+/// What a forward pass returns.
+pub struct ModelOutput {
+    /// `[B, L]`.
+    pub logits: Tensor,
+    /// `[B, H]`: the pooler's output for the first token, the input of the classifier.
+    pub pooled: Tensor,
+}
+
+pub struct BertClassifier {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    pooler: Linear,
+    classifier: Linear,
+    classifier_dropout: Dropout,
+    pub(crate) config: BertConfig,
+    pub(crate) labels: Vec<String>,
+    pub(crate) params: Vec<(String, Tensor)>,
+    vars: Vec<Var>,
+    device: Device,
+}
+
+impl SelfAttention {
+    fn forward(&self, xs: &Tensor, mask: &Tensor, mut pass: Option<&mut StochasticPass>) -> Result<Tensor> {
+        let (batch, length, hidden) = xs.dims3()?;
+        let head_dim = hidden / self.heads;
+        let split = |t: Tensor| -> Result<Tensor> {
+            Ok(t.reshape((batch, length, self.heads, head_dim))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = split(self.query.forward(xs)?)?;
+        let k = split(self.key.forward(xs)?)?;
+        let v = split(self.value.forward(xs)?)?;
+        let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?.broadcast_add(mask)?;
+        // The composed softmax: the fused `softmax_last_dim` has no backward pass.
+        let probs = self.attention_dropout.forward(&softmax(&scores, D::Minus1)?, pass.as_deref_mut())?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, length, hidden))?;
+        let projected = self.hidden_dropout.forward(&self.output.forward(&context)?, pass)?;
+        self.norm.forward(&(projected + xs)?)
+    }
+}
+
+impl FeedForward {
+    fn forward(&self, xs: &Tensor, pass: Option<&mut StochasticPass>) -> Result<Tensor> {
+        let intermediate = self.intermediate.forward(xs)?.gelu_erf()?;
+        let output = self.dropout.forward(&self.output.forward(&intermediate)?, pass)?;
+        self.norm.forward(&(output + xs)?)
+    }
+}
+
+impl BertClassifier {
+    /// Builds the model from checkpoint weights. `layers` keeps only the first N encoder
+    /// layers. The classifier (and the pooler, if absent) are initialised from `seed` when
+    /// the checkpoint has none for these `labels`.
+    pub(crate) fn build(
+        weights: &crate::Weights,
+        mut config: BertConfig,
+        options: &crate::ClassifierOptions,
+        reuse_head: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        if let Some(keep) = options.layers {
+            config.num_hidden_layers = config.num_hidden_layers.min(keep.max(1));
+        }
+        let labels = options.labels.clone();
+        config.set_labels(&labels);
+        let mut p = ParamBuilder {
+            weights,
+            trainable: options.trainable,
+            rng: StdRng::seed_from_u64(options.seed),
+            device: device.clone(),
+            params: Vec::new(),
+            vars: Vec::new(),
+            fresh: Vec::new(),
+        };
+        let (h, eps) = (config.hidden_size, config.layer_norm_eps);
+        let hidden_dropout = Dropout::new(config.hidden_dropout_prob);
+        let embeddings = Embeddings {
+            words: Embedding::new(p.load("embeddings.word_embeddings.weight", &[config.vocab_size, h])?, h),
+            positions: Embedding::new(p.load("embeddings.position_embeddings.weight", &[config.max_position_embeddings, h])?, h),
+            token_types: Embedding::new(p.load("embeddings.token_type_embeddings.weight", &[config.type_vocab_size, h])?, h),
+            norm: p.layer_norm("embeddings.LayerNorm", h, eps)?,
+            dropout: hidden_dropout,
+        };
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| {
+                let at = |name: &str| format!("encoder.layer.{i}.{name}");
+                Ok(Layer {
+                    attention: SelfAttention {
+                        query: p.linear(&at("attention.self.query"), h, h)?,
+                        key: p.linear(&at("attention.self.key"), h, h)?,
+                        value: p.linear(&at("attention.self.value"), h, h)?,
+                        output: p.linear(&at("attention.output.dense"), h, h)?,
+                        norm: p.layer_norm(&at("attention.output.LayerNorm"), h, eps)?,
+                        heads: config.num_attention_heads,
+                        attention_dropout: Dropout::new(config.attention_probs_dropout_prob),
+                        hidden_dropout,
+                    },
+                    feed_forward: FeedForward {
+                        intermediate: p.linear(&at("intermediate.dense"), h, config.intermediate_size)?,
+                        output: p.linear(&at("output.dense"), config.intermediate_size, h)?,
+                        norm: p.layer_norm(&at("output.LayerNorm"), h, eps)?,
+                        dropout: hidden_dropout,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let pooler = p.fresh_linear("pooler.dense", h, h, true)?;
+        let classifier = p.fresh_linear("classifier", h, labels.len(), reuse_head)?;
+        let ParamBuilder { params, vars, .. } = p;
+        Ok(Self {
+            embeddings,
+            layers,
+            pooler,
+            classifier,
+            classifier_dropout: Dropout::new(config.classifier_dropout()),
+            config,
+            labels,
+            params,
+            vars,
+            device: device.clone(),
+        })
+    }
+
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The trainable variables (empty unless built trainable).
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    /// Named parameters, as saved in a checkpoint.
+    pub fn params(&self) -> &[(String, Tensor)] {
+        &self.params
+    }
+
+    /// Runs the model; dropout is on exactly when `pass` is given.
+    pub fn forward(&self, batch: &Batch, mut pass: Option<&mut StochasticPass>) -> Result<ModelOutput> {
+        let (size, length) = batch.ids.dims2()?;
+        let positions = Tensor::arange(0u32, length as u32, &self.device)?.unsqueeze(0)?.broadcast_as((size, length))?;
+        let token_types = Tensor::zeros((size, length), DType::U32, &self.device)?;
+        let e = &self.embeddings;
+        let summed = ((e.words.forward(&batch.ids)? + e.positions.forward(&positions)?)? + e.token_types.forward(&token_types)?)?;
+        let mut hidden = e.dropout.forward(&e.norm.forward(&summed)?, pass.as_deref_mut())?;
+        // Padding gets the lowest f32 added to its attention scores, as Hugging Face does.
+        let mask = ((batch.mask.ones_like()? - &batch.mask)? * f64::from(f32::MIN))?.reshape((size, 1, 1, length))?;
+        for layer in &self.layers {
+            hidden = layer.attention.forward(&hidden, &mask, pass.as_deref_mut())?;
+            hidden = layer.feed_forward.forward(&hidden, pass.as_deref_mut())?;
+        }
+        let first = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+        let pooled = self.pooler.forward(&first)?.tanh()?;
+        let logits = self.classifier.forward(&self.classifier_dropout.forward(&pooled, pass)?)?;
+        Ok(ModelOutput { logits, pooled })
+    }
+}

@@ -1,0 +1,155 @@
+//! Hugging Face checkpoint directories: `config.json`, `model.safetensors` (tensor names with
+//! or without the `bert.` prefix, optionally a `classifier` head with `id2label`) and
+//! `tokenizer.json` or `vocab.txt`.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
+
+use candle_core::{Device, Tensor};
+
+use crate::{BertClassifier, BertConfig, ModelError, Result, TextTokenizer};
+
+/// The tensors of a `model.safetensors`, by name without the `bert.` prefix.
+pub struct Weights {
+    path: PathBuf,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl Weights {
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        if !path.is_file() {
+            return Err(ModelError::file(path, "missing: a checkpoint needs model.safetensors"));
+        }
+        let tensors = candle_core::safetensors::load(path, device)
+            .map_err(|e| ModelError::file(path, format!("not a readable safetensors file ({e})")))?;
+        let tensors = tensors
+            .into_iter()
+            .map(|(name, tensor)| (name.strip_prefix("bert.").map_or_else(|| name.clone(), str::to_string), tensor))
+            .collect();
+        Ok(Self { path: path.into(), tensors })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// A tensor that must exist with `shape` (as `config.json` implies), as f32.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let problem = |problem: String| ModelError::Weights { path: self.path.clone(), tensor: name.into(), problem };
+        let tensor = self.tensors.get(name).ok_or_else(|| problem("is missing".into()))?;
+        if tensor.dims() != shape {
+            return Err(problem(format!("has shape {:?}, but config.json implies {shape:?}", tensor.dims())));
+        }
+        Ok(tensor.to_dtype(candle_core::DType::F32)?)
+    }
+}
+
+/// How to build a classifier from a checkpoint.
+#[derive(Debug, Clone)]
+pub struct ClassifierOptions {
+    /// Label names in logit order.
+    pub labels: Vec<String>,
+    /// Keep only the first N encoder layers.
+    pub layers: Option<usize>,
+    /// Seed of freshly initialised parameters (a new head).
+    pub seed: u64,
+    /// Build the parameters as trainable variables.
+    pub trainable: bool,
+}
+
+/// An opened checkpoint directory.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: BertConfig,
+    pub weights: Weights,
+    pub tokenizer: TextTokenizer,
+}
+
+impl Checkpoint {
+    /// Opens `dir`, checking that its tokenizer fits the model's vocabulary.
+    pub fn open(dir: &Path, max_length: usize, device: &Device) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(ModelError::file(dir, "not a checkpoint directory (it does not exist)"));
+        }
+        let config = BertConfig::load(&dir.join("config.json"))?;
+        let weights = Weights::load(&dir.join("model.safetensors"), device)?;
+        let tokenizer = TextTokenizer::from_dir(dir, max_length.min(config.max_position_embeddings))?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(ModelError::TokenizerMismatch {
+                path: tokenizer.path().into(),
+                reason: format!(
+                    "it has {} tokens but the model's embeddings have {} rows (config.json vocab_size)",
+                    tokenizer.vocab_size(),
+                    config.vocab_size
+                ),
+            });
+        }
+        Ok(Self { dir: dir.into(), config, weights, tokenizer })
+    }
+
+    /// The checkpoint's own labels (`id2label`), when it has a classification head.
+    pub fn labels(&self) -> Option<Vec<String>> {
+        self.config.labels().filter(|_| self.weights.contains("classifier.weight"))
+    }
+
+    /// The checkpoint as a classifier over its own labels.
+    pub fn classifier(&self, layers: Option<usize>, trainable: bool, device: &Device) -> Result<BertClassifier> {
+        let labels = self.labels().ok_or_else(|| {
+            ModelError::file(&self.dir, "has no classification head (config.json id2label and classifier.weight)")
+        })?;
+        let options = ClassifierOptions { labels, layers, seed: 0, trainable };
+        BertClassifier::build(&self.weights, self.config.clone(), &options, true, device)
+    }
+
+    /// The checkpoint's encoder with a head over `options.labels`: the checkpoint's own head
+    /// when its labels are the same, a fresh seeded one otherwise.
+    pub fn classifier_for(&self, options: &ClassifierOptions, device: &Device) -> Result<BertClassifier> {
+        let reuse_head = self.labels().as_deref() == Some(options.labels.as_slice());
+        BertClassifier::build(&self.weights, self.config.clone(), options, reuse_head, device)
+    }
+
+    /// Maps label names to the checkpoint's logit indices, refusing one it does not know.
+    pub fn label_indices(&self, labels: &[String]) -> Result<Vec<usize>> {
+        let own = self.labels().unwrap_or_default();
+        labels
+            .iter()
+            .map(|label| {
+                own.iter().position(|l| l == label).ok_or_else(|| ModelError::UnknownLabel {
+                    label: label.clone(),
+                    path: self.dir.join("config.json"),
+                    known: own.join(", "),
+                })
+            })
+            .collect()
+    }
+}
+
+impl BertClassifier {
+    /// Writes a Hugging Face `BertForSequenceClassification` directory: model.safetensors
+    /// (`bert.`-prefixed encoder, `classifier` head), config.json with id2label and label2id,
+    /// and the tokenizer.
+    pub fn save(&self, dir: &Path, tokenizer: &TextTokenizer) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| ModelError::file(dir, e))?;
+        let tensors: HashMap<String, Tensor> = self
+            .params
+            .iter()
+            .map(|(name, tensor)| {
+                let key = if name.starts_with("classifier") { name.clone() } else { format!("bert.{name}") };
+                (key, tensor.clone())
+            })
+            .collect();
+        let weights = dir.join("model.safetensors");
+        // Written beside and renamed, so that a killed save never leaves a truncated file.
+        let partial = dir.join("model.safetensors.partial");
+        candle_core::safetensors::save(&tensors, &partial).map_err(|e| ModelError::file(&partial, e))?;
+        std::fs::rename(&partial, &weights).map_err(|e| ModelError::file(&weights, e))?;
+        let mut config = self.config.clone();
+        config.extra.insert("architectures".into(), serde_json::json!(["BertForSequenceClassification"]));
+        config.extra.insert("model_type".into(), serde_json::json!("bert"));
+        let json = serde_json::to_string_pretty(&config).expect("a config serializes");
+        std::fs::write(dir.join("config.json"), json).map_err(|e| ModelError::file(dir.join("config.json"), e))?;
+        tokenizer.save(&dir.join("tokenizer.json"))
+    }
+}

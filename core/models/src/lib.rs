@@ -1,0 +1,18 @@
+//! Shared model code: a BERT-family encoder in candle that can be fine-tuned (differentiable
+//! layer norm, dropout with an explicit train flag and a seed), tokenization with our own
+//! truncation and padding, and Hugging Face checkpoint directories in and out.
+
+mod bert;
+mod checkpoint;
+mod config;
+mod error;
+mod tokenizer;
+
+pub use bert::{BertClassifier, Dropout, ModelOutput, StochasticPass};
+pub use checkpoint::{Checkpoint, ClassifierOptions, Weights};
+pub use config::BertConfig;
+pub use error::{ModelError, Result};
+pub use tokenizer::{Batch, TextTokenizer};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,228 @@
+//! Model tests on a tiny random BERT written to a temporary checkpoint directory.
+
+use std::{collections::HashMap, path::Path};
+
+use candle_core::{Device, Tensor};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use crate::{Checkpoint, ClassifierOptions, ModelError, StochasticPass};
+
+const WORDS: [&str; 12] = ["sport", "ball", "goal", "team", "vote", "law", "party", "state", "the", "a", "big", "news"];
+const HIDDEN: usize = 8;
+const LAYERS: usize = 2;
+
+fn vocab() -> Vec<String> {
+    ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].iter().chain(WORDS.iter()).map(|s| s.to_string()).collect()
+}
+
+fn config(vocab_size: usize, labels: Option<&[&str]>) -> serde_json::Value {
+    let mut config = serde_json::json!({
+        "vocab_size": vocab_size, "hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": 2,
+        "intermediate_size": 16, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 32, "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12, "pad_token_id": 0
+    });
+    if let Some(labels) = labels {
+        config["id2label"] = labels.iter().enumerate().map(|(i, l)| (i.to_string(), serde_json::json!(l))).collect();
+    }
+    config
+}
+
+/// Writes a tiny random checkpoint: `prefix` is "" or "bert." for the encoder tensor names.
+fn tiny_checkpoint(dir: &Path, prefix: &str, head: Option<&[&str]>) {
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    let mut add = |name: String, shape: &[usize]| {
+        let values: Vec<f32> = (0..shape.iter().product()).map(|_| rng.random_range(-0.5..0.5)).collect();
+        tensors.insert(name, Tensor::from_vec(values, shape, &Device::Cpu).unwrap());
+    };
+    let v = vocab().len();
+    add(format!("{prefix}embeddings.word_embeddings.weight"), &[v, HIDDEN]);
+    add(format!("{prefix}embeddings.position_embeddings.weight"), &[32, HIDDEN]);
+    add(format!("{prefix}embeddings.token_type_embeddings.weight"), &[2, HIDDEN]);
+    for part in ["weight", "bias"] {
+        add(format!("{prefix}embeddings.LayerNorm.{part}"), &[HIDDEN]);
+        add(format!("{prefix}pooler.dense.{part}"), if part == "weight" { &[HIDDEN, HIDDEN] } else { &[HIDDEN] });
+    }
+    for layer in 0..LAYERS {
+        let at = |name: &str| format!("{prefix}encoder.layer.{layer}.{name}");
+        for (name, out, inp) in [
+            ("attention.self.query", HIDDEN, HIDDEN),
+            ("attention.self.key", HIDDEN, HIDDEN),
+            ("attention.self.value", HIDDEN, HIDDEN),
+            ("attention.output.dense", HIDDEN, HIDDEN),
+            ("intermediate.dense", 16, HIDDEN),
+            ("output.dense", HIDDEN, 16),
+        ] {
+            add(at(&format!("{name}.weight")), &[out, inp]);
+            add(at(&format!("{name}.bias")), &[out]);
+        }
+        for norm in ["attention.output.LayerNorm", "output.LayerNorm"] {
+            add(at(&format!("{norm}.weight")), &[HIDDEN]);
+            add(at(&format!("{norm}.bias")), &[HIDDEN]);
+        }
+    }
+    if let Some(labels) = head {
+        add("classifier.weight".into(), &[labels.len(), HIDDEN]);
+        add("classifier.bias".into(), &[labels.len()]);
+    }
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+    std::fs::write(dir.join("config.json"), config(v, head).to_string()).unwrap();
+    std::fs::write(dir.join("vocab.txt"), vocab().join("\n")).unwrap();
+}
+
+fn labels(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn options(layers: Option<usize>, trainable: bool) -> ClassifierOptions {
+    ClassifierOptions { labels: labels(&["sport", "politics", "other"]), layers, seed: 5, trainable }
+}
+
+const TEXTS: [&str; 3] = ["the sport team goal", "vote the law", "a big big news state party ball"];
+
+fn logits(checkpoint: &Checkpoint, model: &crate::BertClassifier, seed: Option<u64>) -> Vec<f32> {
+    let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
+    let mut pass = seed.map(StochasticPass::new);
+    model.forward(&batch, pass.as_mut()).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn deterministic_passes_are_identical_and_stochastic_ones_follow_their_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), "", None);
+    let checkpoint = Checkpoint::open(dir.path(), 16, &Device::Cpu).unwrap();
+    let model = checkpoint.classifier_for(&options(None, false), &Device::Cpu).unwrap();
+    assert_eq!(logits(&checkpoint, &model, None), logits(&checkpoint, &model, None), "bit-identical");
+    let (a, b, c) = (logits(&checkpoint, &model, Some(1)), logits(&checkpoint, &model, Some(1)), logits(&checkpoint, &model, Some(2)));
+    assert_eq!(a, b, "same seed, same masks");
+    assert_ne!(a, c, "different seeds, different masks");
+    assert_ne!(a, logits(&checkpoint, &model, None), "dropout is on in stochastic passes");
+}
+
+#[test]
+fn names_with_and_without_the_bert_prefix_load_the_same_model() {
+    let (plain, prefixed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    tiny_checkpoint(plain.path(), "", None);
+    tiny_checkpoint(prefixed.path(), "bert.", None);
+    let a = Checkpoint::open(plain.path(), 16, &Device::Cpu).unwrap();
+    let b = Checkpoint::open(prefixed.path(), 16, &Device::Cpu).unwrap();
+    let (ma, mb) = (a.classifier_for(&options(None, false), &Device::Cpu).unwrap(), b.classifier_for(&options(None, false), &Device::Cpu).unwrap());
+    assert_eq!(logits(&a, &ma, None), logits(&b, &mb, None));
+}
+
+#[test]
+fn a_saved_checkpoint_gives_the_same_logits_and_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), "", None);
+    let checkpoint = Checkpoint::open(dir.path(), 16, &Device::Cpu).unwrap();
+    let model = checkpoint.classifier_for(&options(Some(1), true), &Device::Cpu).unwrap();
+    let saved = tempfile::tempdir().unwrap();
+    model.save(saved.path(), &checkpoint.tokenizer).unwrap();
+    let reopened = Checkpoint::open(saved.path(), 16, &Device::Cpu).unwrap();
+    assert_eq!(reopened.labels().unwrap(), labels(&["sport", "politics", "other"]));
+    assert_eq!(reopened.config.num_hidden_layers, 1, "the cut is saved");
+    let again = reopened.classifier(None, false, &Device::Cpu).unwrap();
+    assert_eq!(logits(&checkpoint, &model, None), logits(&reopened, &again, None));
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(saved.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["label2id"]["politics"], 1);
+    assert_eq!(config["architectures"][0], "BertForSequenceClassification");
+}
+
+#[test]
+fn cutting_layers_keeps_the_first_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), "", None);
+    let checkpoint = Checkpoint::open(dir.path(), 16, &Device::Cpu).unwrap();
+    assert_eq!(checkpoint.classifier_for(&options(Some(1), false), &Device::Cpu).unwrap().num_layers(), 1);
+    assert_eq!(checkpoint.classifier_for(&options(None, false), &Device::Cpu).unwrap().num_layers(), 2);
+}
+
+#[test]
+fn every_parameter_receives_a_gradient() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), "", None);
+    let checkpoint = Checkpoint::open(dir.path(), 16, &Device::Cpu).unwrap();
+    let model = checkpoint.classifier_for(&options(None, true), &Device::Cpu).unwrap();
+    let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
+    let output = model.forward(&batch, Some(&mut StochasticPass::new(3))).unwrap();
+    let loss = candle_nn::loss::cross_entropy(&output.logits, &Tensor::new(&[0u32, 1, 2], &Device::Cpu).unwrap()).unwrap();
+    let grads = loss.backward().unwrap();
+    let missing: Vec<&str> = model
+        .params()
+        .iter()
+        .zip(model.vars())
+        .filter(|(_, var)| grads.get(var).is_none_or(|g| g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0))
+        .map(|((name, _), _)| name.as_str())
+        .collect();
+    // Rows of the embedding tables that no token used get zero gradient, but each table as a
+    // whole learns; every other parameter must too.
+    assert_eq!(model.vars().len(), 5 + LAYERS * 16 + 4);
+    assert!(missing.is_empty(), "parameters without gradient: {missing:?}");
+}
+
+fn open_error(dir: &Path) -> String {
+    match Checkpoint::open(dir, 16, &Device::Cpu).and_then(|c| c.classifier_for(&options(None, false), &Device::Cpu)) {
+        Ok(_) => panic!("expected {} to be refused", dir.display()),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn missing_or_corrupt_weights_are_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), "", None);
+    let weights = dir.path().join("model.safetensors");
+    std::fs::write(&weights, b"definitely not safetensors").unwrap();
+    let message = open_error(dir.path());
+    assert!(message.contains(&format!("{}: not a readable safetensors file", weights.display())), "{message}");
+    std::fs::remove_file(&weights).unwrap();
+    let message = open_error(dir.path());
+    assert!(message.contains("model.safetensors: missing"), "{message}");
+}
+
+#[test]
+fn a_config_that_disagrees_with_the_weights_is_refused_naming_tensor_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), "", None);
+    let mut wrong = config(vocab().len(), None);
+    wrong["intermediate_size"] = serde_json::json!(32);
+    std::fs::write(dir.path().join("config.json"), wrong.to_string()).unwrap();
+    let message = open_error(dir.path());
+    assert!(message.contains("model.safetensors: tensor `encoder.layer.0.intermediate.dense.weight` has shape [16, 8], but config.json implies [32, 8]"), "{message}");
+}
+
+#[test]
+fn a_tokenizer_larger_than_the_vocabulary_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), "", None);
+    let mut longer = vocab();
+    longer.extend(["extra1", "extra2"].map(String::from));
+    std::fs::write(dir.path().join("vocab.txt"), longer.join("\n")).unwrap();
+    let message = open_error(dir.path());
+    assert!(message.contains("vocab.txt does not match the model: it has 19 tokens but the model's embeddings have 17 rows"), "{message}");
+}
+
+#[test]
+fn a_label_the_checkpoint_does_not_know_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), "", Some(&["sport", "politics"]));
+    let checkpoint = Checkpoint::open(dir.path(), 16, &Device::Cpu).unwrap();
+    assert_eq!(checkpoint.label_indices(&labels(&["politics", "sport"])).unwrap(), vec![1, 0]);
+    let error = checkpoint.label_indices(&labels(&["sport", "weather"])).unwrap_err();
+    assert!(matches!(error, ModelError::UnknownLabel { .. }));
+    assert!(error.to_string().contains("label `weather` is not known to the checkpoint"), "{error}");
+    assert!(error.to_string().contains("(its labels: sport, politics)"), "{error}");
+}
+
+#[test]
+fn truncation_keeps_the_final_separator_and_padding_is_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), "", None);
+    let checkpoint = Checkpoint::open(dir.path(), 4, &Device::Cpu).unwrap();
+    // [CLS]=2 the=13 sport=5 [SEP]=3 after cutting "team goal".
+    assert_eq!(checkpoint.tokenizer.encode("the sport team goal").unwrap(), vec![2, 13, 5, 3]);
+    let batch = checkpoint.tokenizer.batch(&["sport", "the sport team"], &Device::Cpu).unwrap();
+    assert_eq!(batch.ids.to_vec2::<u32>().unwrap(), vec![vec![2, 5, 3, 0], vec![2, 13, 5, 3]]);
+    assert_eq!(batch.mask.to_vec2::<f32>().unwrap(), vec![vec![1.0, 1.0, 1.0, 0.0], vec![1.0; 4]]);
+}

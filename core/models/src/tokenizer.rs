@@ -1,0 +1,120 @@
+//! Tokenization with the tokenizers crate, from `tokenizer.json` or `vocab.txt`. Padding and
+//! truncation are our own (checkpoints such as MiniLM ship fixed padding to 128 switched on).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use tokenizers::{
+    models::wordpiece::WordPiece, normalizers::BertNormalizer, pre_tokenizers::bert::BertPreTokenizer,
+    processors::bert::BertProcessing, Tokenizer,
+};
+
+use crate::{ModelError, Result};
+
+/// A batch of encoded texts: token ids and attention mask, `[B, T]` each, padded to the
+/// longest text of the batch.
+pub struct Batch {
+    pub ids: Tensor,
+    pub mask: Tensor,
+}
+
+pub struct TextTokenizer {
+    tokenizer: Tokenizer,
+    path: PathBuf,
+    max_length: usize,
+    sep: u32,
+    pad: u32,
+}
+
+impl TextTokenizer {
+    /// Reads `tokenizer.json`, or builds a BERT WordPiece tokenizer from `vocab.txt`.
+    pub fn from_dir(dir: &Path, max_length: usize) -> Result<Self> {
+        let json = dir.join("tokenizer.json");
+        let vocab = dir.join("vocab.txt");
+        let (mut tokenizer, path) = if json.is_file() {
+            (Tokenizer::from_file(&json).map_err(|e| ModelError::file(&json, format!("unreadable tokenizer: {e}")))?, json)
+        } else if vocab.is_file() {
+            (Self::from_vocab(&vocab)?, vocab)
+        } else {
+            return Err(ModelError::file(dir, "has neither tokenizer.json nor vocab.txt"));
+        };
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| ModelError::file(&path, format!("cannot switch truncation off: {e}")))?;
+        let id = |token: &str| {
+            tokenizer
+                .token_to_id(token)
+                .ok_or_else(|| ModelError::TokenizerMismatch { path: path.clone(), reason: format!("it has no `{token}` token") })
+        };
+        let (sep, pad) = (id("[SEP]")?, id("[PAD]")?);
+        if max_length < 2 {
+            return Err(ModelError::file(&path, format!("max_length {max_length} leaves no room for [CLS] and [SEP]")));
+        }
+        Ok(Self { tokenizer, path, max_length, sep, pad })
+    }
+
+    fn from_vocab(vocab: &Path) -> Result<Tokenizer> {
+        let file = vocab.to_str().ok_or_else(|| ModelError::file(vocab, "path is not valid UTF-8"))?;
+        let wordpiece = WordPiece::from_file(file)
+            .unk_token("[UNK]".into())
+            .build()
+            .map_err(|e| ModelError::file(vocab, format!("unreadable vocabulary: {e}")))?;
+        let mut tokenizer = Tokenizer::new(wordpiece);
+        let token = |t: &str| {
+            tokenizer.token_to_id(t).map(|id| (t.to_string(), id)).ok_or_else(|| {
+                ModelError::TokenizerMismatch { path: vocab.into(), reason: format!("the vocabulary has no `{t}`") }
+            })
+        };
+        let (sep, cls) = (token("[SEP]")?, token("[CLS]")?);
+        let built = |e: tokenizers::Error| ModelError::file(vocab, format!("cannot build a BERT tokenizer: {e}"));
+        tokenizer.with_normalizer(Some(BertNormalizer::new(true, true, None, true))).map_err(built)?;
+        tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
+        tokenizer.with_post_processor(Some(BertProcessing::new(sep, cls)));
+        Ok(tokenizer)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// Token ids of one text with [CLS] and [SEP], cut to `max_length` keeping the final [SEP].
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self.tokenizer.encode(text, true).map_err(|e| ModelError::Tokenize(e.to_string()))?;
+        let mut ids = encoding.get_ids().to_vec();
+        if ids.len() > self.max_length {
+            ids.truncate(self.max_length - 1);
+            ids.push(self.sep);
+        }
+        Ok(ids)
+    }
+
+    /// Encodes and pads a batch of texts.
+    pub fn batch<S: AsRef<str>>(&self, texts: &[S], device: &Device) -> Result<Batch> {
+        let encoded = texts.iter().map(|t| self.encode(t.as_ref())).collect::<Result<Vec<_>>>()?;
+        let length = encoded.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut ids = Vec::with_capacity(texts.len() * length);
+        let mut mask = Vec::with_capacity(texts.len() * length);
+        for row in &encoded {
+            ids.extend(row.iter().copied().chain(std::iter::repeat_n(self.pad, length - row.len())));
+            mask.extend((0..length).map(|i| if i < row.len() { 1f32 } else { 0.0 }));
+        }
+        Ok(Batch {
+            ids: Tensor::from_vec(ids, (texts.len(), length), device)?,
+            mask: Tensor::from_vec(mask, (texts.len(), length), device)?,
+        })
+    }
+
+    /// Writes tokenizer.json (with padding and truncation off).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.tokenizer.save(path, false).map_err(|e| ModelError::file(path, format!("cannot write tokenizer: {e}")))
+    }
+}

@@ -56,6 +56,15 @@ pub enum Error {
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
 
+    #[error("{}, line {line}: {reason}", path.display())]
+    Data { path: PathBuf, line: usize, reason: String },
+
+    #[error("asset `{asset}`: {reason}. To supply it by hand: {remedy}")]
+    Asset { asset: String, reason: String, remedy: String },
+
+    #[error(transparent)]
+    Model(#[from] workbench_models::ModelError),
+
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 

@@ -1,6 +1,8 @@
 //! The workbench engine: plugin host, configuration and runs.
 
+pub mod assets;
 pub mod config;
+pub mod data;
 mod error;
 pub mod host;
 pub mod logging;

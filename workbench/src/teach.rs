@@ -1,0 +1,251 @@
+//! `workbench teach`: fine-tune the encoder on a subset of a dataset's labels (or all of them,
+//! the oracle) and write a Hugging Face checkpoint with its metrics.
+
+use std::{
+    collections::HashMap,
+    io::Write,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use candle_core::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use workbench_models::{BertClassifier, Checkpoint, ClassifierOptions, StochasticPass, TextTokenizer};
+
+use crate::{
+    assets,
+    data::{DataConfig, Example, Splits},
+    train::{accuracy, clip_gradients, shuffled_batches, AdamW, AdamWSettings, LinearSchedule},
+    Error, Result,
+};
+
+/// A `teach` config file: `[teach]` and `[data]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeachConfig {
+    /// Asset cache; `WORKBENCH_CACHE` sets it too.
+    pub cache: Option<PathBuf>,
+    /// Threads; 0 means every core.
+    #[serde(default)]
+    pub threads: usize,
+    pub teach: TeachSettings,
+    pub data: DataConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeachSettings {
+    /// `minilm` (the pinned asset) or a Hugging Face checkpoint directory.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Keep only the first N encoder layers (a fast small model from the same weights).
+    pub layers: Option<usize>,
+    /// The labels to learn; all labels of the training data when absent (the oracle).
+    pub labels: Option<Vec<String>>,
+    /// Where the checkpoint goes.
+    pub output: PathBuf,
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Small models want more than BERT-base's 2e-5 (DESIGN.md, section 7).
+    #[serde(default = "default_learning_rate")]
+    pub learning_rate: f64,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "default_max_length")]
+    pub max_length: usize,
+    /// Share of the steps spent warming up.
+    #[serde(default = "default_warmup")]
+    pub warmup: f64,
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default = "default_max_grad_norm")]
+    pub max_grad_norm: f64,
+    /// Seeds data order, dropout, the new head and the validation split.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_model() -> String {
+    "minilm".into()
+}
+fn default_epochs() -> usize {
+    4
+}
+fn default_learning_rate() -> f64 {
+    2e-4
+}
+fn default_batch_size() -> usize {
+    16
+}
+fn default_max_length() -> usize {
+    128
+}
+fn default_warmup() -> f64 {
+    0.1
+}
+fn default_weight_decay() -> f64 {
+    0.01
+}
+fn default_max_grad_norm() -> f64 {
+    1.0
+}
+
+/// The checkpoint directory a `model` setting names.
+pub fn model_dir(model: &str, cache: &Path) -> Result<PathBuf> {
+    if model == assets::MINILM.name {
+        return Ok(assets::MINILM.ensure(cache)?.join(assets::MINILM_MODEL_DIR));
+    }
+    Ok(PathBuf::from(model))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub validation_accuracy: f64,
+    pub learning_rate: f64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TeachOutcome {
+    pub output: PathBuf,
+    pub labels: Vec<String>,
+    pub epochs: Vec<EpochMetrics>,
+    pub best_epoch: usize,
+    pub validation_accuracy: f64,
+    /// Accuracy on the test examples of the teacher's own labels.
+    pub test_accuracy: f64,
+}
+
+/// Checks the requested labels against the data and keeps only their examples.
+pub fn select_labels(splits: &mut Splits, requested: Option<&[String]>) -> Result<Vec<String>> {
+    let available = splits.labels();
+    let labels = match requested {
+        Some(labels) => {
+            let unknown: Vec<&String> = labels.iter().filter(|l| !available.contains(l)).collect();
+            if !unknown.is_empty() {
+                return Err(Error::InvalidConfig {
+                    problems: vec![format!(
+                        "`teach.labels`: {unknown:?} not in the training data; its labels: {}",
+                        available.join(", ")
+                    )],
+                });
+            }
+            labels.to_vec()
+        }
+        None => available,
+    };
+    splits.restrict(&labels);
+    Ok(labels)
+}
+
+fn targets(examples: &[&Example], index: &HashMap<&str, u32>, device: &Device) -> Result<Tensor> {
+    let ids: Vec<u32> = examples.iter().map(|e| index[e.label.as_str()]).collect();
+    Ok(Tensor::from_vec(ids, examples.len(), device)?)
+}
+
+fn progress(total: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64).with_message(what.to_string());
+    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {elapsed} (eta {eta})").expect("a valid template"));
+    bar
+}
+
+/// One epoch of supervised fine-tuning; returns the mean training loss.
+#[allow(clippy::too_many_arguments)]
+fn train_epoch(
+    model: &BertClassifier,
+    tokenizer: &TextTokenizer,
+    train: &[Example],
+    index: &HashMap<&str, u32>,
+    optimizer: &mut AdamW,
+    schedule: &LinearSchedule,
+    settings: &TeachSettings,
+    epoch: usize,
+    step: &mut usize,
+    bar: &ProgressBar,
+) -> Result<f64> {
+    let device = model.device();
+    let batches = shuffled_batches(train.len(), settings.batch_size, settings.seed.wrapping_add(epoch as u64));
+    let mut total = 0.0;
+    for indices in &batches {
+        let examples: Vec<&Example> = indices.iter().map(|&i| &train[i]).collect();
+        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        let batch = tokenizer.batch(&texts, device)?;
+        let mut pass = StochasticPass::new(settings.seed.wrapping_mul(1_000_003).wrapping_add(*step as u64));
+        let logits = model.forward(&batch, Some(&mut pass))?.logits;
+        let loss = candle_nn::loss::cross_entropy(&logits, &targets(&examples, index, device)?)?;
+        let mut grads = loss.backward()?;
+        clip_gradients(&mut grads, model.vars(), settings.max_grad_norm)?;
+        optimizer.step(&grads, schedule.learning_rate(*step))?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        total += value;
+        *step += 1;
+        bar.inc(1);
+        bar.set_message(format!("epoch {} loss {value:.3}", epoch + 1));
+    }
+    Ok(total / batches.len().max(1) as f64)
+}
+
+/// Fine-tunes and writes the best checkpoint (by validation accuracy) to `settings.output`.
+pub fn teach(settings: &TeachSettings, mut splits: Splits, cache: &Path) -> Result<TeachOutcome> {
+    let device = Device::Cpu;
+    let labels = select_labels(&mut splits, settings.labels.as_deref())?;
+    if splits.train.is_empty() {
+        return Err(Error::InvalidConfig { problems: vec!["no training examples for the chosen labels".into()] });
+    }
+    let checkpoint = Checkpoint::open(&model_dir(&settings.model, cache)?, settings.max_length, &device)?;
+    let options = ClassifierOptions { labels: labels.clone(), layers: settings.layers, seed: settings.seed, trainable: true };
+    let model = checkpoint.classifier_for(&options, &device)?;
+    let index: HashMap<&str, u32> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as u32)).collect();
+    let steps_per_epoch = splits.train.len().div_ceil(settings.batch_size.max(1));
+    let total = steps_per_epoch * settings.epochs;
+    let schedule = LinearSchedule { peak: settings.learning_rate, warmup: ((total as f64) * settings.warmup).round() as usize, total };
+    let mut optimizer = AdamW::new(model.vars(), AdamWSettings { weight_decay: settings.weight_decay, ..AdamWSettings::default() })?;
+    std::fs::create_dir_all(&settings.output).map_err(Error::io(format!("creating {}", settings.output.display())))?;
+    let metrics_path = settings.output.join("metrics.jsonl");
+    let mut metrics_file = std::fs::File::create(&metrics_path).map_err(Error::io(format!("creating {}", metrics_path.display())))?;
+    tracing::info!(
+        labels = labels.len(), train = splits.train.len(), validation = splits.validation.len(),
+        layers = model.num_layers(), steps = total, "fine-tuning a teacher"
+    );
+    let bar = progress(total, "teaching");
+    let (mut step, mut epochs, mut best) = (0, Vec::new(), (0usize, -1.0f64));
+    for epoch in 0..settings.epochs {
+        let started = Instant::now();
+        let train_loss = train_epoch(&model, &checkpoint.tokenizer, &splits.train, &index, &mut optimizer, &schedule, settings, epoch, &mut step, &bar)?;
+        let validation_accuracy = accuracy(&model, &checkpoint.tokenizer, &splits.validation, 64, &device)?;
+        let metrics = EpochMetrics {
+            epoch: epoch + 1,
+            train_loss,
+            validation_accuracy,
+            learning_rate: schedule.learning_rate(step.saturating_sub(1)),
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        writeln!(metrics_file, "{}", serde_json::to_string(&metrics).expect("metrics serialize"))
+            .map_err(Error::io(format!("writing {}", metrics_path.display())))?;
+        bar.println(format!("epoch {}: train loss {train_loss:.4}, validation accuracy {validation_accuracy:.4}", epoch + 1));
+        if validation_accuracy > best.1 {
+            best = (epoch + 1, validation_accuracy);
+            model.save(&settings.output, &checkpoint.tokenizer)?;
+        }
+        epochs.push(metrics);
+    }
+    bar.finish_and_clear();
+    let best_model = Checkpoint::open(&settings.output, settings.max_length, &device)?;
+    let test_accuracy = accuracy(&best_model.classifier(None, false, &device)?, &best_model.tokenizer, &splits.test, 64, &device)?;
+    let outcome = TeachOutcome {
+        output: settings.output.clone(),
+        labels,
+        epochs,
+        best_epoch: best.0,
+        validation_accuracy: best.1,
+        test_accuracy,
+    };
+    let summary = serde_json::json!({ "outcome": outcome, "settings": settings, "data_report": splits.report });
+    let summary_path = settings.output.join("teach.json");
+    std::fs::write(&summary_path, serde_json::to_string_pretty(&summary).expect("summary serializes"))
+        .map_err(Error::io(format!("writing {}", summary_path.display())))?;
+    Ok(outcome)
+}

@@ -33,6 +33,7 @@ fn plugins_list_shows_every_workspace_plugin_with_kind_and_version() {
     assert_eq!(rows[0], ["NAME", "KIND", "VERSION", "PLUGIN", "FILE"]);
     let find = |name: &str| rows.iter().find(|r| r[0] == name).unwrap_or_else(|| panic!("{name} missing:\n{}", out.stdout));
     let expected = [
+        ("bert", "teacher", "workbench-bert-teacher"),
         ("fixed-logits", "teacher", "workbench-fixed-teacher"),
         ("entropy", "estimator", "workbench-uncertainty"),
         ("mc-dropout", "estimator", "workbench-uncertainty"),

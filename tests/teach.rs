@@ -3,57 +3,7 @@
 
 mod support;
 
-use std::{fmt::Write as _, path::Path};
-
-use rand::{rngs::StdRng, seq::IndexedRandom, SeedableRng};
-use support::{run, workbench};
-
-const SPORT: [&str; 10] = ["football", "goal", "match", "team", "coach", "league", "striker", "season", "stadium", "players"];
-const SCIENCE: [&str; 10] = ["physics", "experiment", "laboratory", "molecule", "theory", "research", "planet", "telescope", "energy", "scientists"];
-const FILLER: [&str; 6] = ["the", "a", "new", "big", "this", "today"];
-
-/// A CSV of `per_class` short texts per topic, drawn from the topic's words.
-fn write_csv(path: &Path, per_class: usize, seed: u64) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut csv = String::from("text,label\n");
-    for _ in 0..per_class {
-        for (label, words) in [("sport", &SPORT), ("science", &SCIENCE)] {
-            let text: Vec<&str> = (0..6).map(|i| if i % 2 == 0 { *FILLER.choose(&mut rng).unwrap() } else { *words.choose(&mut rng).unwrap() }).collect();
-            writeln!(csv, "{},{label}", text.join(" ")).unwrap();
-        }
-    }
-    std::fs::write(path, csv).unwrap();
-}
-
-fn teach_config(dir: &Path, labels: &str) -> std::path::PathBuf {
-    write_csv(&dir.join("train.csv"), 40, 1);
-    write_csv(&dir.join("test.csv"), 20, 2);
-    let config = format!(
-        r#"
-[teach]
-model = "minilm"
-layers = 1
-{labels}
-output = "{out}"
-epochs = 3
-learning_rate = 5e-4
-batch_size = 8
-max_length = 16
-seed = 3
-
-[data]
-dataset = "files"
-train = "{train}"
-test = "{test}"
-"#,
-        out = dir.join("teacher").display(),
-        train = dir.join("train.csv").display(),
-        test = dir.join("test.csv").display(),
-    );
-    let path = dir.join("teach.toml");
-    std::fs::write(&path, config).unwrap();
-    path
-}
+use support::{run, teach_config, workbench};
 
 #[test]
 fn a_one_layer_teacher_lowers_its_loss_and_beats_chance() {

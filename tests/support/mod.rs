@@ -3,10 +3,13 @@
 #![allow(dead_code)]
 
 use std::{
+    fmt::Write as _,
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::OnceLock,
 };
+
+use rand::{rngs::StdRng, seq::IndexedRandom, SeedableRng};
 
 pub const WORKBENCH: &str = env!("CARGO_BIN_EXE_workbench");
 
@@ -72,4 +75,51 @@ pub fn fixture_dir() -> &'static Path {
 
 pub fn fixture(stem: &str) -> PathBuf {
     fixture_dir().join(format!("{}{stem}.{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_EXTENSION))
+}
+
+const SPORT: [&str; 10] = ["football", "goal", "match", "team", "coach", "league", "striker", "season", "stadium", "players"];
+const SCIENCE: [&str; 10] = ["physics", "experiment", "laboratory", "molecule", "theory", "research", "planet", "telescope", "energy", "scientists"];
+const FILLER: [&str; 6] = ["the", "a", "new", "big", "this", "today"];
+
+/// A CSV of `per_class` short texts per topic, drawn from the topic's words.
+pub fn write_csv(path: &Path, per_class: usize, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut csv = String::from("text,label\n");
+    for _ in 0..per_class {
+        for (label, words) in [("sport", &SPORT), ("science", &SCIENCE)] {
+            let text: Vec<&str> = (0..6).map(|i| if i % 2 == 0 { *FILLER.choose(&mut rng).unwrap() } else { *words.choose(&mut rng).unwrap() }).collect();
+            writeln!(csv, "{},{label}", text.join(" ")).unwrap();
+        }
+    }
+    std::fs::write(path, csv).unwrap();
+}
+
+pub fn teach_config(dir: &Path, labels: &str) -> std::path::PathBuf {
+    write_csv(&dir.join("train.csv"), 40, 1);
+    write_csv(&dir.join("test.csv"), 20, 2);
+    let config = format!(
+        r#"
+[teach]
+model = "minilm"
+layers = 1
+{labels}
+output = "{out}"
+epochs = 3
+learning_rate = 5e-4
+batch_size = 8
+max_length = 16
+seed = 3
+
+[data]
+dataset = "files"
+train = "{train}"
+test = "{test}"
+"#,
+        out = dir.join("teacher").display(),
+        train = dir.join("train.csv").display(),
+        test = dir.join("test.csv").display(),
+    );
+    let path = dir.join("teach.toml");
+    std::fs::write(&path, config).unwrap();
+    path
 }

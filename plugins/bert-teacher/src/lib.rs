@@ -1,0 +1,169 @@
+//! `bert`: a teacher from one fine-tuned Hugging Face checkpoint, or several as ensemble
+//! members. It tokenizes its own input with each checkpoint's tokenizer, so teachers with
+//! different tokenizers and depths work together.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor as CandleTensor};
+use workbench_models::{BertClassifier, Checkpoint, StochasticPass, TextTokenizer};
+use workbench_plugin_api::{
+    abi_stable::std_types::{ROption, RString},
+    export_plugin, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamSpec, ParamTable, Plugin,
+    PluginError, PluginManifest, PluginResult, Sampling, Signals, Teacher, TeacherInfo, TeacherOutput, Tensor,
+    API_VERSION,
+};
+
+pub struct BertTeacherPlugin;
+
+impl Plugin for BertTeacherPlugin {
+    fn manifest() -> PluginManifest {
+        PluginManifest {
+            name: env!("CARGO_PKG_NAME").into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            api_version: API_VERSION,
+            components: vec![ComponentSpec {
+                name: "bert".into(),
+                kind: ComponentKind::Teacher,
+                doc: "A fine-tuned BERT-family checkpoint directory (several make an ensemble).".into(),
+                params: vec![
+                    ParamSpec::required(
+                        "checkpoints",
+                        ParamKind::TextList,
+                        "Hugging Face checkpoint directories with a classification head; several are ensemble members.",
+                    ),
+                    ParamSpec::int("max_length", 128, "Tokens per text, [CLS] and [SEP] included.").range(2.0, 4096.0),
+                    ParamSpec::int("batch_size", 32, "Texts per forward pass.").range(1.0, 4096.0),
+                ]
+                .into(),
+                signals: Signals { stochastic_passes: true, member_passes: true, hidden_states: true, scores: false },
+            }]
+            .into(),
+        }
+    }
+
+    fn create_teacher(component: &str, params: &ParamTable) -> PluginResult<Box<dyn Teacher>> {
+        if component != "bert" {
+            return Err(PluginError::unsupported(format!("no teacher named `{component}`")));
+        }
+        let checkpoints = params.text_list("checkpoints")?;
+        Ok(Box::new(BertTeacher::open(&checkpoints, params.int("max_length")? as usize, params.int("batch_size")? as usize)?))
+    }
+}
+
+export_plugin!(BertTeacherPlugin);
+
+struct Member {
+    model: BertClassifier,
+    tokenizer: TextTokenizer,
+}
+
+pub struct BertTeacher {
+    members: Vec<Member>,
+    labels: Vec<String>,
+    batch_size: usize,
+    device: Device,
+}
+
+fn model_error(e: impl std::fmt::Display) -> PluginError {
+    PluginError::other(e.to_string())
+}
+
+/// Mixes the run's MC seed with the pass index, so that passes differ and each is reproducible.
+fn pass_seed(seed: u64, pass: u64) -> u64 {
+    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(pass).rotate_left(17)
+}
+
+impl BertTeacher {
+    pub fn open(checkpoints: &[String], max_length: usize, batch_size: usize) -> PluginResult<Self> {
+        let device = Device::Cpu;
+        let mut members = Vec::new();
+        for dir in checkpoints {
+            let checkpoint = Checkpoint::open(Path::new(dir), max_length, &device).map_err(model_error)?;
+            let model = checkpoint.classifier(None, false, &device).map_err(model_error)?;
+            members.push(Member { model, tokenizer: checkpoint.tokenizer });
+        }
+        let first = members.first().ok_or_else(|| PluginError::invalid_input("`checkpoints` is empty"))?;
+        let labels = first.model.labels().to_vec();
+        for (dir, member) in checkpoints.iter().zip(&members) {
+            if member.model.labels() != labels.as_slice() {
+                return Err(PluginError::invalid_input(format!(
+                    "ensemble members must share their labels: {dir} has {:?}, {} has {labels:?}",
+                    member.model.labels(),
+                    checkpoints[0]
+                )));
+            }
+        }
+        Ok(Self { members, labels, batch_size, device })
+    }
+
+    /// Logits `[B, L]` and pooled states `[B, H]` of one member, in chunks of `batch_size`.
+    fn run(&self, member: &Member, texts: &[RString], mut pass: Option<&mut StochasticPass>) -> PluginResult<(CandleTensor, CandleTensor)> {
+        let mut logits = Vec::new();
+        let mut pooled = Vec::new();
+        for chunk in texts.chunks(self.batch_size) {
+            let batch = member.tokenizer.batch(chunk, &self.device).map_err(model_error)?;
+            let output = member.model.forward(&batch, pass.as_deref_mut()).map_err(model_error)?;
+            logits.push(output.logits);
+            pooled.push(output.pooled);
+        }
+        let cat = |parts: &[CandleTensor]| CandleTensor::cat(parts, 0).map_err(model_error);
+        Ok((cat(&logits)?, cat(&pooled)?))
+    }
+}
+
+fn plain(tensor: &CandleTensor) -> PluginResult<Tensor> {
+    let shape = tensor.dims().to_vec();
+    let data = tensor.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(model_error)?;
+    Tensor::new(shape, data)
+}
+
+impl Teacher for BertTeacher {
+    fn info(&self) -> PluginResult<TeacherInfo> {
+        Ok(TeacherInfo {
+            labels: self.labels.iter().map(|l| RString::from(l.as_str())).collect(),
+            hidden_size: self.members[0].model.hidden_size(),
+            members: self.members.len(),
+            supports_stochastic: true,
+        })
+    }
+
+    fn forward(&mut self, texts: &[RString], request: &ForwardRequest) -> PluginResult<TeacherOutput> {
+        let samples: Vec<CandleTensor> = match request.sampling {
+            Sampling::Deterministic => {
+                let outputs = self.members.iter().map(|m| self.run(m, texts, None)).collect::<PluginResult<Vec<_>>>()?;
+                let logits: Vec<CandleTensor> = outputs.iter().map(|(l, _)| l.clone()).collect();
+                let mean = CandleTensor::stack(&logits, 0).and_then(|t| t.mean(0)).map_err(model_error)?;
+                let hidden = if request.want_hidden {
+                    let pooled: Vec<CandleTensor> = outputs.iter().map(|(_, p)| p.clone()).collect();
+                    let mean = CandleTensor::stack(&pooled, 0).and_then(|t| t.mean(0)).map_err(model_error)?;
+                    ROption::RSome(plain(&mean)?)
+                } else {
+                    ROption::RNone
+                };
+                let logits = mean.unsqueeze(0).map_err(model_error)?;
+                return Ok(TeacherOutput { logits: plain(&logits)?, hidden });
+            }
+            Sampling::Stochastic { passes, seed, top_layers } => {
+                if top_layers > 0 {
+                    return Err(PluginError::unsupported(
+                        "stochastic passes restricted to the top layers are not supported by the bert teacher yet; use top_layers = 0",
+                    ));
+                }
+                (0..passes as u64)
+                    .map(|pass| {
+                        let mut stochastic = StochasticPass::new(pass_seed(seed, pass));
+                        self.run(&self.members[0], texts, Some(&mut stochastic)).map(|(logits, _)| logits)
+                    })
+                    .collect::<PluginResult<Vec<_>>>()?
+            }
+            Sampling::Members => self.members.iter().map(|m| self.run(m, texts, None).map(|(l, _)| l)).collect::<PluginResult<Vec<_>>>()?,
+        };
+        let stacked = CandleTensor::stack(&samples, 0).map_err(model_error)?;
+        let hidden = if request.want_hidden {
+            ROption::RSome(plain(&self.run(&self.members[0], texts, None)?.1)?)
+        } else {
+            ROption::RNone
+        };
+        Ok(TeacherOutput { logits: plain(&stacked)?, hidden })
+    }
+}

@@ -1,0 +1,64 @@
+//! The `bert` teacher plugin through the host, on a one-layer teacher trained by
+//! `workbench teach`: deterministic, seeded stochastic and member passes, hidden states.
+
+mod support;
+
+use abi_stable::std_types::RString;
+use support::{plugin_dir, run, teach_config, workbench};
+use workbench::host::{HostSettings, Registry};
+use workbench_plugin_api::{ForwardRequest, ParamTable, ParamValue, Sampling};
+
+#[test]
+fn the_bert_teacher_runs_every_kind_of_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = teach_config(dir.path(), "");
+    let out = run(&mut workbench(&["teach", config.to_str().unwrap(), "--set", "teach.epochs=1"]));
+    assert!(out.ok, "{}", out.stderr);
+    let checkpoint = dir.path().join("teacher").to_str().unwrap().to_string();
+
+    let registry = Registry::discover(&[plugin_dir()], &HostSettings::default());
+    let params = |members: usize| {
+        ParamTable::default()
+            .with("checkpoints", ParamValue::TextList(vec![RString::from(checkpoint.as_str()); members].into()))
+            .with("max_length", ParamValue::Int(16))
+            .with("batch_size", ParamValue::Int(2))
+    };
+    let mut teacher = registry.create_teacher("bert", &params(2)).unwrap();
+    let info = teacher.info().unwrap();
+    assert_eq!(info.labels.iter().map(|l| l.as_str()).collect::<Vec<_>>(), ["science", "sport"]);
+    assert_eq!((info.members, info.hidden_size), (2, 384));
+
+    let texts: Vec<RString> = ["the football match", "a physics experiment", "the big team"].map(RString::from).to_vec();
+    let mut pass = |sampling, want_hidden| teacher.forward(&texts, &ForwardRequest { sampling, want_hidden }, &info).unwrap();
+    let first = pass(Sampling::Deterministic, true);
+    assert_eq!(first.logits.shape(), &[1, 3, 2]);
+    assert_eq!(first.hidden.as_ref().unwrap().shape(), &[3, 384]);
+    assert_eq!(first.logits, pass(Sampling::Deterministic, false).logits, "deterministic passes are identical");
+
+    let stochastic = |seed| Sampling::Stochastic { passes: 3, seed, top_layers: 0 };
+    let (a, b, c) = (pass(stochastic(5), false).logits, pass(stochastic(5), false).logits, pass(stochastic(6), false).logits);
+    assert_eq!(a.shape(), &[3, 3, 2]);
+    assert_eq!(a, b, "same seed, same passes");
+    assert_ne!(a, c, "another seed, other passes");
+    assert_ne!(a.at(&[0]), a.at(&[1]), "passes of one call differ");
+
+    // Two copies of one checkpoint: both members equal the deterministic pass.
+    let members = pass(Sampling::Members, false).logits;
+    assert_eq!(members.shape(), &[2, 3, 2]);
+    assert_eq!(members.at(&[0]), first.logits.at(&[0]));
+    assert_eq!(members.at(&[1]), first.logits.at(&[0]));
+}
+
+#[test]
+fn a_checkpoint_without_a_classification_head_is_refused_by_name() {
+    let registry = Registry::discover(&[plugin_dir()], &HostSettings::default());
+    let cache = workbench::assets::cache_dir(None);
+    let minilm = workbench::assets::MINILM.ensure(&cache).unwrap().join(workbench::assets::MINILM_MODEL_DIR);
+    let params = ParamTable::default()
+        .with("checkpoints", ParamValue::TextList(vec![RString::from(minilm.to_str().unwrap())].into()))
+        .with("max_length", ParamValue::Int(16))
+        .with("batch_size", ParamValue::Int(2));
+    let message = registry.create_teacher("bert", &params).err().expect("refused").to_string();
+    assert!(message.contains("has no classification head"), "{message}");
+    assert!(message.contains("plugin `workbench-bert-teacher`"), "{message}");
+}

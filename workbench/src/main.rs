@@ -46,9 +46,36 @@ enum Command {
     Run(ConfigArgs),
     /// Fine-tune a teacher on some (or all) labels of a dataset; writes a Hugging Face checkpoint.
     Teach(ConfigArgs),
+    /// Print a checkpoint's logits for some texts as JSON, with the token ids it used (for
+    /// comparisons with other implementations).
+    Logits(LogitsArgs),
     /// Fetch the pinned real assets (model and datasets) into the cache.
     #[command(subcommand)]
     Assets(AssetsCommand),
+}
+
+#[derive(Args)]
+struct LogitsArgs {
+    /// `minilm` (the pinned asset) or a checkpoint directory.
+    #[arg(long, default_value = "minilm")]
+    model: String,
+    /// Labels of a fresh seeded head, comma-separated; default: the checkpoint's own head.
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Keep only the first N encoder layers.
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Seed of a fresh head.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 128)]
+    max_length: usize,
+    /// Also save the model (with its head) as a Hugging Face checkpoint here.
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Texts to run.
+    #[arg(required = true)]
+    texts: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -141,6 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 outcome.test_accuracy
             );
         }
+        Command::Logits(args) => print_logits(&args)?,
         Command::Assets(AssetsCommand::Fetch { names, cache }) => {
             let cache = assets::cache_dir(cache.as_deref());
             let chosen = if names.is_empty() {
@@ -207,6 +235,32 @@ fn discover(dirs: &[PathBuf], settings: &HostSettings) -> Registry {
         tracing::warn!("{failure}");
     }
     registry
+}
+
+fn print_logits(args: &LogitsArgs) -> anyhow::Result<()> {
+    use workbench_models::{Checkpoint, ClassifierOptions};
+    let device = candle_core::Device::Cpu;
+    let dir = workbench::teach::model_dir(&args.model, &assets::cache_dir(None))?;
+    let checkpoint = Checkpoint::open(&dir, args.max_length, &device)?;
+    let model = if args.labels.is_empty() {
+        checkpoint.classifier(args.layers, false, &device)?
+    } else {
+        let options = ClassifierOptions { labels: args.labels.clone(), layers: args.layers, seed: args.seed, trainable: false };
+        checkpoint.classifier_for(&options, &device)?
+    };
+    if let Some(save) = &args.save {
+        model.save(save, &checkpoint.tokenizer)?;
+    }
+    let batch = checkpoint.tokenizer.batch(&args.texts, &device)?;
+    let logits = model.forward(&batch, None)?.logits;
+    let json = serde_json::json!({
+        "labels": model.labels(),
+        "input_ids": batch.ids.to_vec2::<u32>()?,
+        "attention_mask": batch.mask.to_vec2::<f32>()?,
+        "logits": logits.to_vec2::<f32>()?,
+    });
+    println!("{json}");
+    Ok(())
 }
 
 fn list_plugins(registry: &Registry) {

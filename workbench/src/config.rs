@@ -15,7 +15,7 @@ use figment::{
 use serde::Deserialize;
 use workbench_plugin_api::{ComponentKind, ComponentSpec, ParamKind, ParamSpec, ParamTable, ParamValue, Signals};
 
-use crate::{host::Registry, Error, Result};
+use crate::{data::DataConfig, host::Registry, teach::TrainingSettings, Error, Result};
 
 /// Prefix of the environment variables that override config keys; `__` separates key parts
 /// (`WORKBENCH_STRATEGY__TEMPERATURE=2` sets `strategy.temperature`).
@@ -46,7 +46,11 @@ fn parse_set(assignment: &str) -> Result<CommandLineSet> {
     let (key, value) = assignment.split_once('=').filter(|(k, _)| !k.trim().is_empty()).ok_or_else(|| {
         Error::InvalidConfig { problems: vec![format!("--set `{assignment}`: expected KEY=VALUE, e.g. strategy.temperature=2")] }
     })?;
-    let value = value.parse::<Value>().unwrap_or_else(|_| Value::from(value.to_string()));
+    let value = match value.parse::<Value>() {
+        // figment's parser reads `5e-4` as text; numbers in exponent form are numbers here.
+        Ok(Value::String(..)) | Err(_) => value.parse::<f64>().map_or_else(|_| Value::from(value.to_string()), Value::from),
+        Ok(parsed) => parsed,
+    };
     Ok(CommandLineSet { key: key.trim().to_string(), value })
 }
 
@@ -85,6 +89,11 @@ struct Settings {
     #[serde(default)]
     plugin_dirs: Vec<RelativePathBuf>,
     output: Option<PathBuf>,
+    cache: Option<PathBuf>,
+    #[serde(default)]
+    mc_seed: u64,
+    data: Option<DataConfig>,
+    student: Option<TrainingSettings>,
     #[allow(dead_code)]
     teachers: Option<serde::de::IgnoredAny>,
     #[allow(dead_code)]
@@ -105,6 +114,8 @@ pub struct LoadedConfig {
 pub struct ComponentChoice {
     pub component: String,
     pub params: ParamTable,
+    /// Teachers only: how to train the teacher when its checkpoint does not exist yet.
+    pub teach: Option<TrainingSettings>,
 }
 
 /// A configuration resolved from all sources and validated against the loaded plugins.
@@ -117,6 +128,13 @@ pub struct ResolvedConfig {
     pub threads: usize,
     pub plugin_dirs: Vec<PathBuf>,
     pub output: PathBuf,
+    /// Asset and teacher-signal cache.
+    pub cache: PathBuf,
+    /// Seed of the Monte-Carlo passes; kept apart from `seed` so that runs over several
+    /// training seeds share their cached teacher signals.
+    pub mc_seed: u64,
+    pub data: Option<DataConfig>,
+    pub student: TrainingSettings,
     pub teachers: BTreeMap<String, ComponentChoice>,
     pub estimator: Option<ComponentChoice>,
     pub strategy: ComponentChoice,
@@ -208,6 +226,14 @@ impl LoadedConfig {
                 threads: self.threads(),
                 plugin_dirs: self.plugin_dirs(),
                 output: self.settings.output.clone().unwrap_or_else(|| PathBuf::from("runs")),
+                cache: crate::assets::cache_dir(self.settings.cache.as_deref()),
+                mc_seed: self.settings.mc_seed,
+                data: self.settings.data.clone(),
+                // The student is seeded by the run's seed.
+                student: TrainingSettings {
+                    seed: self.settings.seed,
+                    ..self.settings.student.clone().unwrap_or_else(TrainingSettings::student_defaults)
+                },
                 teachers,
                 estimator: estimator.map(|(choice, _)| choice),
                 strategy,
@@ -242,6 +268,16 @@ impl LoadedConfig {
             return None;
         };
         let plugin_key = format!("{key}.plugin");
+        let teach = match (kind, table.get("teach")) {
+            (ComponentKind::Teacher, Some(value)) => match value.deserialize::<TrainingSettings>() {
+                Ok(settings) => Some(settings),
+                Err(e) => {
+                    problems.push(format!("{}: {}", self.origin(&format!("{key}.teach"), value), e.kind));
+                    return None;
+                }
+            },
+            _ => None,
+        };
         let component = match table.get("plugin") {
             Some(Value::String(_, name)) => name.clone(),
             Some(other) => {
@@ -262,7 +298,8 @@ impl LoadedConfig {
         };
         let before = problems.len();
         let mut params = ParamTable::default();
-        for (name, value) in table.iter().filter(|(name, _)| name.as_str() != "plugin") {
+        let reserved = |name: &str| name == "plugin" || (kind == ComponentKind::Teacher && name == "teach");
+        for (name, value) in table.iter().filter(|(name, _)| !reserved(name)) {
             let param_key = format!("{key}.{name}");
             let Some(param) = spec.params.iter().find(|p| p.name == name.as_str()) else {
                 let known: Vec<&str> = spec.params.iter().map(|p| p.name.as_str()).collect();
@@ -300,7 +337,7 @@ impl LoadedConfig {
         let params = ParamTable {
             entries: spec.params.iter().filter_map(|p| params.entries.iter().find(|e| e.name == p.name).cloned()).collect(),
         };
-        (problems.len() == before).then_some((ComponentChoice { component, params }, spec))
+        (problems.len() == before).then_some((ComponentChoice { component, params, teach }, spec))
     }
 }
 
@@ -435,6 +472,9 @@ impl ComponentChoice {
         for param in self.params.entries.iter() {
             table.insert(param.name.to_string(), toml_value(&param.value));
         }
+        if let Some(teach) = &self.teach {
+            table.insert("teach".into(), toml::Value::try_from(teach).expect("training settings serialize"));
+        }
         toml::Value::Table(table)
     }
 }
@@ -449,6 +489,12 @@ impl ResolvedConfig {
         root.insert("threads".into(), toml::Value::Integer(self.threads as i64));
         root.insert("output".into(), path_value(&self.output));
         root.insert("plugin_dirs".into(), toml::Value::Array(self.plugin_dirs.iter().map(|p| path_value(p)).collect()));
+        root.insert("cache".into(), path_value(&self.cache));
+        root.insert("mc_seed".into(), toml::Value::Integer(self.mc_seed as i64));
+        if let Some(data) = &self.data {
+            root.insert("data".into(), toml::Value::try_from(data).expect("data settings serialize"));
+        }
+        root.insert("student".into(), toml::Value::try_from(&self.student).expect("training settings serialize"));
         let teachers = self.teachers.iter().map(|(name, choice)| (name.clone(), choice.to_toml())).collect();
         root.insert("teachers".into(), toml::Value::Table(teachers));
         if let Some(estimator) = &self.estimator {

@@ -3,12 +3,15 @@
 pub mod assets;
 pub mod config;
 pub mod data;
+pub mod evaluate;
 mod error;
 pub mod host;
 pub mod logging;
 pub mod loss;
 pub mod metrics;
 pub mod run;
+pub mod signals;
+pub mod student;
 pub mod teach;
 pub mod train;
 

@@ -69,6 +69,17 @@ impl FeatureAdapters {
         &self.vars
     }
 
+    /// Overwrites the adapters' values (same creation order), when resuming.
+    pub fn restore(&self, values: &[Tensor]) -> Result<()> {
+        if values.len() != self.vars.len() {
+            return Err(Error::Loss(format!("saved adapters have {} tensors, expected {}", values.len(), self.vars.len())));
+        }
+        for (var, value) in self.vars.iter().zip(values) {
+            var.set(value)?;
+        }
+        Ok(())
+    }
+
     /// A linear layer with uniform(-1/sqrt(in), 1/sqrt(in)) weights and zero bias.
     fn linear(&mut self, input: usize, output: usize) -> Result<Linear> {
         let bound = 1.0 / (input as f32).sqrt();

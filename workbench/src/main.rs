@@ -42,8 +42,8 @@ enum Command {
     /// Work with experiment configs.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Run an experiment config.
-    Run(ConfigArgs),
+    /// Run an experiment config end to end: teachers, signals, student, evaluation, report.
+    Run(RunArgs),
     /// Fine-tune a teacher on some (or all) labels of a dataset; writes a Hugging Face checkpoint.
     Teach(ConfigArgs),
     /// Print a checkpoint's logits for some texts as JSON, with the token ids it used (for
@@ -52,6 +52,19 @@ enum Command {
     /// Fetch the pinned real assets (model and datasets) into the cache.
     #[command(subcommand)]
     Assets(AssetsCommand),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Config file(s) in TOML; later files override earlier ones.
+    #[arg(value_name = "FILE", required_unless_present = "resume")]
+    files: Vec<PathBuf>,
+    /// Override a key, e.g. --set strategy.temperature=2.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Continue a stopped run from its directory (its config.toml is used).
+    #[arg(long, value_name = "DIR", conflicts_with = "files")]
+    resume: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -192,16 +205,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Run(args) => {
+            let resume = args.resume.is_some();
+            let files = match &args.resume {
+                Some(dir) => vec![dir.join("config.toml")],
+                None => args.files.clone(),
+            };
+            let args = ConfigArgs { files, sets: args.sets };
             let (loaded, registry) = load_config(&args, max_log_level, plugin_dirs)?;
             let resolved = loaded.validate(&registry)?;
-            let outcome = workbench::run::run(&resolved, &registry)?;
-            println!(
-                "run `{}`: {} teachers, {} union labels; config and manifest written to {}",
-                resolved.name,
-                resolved.teachers.len(),
-                outcome.labels.labels.len(),
-                outcome.dir.display()
-            );
+            let outcome = workbench::run::run(&resolved, &registry, resume)?;
+            println!("run `{}` ({} union labels) written to {}", resolved.name, outcome.labels.labels.len(), outcome.dir.display());
+            for row in &outcome.rows {
+                println!("  {:<40} {:.4}", row.method, row.accuracy);
+            }
+            if let Some(selection) = outcome.selection_accuracy {
+                println!("  {:<40} {selection:.4}", "teacher-selection accuracy");
+            }
         }
     }
     Ok(())
@@ -245,7 +264,7 @@ fn print_logits(args: &LogitsArgs) -> anyhow::Result<()> {
     let model = if args.labels.is_empty() {
         checkpoint.classifier(args.layers, false, &device)?
     } else {
-        let options = ClassifierOptions { labels: args.labels.clone(), layers: args.layers, seed: args.seed, trainable: false };
+        let options = ClassifierOptions { labels: args.labels.clone(), layers: args.layers, seed: args.seed, trainable: false, freeze_word_embeddings: false };
         checkpoint.classifier_for(&options, &device)?
     };
     if let Some(save) = &args.save {

@@ -1,61 +1,235 @@
-//! `workbench run`: resolve, load, check, and write the run directory. Training and evaluation
-//! fill in the steps after the component check.
+//! `workbench run`: resolve and check the config, load the plugins, ensure the teachers exist,
+//! compute (or reuse) the cached teacher signals, train and evaluate the student, and write the
+//! run directory: resolved config, manifest, metrics, report and the student checkpoint.
 
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
 };
 
+use abi_stable::std_types::RString;
 use serde_json::json;
-use workbench_plugin_api::{ComponentKind, LabelSpace, SamplingPlan};
+use workbench_plugin_api::{ComponentKind, LabelSpace, ParamValue, SamplingPlan, TeacherSamples, Tensor};
 
 use crate::{
     config::ResolvedConfig,
-    host::{PluginLibrary, Registry},
+    data::{Example, Splits},
+    evaluate::{concat_predictions, row, teacher_predictions, ResultRow},
+    host::{PluginLibrary, Registry, TeacherHandle},
+    metrics::{probabilities, selection_accuracy},
+    signals::{teacher_hash, texts_hash, SignalCache, TeacherSignalSet},
+    student::{saved_state, train_student, TrainingSignals},
     Error, Result,
 };
+
+/// Below these, the report warns: weak teachers or a weak selection make the comparison
+/// meaningless (DESIGN.md, section 7).
+const WEAK_TEACHER: f64 = 0.7;
+const WEAK_SELECTION: f64 = 0.6;
 
 pub struct RunOutcome {
     pub dir: PathBuf,
     pub labels: LabelSpace,
+    pub rows: Vec<ResultRow>,
+    pub selection_accuracy: Option<f64>,
 }
 
-/// Creates every component (the first point where plugins may load models), checks that they
-/// fit together, and writes the run directory's config and manifest.
-pub fn run(config: &ResolvedConfig, registry: &Registry) -> Result<RunOutcome> {
-    let mut teacher_labels = Vec::new();
-    let mut teacher_infos = Vec::new();
-    let mut teachers_manifest = serde_json::Map::new();
+/// The run directory of a config.
+pub fn run_dir(config: &ResolvedConfig) -> PathBuf {
+    config.output.join(&config.name)
+}
+
+/// A run is complete once its report is written.
+pub fn is_complete(dir: &Path) -> bool {
+    dir.join("report.md").is_file()
+}
+
+struct Teacher {
+    name: String,
+    handle: TeacherHandle,
+    info: workbench_plugin_api::TeacherInfo,
+    identity: String,
+}
+
+/// Trains the teachers whose config has a `teach` table and whose checkpoint is missing.
+fn ensure_teachers(config: &ResolvedConfig, splits: &Splits) -> Result<()> {
     for (name, choice) in &config.teachers {
-        let teacher = registry.create_teacher(&choice.component, &choice.params)?;
-        let info = teacher.info()?;
-        let labels: Vec<String> = info.labels.iter().map(|l| l.to_string()).collect();
-        tracing::info!(teacher = %name, labels = labels.len(), members = info.members, "teacher ready");
-        teachers_manifest.insert(name.clone(), json!({ "component": choice.component, "labels": labels }));
-        teacher_labels.push(labels);
-        teacher_infos.push((name, info));
+        let Some(teach) = &choice.teach else { continue };
+        let checkpoint = match choice.params.get("checkpoints") {
+            Ok(ParamValue::TextList(list)) if !list.is_empty() => PathBuf::from(list[0].as_str()),
+            _ => {
+                return Err(Error::InvalidConfig {
+                    problems: vec![format!("`teachers.{name}.teach` needs `checkpoints` naming where the teacher goes")],
+                })
+            }
+        };
+        if checkpoint.join("model.safetensors").is_file() {
+            continue;
+        }
+        tracing::info!(teacher = %name, dir = %checkpoint.display(), "training the missing teacher");
+        let settings = crate::teach::TrainingSettings { output: Some(checkpoint), ..teach.clone() };
+        crate::teach::teach(&settings, splits.clone(), &config.cache)?;
     }
-    if let Some(estimator) = &config.estimator {
-        let plan = registry.create_estimator(&estimator.component, &estimator.params)?.plan()?;
+    Ok(())
+}
+
+fn texts(examples: &[Example]) -> Vec<RString> {
+    examples.iter().map(|e| RString::from(e.text.as_str())).collect()
+}
+
+/// Union indices of the examples' labels; examples outside the union are dropped.
+fn gold(examples: &[Example], labels: &LabelSpace) -> (Vec<Example>, Vec<u32>) {
+    examples.iter().filter_map(|e| labels.index_of(&e.label).map(|i| (e.clone(), i))).unzip()
+}
+
+struct Signals {
+    deterministic: Vec<TeacherSignalSet>,
+    scores: Option<Tensor>,
+    provenance: Vec<serde_json::Value>,
+}
+
+/// Every teacher's deterministic signals over `texts`, and the estimator's scores.
+fn signals(
+    config: &ResolvedConfig,
+    teachers: &mut [Teacher],
+    estimator: Option<&crate::host::EstimatorHandle>,
+    texts: &[RString],
+    want_hidden: bool,
+    split: &str,
+) -> Result<Signals> {
+    let cache = SignalCache::new(&config.cache);
+    let plan = estimator.map(|e| e.plan()).transpose()?;
+    let (mut deterministic, mut samples, mut provenance) = (Vec::new(), Vec::new(), Vec::new());
+    for teacher in teachers.iter_mut() {
+        let (det, from) = cache.get(&teacher.name, &mut teacher.handle, &teacher.info, &teacher.identity, texts, SamplingPlan::Deterministic, config.mc_seed, want_hidden)?;
+        provenance.push(json!({ "teacher": teacher.name, "split": split, "plan": "deterministic", "provenance": from }));
+        if let Some(plan) = plan {
+            let sampled = if plan == SamplingPlan::Deterministic {
+                det.logits.clone()
+            } else {
+                let (s, from) = cache.get(&teacher.name, &mut teacher.handle, &teacher.info, &teacher.identity, texts, plan, config.mc_seed, false)?;
+                provenance.push(json!({ "teacher": teacher.name, "split": split, "plan": format!("{plan:?}"), "provenance": from }));
+                s.logits
+            };
+            samples.push(TeacherSamples { teacher: teacher.name.as_str().into(), probs: probabilities(&sampled) });
+        }
+        deterministic.push(det);
+    }
+    let scores = match estimator {
+        Some(estimator) => Some(estimator.score(&samples)?),
+        None => None,
+    };
+    Ok(Signals { deterministic, scores, provenance })
+}
+
+fn used_libraries(config: &ResolvedConfig, registry: &Registry) -> Result<Vec<Arc<PluginLibrary>>> {
+    let teachers = config.teachers.values().map(|c| (ComponentKind::Teacher, c));
+    let estimator = config.estimator.iter().map(|c| (ComponentKind::Estimator, c));
+    let strategy = std::iter::once((ComponentKind::Strategy, &config.strategy));
+    let mut libraries: Vec<Arc<PluginLibrary>> = Vec::new();
+    for (kind, choice) in teachers.chain(estimator).chain(strategy) {
+        let (library, _) = registry.find(kind, &choice.component)?;
+        if !libraries.iter().any(|l| Arc::ptr_eq(l, library)) {
+            libraries.push(Arc::clone(library));
+        }
+    }
+    Ok(libraries)
+}
+
+fn write(path: &Path, contents: &str) -> Result<()> {
+    std::fs::write(path, contents).map_err(Error::io(format!("writing {}", path.display())))
+}
+
+/// Runs a config end to end into its run directory; `resume` continues a killed run.
+pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result<RunOutcome> {
+    let dir = run_dir(config);
+    if is_complete(&dir) {
+        return Err(Error::InvalidConfig {
+            problems: vec![format!("run {} is already complete; choose another `name` or remove it", dir.display())],
+        });
+    }
+    if !resume && saved_state(&dir)?.is_some() {
+        return Err(Error::InvalidConfig {
+            problems: vec![format!("{} holds a stopped run; continue it with `workbench run --resume {}`", dir.display(), dir.display())],
+        });
+    }
+    std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating run directory {}", dir.display())))?;
+    write(&dir.join("config.toml"), &config.to_toml())?;
+
+    let data = config.data.as_ref().ok_or_else(|| Error::InvalidConfig {
+        problems: vec!["no [data] table: name the dataset the student learns from (e.g. dataset = \"20newsgroups\")".into()],
+    })?;
+    let splits = data.load(&config.cache, config.seed)?;
+    ensure_teachers(config, &splits)?;
+
+    let mut teachers = Vec::new();
+    for (name, choice) in &config.teachers {
+        let handle = registry.create_teacher(&choice.component, &choice.params)?;
+        let info = handle.info()?;
+        teachers.push(Teacher { name: name.clone(), handle, info, identity: teacher_hash(choice)? });
+    }
+    let estimator = config.estimator.as_ref().map(|e| registry.create_estimator(&e.component, &e.params)).transpose()?;
+    if let Some(plan) = estimator.as_ref().map(|e| e.plan()).transpose()? {
         if plan == SamplingPlan::Members {
-            if let Some((name, info)) = teacher_infos.iter().find(|(_, info)| info.members < 2) {
+            if let Some(t) = teachers.iter().find(|t| t.info.members < 2) {
                 return Err(Error::InvalidConfig {
                     problems: vec![format!(
-                        "estimator `{}` scores ensemble members, but teacher `{name}` has {} member(s): give it several checkpoints or use mc-dropout",
-                        estimator.component, info.members
+                        "the ensemble estimator scores members, but teacher `{}` has {}: give it several checkpoints or use mc-dropout",
+                        t.name, t.info.members
                     )],
                 });
             }
         }
-        tracing::info!(estimator = %estimator.component, ?plan, "estimator ready");
     }
-    registry.create_strategy(&config.strategy.component, &config.strategy.params)?;
+    let strategy = registry.create_strategy(&config.strategy.component, &config.strategy.params)?;
+    let (_, strategy_spec) = registry.find(ComponentKind::Strategy, &config.strategy.component)?;
+    let want_hidden = strategy_spec.signals.hidden_states;
+    let teacher_labels: Vec<Vec<String>> = teachers.iter().map(|t| t.info.labels.iter().map(|l| l.to_string()).collect()).collect();
     let labels = LabelSpace::union(teacher_labels.iter().map(Vec::as_slice));
-    tracing::info!(union = labels.labels.len(), "student label space");
+    tracing::info!(teachers = teachers.len(), union = labels.labels.len(), train = splits.train.len(), test = splits.test.len(), "run ready");
 
-    let dir = config.output.join(&config.name);
-    std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating run directory {}", dir.display())))?;
-    write(&dir.join("config.toml"), &config.to_toml())?;
+    let (train_examples, _) = gold(&splits.train, &labels);
+    let (validation, _) = gold(&splits.validation, &labels);
+    let (test, test_gold) = gold(&splits.test, &labels);
+    let train_texts = texts(&train_examples);
+    let test_texts = texts(&test);
+    let train_signals = signals(config, &mut teachers, estimator.as_ref(), &train_texts, want_hidden, "train")?;
+    let test_signals = signals(config, &mut teachers, estimator.as_ref(), &test_texts, false, "test")?;
+
+    let names: Vec<String> = teachers.iter().map(|t| t.name.clone()).collect();
+    let training = TrainingSignals {
+        names: &names,
+        texts: &train_texts,
+        teachers: &train_signals.deterministic,
+        scores: train_signals.scores.as_ref(),
+        labels: &labels,
+    };
+    let outcome = train_student(&config.student, &strategy, &training, &validation, &config.cache, &dir)?;
+
+    let test_refs: Vec<&str> = test.iter().map(|e| e.text.as_str()).collect();
+    let student_predictions = crate::train::predict(&outcome.model, &outcome.tokenizer, &test_refs, 64, &candle_core::Device::Cpu)?;
+    let mut rows = vec![row(&format!("student ({})", config.strategy.component), &student_predictions, &test_gold, &labels)];
+    let test_logits: Vec<&Tensor> = test_signals.deterministic.iter().map(|s| &s.logits).collect();
+    rows.push(row("teacher-concat ensemble", &concat_predictions(&test_logits, &labels), &test_gold, &labels));
+    for (teacher, (logits, map)) in teachers.iter().zip(test_logits.iter().zip(&labels.maps)) {
+        rows.push(row(&format!("teacher `{}` alone", teacher.name), &teacher_predictions(logits, map), &test_gold, &labels));
+    }
+    let selection = test_signals.scores.as_ref().map(|s| selection_accuracy(s, &test_gold, &labels.maps) as f64);
+
+    let mut warnings = Vec::new();
+    for (i, teacher) in teachers.iter().enumerate() {
+        let own = rows[2 + i].per_teacher[i];
+        if own < WEAK_TEACHER {
+            warnings.push(format!("teacher `{}` reaches only {own:.3} on its own classes: the comparison means little with weak teachers", teacher.name));
+        }
+    }
+    if let Some(s) = selection.filter(|&s| s < WEAK_SELECTION) {
+        warnings.push(format!("the estimator picks an adequate teacher for only {s:.3} of the test instances"));
+    }
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+
     let plugins = used_libraries(config, registry)?
         .iter()
         .map(|lib| {
@@ -70,31 +244,58 @@ pub fn run(config: &ResolvedConfig, registry: &Registry) -> Result<RunOutcome> {
         .collect::<Result<Vec<_>>>()?;
     let manifest = json!({
         "workbench_version": env!("CARGO_PKG_VERSION"),
-        "seeds": { "run": config.seed },
-        "threads": config.threads,
+        "host": { "os": std::env::consts::OS, "arch": std::env::consts::ARCH, "threads": config.threads },
+        "seeds": { "data_order": config.seed, "dropout": config.seed, "validation_split": config.seed, "mc_sampling": config.mc_seed },
         "plugins": plugins,
-        "teachers": teachers_manifest,
+        "teachers": teachers.iter().map(|t| json!({ "name": t.name, "sha256": t.identity, "labels": t.info.labels.iter().map(|l| l.as_str()).collect::<Vec<_>>(), "members": t.info.members })).collect::<Vec<_>>(),
+        "data": { "train_sha256": texts_hash(&train_texts), "test_sha256": texts_hash(&test_texts), "train": train_texts.len(), "validation": validation.len(), "test": test_texts.len(), "report": splits.report },
+        "signals": train_signals.provenance.iter().chain(&test_signals.provenance).collect::<Vec<_>>(),
         "union_labels": labels.labels,
     });
-    write(&dir.join("manifest.json"), &serde_json::to_string_pretty(&manifest).expect("JSON values serialize"))?;
-    Ok(RunOutcome { dir, labels })
+    write(&dir.join("manifest.json"), &serde_json::to_string_pretty(&manifest).expect("JSON serializes"))?;
+    let results = json!({ "rows": rows, "selection_accuracy": selection, "best_epoch": outcome.state.best_epoch, "warnings": warnings });
+    write(&dir.join("results.json"), &serde_json::to_string_pretty(&results).expect("JSON serializes"))?;
+    write(&dir.join("report.md"), &report(config, &names, &rows, selection, &warnings, &outcome.state))?;
+    Ok(RunOutcome { dir, labels, rows, selection_accuracy: selection })
 }
 
-/// The plugin libraries a config's components come from, each once.
-fn used_libraries(config: &ResolvedConfig, registry: &Registry) -> Result<Vec<Arc<PluginLibrary>>> {
-    let teachers = config.teachers.values().map(|c| (ComponentKind::Teacher, c));
-    let others = config.estimator.iter().map(|c| (ComponentKind::Estimator, c));
-    let strategy = std::iter::once((ComponentKind::Strategy, &config.strategy));
-    let mut libraries: Vec<Arc<PluginLibrary>> = Vec::new();
-    for (kind, choice) in teachers.chain(others).chain(strategy) {
-        let (library, _) = registry.find(kind, &choice.component)?;
-        if !libraries.iter().any(|l| Arc::ptr_eq(l, library)) {
-            libraries.push(Arc::clone(library));
+/// The human report.
+fn report(
+    config: &ResolvedConfig,
+    teachers: &[String],
+    rows: &[ResultRow],
+    selection: Option<f64>,
+    warnings: &[String],
+    state: &crate::student::TrainingState,
+) -> String {
+    let mut out = format!("# Run `{}`\n\n", config.name);
+    out += &format!(
+        "Strategy `{}`, estimator `{}`, {} teachers, seed {}, MC seed {}. Student: {} ({} layers), best epoch {} of {}.\n\n",
+        config.strategy.component,
+        config.estimator.as_ref().map_or("none", |e| e.component.as_str()),
+        teachers.len(),
+        config.seed,
+        config.mc_seed,
+        config.student.model,
+        config.student.layers.map_or_else(|| "all".to_string(), |l| l.to_string()),
+        state.best_epoch,
+        config.student.epochs,
+    );
+    out += "Test accuracy on the union of the teachers' labels, and on each teacher's label subset:\n\n";
+    out += &format!("| method | union | {} |\n", teachers.iter().map(|t| format!("on `{t}`'s labels")).collect::<Vec<_>>().join(" | "));
+    out += &format!("|---|---|{}\n", "---|".repeat(teachers.len()));
+    for r in rows {
+        let subsets: Vec<String> = r.per_teacher.iter().map(|a| format!("{a:.4}")).collect();
+        out += &format!("| {} | {:.4} | {} |\n", r.method, r.accuracy, subsets.join(" | "));
+    }
+    if let Some(s) = selection {
+        out += &format!("\nTeacher-selection accuracy of the estimator (highest score owns the gold label): {s:.4}\n");
+    }
+    if !warnings.is_empty() {
+        out += "\n## Warnings\n\n";
+        for w in warnings {
+            out += &format!("- {w}\n");
         }
     }
-    Ok(libraries)
-}
-
-fn write(path: &Path, contents: &str) -> Result<()> {
-    std::fs::write(path, contents).map_err(Error::io(format!("writing {}", path.display())))
+    out
 }

@@ -29,22 +29,27 @@ pub struct TeachConfig {
     /// Threads; 0 means every core.
     #[serde(default)]
     pub threads: usize,
-    pub teach: TeachSettings,
+    pub teach: TrainingSettings,
     pub data: DataConfig,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// How to fine-tune a model: a teacher (`[teach]`, or `teach` in a run's teacher table) or the
+/// student (`[student]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TeachSettings {
+pub struct TrainingSettings {
     /// `minilm` (the pinned asset) or a Hugging Face checkpoint directory.
     #[serde(default = "default_model")]
     pub model: String,
     /// Keep only the first N encoder layers (a fast small model from the same weights).
     pub layers: Option<usize>,
-    /// The labels to learn; all labels of the training data when absent (the oracle).
+    /// Teachers: the labels to learn; all labels of the training data when absent (the oracle).
     pub labels: Option<Vec<String>>,
-    /// Where the checkpoint goes.
-    pub output: PathBuf,
+    /// Teachers: `[i, n]` takes the i-th of n contiguous blocks of the sorted labels (the
+    /// paper's split), instead of `labels`.
+    pub block: Option<[usize; 2]>,
+    /// Teachers: where the checkpoint goes.
+    pub output: Option<PathBuf>,
     #[serde(default = "default_epochs")]
     pub epochs: usize,
     /// Small models want more than BERT-base's 2e-5 (DESIGN.md, section 7).
@@ -64,6 +69,14 @@ pub struct TeachSettings {
     /// Seeds data order, dropout, the new head and the validation split.
     #[serde(default)]
     pub seed: u64,
+    /// Keep the word embeddings fixed (most of a small model's weights; updating them
+    /// dominated the cost of a training step).
+    #[serde(default = "default_true")]
+    pub freeze_word_embeddings: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_model() -> String {
@@ -89,6 +102,28 @@ fn default_weight_decay() -> f64 {
 }
 fn default_max_grad_norm() -> f64 {
     1.0
+}
+
+impl TrainingSettings {
+    /// The student's defaults: MiniLM cut to 3 layers, 3 epochs.
+    pub fn student_defaults() -> Self {
+        Self {
+            model: default_model(),
+            layers: Some(3),
+            labels: None,
+            block: None,
+            output: None,
+            epochs: 3,
+            learning_rate: default_learning_rate(),
+            batch_size: default_batch_size(),
+            max_length: default_max_length(),
+            warmup: default_warmup(),
+            weight_decay: default_weight_decay(),
+            max_grad_norm: default_max_grad_norm(),
+            seed: 0,
+            freeze_word_embeddings: true,
+        }
+    }
 }
 
 /// The checkpoint directory a `model` setting names.
@@ -119,10 +154,27 @@ pub struct TeachOutcome {
     pub test_accuracy: f64,
 }
 
+/// The i-th of n contiguous blocks of `sorted` labels; earlier blocks take the remainder.
+pub fn label_block(sorted: &[String], index: usize, blocks: usize) -> Result<Vec<String>> {
+    if blocks == 0 || index >= blocks || blocks > sorted.len() {
+        return Err(Error::InvalidConfig {
+            problems: vec![format!("`block` = [{index}, {blocks}]: need 0 <= index < blocks <= {} labels", sorted.len())],
+        });
+    }
+    let (size, extra) = (sorted.len() / blocks, sorted.len() % blocks);
+    let start = index * size + index.min(extra);
+    let end = start + size + usize::from(index < extra);
+    Ok(sorted[start..end].to_vec())
+}
+
 /// Checks the requested labels against the data and keeps only their examples.
-pub fn select_labels(splits: &mut Splits, requested: Option<&[String]>) -> Result<Vec<String>> {
+pub fn select_labels(splits: &mut Splits, settings: &TrainingSettings) -> Result<Vec<String>> {
     let available = splits.labels();
-    let labels = match requested {
+    let requested = match settings.block {
+        Some([index, blocks]) => Some(label_block(&available, index, blocks)?),
+        None => settings.labels.clone(),
+    };
+    let labels = match requested.as_deref() {
         Some(labels) => {
             let unknown: Vec<&String> = labels.iter().filter(|l| !available.contains(l)).collect();
             if !unknown.is_empty() {
@@ -146,7 +198,7 @@ fn targets(examples: &[&Example], index: &HashMap<&str, u32>, device: &Device) -
     Ok(Tensor::from_vec(ids, examples.len(), device)?)
 }
 
-fn progress(total: usize, what: &str) -> ProgressBar {
+pub(crate) fn progress(total: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total as u64).with_message(what.to_string());
     bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {elapsed} (eta {eta})").expect("a valid template"));
     bar
@@ -161,7 +213,7 @@ fn train_epoch(
     index: &HashMap<&str, u32>,
     optimizer: &mut AdamW,
     schedule: &LinearSchedule,
-    settings: &TeachSettings,
+    settings: &TrainingSettings,
     epoch: usize,
     step: &mut usize,
     bar: &ProgressBar,
@@ -188,23 +240,33 @@ fn train_epoch(
     Ok(total / batches.len().max(1) as f64)
 }
 
-/// Fine-tunes and writes the best checkpoint (by validation accuracy) to `settings.output`.
-pub fn teach(settings: &TeachSettings, mut splits: Splits, cache: &Path) -> Result<TeachOutcome> {
+/// Fine-tunes and writes the best checkpoint (by validation accuracy) to `output`.
+pub fn teach(settings: &TrainingSettings, mut splits: Splits, cache: &Path) -> Result<TeachOutcome> {
     let device = Device::Cpu;
-    let labels = select_labels(&mut splits, settings.labels.as_deref())?;
+    let output = settings
+        .output
+        .clone()
+        .ok_or_else(|| Error::InvalidConfig { problems: vec!["`teach.output`: name the checkpoint directory to write".into()] })?;
+    let labels = select_labels(&mut splits, settings)?;
     if splits.train.is_empty() {
         return Err(Error::InvalidConfig { problems: vec!["no training examples for the chosen labels".into()] });
     }
     let checkpoint = Checkpoint::open(&model_dir(&settings.model, cache)?, settings.max_length, &device)?;
-    let options = ClassifierOptions { labels: labels.clone(), layers: settings.layers, seed: settings.seed, trainable: true };
+    let options = ClassifierOptions {
+        labels: labels.clone(),
+        layers: settings.layers,
+        seed: settings.seed,
+        trainable: true,
+        freeze_word_embeddings: settings.freeze_word_embeddings,
+    };
     let model = checkpoint.classifier_for(&options, &device)?;
     let index: HashMap<&str, u32> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as u32)).collect();
     let steps_per_epoch = splits.train.len().div_ceil(settings.batch_size.max(1));
     let total = steps_per_epoch * settings.epochs;
     let schedule = LinearSchedule { peak: settings.learning_rate, warmup: ((total as f64) * settings.warmup).round() as usize, total };
     let mut optimizer = AdamW::new(model.vars(), AdamWSettings { weight_decay: settings.weight_decay, ..AdamWSettings::default() })?;
-    std::fs::create_dir_all(&settings.output).map_err(Error::io(format!("creating {}", settings.output.display())))?;
-    let metrics_path = settings.output.join("metrics.jsonl");
+    std::fs::create_dir_all(&output).map_err(Error::io(format!("creating {}", output.display())))?;
+    let metrics_path = output.join("metrics.jsonl");
     let mut metrics_file = std::fs::File::create(&metrics_path).map_err(Error::io(format!("creating {}", metrics_path.display())))?;
     tracing::info!(
         labels = labels.len(), train = splits.train.len(), validation = splits.validation.len(),
@@ -228,15 +290,15 @@ pub fn teach(settings: &TeachSettings, mut splits: Splits, cache: &Path) -> Resu
         bar.println(format!("epoch {}: train loss {train_loss:.4}, validation accuracy {validation_accuracy:.4}", epoch + 1));
         if validation_accuracy > best.1 {
             best = (epoch + 1, validation_accuracy);
-            model.save(&settings.output, &checkpoint.tokenizer)?;
+            model.save(&output, &checkpoint.tokenizer)?;
         }
         epochs.push(metrics);
     }
     bar.finish_and_clear();
-    let best_model = Checkpoint::open(&settings.output, settings.max_length, &device)?;
+    let best_model = Checkpoint::open(&output, settings.max_length, &device)?;
     let test_accuracy = accuracy(&best_model.classifier(None, false, &device)?, &best_model.tokenizer, &splits.test, 64, &device)?;
     let outcome = TeachOutcome {
-        output: settings.output.clone(),
+        output: output.clone(),
         labels,
         epochs,
         best_epoch: best.0,
@@ -244,8 +306,22 @@ pub fn teach(settings: &TeachSettings, mut splits: Splits, cache: &Path) -> Resu
         test_accuracy,
     };
     let summary = serde_json::json!({ "outcome": outcome, "settings": settings, "data_report": splits.report });
-    let summary_path = settings.output.join("teach.json");
+    let summary_path = output.join("teach.json");
     std::fs::write(&summary_path, serde_json::to_string_pretty(&summary).expect("summary serializes"))
         .map_err(Error::io(format!("writing {}", summary_path.display())))?;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_blocks_are_contiguous_and_cover_every_label() {
+        let sorted: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        assert_eq!(label_block(&sorted, 0, 2).unwrap(), ["a", "b", "c"]);
+        assert_eq!(label_block(&sorted, 1, 2).unwrap(), ["d", "e"]);
+        assert_eq!(label_block(&sorted, 3, 4).unwrap(), ["e"]);
+        assert!(label_block(&sorted, 2, 2).is_err());
+    }
 }

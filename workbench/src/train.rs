@@ -52,6 +52,28 @@ impl AdamW {
         Ok(Self { settings, moments, steps: 0 })
     }
 
+    /// The moments and step count, to save with the training state.
+    pub fn state(&self) -> (Vec<Tensor>, usize) {
+        (self.moments.iter().flat_map(|m| [m.first.clone(), m.second.clone()]).collect(), self.steps)
+    }
+
+    /// Restores what [`AdamW::state`] returned, for the same variables in the same order.
+    pub fn restore(&mut self, moments: &[Tensor], steps: usize) -> Result<()> {
+        if moments.len() != 2 * self.moments.len() {
+            return Err(crate::Error::Loss(format!(
+                "saved optimizer state has {} tensors, expected {}",
+                moments.len(),
+                2 * self.moments.len()
+            )));
+        }
+        for (m, pair) in self.moments.iter_mut().zip(moments.chunks(2)) {
+            m.first = pair[0].clone();
+            m.second = pair[1].clone();
+        }
+        self.steps = steps;
+        Ok(())
+    }
+
     pub fn step(&mut self, grads: &GradStore, learning_rate: f64) -> Result<()> {
         self.steps += 1;
         let s = self.settings;

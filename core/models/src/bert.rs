@@ -63,6 +63,7 @@ impl LayerNorm {
 pub(crate) struct ParamBuilder<'a> {
     pub weights: &'a crate::Weights,
     pub trainable: bool,
+    pub frozen: Option<&'static str>,
     pub rng: StdRng,
     pub device: Device,
     pub params: Vec<(String, Tensor)>,
@@ -72,7 +73,7 @@ pub(crate) struct ParamBuilder<'a> {
 
 impl ParamBuilder<'_> {
     fn register(&mut self, name: &str, tensor: Tensor) -> Result<Tensor> {
-        let tensor = if self.trainable {
+        let tensor = if self.trainable && self.frozen != Some(name) {
             let var = Var::from_tensor(&tensor)?;
             let tensor = var.as_tensor().clone();
             self.vars.push(var);
@@ -229,6 +230,7 @@ impl BertClassifier {
         let mut p = ParamBuilder {
             weights,
             trainable: options.trainable,
+            frozen: options.freeze_word_embeddings.then_some("embeddings.word_embeddings.weight"),
             rng: StdRng::seed_from_u64(options.seed),
             device: device.clone(),
             params: Vec::new(),

@@ -57,6 +57,9 @@ pub struct ClassifierOptions {
     pub seed: u64,
     /// Build the parameters as trainable variables.
     pub trainable: bool,
+    /// Keep the word-embedding table fixed while training: it is most of a small model's
+    /// parameters, and updating it dominated the cost of a step.
+    pub freeze_word_embeddings: bool,
 }
 
 /// An opened checkpoint directory.
@@ -99,7 +102,7 @@ impl Checkpoint {
         let labels = self.labels().ok_or_else(|| {
             ModelError::file(&self.dir, "has no classification head (config.json id2label and classifier.weight)")
         })?;
-        let options = ClassifierOptions { labels, layers, seed: 0, trainable };
+        let options = ClassifierOptions { labels, layers, seed: 0, trainable, freeze_word_embeddings: false };
         BertClassifier::build(&self.weights, self.config.clone(), &options, true, device)
     }
 

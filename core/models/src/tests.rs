@@ -76,7 +76,7 @@ fn labels(names: &[&str]) -> Vec<String> {
 }
 
 fn options(layers: Option<usize>, trainable: bool) -> ClassifierOptions {
-    ClassifierOptions { labels: labels(&["sport", "politics", "other"]), layers, seed: 5, trainable }
+    ClassifierOptions { labels: labels(&["sport", "politics", "other"]), layers, seed: 5, trainable, freeze_word_embeddings: false }
 }
 
 const TEXTS: [&str; 3] = ["the sport team goal", "vote the law", "a big big news state party ball"];

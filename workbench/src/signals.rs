@@ -1,0 +1,170 @@
+//! Teacher signals, computed once and cached content-addressed: the deterministic logits (and
+//! hidden states) of a teacher over a list of texts, and the samples of an estimator's plan.
+//! The key hashes the teacher's identity (component, parameters and the contents of the files
+//! they name), the texts, the sampling plan and the MC seed.
+
+use std::path::{Path, PathBuf};
+
+use abi_stable::std_types::RString;
+use candle_core::{Device, Tensor as CandleTensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+use workbench_plugin_api::{ForwardRequest, ParamValue, Sampling, SamplingPlan, TeacherInfo, Tensor};
+
+use crate::{config::ComponentChoice, host::TeacherHandle, Error, Result};
+
+/// Hashes a teacher's identity: its component, parameters, and every file its text parameters
+/// name (a checkpoint directory is hashed file by file).
+pub fn teacher_hash(choice: &ComponentChoice) -> Result<String> {
+    let mut hasher = Sha256::new();
+    hasher.update(choice.component.as_bytes());
+    for param in choice.params.entries.iter() {
+        hasher.update(param.name.as_bytes());
+        hasher.update(param.value.to_string().as_bytes());
+        let paths: Vec<&str> = match &param.value {
+            ParamValue::Text(t) => vec![t.as_str()],
+            ParamValue::TextList(list) => list.iter().map(RString::as_str).collect(),
+            _ => Vec::new(),
+        };
+        for path in paths.into_iter().map(Path::new).filter(|p| p.exists()) {
+            hash_path(&mut hasher, path)?;
+        }
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+fn hash_path(hasher: &mut Sha256, path: &Path) -> Result<()> {
+    if path.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(Error::io(format!("reading {}", path.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_none_or(|x| x != "jsonl"))
+            .collect();
+        entries.sort();
+        for entry in entries {
+            hasher.update(entry.file_name().unwrap_or_default().as_encoded_bytes());
+            hash_path(hasher, &entry)?;
+        }
+        Ok(())
+    } else {
+        let bytes = std::fs::read(path).map_err(Error::io(format!("hashing {}", path.display())))?;
+        hasher.update(&bytes);
+        Ok(())
+    }
+}
+
+/// Hash of an ordered list of texts.
+pub fn texts_hash(texts: &[RString]) -> String {
+    let mut hasher = Sha256::new();
+    for text in texts {
+        hasher.update((text.len() as u64).to_le_bytes());
+        hasher.update(text.as_bytes());
+    }
+    format!("{:x}", hasher.finalize())
+}
+
+/// What one teacher produced over all texts.
+#[derive(Debug, Clone)]
+pub struct TeacherSignalSet {
+    /// `[S, N, L]`: S = 1 for the deterministic pass.
+    pub logits: Tensor,
+    /// `[N, H]` when asked for.
+    pub hidden: Option<Tensor>,
+}
+
+/// Whether a signal came from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provenance {
+    Computed,
+    Cached,
+}
+
+pub struct SignalCache {
+    dir: PathBuf,
+}
+
+fn save(path: &Path, signals: &TeacherSignalSet) -> Result<()> {
+    let device = Device::Cpu;
+    let mut tensors = std::collections::HashMap::new();
+    tensors.insert("logits".to_string(), CandleTensor::from_slice(signals.logits.data(), signals.logits.shape(), &device)?);
+    if let Some(hidden) = &signals.hidden {
+        tensors.insert("hidden".to_string(), CandleTensor::from_slice(hidden.data(), hidden.shape(), &device)?);
+    }
+    let partial = path.with_extension("partial");
+    candle_core::safetensors::save(&tensors, &partial)?;
+    std::fs::rename(&partial, path).map_err(Error::io(format!("writing {}", path.display())))
+}
+
+fn plain(tensor: &CandleTensor) -> Result<Tensor> {
+    Ok(Tensor::new(tensor.dims().to_vec(), tensor.flatten_all()?.to_vec1::<f32>()?).expect("same shape"))
+}
+
+fn load(path: &Path) -> Result<TeacherSignalSet> {
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
+    let logits = plain(tensors.get("logits").ok_or_else(|| Error::Loss(format!("{} has no logits", path.display())))?)?;
+    let hidden = tensors.get("hidden").map(plain).transpose()?;
+    Ok(TeacherSignalSet { logits, hidden })
+}
+
+impl SignalCache {
+    pub fn new(cache: &Path) -> Self {
+        Self { dir: cache.join("signals") }
+    }
+
+    /// The teacher's signals for `sampling` over `texts`, from the cache or computed (in
+    /// chunks, with progress) and stored.
+    #[allow(clippy::too_many_arguments)]
+    pub fn get(
+        &self,
+        name: &str,
+        teacher: &mut TeacherHandle,
+        info: &TeacherInfo,
+        identity: &str,
+        texts: &[RString],
+        plan: SamplingPlan,
+        mc_seed: u64,
+        want_hidden: bool,
+    ) -> Result<(TeacherSignalSet, Provenance)> {
+        let mut hasher = Sha256::new();
+        hasher.update(identity.as_bytes());
+        hasher.update(texts_hash(texts).as_bytes());
+        hasher.update(format!("{plan:?}/{}/{want_hidden}", if plan == SamplingPlan::Deterministic { 0 } else { mc_seed }).as_bytes());
+        let path = self.dir.join(format!("{:x}.safetensors", hasher.finalize()));
+        if path.is_file() {
+            return Ok((load(&path)?, Provenance::Cached));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(Error::io(format!("creating {}", self.dir.display())))?;
+        let sampling = plan.request(mc_seed);
+        let chunk = 64;
+        let bar = ProgressBar::new(texts.len() as u64).with_message(format!("teacher `{name}`: {plan:?}"));
+        bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} texts, eta {eta}").expect("a valid template"));
+        let (mut samples, mut hidden): (Vec<Vec<f32>>, Vec<f32>) = (Vec::new(), Vec::new());
+        for (i, part) in texts.chunks(chunk).enumerate() {
+            // Each chunk's passes get their own seed, derived from the run's MC seed.
+            let sampling = match sampling {
+                Sampling::Stochastic { passes, seed, top_layers } => {
+                    Sampling::Stochastic { passes, seed: seed.wrapping_mul(31).wrapping_add(i as u64), top_layers }
+                }
+                other => other,
+            };
+            let output = teacher.forward(part, &ForwardRequest { sampling, want_hidden }, info)?;
+            let shape = output.logits.shape().to_vec();
+            samples.resize(shape[0], Vec::new());
+            for (s, rows) in samples.iter_mut().enumerate() {
+                rows.extend_from_slice(output.logits.at(&[s]));
+            }
+            if let Some(h) = output.hidden.into_option() {
+                hidden.extend_from_slice(h.data());
+            }
+            bar.inc(part.len() as u64);
+        }
+        bar.finish_and_clear();
+        let (passes, labels) = (samples.len(), info.labels.len());
+        let logits = Tensor::new(vec![passes, texts.len(), labels], samples.concat()).expect("rows of equal width");
+        let hidden = want_hidden.then(|| Tensor::new(vec![texts.len(), hidden.len() / texts.len().max(1)], hidden).expect("rows"));
+        let signals = TeacherSignalSet { logits, hidden };
+        save(&path, &signals)?;
+        Ok((signals, Provenance::Computed))
+    }
+}

@@ -123,3 +123,51 @@ test = "{test}"
     std::fs::write(&path, config).unwrap();
     path
 }
+
+const POLITICS: [&str; 10] = ["election", "senate", "vote", "minister", "parliament", "policy", "campaign", "president", "law", "party"];
+const FOOD: [&str; 10] = ["recipe", "kitchen", "bread", "cheese", "soup", "chef", "dinner", "garlic", "tomato", "baking"];
+
+/// A CSV of `per_class` short texts for each of four topics.
+pub fn write_four_topics(path: &Path, per_class: usize, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut csv = String::from("text,label\n");
+    for _ in 0..per_class {
+        for (label, words) in [("sport", &SPORT), ("science", &SCIENCE), ("politics", &POLITICS), ("food", &FOOD)] {
+            let text: Vec<&str> = (0..6).map(|i| if i % 2 == 0 { *FILLER.choose(&mut rng).unwrap() } else { *words.choose(&mut rng).unwrap() }).collect();
+            writeln!(csv, "{},{label}", text.join(" ")).unwrap();
+        }
+    }
+    std::fs::write(path, csv).unwrap();
+}
+
+/// A small real experiment in `dir`: two one-layer MiniLM teachers (sport+science,
+/// politics+food) trained on first use, a one-layer student, a few hundred texts. The signal
+/// cache is private to `dir`; the assets come from the shared cache.
+pub fn experiment(dir: &Path, student_epochs: usize) -> String {
+    write_four_topics(&dir.join("train.csv"), 50, 1);
+    write_four_topics(&dir.join("test.csv"), 15, 2);
+    let shared = workbench::assets::cache_dir(None);
+    workbench::assets::MINILM.ensure(&shared).unwrap();
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(shared.join("assets"), cache.join("assets")).unwrap();
+    let teacher = |name: &str, labels: &str| {
+        format!(
+            "[teachers.{name}]\nplugin = \"bert\"\ncheckpoints = [\"{dir}/teacher-{name}\"]\nmax_length = 16\n\
+             teach = {{ layers = 1, labels = {labels}, epochs = 2, learning_rate = 1e-3, batch_size = 16, max_length = 16 }}\n\n",
+            dir = dir.display()
+        )
+    };
+    format!(
+        "name = \"tiny\"\nseed = 0\noutput = \"{out}\"\ncache = \"{cache}\"\n\n\
+         [data]\ndataset = \"files\"\ntrain = \"{train}\"\ntest = \"{test}\"\n\n{a}{b}\
+         [student]\nlayers = 1\nepochs = {student_epochs}\nlearning_rate = 1e-3\nbatch_size = 16\nmax_length = 16\n\n",
+        out = dir.join("runs").display(),
+        cache = cache.display(),
+        train = dir.join("train.csv").display(),
+        test = dir.join("test.csv").display(),
+        a = teacher("a", r#"["science", "sport"]"#),
+        b = teacher("b", r#"["food", "politics"]"#),
+    )
+}

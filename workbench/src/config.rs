@@ -92,6 +92,10 @@ struct Settings {
     cache: Option<PathBuf>,
     #[serde(default)]
     mc_seed: u64,
+    #[serde(default)]
+    data_seed: u64,
+    #[allow(dead_code)]
+    sweep: Option<serde::de::IgnoredAny>,
     data: Option<DataConfig>,
     student: Option<TrainingSettings>,
     #[allow(dead_code)]
@@ -133,6 +137,9 @@ pub struct ResolvedConfig {
     /// Seed of the Monte-Carlo passes; kept apart from `seed` so that runs over several
     /// training seeds share their cached teacher signals.
     pub mc_seed: u64,
+    /// Seed of subsampling and the validation split; kept apart from `seed` too, so that every
+    /// training seed sees the same data.
+    pub data_seed: u64,
     pub data: Option<DataConfig>,
     pub student: TrainingSettings,
     pub teachers: BTreeMap<String, ComponentChoice>,
@@ -163,16 +170,19 @@ pub fn extract<T: serde::de::DeserializeOwned>(figment: &Figment) -> Result<T> {
 
 /// Reads a run config: files, environment and `--set`.
 pub fn load(files: &[PathBuf], sets: &[String]) -> Result<LoadedConfig> {
-    let figment = sources(files, sets)?;
-    let settings: Settings = extract(&figment)?;
     let default_name = files
         .last()
         .and_then(|f| f.file_stem())
         .map_or_else(|| "run".to_string(), |s| s.to_string_lossy().into_owned());
-    Ok(LoadedConfig { figment, settings, default_name })
+    LoadedConfig::from_figment(sources(files, sets)?, &default_name)
 }
 
 impl LoadedConfig {
+    pub fn from_figment(figment: Figment, default_name: &str) -> Result<Self> {
+        let settings: Settings = extract(&figment)?;
+        Ok(LoadedConfig { figment, settings, default_name: default_name.to_string() })
+    }
+
     /// Plugin directories named by the config, relative to the file that names them.
     pub fn plugin_dirs(&self) -> Vec<PathBuf> {
         self.settings.plugin_dirs.iter().map(RelativePathBuf::relative).collect()
@@ -228,6 +238,7 @@ impl LoadedConfig {
                 output: self.settings.output.clone().unwrap_or_else(|| PathBuf::from("runs")),
                 cache: crate::assets::cache_dir(self.settings.cache.as_deref()),
                 mc_seed: self.settings.mc_seed,
+                data_seed: self.settings.data_seed,
                 data: self.settings.data.clone(),
                 // The student is seeded by the run's seed.
                 student: TrainingSettings {
@@ -491,6 +502,7 @@ impl ResolvedConfig {
         root.insert("plugin_dirs".into(), toml::Value::Array(self.plugin_dirs.iter().map(|p| path_value(p)).collect()));
         root.insert("cache".into(), path_value(&self.cache));
         root.insert("mc_seed".into(), toml::Value::Integer(self.mc_seed as i64));
+        root.insert("data_seed".into(), toml::Value::Integer(self.data_seed as i64));
         if let Some(data) = &self.data {
             root.insert("data".into(), toml::Value::try_from(data).expect("data settings serialize"));
         }

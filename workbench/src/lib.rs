@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod run;
 pub mod signals;
 pub mod student;
+pub mod sweep;
 pub mod teach;
 pub mod train;
 

@@ -44,6 +44,8 @@ enum Command {
     Config(ConfigCommand),
     /// Run an experiment config end to end: teachers, signals, student, evaluation, report.
     Run(RunArgs),
+    /// Run a grid of methods over seeds (a config with a [sweep] table) and compare them.
+    Sweep(ConfigArgs),
     /// Fine-tune a teacher on some (or all) labels of a dataset; writes a Hugging Face checkpoint.
     Teach(ConfigArgs),
     /// Print a checkpoint's logits for some texts as JSON, with the token ids it used (for
@@ -182,6 +184,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Logits(args) => print_logits(&args)?,
+        Command::Sweep(args) => {
+            let (loaded, registry) = load_config(&args, max_log_level, plugin_dirs)?;
+            drop(loaded);
+            let outcome = workbench::sweep::sweep(&args.files, &args.sets, &registry)?;
+            print!("{}", std::fs::read_to_string(outcome.dir.join("comparison.md"))?);
+            println!(
+                "{} runs ({} already complete) in {}; comparison.md, comparison.csv, comparison.svg",
+                outcome.summaries.iter().map(|s| s.accuracies.len()).sum::<usize>(),
+                outcome.skipped,
+                outcome.dir.display()
+            );
+        }
         Command::Assets(AssetsCommand::Fetch { names, cache }) => {
             let cache = assets::cache_dir(cache.as_deref());
             let chosen = if names.is_empty() {

@@ -159,7 +159,7 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
     let data = config.data.as_ref().ok_or_else(|| Error::InvalidConfig {
         problems: vec!["no [data] table: name the dataset the student learns from (e.g. dataset = \"20newsgroups\")".into()],
     })?;
-    let splits = data.load(&config.cache, config.seed)?;
+    let splits = data.load(&config.cache, config.data_seed)?;
     ensure_teachers(config, &splits)?;
 
     let mut teachers = Vec::new();
@@ -245,7 +245,7 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
     let manifest = json!({
         "workbench_version": env!("CARGO_PKG_VERSION"),
         "host": { "os": std::env::consts::OS, "arch": std::env::consts::ARCH, "threads": config.threads },
-        "seeds": { "data_order": config.seed, "dropout": config.seed, "validation_split": config.seed, "mc_sampling": config.mc_seed },
+        "seeds": { "data_order": config.seed, "dropout": config.seed, "subsampling_and_validation_split": config.data_seed, "mc_sampling": config.mc_seed },
         "plugins": plugins,
         "teachers": teachers.iter().map(|t| json!({ "name": t.name, "sha256": t.identity, "labels": t.info.labels.iter().map(|l| l.as_str()).collect::<Vec<_>>(), "members": t.info.members })).collect::<Vec<_>>(),
         "data": { "train_sha256": texts_hash(&train_texts), "test_sha256": texts_hash(&test_texts), "train": train_texts.len(), "validation": validation.len(), "test": test_texts.len(), "report": splits.report },
@@ -270,12 +270,13 @@ fn report(
 ) -> String {
     let mut out = format!("# Run `{}`\n\n", config.name);
     out += &format!(
-        "Strategy `{}`, estimator `{}`, {} teachers, seed {}, MC seed {}. Student: {} ({} layers), best epoch {} of {}.\n\n",
+        "Strategy `{}`, estimator `{}`, {} teachers, seed {}, MC seed {}, data seed {}. Student: {} ({} layers), best epoch {} of {}.\n\n",
         config.strategy.component,
         config.estimator.as_ref().map_or("none", |e| e.component.as_str()),
         teachers.len(),
         config.seed,
         config.mc_seed,
+        config.data_seed,
         config.student.model,
         config.student.layers.map_or_else(|| "all".to_string(), |l| l.to_string()),
         state.best_epoch,

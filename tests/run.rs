@@ -1,0 +1,135 @@
+//! `workbench sweep` and `workbench run --resume` end to end on a tiny truncated model and a few
+//! hundred examples, through the real plugins.
+
+mod support;
+
+use std::{collections::BTreeMap, path::Path, process::Stdio, time::Duration};
+
+use support::{experiment, run, workbench};
+
+const SWEEP: &str = r#"
+[sweep]
+seeds = [0, 1]
+
+[[sweep.methods]]
+name = "vanilla-kd"
+strategy = { plugin = "vanilla-kd" }
+
+[[sweep.methods]]
+name = "uhc"
+strategy = { plugin = "uhc" }
+
+[[sweep.methods]]
+name = "muka"
+strategy = { plugin = "muka" }
+estimator = { plugin = "mc-dropout", passes = 4 }
+"#;
+
+fn manifests(runs: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(runs).unwrap() {
+        let manifest = entry.unwrap().path().join("manifest.json");
+        if manifest.is_file() {
+            out.push(serde_json::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sweep.toml");
+    std::fs::write(&config, experiment(dir.path(), 1) + SWEEP).unwrap();
+    let out = run(&mut workbench(&["sweep", config.to_str().unwrap()]));
+    assert!(out.ok, "{}", out.stderr);
+
+    let sweep = dir.path().join("runs/tiny");
+    let csv = std::fs::read_to_string(sweep.join("comparison.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    let methods: Vec<&str> = rows.iter().map(|r| r[0].trim_matches('"')).collect();
+    assert_eq!(methods, ["vanilla-kd", "uhc", "muka"]);
+    for row in &rows {
+        assert_eq!(row[1], "2", "two seeds per method: {row:?}");
+        let mean: f64 = row[2].parse().unwrap();
+        assert!((0.0..=1.0).contains(&mean), "{row:?}");
+    }
+    let muka_selection: f64 = rows[2][4].parse().unwrap();
+    assert!(muka_selection > 0.0, "muka reports the estimator's selection accuracy");
+    assert_eq!(rows[0][4], "NaN", "vanilla-kd has no estimator");
+    assert!(std::fs::read_to_string(sweep.join("comparison.svg")).unwrap().contains("<svg"));
+    let markdown = std::fs::read_to_string(sweep.join("comparison.md")).unwrap();
+    assert!(markdown.contains("| muka | 2 | "), "{markdown}");
+
+    // Every teacher signal (teacher, split, sampling plan) was computed by exactly one run.
+    let manifests = manifests(&sweep);
+    assert_eq!(manifests.len(), 6);
+    let mut computed: BTreeMap<String, usize> = BTreeMap::new();
+    for manifest in &manifests {
+        for signal in manifest["signals"].as_array().unwrap() {
+            let key = format!("{} {} {}", signal["teacher"], signal["split"], signal["plan"]);
+            *computed.entry(key).or_default() += usize::from(signal["provenance"] == "computed");
+        }
+    }
+    assert_eq!(computed.len(), 2 * 2 * 2, "deterministic and MC signals of 2 teachers on 2 splits: {computed:?}");
+    assert!(computed.values().all(|&n| n == 1), "each computed once: {computed:?}");
+
+    // Again: every run is complete and skipped.
+    let again = run(&mut workbench(&["sweep", config.to_str().unwrap()]));
+    assert!(again.ok, "{}", again.stderr);
+    assert!(again.stdout.contains("6 runs (6 already complete)"), "{}", again.stdout);
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = experiment(dir.path(), 3) + "[strategy]\nplugin = \"vanilla-kd\"\n";
+    let whole = dir.path().join("whole.toml");
+    std::fs::write(&whole, base.replace("name = \"tiny\"", "name = \"whole\"")).unwrap();
+    let out = run(&mut workbench(&["run", whole.to_str().unwrap()]));
+    assert!(out.ok, "{}", out.stderr);
+
+    let killed = dir.path().join("killed.toml");
+    std::fs::write(&killed, base.replace("name = \"tiny\"", "name = \"killed\"")).unwrap();
+    let mut child = workbench(&["run", killed.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let state = dir.path().join("runs/killed/state/state.json");
+    let mut stopped_after = None;
+    for _ in 0..6000 {
+        if let Ok(text) = std::fs::read_to_string(&state) {
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if value["epochs_done"] == 1 {
+                child.kill().unwrap();
+                stopped_after = Some(1);
+                break;
+            }
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.wait();
+    assert_eq!(stopped_after, Some(1), "the run was killed after its first epoch");
+    assert!(!dir.path().join("runs/killed/report.md").exists(), "the killed run did not finish");
+
+    // Without --resume, a stopped run is not silently overwritten.
+    let refused = run(&mut workbench(&["run", killed.to_str().unwrap()]));
+    assert!(!refused.ok && refused.stderr.contains("workbench run --resume"), "{}", refused.stderr);
+
+    let run_dir = dir.path().join("runs/killed");
+    let resumed = run(&mut workbench(&["run", "--resume", run_dir.to_str().unwrap()]));
+    assert!(resumed.ok, "{}", resumed.stderr);
+    let losses = |run: &str| -> Vec<f64> {
+        std::fs::read_to_string(dir.path().join(format!("runs/{run}/metrics.jsonl")))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["train_loss"].as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(losses("killed").len(), 3);
+    assert_eq!(losses("killed"), losses("whole"), "the same loss every epoch");
+    let results = |run: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(format!("runs/{run}/results.json"))).unwrap()).unwrap()
+    };
+    assert_eq!(results("killed")["rows"], results("whole")["rows"], "the same test metrics");
+}

@@ -1,0 +1,206 @@
+//! `workbench sweep`: a grid of methods (strategy and estimator choices) over seeds, sharing
+//! the cached teacher signals, skipping runs already complete, and writing a comparison table
+//! (Markdown and CSV, mean ± std per method) and an SVG bar chart with error bars.
+
+use std::path::{Path, PathBuf};
+
+use figment::{
+    value::{Dict, Map, Value},
+    Figment, Metadata, Profile, Provider,
+};
+use plotters::prelude::*;
+use serde::Deserialize;
+
+use crate::{config, host::Registry, run, Error, Result};
+
+/// `[sweep]`: the seeds and the methods to compare.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSettings {
+    pub seeds: Vec<u64>,
+    pub methods: Vec<Method>,
+}
+
+/// One method: a strategy table and, when it needs scores, an estimator table; they replace
+/// nothing, so the base config has neither.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Method {
+    pub name: String,
+    pub strategy: Dict,
+    pub estimator: Option<Dict>,
+}
+
+#[derive(Deserialize)]
+struct SweepFile {
+    name: Option<String>,
+    output: Option<PathBuf>,
+    sweep: SweepSettings,
+}
+
+/// The per-run keys a method and seed set, as a figment provider.
+struct RunKeys(Dict);
+
+impl Provider for RunKeys {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("sweep method")
+    }
+
+    fn data(&self) -> std::result::Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.0.clone()))
+    }
+}
+
+fn slug(name: &str) -> String {
+    let slug: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    slug.split('-').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("-")
+}
+
+/// Mean and sample standard deviation.
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n.max(1.0);
+    let variance = if values.len() > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (mean, variance.sqrt())
+}
+
+/// One line of the comparison: a method's test accuracies over the seeds.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub method: String,
+    pub accuracies: Vec<f64>,
+    pub selection: Vec<f64>,
+    pub per_teacher: Vec<Vec<f64>>,
+}
+
+pub struct SweepOutcome {
+    pub dir: PathBuf,
+    pub summaries: Vec<Summary>,
+    pub skipped: usize,
+}
+
+/// Runs the grid. `resolve` turns a figment into a validated config with loaded plugins.
+pub fn sweep(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<SweepOutcome> {
+    let base = config::sources(files, sets)?;
+    let file: SweepFile = config::extract(&base)?;
+    if file.sweep.methods.is_empty() || file.sweep.seeds.is_empty() {
+        return Err(Error::InvalidConfig { problems: vec!["`sweep.methods` and `sweep.seeds` must not be empty".into()] });
+    }
+    let name = file.name.unwrap_or_else(|| "sweep".into());
+    let dir = file.output.unwrap_or_else(|| PathBuf::from("runs")).join(&name);
+    let (mut summaries, mut skipped) = (Vec::new(), 0);
+    for method in &file.sweep.methods {
+        let mut summary = Summary { method: method.name.clone(), accuracies: Vec::new(), selection: Vec::new(), per_teacher: Vec::new() };
+        for &seed in &file.sweep.seeds {
+            let mut keys = Dict::new();
+            keys.insert("name".into(), Value::from(format!("{}-seed{seed}", slug(&method.name))));
+            keys.insert("output".into(), Value::from(dir.display().to_string()));
+            keys.insert("seed".into(), Value::from(seed));
+            keys.insert("strategy".into(), Value::from(method.strategy.clone()));
+            if let Some(estimator) = &method.estimator {
+                keys.insert("estimator".into(), Value::from(estimator.clone()));
+            }
+            let figment = Figment::from(base.clone()).merge(RunKeys(keys));
+            let loaded = config::LoadedConfig::from_figment(figment, &name)?;
+            let resolved = loaded.validate(registry)?;
+            let run_dir = run::run_dir(&resolved);
+            if run::is_complete(&run_dir) {
+                skipped += 1;
+                tracing::info!(run = %run_dir.display(), "already complete, skipped");
+            } else {
+                let resume = crate::student::saved_state(&run_dir)?.is_some();
+                tracing::info!(method = %method.name, seed, "sweep run");
+                run::run(&resolved, registry, resume)?;
+            }
+            let results: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(run_dir.join("results.json")).map_err(Error::io(format!("reading {}/results.json", run_dir.display())))?,
+            )
+            .map_err(|e| Error::Loss(format!("{}/results.json: {e}", run_dir.display())))?;
+            let student = &results["rows"][0];
+            summary.accuracies.push(student["accuracy"].as_f64().unwrap_or(0.0));
+            summary.per_teacher.push(student["per_teacher"].as_array().map(|a| a.iter().filter_map(|v| v.as_f64()).collect()).unwrap_or_default());
+            if let Some(s) = results["selection_accuracy"].as_f64() {
+                summary.selection.push(s);
+            }
+        }
+        summaries.push(summary);
+    }
+    write_table(&dir, &summaries)?;
+    write_chart(&dir.join("comparison.svg"), &summaries)?;
+    Ok(SweepOutcome { dir, summaries, skipped })
+}
+
+fn cell(values: &[f64]) -> String {
+    if values.is_empty() {
+        return "–".into();
+    }
+    let (mean, std) = mean_std(values);
+    format!("{mean:.4} ± {std:.4}")
+}
+
+fn write_table(dir: &Path, summaries: &[Summary]) -> Result<()> {
+    let mut markdown = String::from("| method | runs | test accuracy (union) | teacher-selection accuracy |\n|---|---|---|---|\n");
+    let mut csv = String::from("method,runs,accuracy_mean,accuracy_std,selection_mean,selection_std\n");
+    for s in summaries {
+        markdown += &format!("| {} | {} | {} | {} |\n", s.method, s.accuracies.len(), cell(&s.accuracies), cell(&s.selection));
+        let (am, asd) = mean_std(&s.accuracies);
+        let (sm, ssd) = if s.selection.is_empty() { (f64::NAN, f64::NAN) } else { mean_std(&s.selection) };
+        csv += &format!("\"{}\",{},{am:.6},{asd:.6},{sm:.6},{ssd:.6}\n", s.method.replace('"', "\"\""), s.accuracies.len());
+    }
+    std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+    std::fs::write(dir.join("comparison.md"), markdown).map_err(Error::io("writing comparison.md"))?;
+    std::fs::write(dir.join("comparison.csv"), csv).map_err(Error::io("writing comparison.csv"))
+}
+
+fn write_chart(path: &Path, summaries: &[Summary]) -> Result<()> {
+    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::new(path, (160 + 110 * summaries.len() as u32, 420)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Student test accuracy (mean ± std over seeds)", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(60)
+            .y_label_area_size(50)
+            .build_cartesian_2d((0..summaries.len()).into_segmented(), 0.0..1.0f64)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_label_formatter(&|x| match x {
+                SegmentValue::CenterOf(i) => summaries.get(*i).map_or_else(String::new, |s| s.method.clone()),
+                _ => String::new(),
+            })
+            .y_desc("accuracy")
+            .draw()?;
+        for (i, s) in summaries.iter().enumerate() {
+            let (mean, std) = mean_std(&s.accuracies);
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), mean)],
+                BLUE.mix(0.5).filled(),
+            )))?;
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(SegmentValue::CenterOf(i), (mean - std).max(0.0)), (SegmentValue::CenterOf(i), (mean + std).min(1.0))],
+                BLACK.stroke_width(2),
+            )))?;
+        }
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| Error::Loss(format!("drawing {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_sample_std_by_hand() {
+        // mean 2, deviations -1, 0, 1: sample variance 2 / 2 = 1
+        assert_eq!(mean_std(&[1.0, 2.0, 3.0]), (2.0, 1.0));
+        assert_eq!(mean_std(&[0.5]), (0.5, 0.0));
+    }
+
+    #[test]
+    fn method_names_become_directory_names() {
+        assert_eq!(slug("MUKA (MC, soft, margin)"), "muka-mc-soft-margin");
+    }
+}

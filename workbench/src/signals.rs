@@ -91,7 +91,8 @@ fn save(path: &Path, signals: &TeacherSignalSet) -> Result<()> {
     if let Some(hidden) = &signals.hidden {
         tensors.insert("hidden".to_string(), CandleTensor::from_slice(hidden.data(), hidden.shape(), &device)?);
     }
-    let partial = path.with_extension("partial");
+    // Unique per process: two runs computing the same signal each write their own file.
+    let partial = path.with_extension(format!("partial-{}", std::process::id()));
     candle_core::safetensors::save(&tensors, &partial)?;
     std::fs::rename(&partial, path).map_err(Error::io(format!("writing {}", path.display())))
 }

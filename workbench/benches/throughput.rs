@@ -1,0 +1,77 @@
+//! Throughput of our BERT on MiniLM-L6 shapes, printed as JSON lines for `benches/run.sh`,
+//! which measures PyTorch on the same model, batch, length and threads and prints the ratios.
+//! `MINILM_DIR` names the checkpoint; `BENCH_BATCH`, `BENCH_LENGTH` and `BENCH_SECONDS` tune it.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use workbench::train::{AdamW, AdamWSettings};
+use workbench_models::{Batch, Checkpoint, ClassifierOptions, StochasticPass};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Calls `work` until `seconds` have passed (after one warm-up call); returns calls per second.
+fn rate(seconds: f64, mut work: impl FnMut()) -> f64 {
+    work();
+    let started = Instant::now();
+    let mut calls = 0;
+    while started.elapsed().as_secs_f64() < seconds || calls < 3 {
+        work();
+        calls += 1;
+    }
+    calls as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let dir = std::env::var("MINILM_DIR").expect("set MINILM_DIR to the MiniLM checkpoint directory");
+    let (batch_size, length, seconds) = (env("BENCH_BATCH", 32), env("BENCH_LENGTH", 64), env("BENCH_SECONDS", 10) as f64);
+    let device = Device::Cpu;
+    let checkpoint = Checkpoint::open(dir.as_ref(), length, &device).unwrap();
+    let labels: Vec<String> = (0..10).map(|i| format!("label{i}")).collect();
+    let options = |trainable| ClassifierOptions { labels: labels.clone(), layers: None, seed: 0, trainable, freeze_word_embeddings: true };
+    let frozen = checkpoint.classifier_for(&options(false), &device).unwrap();
+    let mut rng = StdRng::seed_from_u64(0);
+    let ids: Vec<u32> = (0..batch_size * length).map(|_| rng.random_range(1000..30000)).collect();
+    let batch = Batch {
+        ids: Tensor::from_vec(ids, (batch_size, length), &device).unwrap(),
+        mask: Tensor::ones((batch_size, length), candle_core::DType::F32, &device).unwrap(),
+    };
+    let tokens = (batch_size * length) as f64;
+    let report = |workload: &str, per_second: f64| {
+        println!("{}", serde_json::json!({ "workload": workload, "tokens_per_s": per_second * tokens }));
+    };
+    report("eval_forward", rate(seconds, || drop(frozen.forward(&batch, None).unwrap())));
+    let mut seed = 0;
+    report(
+        "stochastic_forward",
+        rate(seconds, || {
+            seed += 1;
+            drop(frozen.forward(&batch, Some(&mut StochasticPass::new(seed))).unwrap());
+        }),
+    );
+    let student = checkpoint.classifier_for(&options(true), &device).unwrap();
+    let targets = Tensor::from_vec((0..batch_size as u32).map(|i| i % 10).collect::<Vec<_>>(), batch_size, &device).unwrap();
+    let mut optimizer = AdamW::new(student.vars(), AdamWSettings::default()).unwrap();
+    report(
+        "training_step",
+        rate(seconds, || {
+            seed += 1;
+            let logits = student.forward(&batch, Some(&mut StochasticPass::new(seed))).unwrap().logits;
+            let loss = candle_nn::loss::cross_entropy(&logits, &targets).unwrap();
+            optimizer.step(&loss.backward().unwrap(), 1e-4).unwrap();
+        }),
+    );
+    // MC scoring with K = 16: reported per scored token, so its cost relative to one
+    // deterministic pass is eval_forward / mc16_scoring.
+    report(
+        "mc16_scoring",
+        rate(seconds, || {
+            for pass in 0..16 {
+                drop(frozen.forward(&batch, Some(&mut StochasticPass::new(pass))).unwrap());
+            }
+        }),
+    );
+}

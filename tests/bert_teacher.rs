@@ -28,15 +28,18 @@ fn the_bert_teacher_runs_every_kind_of_pass() {
     assert_eq!(info.labels.iter().map(|l| l.as_str()).collect::<Vec<_>>(), ["science", "sport"]);
     assert_eq!((info.members, info.hidden_size), (2, 384));
 
-    let texts: Vec<RString> = ["the football match", "a physics experiment", "the big team"].map(RString::from).to_vec();
-    let mut pass = |sampling, want_hidden| teacher.forward(&texts, &ForwardRequest { sampling, want_hidden }, &info).unwrap();
+    let texts: Vec<RString> =
+        ["the football match", "a physics experiment", "the big team"].map(RString::from).to_vec();
+    let mut pass =
+        |sampling, want_hidden| teacher.forward(&texts, &ForwardRequest { sampling, want_hidden }, &info).unwrap();
     let first = pass(Sampling::Deterministic, true);
     assert_eq!(first.logits.shape(), &[1, 3, 2]);
     assert_eq!(first.hidden.as_ref().unwrap().shape(), &[3, 384]);
     assert_eq!(first.logits, pass(Sampling::Deterministic, false).logits, "deterministic passes are identical");
 
     let stochastic = |seed| Sampling::Stochastic { passes: 3, seed, top_layers: 0 };
-    let (a, b, c) = (pass(stochastic(5), false).logits, pass(stochastic(5), false).logits, pass(stochastic(6), false).logits);
+    let (a, b, c) =
+        (pass(stochastic(5), false).logits, pass(stochastic(5), false).logits, pass(stochastic(6), false).logits);
     assert_eq!(a.shape(), &[3, 3, 2]);
     assert_eq!(a, b, "same seed, same passes");
     assert_ne!(a, c, "another seed, other passes");

@@ -55,17 +55,28 @@ fn a_good_config_prints_the_resolved_config_with_defaults() {
     assert_eq!(resolved["estimator"]["measure"].as_str(), Some("entropy"));
     assert_eq!(resolved["teachers"]["news"]["noise"].as_float(), Some(0.5));
     // An integer matrix given for a float parameter is widened.
-    assert_eq!(resolved["teachers"]["science"]["rows"].as_array().unwrap()[0].as_array().unwrap()[0].as_float(), Some(1.0));
+    assert_eq!(
+        resolved["teachers"]["science"]["rows"].as_array().unwrap()[0].as_array().unwrap()[0].as_float(),
+        Some(1.0)
+    );
 }
 
 #[test]
 fn environment_overrides_the_file_and_set_overrides_both() {
     let dir = tempfile::tempdir().unwrap();
     let file = config(dir.path(), GOOD);
-    let out = run(workbench(&["config", "check", &file, "--set", "strategy.temperature=4", "--set", "teachers.news.members=3"])
-        .env("WORKBENCH_SEED", "11")
-        .env("WORKBENCH_STRATEGY__TEMPERATURE", "3")
-        .env("WORKBENCH_TEACHERS__SCIENCE__NOISE", "0.25"));
+    let out = run(workbench(&[
+        "config",
+        "check",
+        &file,
+        "--set",
+        "strategy.temperature=4",
+        "--set",
+        "teachers.news.members=3",
+    ])
+    .env("WORKBENCH_SEED", "11")
+    .env("WORKBENCH_STRATEGY__TEMPERATURE", "3")
+    .env("WORKBENCH_TEACHERS__SCIENCE__NOISE", "0.25"));
     assert!(out.ok, "{}", out.stderr);
     let resolved: toml::Table = out.stdout.parse().unwrap();
     assert_eq!(resolved["seed"].as_integer(), Some(11), "env beats the file");
@@ -79,7 +90,11 @@ fn a_misspelt_parameter_is_refused_naming_key_file_and_suggestion() {
     let (out, file) = check(&GOOD.replace("temperature = 2.0", "tempreature = 2.0"), &[]);
     assert!(!out.ok);
     assert!(out.stderr.contains(&format!("`strategy.tempreature` in {file}")), "{}", out.stderr);
-    assert!(out.stderr.contains("unknown parameter of strategy `vanilla-kd`; did you mean `temperature`?"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown parameter of strategy `vanilla-kd`; did you mean `temperature`?"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -100,22 +115,39 @@ fn a_wrong_type_is_refused_naming_key_and_file() {
     );
     let (out, _) = check(GOOD, &["--set", "teachers.news.members=2.5"]);
     assert!(!out.ok);
-    assert!(out.stderr.contains("`teachers.news.members` (from --set teachers.news.members): expected an integer"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`teachers.news.members` (from --set teachers.news.members): expected an integer"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn out_of_range_and_bad_choices_are_refused() {
     let (out, _) = check(GOOD, &["--set", "strategy.temperature=1000", "--set", "estimator.measure=vibes"]);
     assert!(!out.ok);
-    assert!(out.stderr.contains("`strategy.temperature` (from --set strategy.temperature): 1000 is above the maximum 100"), "{}", out.stderr);
-    assert!(out.stderr.contains("`estimator.measure` (from --set estimator.measure): \"vibes\" is not one of entropy, max-prob"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`strategy.temperature` (from --set strategy.temperature): 1000 is above the maximum 100"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("`estimator.measure` (from --set estimator.measure): \"vibes\" is not one of entropy, max-prob"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn a_plugin_that_does_not_exist_is_refused_by_name() {
     let (out, file) = check(&GOOD.replace("plugin = \"vanilla-kd\"", "plugin = \"vanila-kd\""), &[]);
     assert!(!out.ok);
-    assert!(out.stderr.contains(&format!("`strategy.plugin` in {file}: no strategy named `vanila-kd`")), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("`strategy.plugin` in {file}: no strategy named `vanila-kd`")),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("Did you mean `vanilla-kd`?"), "{}", out.stderr);
     // A component of the wrong kind is named as such.
     let (out, _) = check(&GOOD.replace("plugin = \"vanilla-kd\"", "plugin = \"entropy\""), &[]);
@@ -140,7 +172,8 @@ fn run_without_data_is_refused_after_writing_the_resolved_config() {
     let out = run(&mut workbench(&["run", &file, "--set", &format!("output={}", output.display())]));
     assert!(!out.ok);
     assert!(out.stderr.contains("no [data] table: name the dataset the student learns from"), "{}", out.stderr);
-    let written: toml::Table = std::fs::read_to_string(output.join("two-teachers/config.toml")).unwrap().parse().unwrap();
+    let written: toml::Table =
+        std::fs::read_to_string(output.join("two-teachers/config.toml")).unwrap().parse().unwrap();
     assert_eq!(written["seed"].as_integer(), Some(3));
     assert_eq!(written["strategy"]["temperature"].as_float(), Some(2.0));
 }
@@ -162,15 +195,21 @@ plugin = "dfa"
     let (out, _) = check(frozen, &["--plugin-dir", &dir]);
     assert!(!out.ok);
     assert!(
-        out.stderr.contains("estimator `mc-dropout` needs stochastic passes, but teacher `plain` (plugin `frozen`) cannot provide them"),
+        out.stderr.contains(
+            "estimator `mc-dropout` needs stochastic passes, but teacher `plain` (plugin `frozen`) cannot provide them"
+        ),
         "{}",
         out.stderr
     );
     assert!(out.stderr.contains("strategy `dfa` needs hidden states, but teacher `plain`"), "{}", out.stderr);
     // With the single-pass estimator and a logits-only strategy the same teacher is fine.
-    let (out, _) = check(&frozen.replace("mc-dropout", "entropy").replace("\"dfa\"", "\"muka\""), &["--plugin-dir", &dir]);
+    let (out, _) =
+        check(&frozen.replace("mc-dropout", "entropy").replace("\"dfa\"", "\"muka\""), &["--plugin-dir", &dir]);
     assert!(out.ok, "{}", out.stderr);
     // MUKA needs scores: without an estimator it is refused.
-    let (out, _) = check(&frozen.replace("[estimator]\nplugin = \"mc-dropout\"\n", "").replace("\"dfa\"", "\"muka\""), &["--plugin-dir", &dir]);
+    let (out, _) = check(
+        &frozen.replace("[estimator]\nplugin = \"mc-dropout\"\n", "").replace("\"dfa\"", "\"muka\""),
+        &["--plugin-dir", &dir],
+    );
     assert!(out.stderr.contains("strategy `muka` needs certainty scores: add an [estimator] table"), "{}", out.stderr);
 }

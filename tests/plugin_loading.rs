@@ -31,7 +31,8 @@ fn plugins_list_shows_every_workspace_plugin_with_kind_and_version() {
     assert!(out.ok, "{}", out.stderr);
     let rows: Vec<Vec<&str>> = out.stdout.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows[0], ["NAME", "KIND", "VERSION", "PLUGIN", "FILE"]);
-    let find = |name: &str| rows.iter().find(|r| r[0] == name).unwrap_or_else(|| panic!("{name} missing:\n{}", out.stdout));
+    let find =
+        |name: &str| rows.iter().find(|r| r[0] == name).unwrap_or_else(|| panic!("{name} missing:\n{}", out.stdout));
     let expected = [
         ("bert", "teacher", "workbench-bert-teacher"),
         ("fixed-logits", "teacher", "workbench-fixed-teacher"),
@@ -69,7 +70,12 @@ fn a_plugin_built_against_another_api_major_is_refused_with_both_versions() {
     let error = PluginLibrary::load(&path, &HostSettings::default()).unwrap_err();
     assert!(matches!(error, Error::IncompatibleApi { .. }), "{error:?}");
     let message = error.to_string();
-    for needle in ["`broken-incompatible-api` 0.3.0", "plugin API 2.0", "speaks plugin API 1.0", "rebuild the plugin against workbench-plugin-api 1.x"] {
+    for needle in [
+        "`broken-incompatible-api` 0.3.0",
+        "plugin API 2.0",
+        "speaks plugin API 1.0",
+        "rebuild the plugin against workbench-plugin-api 1.x",
+    ] {
         assert!(message.contains(needle), "`{needle}` not in: {message}");
     }
 
@@ -89,13 +95,19 @@ fn a_panic_inside_a_plugin_call_is_an_error_naming_plugin_and_call_and_the_host_
         let error = panicky.recipe(&strategy_input()).unwrap_err();
         let message = error.to_string();
         assert!(matches!(error, Error::PluginCall { .. }), "{error:?}");
-        for needle in ["plugin `broken-panicking`", "panicked in Strategy::recipe (component `panicky`)", "recipe exploded on a batch of 1"] {
+        for needle in [
+            "plugin `broken-panicking`",
+            "panicked in Strategy::recipe (component `panicky`)",
+            "recipe exploded on a batch of 1",
+        ] {
             assert!(message.contains(needle), "`{needle}` not in: {message}");
         }
     }
     // A second strategy plugin loaded next to it is its own library and still works: softmax of
     // [0, ln 3] is [1/4, 3/4].
-    let kd = registry.create_strategy("vanilla-kd", &ParamTable::default().with("temperature", ParamValue::Float(1.0))).unwrap();
+    let kd = registry
+        .create_strategy("vanilla-kd", &ParamTable::default().with("temperature", ParamValue::Float(1.0)))
+        .unwrap();
     let recipe = kd.recipe(&strategy_input()).unwrap();
     let Term::Distribution(term) = &recipe.terms[0] else { panic!("expected a distribution term") };
     assert!((term.target.data()[1] - 0.75).abs() < 1e-6, "{:?}", term.target);
@@ -124,7 +136,10 @@ fn broken_strategy_output_is_refused_naming_the_plugin() {
         let params = ParamTable::default().with("fault", ParamValue::Text(fault.into()));
         let strategy = registry.create_strategy("faulty", &params).unwrap();
         let message = strategy.recipe(&strategy_input()).unwrap_err().to_string();
-        assert!(message.contains("plugin `faulty-strategy` returned an invalid result from Strategy::recipe"), "{message}");
+        assert!(
+            message.contains("plugin `faulty-strategy` returned an invalid result from Strategy::recipe"),
+            "{message}"
+        );
         assert!(message.contains(reason), "`{reason}` not in: {message}");
     }
 }

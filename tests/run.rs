@@ -91,7 +91,8 @@ fn a_killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
 
     let killed = dir.path().join("killed.toml");
     std::fs::write(&killed, base.replace("name = \"tiny\"", "name = \"killed\"")).unwrap();
-    let mut child = workbench(&["run", killed.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child =
+        workbench(&["run", killed.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let state = dir.path().join("runs/killed/state/state.json");
     let mut stopped_after = None;
     for _ in 0..6000 {
@@ -129,7 +130,8 @@ fn a_killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
     assert_eq!(losses("killed").len(), 3);
     assert_eq!(losses("killed"), losses("whole"), "the same loss every epoch");
     let results = |run: &str| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join(format!("runs/{run}/results.json"))).unwrap()).unwrap()
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(format!("runs/{run}/results.json"))).unwrap())
+            .unwrap()
     };
     assert_eq!(results("killed")["rows"], results("whole")["rows"], "the same test metrics");
 }

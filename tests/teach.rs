@@ -20,11 +20,13 @@ fn a_one_layer_teacher_lowers_its_loss_and_beats_chance() {
     assert_eq!(epochs.len(), 3);
     let loss = |i: usize| epochs[i]["train_loss"].as_f64().unwrap();
     assert!(loss(2) < loss(0), "training loss went down: {epochs:?}");
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(teacher.join("teach.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(teacher.join("teach.json")).unwrap()).unwrap();
     let test_accuracy = summary["outcome"]["test_accuracy"].as_f64().unwrap();
     assert!(test_accuracy > 0.75, "held-out accuracy {test_accuracy} beats chance (0.5) clearly");
     // The checkpoint is in the Hugging Face layout with its labels.
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(teacher.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(teacher.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["num_hidden_layers"], 1);
     assert_eq!(config["id2label"], serde_json::json!({"0": "science", "1": "sport"}));
     assert!(teacher.join("tokenizer.json").is_file() && teacher.join("model.safetensors").is_file());
@@ -36,5 +38,9 @@ fn a_label_missing_from_the_data_is_refused() {
     let config = teach_config(dir.path(), r#"labels = ["sport", "weather"]"#);
     let out = run(&mut workbench(&["teach", config.to_str().unwrap()]));
     assert!(!out.ok);
-    assert!(out.stderr.contains(r#"`teach.labels`: ["weather"] not in the training data; its labels: science, sport"#), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(r#"`teach.labels`: ["weather"] not in the training data; its labels: science, sport"#),
+        "{}",
+        out.stderr
+    );
 }

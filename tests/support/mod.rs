@@ -23,7 +23,8 @@ fn cargo() -> Command {
 pub fn plugin_dir() -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let status = cargo().args(["build", "--workspace", "--quiet"]).current_dir(repo_root()).status().expect("cargo runs");
+        let status =
+            cargo().args(["build", "--workspace", "--quiet"]).current_dir(repo_root()).status().expect("cargo runs");
         assert!(status.success(), "building the workspace's plugins failed");
     });
     Path::new(WORKBENCH).parent().unwrap().to_path_buf()
@@ -77,8 +78,20 @@ pub fn fixture(stem: &str) -> PathBuf {
     fixture_dir().join(format!("{}{stem}.{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_EXTENSION))
 }
 
-const SPORT: [&str; 10] = ["football", "goal", "match", "team", "coach", "league", "striker", "season", "stadium", "players"];
-const SCIENCE: [&str; 10] = ["physics", "experiment", "laboratory", "molecule", "theory", "research", "planet", "telescope", "energy", "scientists"];
+const SPORT: [&str; 10] =
+    ["football", "goal", "match", "team", "coach", "league", "striker", "season", "stadium", "players"];
+const SCIENCE: [&str; 10] = [
+    "physics",
+    "experiment",
+    "laboratory",
+    "molecule",
+    "theory",
+    "research",
+    "planet",
+    "telescope",
+    "energy",
+    "scientists",
+];
 const FILLER: [&str; 6] = ["the", "a", "new", "big", "this", "today"];
 
 /// A CSV of `per_class` short texts per topic, drawn from the topic's words.
@@ -87,7 +100,9 @@ pub fn write_csv(path: &Path, per_class: usize, seed: u64) {
     let mut csv = String::from("text,label\n");
     for _ in 0..per_class {
         for (label, words) in [("sport", &SPORT), ("science", &SCIENCE)] {
-            let text: Vec<&str> = (0..6).map(|i| if i % 2 == 0 { *FILLER.choose(&mut rng).unwrap() } else { *words.choose(&mut rng).unwrap() }).collect();
+            let text: Vec<&str> = (0..6)
+                .map(|i| if i % 2 == 0 { *FILLER.choose(&mut rng).unwrap() } else { *words.choose(&mut rng).unwrap() })
+                .collect();
             writeln!(csv, "{},{label}", text.join(" ")).unwrap();
         }
     }
@@ -124,8 +139,10 @@ test = "{test}"
     path
 }
 
-const POLITICS: [&str; 10] = ["election", "senate", "vote", "minister", "parliament", "policy", "campaign", "president", "law", "party"];
-const FOOD: [&str; 10] = ["recipe", "kitchen", "bread", "cheese", "soup", "chef", "dinner", "garlic", "tomato", "baking"];
+const POLITICS: [&str; 10] =
+    ["election", "senate", "vote", "minister", "parliament", "policy", "campaign", "president", "law", "party"];
+const FOOD: [&str; 10] =
+    ["recipe", "kitchen", "bread", "cheese", "soup", "chef", "dinner", "garlic", "tomato", "baking"];
 
 /// A CSV of `per_class` short texts for each of four topics.
 pub fn write_four_topics(path: &Path, per_class: usize, seed: u64) {
@@ -133,7 +150,9 @@ pub fn write_four_topics(path: &Path, per_class: usize, seed: u64) {
     let mut csv = String::from("text,label\n");
     for _ in 0..per_class {
         for (label, words) in [("sport", &SPORT), ("science", &SCIENCE), ("politics", &POLITICS), ("food", &FOOD)] {
-            let text: Vec<&str> = (0..6).map(|i| if i % 2 == 0 { *FILLER.choose(&mut rng).unwrap() } else { *words.choose(&mut rng).unwrap() }).collect();
+            let text: Vec<&str> = (0..6)
+                .map(|i| if i % 2 == 0 { *FILLER.choose(&mut rng).unwrap() } else { *words.choose(&mut rng).unwrap() })
+                .collect();
             writeln!(csv, "{},{label}", text.join(" ")).unwrap();
         }
     }

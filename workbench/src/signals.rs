@@ -87,7 +87,10 @@ pub struct SignalCache {
 fn save(path: &Path, signals: &TeacherSignalSet) -> Result<()> {
     let device = Device::Cpu;
     let mut tensors = std::collections::HashMap::new();
-    tensors.insert("logits".to_string(), CandleTensor::from_slice(signals.logits.data(), signals.logits.shape(), &device)?);
+    tensors.insert(
+        "logits".to_string(),
+        CandleTensor::from_slice(signals.logits.data(), signals.logits.shape(), &device)?,
+    );
     if let Some(hidden) = &signals.hidden {
         tensors.insert("hidden".to_string(), CandleTensor::from_slice(hidden.data(), hidden.shape(), &device)?);
     }
@@ -130,7 +133,10 @@ impl SignalCache {
         let mut hasher = Sha256::new();
         hasher.update(identity.as_bytes());
         hasher.update(texts_hash(texts).as_bytes());
-        hasher.update(format!("{plan:?}/{}/{want_hidden}", if plan == SamplingPlan::Deterministic { 0 } else { mc_seed }).as_bytes());
+        hasher.update(
+            format!("{plan:?}/{}/{want_hidden}", if plan == SamplingPlan::Deterministic { 0 } else { mc_seed })
+                .as_bytes(),
+        );
         let path = self.dir.join(format!("{:x}.safetensors", hasher.finalize()));
         if path.is_file() {
             return Ok((load(&path)?, Provenance::Cached));
@@ -139,7 +145,9 @@ impl SignalCache {
         let sampling = plan.request(mc_seed);
         let chunk = 64;
         let bar = ProgressBar::new(texts.len() as u64).with_message(format!("teacher `{name}`: {plan:?}"));
-        bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} texts, eta {eta}").expect("a valid template"));
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} texts, eta {eta}").expect("a valid template"),
+        );
         let (mut samples, mut hidden): (Vec<Vec<f32>>, Vec<f32>) = (Vec::new(), Vec::new());
         for (i, part) in texts.chunks(chunk).enumerate() {
             // Each chunk's passes get their own seed, derived from the run's MC seed.
@@ -163,7 +171,8 @@ impl SignalCache {
         bar.finish_and_clear();
         let (passes, labels) = (samples.len(), info.labels.len());
         let logits = Tensor::new(vec![passes, texts.len(), labels], samples.concat()).expect("rows of equal width");
-        let hidden = want_hidden.then(|| Tensor::new(vec![texts.len(), hidden.len() / texts.len().max(1)], hidden).expect("rows"));
+        let hidden = want_hidden
+            .then(|| Tensor::new(vec![texts.len(), hidden.len() / texts.len().max(1)], hidden).expect("rows"));
         let signals = TeacherSignalSet { logits, hidden };
         save(&path, &signals)?;
         Ok((signals, Provenance::Computed))

@@ -91,13 +91,15 @@ pub struct StudentOutcome {
 }
 
 fn save_tensors(path: &Path, tensors: &[CandleTensor]) -> Result<()> {
-    let named: HashMap<String, CandleTensor> = tensors.iter().enumerate().map(|(i, t)| (format!("t{i:05}"), t.clone())).collect();
+    let named: HashMap<String, CandleTensor> =
+        tensors.iter().enumerate().map(|(i, t)| (format!("t{i:05}"), t.clone())).collect();
     candle_core::safetensors::save(&named, path)?;
     Ok(())
 }
 
 fn load_tensors(path: &Path) -> Result<Vec<CandleTensor>> {
-    let mut named: Vec<(String, CandleTensor)> = candle_core::safetensors::load(path, &Device::Cpu)?.into_iter().collect();
+    let mut named: Vec<(String, CandleTensor)> =
+        candle_core::safetensors::load(path, &Device::Cpu)?.into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(named.into_iter().map(|(_, t)| t).collect())
 }
@@ -139,7 +141,9 @@ pub fn saved_state(run: &Path) -> Result<Option<TrainingState>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&path).map_err(Error::io(format!("reading {}", path.display())))?;
-    serde_json::from_str(&text).map(Some).map_err(|e| Error::Loss(format!("{}: corrupt training state ({e})", path.display())))
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| Error::Loss(format!("{}: corrupt training state ({e})", path.display())))
 }
 
 /// Trains the student from `signals` with `strategy`, resuming from `<run>/state` when present.
@@ -173,13 +177,20 @@ pub fn train_student(
     // One recipe on a first batch creates the feature adapters, whose variables must join the optimizer.
     let mut adapters = FeatureAdapters::new(settings.seed ^ 0xada9, &device);
     let probe: Vec<usize> = (0..count.min(settings.batch_size)).collect();
-    let probe_batch = tokenizer.batch(&probe.iter().map(|&i| signals.texts[i].as_str()).collect::<Vec<_>>(), &device)?;
+    let probe_batch =
+        tokenizer.batch(&probe.iter().map(|&i| signals.texts[i].as_str()).collect::<Vec<_>>(), &device)?;
     let probe_output = model.forward(&probe_batch, None)?;
     let probe_recipe = strategy.recipe(&signals.strategy_input(&probe))?;
-    recipe_loss(&probe_recipe, &StudentOutput { logits: &probe_output.logits, hidden: Some(&probe_output.pooled) }, &mut adapters)?;
+    recipe_loss(
+        &probe_recipe,
+        &StudentOutput { logits: &probe_output.logits, hidden: Some(&probe_output.pooled) },
+        &mut adapters,
+    )?;
     let vars: Vec<_> = model.vars().iter().chain(adapters.vars()).cloned().collect();
-    let mut optimizer = AdamW::new(&vars, AdamWSettings { weight_decay: settings.weight_decay, ..AdamWSettings::default() })?;
-    let mut state = TrainingState { epochs_done: 0, step: 0, best_epoch: 0, best_validation_accuracy: -1.0, epochs: Vec::new() };
+    let mut optimizer =
+        AdamW::new(&vars, AdamWSettings { weight_decay: settings.weight_decay, ..AdamWSettings::default() })?;
+    let mut state =
+        TrainingState { epochs_done: 0, step: 0, best_epoch: 0, best_validation_accuracy: -1.0, epochs: Vec::new() };
     if let Some(saved) = resume {
         optimizer.restore(&load_tensors(&run.join("state/optimizer.safetensors"))?, saved.step)?;
         adapters.restore(&load_tensors(&run.join("state/adapters.safetensors"))?)?;
@@ -189,7 +200,11 @@ pub fn train_student(
     let mut trainer = Trainer { model, adapters, optimizer };
     let steps_per_epoch = count.div_ceil(settings.batch_size.max(1));
     let total = steps_per_epoch * settings.epochs;
-    let schedule = LinearSchedule { peak: settings.learning_rate, warmup: ((total as f64) * settings.warmup).round() as usize, total };
+    let schedule = LinearSchedule {
+        peak: settings.learning_rate,
+        warmup: ((total as f64) * settings.warmup).round() as usize,
+        total,
+    };
     let metrics_path = run.join("metrics.jsonl");
     let bar = crate::teach::progress(total, "training the student");
     bar.set_position(state.step as u64);
@@ -216,7 +231,8 @@ pub fn train_student(
         }
         let train_loss = total_loss / batches.len().max(1) as f64;
         let validation_accuracy = accuracy(&trainer.model, &tokenizer, validation, 64, &device)?;
-        let record = EpochRecord { epoch: epoch + 1, train_loss, validation_accuracy, seconds: started.elapsed().as_secs_f64() };
+        let record =
+            EpochRecord { epoch: epoch + 1, train_loss, validation_accuracy, seconds: started.elapsed().as_secs_f64() };
         bar.println(format!("epoch {}: loss {train_loss:.4}, validation accuracy {validation_accuracy:.4}", epoch + 1));
         state.epochs_done = epoch + 1;
         state.epochs.push(record);
@@ -227,7 +243,8 @@ pub fn train_student(
         }
         trainer.save_state(run, &state, &tokenizer)?;
         // Rewritten from the saved state, so that a resumed run never repeats or loses a line.
-        let lines: String = state.epochs.iter().map(|r| serde_json::to_string(r).expect("record serializes") + "\n").collect();
+        let lines: String =
+            state.epochs.iter().map(|r| serde_json::to_string(r).expect("record serializes") + "\n").collect();
         std::fs::write(&metrics_path, lines).map_err(Error::io(format!("writing {}", metrics_path.display())))?;
     }
     bar.finish_and_clear();

@@ -52,7 +52,8 @@ impl Provider for RunKeys {
 }
 
 fn slug(name: &str) -> String {
-    let slug: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let slug: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     slug.split('-').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("-")
 }
 
@@ -60,7 +61,8 @@ fn slug(name: &str) -> String {
 pub fn mean_std(values: &[f64]) -> (f64, f64) {
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n.max(1.0);
-    let variance = if values.len() > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let variance =
+        if values.len() > 1 { values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
     (mean, variance.sqrt())
 }
 
@@ -84,13 +86,20 @@ pub fn sweep(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<
     let base = config::sources(files, sets)?;
     let file: SweepFile = config::extract(&base)?;
     if file.sweep.methods.is_empty() || file.sweep.seeds.is_empty() {
-        return Err(Error::InvalidConfig { problems: vec!["`sweep.methods` and `sweep.seeds` must not be empty".into()] });
+        return Err(Error::InvalidConfig {
+            problems: vec!["`sweep.methods` and `sweep.seeds` must not be empty".into()],
+        });
     }
     let name = file.name.unwrap_or_else(|| "sweep".into());
     let dir = file.output.unwrap_or_else(|| PathBuf::from("runs")).join(&name);
     let (mut summaries, mut skipped) = (Vec::new(), 0);
     for method in &file.sweep.methods {
-        let mut summary = Summary { method: method.name.clone(), accuracies: Vec::new(), selection: Vec::new(), per_teacher: Vec::new() };
+        let mut summary = Summary {
+            method: method.name.clone(),
+            accuracies: Vec::new(),
+            selection: Vec::new(),
+            per_teacher: Vec::new(),
+        };
         for &seed in &file.sweep.seeds {
             let mut keys = Dict::new();
             keys.insert("name".into(), Value::from(format!("{}-seed{seed}", slug(&method.name))));
@@ -113,12 +122,18 @@ pub fn sweep(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<
                 run::run(&resolved, registry, resume)?;
             }
             let results: serde_json::Value = serde_json::from_str(
-                &std::fs::read_to_string(run_dir.join("results.json")).map_err(Error::io(format!("reading {}/results.json", run_dir.display())))?,
+                &std::fs::read_to_string(run_dir.join("results.json"))
+                    .map_err(Error::io(format!("reading {}/results.json", run_dir.display())))?,
             )
             .map_err(|e| Error::Loss(format!("{}/results.json: {e}", run_dir.display())))?;
             let student = &results["rows"][0];
             summary.accuracies.push(student["accuracy"].as_f64().unwrap_or(0.0));
-            summary.per_teacher.push(student["per_teacher"].as_array().map(|a| a.iter().filter_map(|v| v.as_f64()).collect()).unwrap_or_default());
+            summary.per_teacher.push(
+                student["per_teacher"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+                    .unwrap_or_default(),
+            );
             if let Some(s) = results["selection_accuracy"].as_f64() {
                 summary.selection.push(s);
             }
@@ -139,13 +154,19 @@ fn cell(values: &[f64]) -> String {
 }
 
 fn write_table(dir: &Path, summaries: &[Summary]) -> Result<()> {
-    let mut markdown = String::from("| method | runs | test accuracy (union) | teacher-selection accuracy |\n|---|---|---|---|\n");
+    let mut markdown =
+        String::from("| method | runs | test accuracy (union) | teacher-selection accuracy |\n|---|---|---|---|\n");
     let mut csv = String::from("method,runs,accuracy_mean,accuracy_std,selection_mean,selection_std\n");
     for s in summaries {
-        markdown += &format!("| {} | {} | {} | {} |\n", s.method, s.accuracies.len(), cell(&s.accuracies), cell(&s.selection));
+        markdown +=
+            &format!("| {} | {} | {} | {} |\n", s.method, s.accuracies.len(), cell(&s.accuracies), cell(&s.selection));
         let (am, asd) = mean_std(&s.accuracies);
         let (sm, ssd) = if s.selection.is_empty() { (f64::NAN, f64::NAN) } else { mean_std(&s.selection) };
-        csv += &format!("\"{}\",{},{am:.6},{asd:.6},{sm:.6},{ssd:.6}\n", s.method.replace('"', "\"\""), s.accuracies.len());
+        csv += &format!(
+            "\"{}\",{},{am:.6},{asd:.6},{sm:.6},{ssd:.6}\n",
+            s.method.replace('"', "\"\""),
+            s.accuracies.len()
+        );
     }
     std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
     std::fs::write(dir.join("comparison.md"), markdown).map_err(Error::io("writing comparison.md"))?;
@@ -178,7 +199,10 @@ fn write_chart(path: &Path, summaries: &[Summary]) -> Result<()> {
                 BLUE.mix(0.5).filled(),
             )))?;
             chart.draw_series(std::iter::once(PathElement::new(
-                vec![(SegmentValue::CenterOf(i), (mean - std).max(0.0)), (SegmentValue::CenterOf(i), (mean + std).min(1.0))],
+                vec![
+                    (SegmentValue::CenterOf(i), (mean - std).max(0.0)),
+                    (SegmentValue::CenterOf(i), (mean + std).min(1.0)),
+                ],
                 BLACK.stroke_width(2),
             )))?;
         }

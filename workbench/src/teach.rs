@@ -158,7 +158,10 @@ pub struct TeachOutcome {
 pub fn label_block(sorted: &[String], index: usize, blocks: usize) -> Result<Vec<String>> {
     if blocks == 0 || index >= blocks || blocks > sorted.len() {
         return Err(Error::InvalidConfig {
-            problems: vec![format!("`block` = [{index}, {blocks}]: need 0 <= index < blocks <= {} labels", sorted.len())],
+            problems: vec![format!(
+                "`block` = [{index}, {blocks}]: need 0 <= index < blocks <= {} labels",
+                sorted.len()
+            )],
         });
     }
     let (size, extra) = (sorted.len() / blocks, sorted.len() % blocks);
@@ -200,7 +203,10 @@ fn targets(examples: &[&Example], index: &HashMap<&str, u32>, device: &Device) -
 
 pub(crate) fn progress(total: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total as u64).with_message(what.to_string());
-    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {elapsed} (eta {eta})").expect("a valid template"));
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {elapsed} (eta {eta})")
+            .expect("a valid template"),
+    );
     bar
 }
 
@@ -243,10 +249,9 @@ fn train_epoch(
 /// Fine-tunes and writes the best checkpoint (by validation accuracy) to `output`.
 pub fn teach(settings: &TrainingSettings, mut splits: Splits, cache: &Path) -> Result<TeachOutcome> {
     let device = Device::Cpu;
-    let output = settings
-        .output
-        .clone()
-        .ok_or_else(|| Error::InvalidConfig { problems: vec!["`teach.output`: name the checkpoint directory to write".into()] })?;
+    let output = settings.output.clone().ok_or_else(|| Error::InvalidConfig {
+        problems: vec!["`teach.output`: name the checkpoint directory to write".into()],
+    })?;
     let labels = select_labels(&mut splits, settings)?;
     if splits.train.is_empty() {
         return Err(Error::InvalidConfig { problems: vec!["no training examples for the chosen labels".into()] });
@@ -263,20 +268,41 @@ pub fn teach(settings: &TrainingSettings, mut splits: Splits, cache: &Path) -> R
     let index: HashMap<&str, u32> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as u32)).collect();
     let steps_per_epoch = splits.train.len().div_ceil(settings.batch_size.max(1));
     let total = steps_per_epoch * settings.epochs;
-    let schedule = LinearSchedule { peak: settings.learning_rate, warmup: ((total as f64) * settings.warmup).round() as usize, total };
-    let mut optimizer = AdamW::new(model.vars(), AdamWSettings { weight_decay: settings.weight_decay, ..AdamWSettings::default() })?;
+    let schedule = LinearSchedule {
+        peak: settings.learning_rate,
+        warmup: ((total as f64) * settings.warmup).round() as usize,
+        total,
+    };
+    let mut optimizer =
+        AdamW::new(model.vars(), AdamWSettings { weight_decay: settings.weight_decay, ..AdamWSettings::default() })?;
     std::fs::create_dir_all(&output).map_err(Error::io(format!("creating {}", output.display())))?;
     let metrics_path = output.join("metrics.jsonl");
-    let mut metrics_file = std::fs::File::create(&metrics_path).map_err(Error::io(format!("creating {}", metrics_path.display())))?;
+    let mut metrics_file =
+        std::fs::File::create(&metrics_path).map_err(Error::io(format!("creating {}", metrics_path.display())))?;
     tracing::info!(
-        labels = labels.len(), train = splits.train.len(), validation = splits.validation.len(),
-        layers = model.num_layers(), steps = total, "fine-tuning a teacher"
+        labels = labels.len(),
+        train = splits.train.len(),
+        validation = splits.validation.len(),
+        layers = model.num_layers(),
+        steps = total,
+        "fine-tuning a teacher"
     );
     let bar = progress(total, "teaching");
     let (mut step, mut epochs, mut best) = (0, Vec::new(), (0usize, -1.0f64));
     for epoch in 0..settings.epochs {
         let started = Instant::now();
-        let train_loss = train_epoch(&model, &checkpoint.tokenizer, &splits.train, &index, &mut optimizer, &schedule, settings, epoch, &mut step, &bar)?;
+        let train_loss = train_epoch(
+            &model,
+            &checkpoint.tokenizer,
+            &splits.train,
+            &index,
+            &mut optimizer,
+            &schedule,
+            settings,
+            epoch,
+            &mut step,
+            &bar,
+        )?;
         let validation_accuracy = accuracy(&model, &checkpoint.tokenizer, &splits.validation, 64, &device)?;
         let metrics = EpochMetrics {
             epoch: epoch + 1,
@@ -287,7 +313,10 @@ pub fn teach(settings: &TrainingSettings, mut splits: Splits, cache: &Path) -> R
         };
         writeln!(metrics_file, "{}", serde_json::to_string(&metrics).expect("metrics serialize"))
             .map_err(Error::io(format!("writing {}", metrics_path.display())))?;
-        bar.println(format!("epoch {}: train loss {train_loss:.4}, validation accuracy {validation_accuracy:.4}", epoch + 1));
+        bar.println(format!(
+            "epoch {}: train loss {train_loss:.4}, validation accuracy {validation_accuracy:.4}",
+            epoch + 1
+        ));
         if validation_accuracy > best.1 {
             best = (epoch + 1, validation_accuracy);
             model.save(&output, &checkpoint.tokenizer)?;
@@ -296,7 +325,8 @@ pub fn teach(settings: &TrainingSettings, mut splits: Splits, cache: &Path) -> R
     }
     bar.finish_and_clear();
     let best_model = Checkpoint::open(&output, settings.max_length, &device)?;
-    let test_accuracy = accuracy(&best_model.classifier(None, false, &device)?, &best_model.tokenizer, &splits.test, 64, &device)?;
+    let test_accuracy =
+        accuracy(&best_model.classifier(None, false, &device)?, &best_model.tokenizer, &splits.test, 64, &device)?;
     let outcome = TeachOutcome {
         output: output.clone(),
         labels,

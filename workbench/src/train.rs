@@ -84,7 +84,11 @@ impl AdamW {
             m.first = ((&m.first * s.beta1)? + (grad * (1.0 - s.beta1))?)?;
             m.second = ((&m.second * s.beta2)? + (grad.sqr()? * (1.0 - s.beta2))?)?;
             let update = ((&m.first / correction1)? / ((&m.second / correction2)?.sqrt()? + s.eps)?)?;
-            let decayed = if m.decay { (m.var.as_tensor() * (1.0 - learning_rate * s.weight_decay))? } else { m.var.as_tensor().clone() };
+            let decayed = if m.decay {
+                (m.var.as_tensor() * (1.0 - learning_rate * s.weight_decay))?
+            } else {
+                m.var.as_tensor().clone()
+            };
             m.var.set(&(decayed - (update * learning_rate)?)?)?;
         }
         Ok(())
@@ -139,7 +143,13 @@ pub fn shuffled_batches(count: usize, size: usize, seed: u64) -> Vec<Vec<usize>>
 }
 
 /// Predicted label indices of `model` for `texts`, dropout off.
-pub fn predict(model: &BertClassifier, tokenizer: &TextTokenizer, texts: &[&str], batch_size: usize, device: &Device) -> Result<Vec<u32>> {
+pub fn predict(
+    model: &BertClassifier,
+    tokenizer: &TextTokenizer,
+    texts: &[&str],
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<u32>> {
     let mut predictions = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(batch_size.max(1)) {
         let batch = tokenizer.batch(chunk, device)?;
@@ -150,13 +160,20 @@ pub fn predict(model: &BertClassifier, tokenizer: &TextTokenizer, texts: &[&str]
 }
 
 /// Accuracy of `model` on `examples`, whose labels are mapped through the model's labels.
-pub fn accuracy(model: &BertClassifier, tokenizer: &TextTokenizer, examples: &[Example], batch_size: usize, device: &Device) -> Result<f64> {
+pub fn accuracy(
+    model: &BertClassifier,
+    tokenizer: &TextTokenizer,
+    examples: &[Example],
+    batch_size: usize,
+    device: &Device,
+) -> Result<f64> {
     if examples.is_empty() {
         return Ok(0.0);
     }
     let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
     let predictions = predict(model, tokenizer, &texts, batch_size, device)?;
-    let correct = predictions.iter().zip(examples).filter(|(&p, e)| model.labels().get(p as usize) == Some(&e.label)).count();
+    let correct =
+        predictions.iter().zip(examples).filter(|(&p, e)| model.labels().get(p as usize) == Some(&e.label)).count();
     Ok(correct as f64 / examples.len() as f64)
 }
 
@@ -198,7 +215,9 @@ mod tests {
         // The 2-D weight also decays: 1 * (1 - 0.1 * 0.5) - 0.1 = 0.85; the 1-D bias does not: 1 - 0.1 = 0.9.
         let weight = Var::ones((1, 1), DType::F32, &Device::Cpu).unwrap();
         let bias = Var::ones(1, DType::F32, &Device::Cpu).unwrap();
-        let loss = ((weight.as_tensor().sum_all().unwrap() * 2.0).unwrap() + (bias.as_tensor().sum_all().unwrap() * 0.5).unwrap()).unwrap();
+        let loss = ((weight.as_tensor().sum_all().unwrap() * 2.0).unwrap()
+            + (bias.as_tensor().sum_all().unwrap() * 0.5).unwrap())
+        .unwrap();
         let grads = loss.backward().unwrap();
         let settings = AdamWSettings { weight_decay: 0.5, ..AdamWSettings::default() };
         let mut optimizer = AdamW::new(&[weight.clone(), bias.clone()], settings).unwrap();

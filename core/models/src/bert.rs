@@ -7,7 +7,7 @@ use candle_nn::{ops::softmax, Embedding, Linear};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
-use crate::{BertConfig, Batch, Result};
+use crate::{Batch, BertConfig, Result};
 
 /// The source of dropout masks for one stochastic forward pass; the same seed gives the same
 /// masks, so stochastic passes are reproducible.
@@ -103,9 +103,9 @@ impl ParamBuilder<'_> {
             vec![0.0; count]
         } else {
             {
-            let normal = Normal::new(0.0f32, 0.02).expect("a valid std");
-            (0..count).map(|_| normal.sample(&mut self.rng)).collect()
-        }
+                let normal = Normal::new(0.0f32, 0.02).expect("a valid std");
+                (0..count).map(|_| normal.sample(&mut self.rng)).collect()
+            }
         };
         let tensor = Tensor::from_vec(values, shape, &self.device)?;
         self.register(name, tensor)
@@ -241,8 +241,14 @@ impl BertClassifier {
         let hidden_dropout = Dropout::new(config.hidden_dropout_prob);
         let embeddings = Embeddings {
             words: Embedding::new(p.load("embeddings.word_embeddings.weight", &[config.vocab_size, h])?, h),
-            positions: Embedding::new(p.load("embeddings.position_embeddings.weight", &[config.max_position_embeddings, h])?, h),
-            token_types: Embedding::new(p.load("embeddings.token_type_embeddings.weight", &[config.type_vocab_size, h])?, h),
+            positions: Embedding::new(
+                p.load("embeddings.position_embeddings.weight", &[config.max_position_embeddings, h])?,
+                h,
+            ),
+            token_types: Embedding::new(
+                p.load("embeddings.token_type_embeddings.weight", &[config.type_vocab_size, h])?,
+                h,
+            ),
             norm: p.layer_norm("embeddings.LayerNorm", h, eps)?,
             dropout: hidden_dropout,
         };
@@ -319,10 +325,12 @@ impl BertClassifier {
     /// Runs the model; dropout is on exactly when `pass` is given.
     pub fn forward(&self, batch: &Batch, mut pass: Option<&mut StochasticPass>) -> Result<ModelOutput> {
         let (size, length) = batch.ids.dims2()?;
-        let positions = Tensor::arange(0u32, length as u32, &self.device)?.unsqueeze(0)?.broadcast_as((size, length))?;
+        let positions =
+            Tensor::arange(0u32, length as u32, &self.device)?.unsqueeze(0)?.broadcast_as((size, length))?;
         let token_types = Tensor::zeros((size, length), DType::U32, &self.device)?;
         let e = &self.embeddings;
-        let summed = ((e.words.forward(&batch.ids)? + e.positions.forward(&positions)?)? + e.token_types.forward(&token_types)?)?;
+        let summed = ((e.words.forward(&batch.ids)? + e.positions.forward(&positions)?)?
+            + e.token_types.forward(&token_types)?)?;
         let mut hidden = e.dropout.forward(&e.norm.forward(&summed)?, pass.as_deref_mut())?;
         // Padding gets the lowest f32 added to its attention scores, as Hugging Face does.
         let mask = ((batch.mask.ones_like()? - &batch.mask)? * f64::from(f32::MIN))?.reshape((size, 1, 1, length))?;

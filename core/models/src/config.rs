@@ -58,11 +58,17 @@ impl BertConfig {
         if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
             return Err(ModelError::file(
                 path,
-                format!("hidden_size {} is not a multiple of num_attention_heads {}", config.hidden_size, config.num_attention_heads),
+                format!(
+                    "hidden_size {} is not a multiple of num_attention_heads {}",
+                    config.hidden_size, config.num_attention_heads
+                ),
             ));
         }
         if config.hidden_act != "gelu" {
-            return Err(ModelError::file(path, format!("hidden_act `{}` is not supported (only gelu)", config.hidden_act)));
+            return Err(ModelError::file(
+                path,
+                format!("hidden_act `{}` is not supported (only gelu)", config.hidden_act),
+            ));
         }
         Ok(config)
     }
@@ -70,7 +76,8 @@ impl BertConfig {
     /// Label names in logit order, from `id2label`.
     pub fn labels(&self) -> Option<Vec<String>> {
         let id2label = self.id2label.as_ref()?;
-        let mut labels: Vec<(usize, &String)> = id2label.iter().filter_map(|(id, l)| id.parse().ok().map(|i| (i, l))).collect();
+        let mut labels: Vec<(usize, &String)> =
+            id2label.iter().filter_map(|(id, l)| id.parse().ok().map(|i| (i, l))).collect();
         labels.sort();
         Some(labels.into_iter().map(|(_, l)| l.clone()).collect())
     }

@@ -76,7 +76,13 @@ fn labels(names: &[&str]) -> Vec<String> {
 }
 
 fn options(layers: Option<usize>, trainable: bool) -> ClassifierOptions {
-    ClassifierOptions { labels: labels(&["sport", "politics", "other"]), layers, seed: 5, trainable, freeze_word_embeddings: false }
+    ClassifierOptions {
+        labels: labels(&["sport", "politics", "other"]),
+        layers,
+        seed: 5,
+        trainable,
+        freeze_word_embeddings: false,
+    }
 }
 
 const TEXTS: [&str; 3] = ["the sport team goal", "vote the law", "a big big news state party ball"];
@@ -94,7 +100,11 @@ fn deterministic_passes_are_identical_and_stochastic_ones_follow_their_seed() {
     let checkpoint = Checkpoint::open(dir.path(), 16, &Device::Cpu).unwrap();
     let model = checkpoint.classifier_for(&options(None, false), &Device::Cpu).unwrap();
     assert_eq!(logits(&checkpoint, &model, None), logits(&checkpoint, &model, None), "bit-identical");
-    let (a, b, c) = (logits(&checkpoint, &model, Some(1)), logits(&checkpoint, &model, Some(1)), logits(&checkpoint, &model, Some(2)));
+    let (a, b, c) = (
+        logits(&checkpoint, &model, Some(1)),
+        logits(&checkpoint, &model, Some(1)),
+        logits(&checkpoint, &model, Some(2)),
+    );
     assert_eq!(a, b, "same seed, same masks");
     assert_ne!(a, c, "different seeds, different masks");
     assert_ne!(a, logits(&checkpoint, &model, None), "dropout is on in stochastic passes");
@@ -107,7 +117,10 @@ fn names_with_and_without_the_bert_prefix_load_the_same_model() {
     tiny_checkpoint(prefixed.path(), "bert.", None);
     let a = Checkpoint::open(plain.path(), 16, &Device::Cpu).unwrap();
     let b = Checkpoint::open(prefixed.path(), 16, &Device::Cpu).unwrap();
-    let (ma, mb) = (a.classifier_for(&options(None, false), &Device::Cpu).unwrap(), b.classifier_for(&options(None, false), &Device::Cpu).unwrap());
+    let (ma, mb) = (
+        a.classifier_for(&options(None, false), &Device::Cpu).unwrap(),
+        b.classifier_for(&options(None, false), &Device::Cpu).unwrap(),
+    );
     assert_eq!(logits(&a, &ma, None), logits(&b, &mb, None));
 }
 
@@ -124,7 +137,8 @@ fn a_saved_checkpoint_gives_the_same_logits_and_labels() {
     assert_eq!(reopened.config.num_hidden_layers, 1, "the cut is saved");
     let again = reopened.classifier(None, false, &Device::Cpu).unwrap();
     assert_eq!(logits(&checkpoint, &model, None), logits(&reopened, &again, None));
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(saved.path().join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(saved.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(config["label2id"]["politics"], 1);
     assert_eq!(config["architectures"][0], "BertForSequenceClassification");
 }
@@ -146,13 +160,16 @@ fn every_parameter_receives_a_gradient() {
     let model = checkpoint.classifier_for(&options(None, true), &Device::Cpu).unwrap();
     let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
     let output = model.forward(&batch, Some(&mut StochasticPass::new(3))).unwrap();
-    let loss = candle_nn::loss::cross_entropy(&output.logits, &Tensor::new(&[0u32, 1, 2], &Device::Cpu).unwrap()).unwrap();
+    let loss =
+        candle_nn::loss::cross_entropy(&output.logits, &Tensor::new(&[0u32, 1, 2], &Device::Cpu).unwrap()).unwrap();
     let grads = loss.backward().unwrap();
     let missing: Vec<&str> = model
         .params()
         .iter()
         .zip(model.vars())
-        .filter(|(_, var)| grads.get(var).is_none_or(|g| g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0))
+        .filter(|(_, var)| {
+            grads.get(var).is_none_or(|g| g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0)
+        })
         .map(|((name, _), _)| name.as_str())
         .collect();
     // Rows of the embedding tables that no token used get zero gradient, but each table as a
@@ -200,7 +217,11 @@ fn a_tokenizer_larger_than_the_vocabulary_is_refused() {
     longer.extend(["extra1", "extra2"].map(String::from));
     std::fs::write(dir.path().join("vocab.txt"), longer.join("\n")).unwrap();
     let message = open_error(dir.path());
-    assert!(message.contains("vocab.txt does not match the model: it has 19 tokens but the model's embeddings have 17 rows"), "{message}");
+    assert!(
+        message
+            .contains("vocab.txt does not match the model: it has 19 tokens but the model's embeddings have 17 rows"),
+        "{message}"
+    );
 }
 
 #[test]

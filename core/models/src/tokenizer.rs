@@ -32,7 +32,11 @@ impl TextTokenizer {
         let json = dir.join("tokenizer.json");
         let vocab = dir.join("vocab.txt");
         let (mut tokenizer, path) = if json.is_file() {
-            (Tokenizer::from_file(&json).map_err(|e| ModelError::file(&json, format!("unreadable tokenizer: {e}")))?, json)
+            (
+                Tokenizer::from_file(&json)
+                    .map_err(|e| ModelError::file(&json, format!("unreadable tokenizer: {e}")))?,
+                json,
+            )
         } else if vocab.is_file() {
             (Self::from_vocab(&vocab)?, vocab)
         } else {
@@ -43,9 +47,10 @@ impl TextTokenizer {
             .with_truncation(None)
             .map_err(|e| ModelError::file(&path, format!("cannot switch truncation off: {e}")))?;
         let id = |token: &str| {
-            tokenizer
-                .token_to_id(token)
-                .ok_or_else(|| ModelError::TokenizerMismatch { path: path.clone(), reason: format!("it has no `{token}` token") })
+            tokenizer.token_to_id(token).ok_or_else(|| ModelError::TokenizerMismatch {
+                path: path.clone(),
+                reason: format!("it has no `{token}` token"),
+            })
         };
         let (sep, pad) = (id("[SEP]")?, id("[PAD]")?);
         if max_length < 2 {
@@ -62,8 +67,9 @@ impl TextTokenizer {
             .map_err(|e| ModelError::file(vocab, format!("unreadable vocabulary: {e}")))?;
         let mut tokenizer = Tokenizer::new(wordpiece);
         let token = |t: &str| {
-            tokenizer.token_to_id(t).map(|id| (t.to_string(), id)).ok_or_else(|| {
-                ModelError::TokenizerMismatch { path: vocab.into(), reason: format!("the vocabulary has no `{t}`") }
+            tokenizer.token_to_id(t).map(|id| (t.to_string(), id)).ok_or_else(|| ModelError::TokenizerMismatch {
+                path: vocab.into(),
+                reason: format!("the vocabulary has no `{t}`"),
             })
         };
         let (sep, cls) = (token("[SEP]")?, token("[CLS]")?);

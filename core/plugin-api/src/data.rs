@@ -84,10 +84,7 @@ impl Tensor {
         if self.shape() == expected {
             Ok(())
         } else {
-            Err(PluginError::invalid_input(format!(
-                "{what} has shape {:?}, expected {expected:?}",
-                self.shape()
-            )))
+            Err(PluginError::invalid_input(format!("{what} has shape {:?}, expected {expected:?}", self.shape())))
         }
     }
 }
@@ -143,6 +140,12 @@ pub struct ComponentSpec {
     pub doc: RString,
     pub params: RVec<ParamSpec>,
     pub signals: Signals,
+}
+
+impl ComponentSpec {
+    pub fn new(name: &str, kind: ComponentKind, doc: &str, params: Vec<ParamSpec>, signals: Signals) -> Self {
+        Self { name: name.into(), kind, doc: doc.into(), params: params.into(), signals }
+    }
 }
 
 /// What a plugin declares about itself; read by the host before anything is created.

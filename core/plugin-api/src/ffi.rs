@@ -19,8 +19,8 @@ use abi_stable::{
 
 use crate::{
     logging, ApiVersion, Estimator, ForwardRequest, HostContext, ParamTable, Plugin, PluginError, PluginErrorKind,
-    PluginManifest, PluginResult, Recipe, SamplingPlan, Strategy, StrategyInput, Teacher, TeacherInfo,
-    TeacherOutput, TeacherSamples, Tensor,
+    PluginManifest, PluginResult, Recipe, SamplingPlan, Strategy, StrategyInput, Teacher, TeacherInfo, TeacherOutput,
+    TeacherSamples, Tensor,
 };
 
 /// Name of the plain C symbol returning a [`Handshake`]. The host reads it before anything else,
@@ -149,14 +149,20 @@ extern "C" fn create_teacher<P: Plugin>(component: RStr<'_>, params: &ParamTable
     })
 }
 
-extern "C" fn create_estimator<P: Plugin>(component: RStr<'_>, params: &ParamTable) -> RResult<EstimatorBox, PluginError> {
+extern "C" fn create_estimator<P: Plugin>(
+    component: RStr<'_>,
+    params: &ParamTable,
+) -> RResult<EstimatorBox, PluginError> {
     guard(|| {
         let estimator = P::create_estimator(component.as_str(), params)?;
         Ok(FfiEstimator_TO::from_value(GuardedEstimator(estimator), TD_Opaque))
     })
 }
 
-extern "C" fn create_strategy<P: Plugin>(component: RStr<'_>, params: &ParamTable) -> RResult<StrategyBox, PluginError> {
+extern "C" fn create_strategy<P: Plugin>(
+    component: RStr<'_>,
+    params: &ParamTable,
+) -> RResult<StrategyBox, PluginError> {
     guard(|| {
         let strategy = P::create_strategy(component.as_str(), params)?;
         Ok(FfiStrategy_TO::from_value(GuardedStrategy(strategy), TD_Opaque))
@@ -173,6 +179,20 @@ pub fn module<P: Plugin>() -> PluginModuleRef {
         create_strategy: create_strategy::<P>,
     };
     module.leak_into_prefix()
+}
+
+/// The manifest of the calling plugin crate: its package name and version, this API version
+/// and the given components.
+#[macro_export]
+macro_rules! manifest {
+    ($($component:expr),* $(,)?) => {
+        $crate::PluginManifest {
+            name: env!("CARGO_PKG_NAME").into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            api_version: $crate::API_VERSION,
+            components: vec![$($component),*].into(),
+        }
+    };
 }
 
 /// Exports a type implementing [`crate::Plugin`] as a workbench plugin.
@@ -198,4 +218,3 @@ macro_rules! export_plugin {
         }
     };
 }
-

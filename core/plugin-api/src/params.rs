@@ -259,7 +259,10 @@ impl ParamTable {
     typed_getter!(text, Text, String, |v: &RString| v.to_string());
     typed_getter!(text_list, TextList, Vec<String>, |v: &RVec<RString>| v.iter().map(|s| s.to_string()).collect());
     typed_getter!(float_list, FloatList, Vec<f64>, |v: &RVec<f64>| v.to_vec());
-    typed_getter!(float_matrix, FloatMatrix, Vec<Vec<f64>>, |v: &RVec<RVec<f64>>| v.iter().map(|r| r.to_vec()).collect());
+    typed_getter!(float_matrix, FloatMatrix, Vec<Vec<f64>>, |v: &RVec<RVec<f64>>| v
+        .iter()
+        .map(|r| r.to_vec())
+        .collect());
 
     /// A number; integers are accepted where a float is declared.
     pub fn float(&self, name: &str) -> PluginResult<f64> {

@@ -3,8 +3,8 @@
 use abi_stable::std_types::RString;
 
 use crate::{
-    ComponentKind, ForwardRequest, ParamTable, PluginError, PluginManifest, PluginResult, Recipe,
-    SamplingPlan, StrategyInput, TeacherInfo, TeacherOutput, TeacherSamples, Tensor,
+    ComponentKind, ForwardRequest, ParamTable, PluginError, PluginManifest, PluginResult, Recipe, SamplingPlan,
+    StrategyInput, TeacherInfo, TeacherOutput, TeacherSamples, Tensor,
 };
 
 /// A teacher: a model fine-tuned on its own label set. It tokenizes its own input.

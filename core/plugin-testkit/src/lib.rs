@@ -12,9 +12,8 @@
 //! ```
 
 use workbench_plugin_api::{
-    abi_stable::std_types::RString,
-    math::softmax,
-    LabelSpace, Recipe, Strategy, StrategyInput, TeacherSamples, TeacherSignals, Tensor,
+    abi_stable::std_types::RString, math::softmax, LabelSpace, Recipe, Strategy, StrategyInput, TeacherSamples,
+    TeacherSignals, Tensor,
 };
 
 /// A teacher with fixed logits (one row per instance) and optional hidden states.
@@ -70,7 +69,11 @@ impl Harness {
                     name: t.name.as_str().into(),
                     label_map: map.clone().into(),
                     logits: Tensor::from_rows(&t.logits).expect("fake logits rows have equal widths"),
-                    hidden: t.hidden.as_ref().map(|h| Tensor::from_rows(h).expect("fake hidden rows have equal widths")).into(),
+                    hidden: t
+                        .hidden
+                        .as_ref()
+                        .map(|h| Tensor::from_rows(h).expect("fake hidden rows have equal widths"))
+                        .into(),
                 })
                 .collect(),
             scores: scores.map(|s| Tensor::from_rows(&s).expect("one score per teacher and instance")).into(),
@@ -96,4 +99,3 @@ impl Harness {
         Ok(recipe)
     }
 }
-

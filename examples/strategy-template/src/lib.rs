@@ -3,27 +3,21 @@
 
 use workbench_plugin_api::{
     abi_stable::std_types::ROption, export_plugin, math::softmax, ComponentKind, ComponentSpec, DistributionTerm,
-    ParamSpec, ParamTable, Plugin, PluginError, PluginManifest, PluginResult, Recipe, Signals, Strategy,
-    StrategyInput, Tensor, Term, API_VERSION,
+    ParamSpec, ParamTable, Plugin, PluginError, PluginManifest, PluginResult, Recipe, Signals, Strategy, StrategyInput,
+    Tensor, Term,
 };
 
 pub struct ConfidentKdPlugin;
 
 impl Plugin for ConfidentKdPlugin {
     fn manifest() -> PluginManifest {
-        PluginManifest {
-            name: env!("CARGO_PKG_NAME").into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            api_version: API_VERSION,
-            components: vec![ComponentSpec {
-                name: "confident-kd".into(),
-                kind: ComponentKind::Strategy,
-                doc: "Distil, per instance, the teacher with the highest top probability.".into(),
-                params: vec![ParamSpec::float("temperature", 1.0, "Distillation temperature.").range(0.05, 100.0)].into(),
-                signals: Signals::default(),
-            }]
-            .into(),
-        }
+        workbench_plugin_api::manifest![ComponentSpec::new(
+            "confident-kd",
+            ComponentKind::Strategy,
+            "Distil, per instance, the teacher with the highest top probability.",
+            vec![ParamSpec::float("temperature", 1.0, "Distillation temperature.").range(0.05, 100.0)],
+            Signals::default(),
+        )]
     }
 
     fn create_strategy(component: &str, params: &ParamTable) -> PluginResult<Box<dyn Strategy>> {

@@ -8,37 +8,29 @@ use candle_core::{Device, Tensor as CandleTensor};
 use workbench_models::{BertClassifier, Checkpoint, StochasticPass, TextTokenizer};
 use workbench_plugin_api::{
     abi_stable::std_types::{ROption, RString},
-    export_plugin, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamSpec, ParamTable, Plugin,
-    PluginError, PluginManifest, PluginResult, Sampling, Signals, Teacher, TeacherInfo, TeacherOutput, Tensor,
-    API_VERSION,
+    export_plugin, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamSpec, ParamTable, Plugin, PluginError,
+    PluginManifest, PluginResult, Sampling, Signals, Teacher, TeacherInfo, TeacherOutput, Tensor,
 };
 
 pub struct BertTeacherPlugin;
 
 impl Plugin for BertTeacherPlugin {
     fn manifest() -> PluginManifest {
-        PluginManifest {
-            name: env!("CARGO_PKG_NAME").into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            api_version: API_VERSION,
-            components: vec![ComponentSpec {
-                name: "bert".into(),
-                kind: ComponentKind::Teacher,
-                doc: "A fine-tuned BERT-family checkpoint directory (several make an ensemble).".into(),
-                params: vec![
-                    ParamSpec::required(
-                        "checkpoints",
-                        ParamKind::TextList,
-                        "Hugging Face checkpoint directories with a classification head; several are ensemble members.",
-                    ),
-                    ParamSpec::int("max_length", 128, "Tokens per text, [CLS] and [SEP] included.").range(2.0, 4096.0),
-                    ParamSpec::int("batch_size", 32, "Texts per forward pass.").range(1.0, 4096.0),
-                ]
-                .into(),
-                signals: Signals { stochastic_passes: true, member_passes: true, hidden_states: true, scores: false },
-            }]
-            .into(),
-        }
+        workbench_plugin_api::manifest![ComponentSpec::new(
+            "bert",
+            ComponentKind::Teacher,
+            "A fine-tuned BERT-family checkpoint directory (several make an ensemble).",
+            vec![
+                ParamSpec::required(
+                    "checkpoints",
+                    ParamKind::TextList,
+                    "Hugging Face checkpoint directories with a classification head; several are ensemble members.",
+                ),
+                ParamSpec::int("max_length", 128, "Tokens per text, [CLS] and [SEP] included.").range(2.0, 4096.0),
+                ParamSpec::int("batch_size", 32, "Texts per forward pass.").range(1.0, 4096.0),
+            ],
+            Signals { stochastic_passes: true, member_passes: true, hidden_states: true, scores: false },
+        )]
     }
 
     fn create_teacher(component: &str, params: &ParamTable) -> PluginResult<Box<dyn Teacher>> {
@@ -46,7 +38,11 @@ impl Plugin for BertTeacherPlugin {
             return Err(PluginError::unsupported(format!("no teacher named `{component}`")));
         }
         let checkpoints = params.text_list("checkpoints")?;
-        Ok(Box::new(BertTeacher::open(&checkpoints, params.int("max_length")? as usize, params.int("batch_size")? as usize)?))
+        Ok(Box::new(BertTeacher::open(
+            &checkpoints,
+            params.int("max_length")? as usize,
+            params.int("batch_size")? as usize,
+        )?))
     }
 }
 
@@ -97,7 +93,12 @@ impl BertTeacher {
     }
 
     /// Logits `[B, L]` and pooled states `[B, H]` of one member, in chunks of `batch_size`.
-    fn run(&self, member: &Member, texts: &[RString], mut pass: Option<&mut StochasticPass>) -> PluginResult<(CandleTensor, CandleTensor)> {
+    fn run(
+        &self,
+        member: &Member,
+        texts: &[RString],
+        mut pass: Option<&mut StochasticPass>,
+    ) -> PluginResult<(CandleTensor, CandleTensor)> {
         let mut logits = Vec::new();
         let mut pooled = Vec::new();
         for chunk in texts.chunks(self.batch_size) {
@@ -130,7 +131,8 @@ impl Teacher for BertTeacher {
     fn forward(&mut self, texts: &[RString], request: &ForwardRequest) -> PluginResult<TeacherOutput> {
         let samples: Vec<CandleTensor> = match request.sampling {
             Sampling::Deterministic => {
-                let outputs = self.members.iter().map(|m| self.run(m, texts, None)).collect::<PluginResult<Vec<_>>>()?;
+                let outputs =
+                    self.members.iter().map(|m| self.run(m, texts, None)).collect::<PluginResult<Vec<_>>>()?;
                 let logits: Vec<CandleTensor> = outputs.iter().map(|(l, _)| l.clone()).collect();
                 let mean = CandleTensor::stack(&logits, 0).and_then(|t| t.mean(0)).map_err(model_error)?;
                 let hidden = if request.want_hidden {
@@ -156,7 +158,11 @@ impl Teacher for BertTeacher {
                     })
                     .collect::<PluginResult<Vec<_>>>()?
             }
-            Sampling::Members => self.members.iter().map(|m| self.run(m, texts, None).map(|(l, _)| l)).collect::<PluginResult<Vec<_>>>()?,
+            Sampling::Members => self
+                .members
+                .iter()
+                .map(|m| self.run(m, texts, None).map(|(l, _)| l))
+                .collect::<PluginResult<Vec<_>>>()?,
         };
         let stacked = CandleTensor::stack(&samples, 0).map_err(model_error)?;
         let hidden = if request.want_hidden {

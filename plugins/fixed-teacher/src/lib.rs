@@ -8,35 +8,31 @@ use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use workbench_plugin_api::{
     abi_stable::std_types::{ROption, RString},
-    export_plugin, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamSpec, ParamTable, Plugin,
-    PluginError, PluginManifest, PluginResult, Sampling, Signals, Teacher, TeacherInfo, TeacherOutput,
-    Tensor, API_VERSION,
+    export_plugin, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamSpec, ParamTable, Plugin, PluginError,
+    PluginManifest, PluginResult, Sampling, Signals, Teacher, TeacherInfo, TeacherOutput, Tensor,
 };
 
 pub struct FixedTeacherPlugin;
 
 impl Plugin for FixedTeacherPlugin {
     fn manifest() -> PluginManifest {
-        PluginManifest {
-            name: env!("CARGO_PKG_NAME").into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            api_version: API_VERSION,
-            components: vec![ComponentSpec {
-                name: "fixed-logits".into(),
-                kind: ComponentKind::Teacher,
-                doc: "A teacher with fixed logits per input position and no model (tests, strategy development).".into(),
-                params: vec![
-                    ParamSpec::required("labels", ParamKind::TextList, "The teacher's label names, in logit order."),
-                    ParamSpec::required("rows", ParamKind::FloatMatrix, "Logit rows; the i-th text of a call gets row i mod rows."),
-                    ParamSpec::float("noise", 0.5, "Std of the seeded Gaussian noise of stochastic passes and members.")
-                        .at_least(0.0),
-                    ParamSpec::int("members", 1, "Number of simulated ensemble members.").range(1.0, 64.0),
-                ]
-                .into(),
-                signals: Signals { stochastic_passes: true, member_passes: true, hidden_states: true, scores: false },
-            }]
-            .into(),
-        }
+        workbench_plugin_api::manifest![ComponentSpec::new(
+            "fixed-logits",
+            ComponentKind::Teacher,
+            "A teacher with fixed logits per input position and no model (tests, strategy development).",
+            vec![
+                ParamSpec::required("labels", ParamKind::TextList, "The teacher's label names, in logit order."),
+                ParamSpec::required(
+                    "rows",
+                    ParamKind::FloatMatrix,
+                    "Logit rows; the i-th text of a call gets row i mod rows."
+                ),
+                ParamSpec::float("noise", 0.5, "Std of the seeded Gaussian noise of stochastic passes and members.")
+                    .at_least(0.0),
+                ParamSpec::int("members", 1, "Number of simulated ensemble members.").range(1.0, 64.0),
+            ],
+            Signals { stochastic_passes: true, member_passes: true, hidden_states: true, scores: false },
+        )]
     }
 
     fn create_teacher(component: &str, params: &ParamTable) -> PluginResult<Box<dyn Teacher>> {

@@ -39,7 +39,8 @@ fn input(only: Option<usize>) -> StrategyInput {
     };
     StrategyInput {
         union_labels: ["a0", "a1", "b0", "b1", "b2"].iter().map(|&l| RString::from(l)).collect(),
-        teachers: vec![teacher("A", vec![0, 1], pick(a), pick(ha)), teacher("B", vec![2, 3, 4], pick(b), pick(hb))].into(),
+        teachers: vec![teacher("A", vec![0, 1], pick(a), pick(ha)), teacher("B", vec![2, 3, 4], pick(b), pick(hb))]
+            .into(),
         scores: ROption::RSome(Tensor::from_rows(&pick(scores)).unwrap()),
     }
 }
@@ -117,7 +118,10 @@ fn muka_hard_takes_the_most_certain_teacher() {
     let term = distribution(&r, 0);
     assert_eq!(term.labels.as_slice(), &[0, 1, 2, 3, 4]);
     // i0: A (0.8 > 0.2); i1: B (0.5 > 0.1); i2: a tie, the first teacher A.
-    assert_close(term.target.data(), &[0.25, 0.75, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0 / 3.0, 1.0 / 3.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+    assert_close(
+        term.target.data(),
+        &[0.25, 0.75, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0 / 3.0, 1.0 / 3.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
+    );
     // Margins |s1 - s2| + 1e-6: 0.6, 0.4, 0 (the tie).
     assert_close(term.weights.as_ref().unwrap(), &[0.600001, 0.400001, 0.000001]);
     // A batch of size 1 works and gives the same row.
@@ -133,7 +137,9 @@ fn muka_hard_equals_the_one_hot_choice_of_teacher() {
     // Hard integration is soft integration with one-hot weights on the argmax teacher.
     assert_eq!(integration_weights(&[0.8, 0.2], Integration::Hard), vec![1.0, 0.0]);
     assert_eq!(integration_weights(&[0.1, 0.5], Integration::Hard), vec![0.0, 1.0]);
-    let hard = distribution(&recipe(&Muka { integration: Integration::Hard, margin: false, temperature: 1.0 }, None), 0).clone();
+    let hard =
+        distribution(&recipe(&Muka { integration: Integration::Hard, margin: false, temperature: 1.0 }, None), 0)
+            .clone();
     let uhc = recipe(&Uhc { temperature: 1.0 }, None);
     let (pa, pb) = (distribution(&uhc, 0).target.data(), distribution(&uhc, 1).target.data());
     let choice = [0, 1, 0];
@@ -170,7 +176,9 @@ fn muka_soft_integrates_by_softmax_of_scores() {
 
 #[test]
 fn muka_soft_approaches_hard_as_tau_goes_to_zero() {
-    let hard = distribution(&recipe(&Muka { integration: Integration::Hard, margin: true, temperature: 1.0 }, Some(0)), 0).clone();
+    let hard =
+        distribution(&recipe(&Muka { integration: Integration::Hard, margin: true, temperature: 1.0 }, Some(0)), 0)
+            .clone();
     let mut previous_gap = f32::INFINITY;
     for tau in [1.0, 0.1, 0.01, 0.001] {
         let soft = Muka { integration: Integration::Soft { tau }, margin: true, temperature: 1.0 };
@@ -198,7 +206,8 @@ fn muka_without_scores_is_refused() {
     assert!(error.message.contains("configure an estimator"), "{error}");
 }
 
-const FEATURES: FeatureSettings = FeatureSettings { temperature: 1.0, code_dim: 4, feature_weight: 0.5, reconstruction_weight: 2.0 };
+const FEATURES: FeatureSettings =
+    FeatureSettings { temperature: 1.0, code_dim: 4, feature_weight: 0.5, reconstruction_weight: 2.0 };
 
 #[test]
 fn dfa_adds_the_concatenated_hidden_states_to_vanilla_kd() {

@@ -4,8 +4,7 @@
 //! MMD in a common space, with reconstruction.
 
 use workbench_plugin_api::{
-    FeatureMatch, FeatureTerm, PluginError, PluginResult, Recipe, Strategy, StrategyInput, TeacherSignals, Tensor,
-    Term,
+    FeatureMatch, FeatureTerm, PluginError, PluginResult, Recipe, Strategy, StrategyInput, TeacherSignals, Tensor, Term,
 };
 
 use crate::vanilla_kd_term;

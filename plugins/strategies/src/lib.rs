@@ -12,13 +12,13 @@ pub use uhc::Uhc;
 pub use vanilla_kd::{vanilla_kd_term, VanillaKd};
 use workbench_plugin_api::{
     export_plugin, math::softmax, ComponentKind, ComponentSpec, ParamSpec, ParamTable, Plugin, PluginError,
-    PluginManifest, PluginResult, Signals, Strategy, TeacherSignals, API_VERSION,
+    PluginManifest, PluginResult, Signals, Strategy, TeacherSignals,
 };
 
 pub struct StrategiesPlugin;
 
 fn component(name: &str, doc: &str, params: Vec<ParamSpec>, signals: Signals) -> ComponentSpec {
-    ComponentSpec { name: name.into(), kind: ComponentKind::Strategy, doc: doc.into(), params: params.into(), signals }
+    ComponentSpec::new(name, ComponentKind::Strategy, doc, params, signals)
 }
 
 fn temperature() -> ParamSpec {
@@ -28,22 +28,22 @@ fn temperature() -> ParamSpec {
 fn feature_params() -> Vec<ParamSpec> {
     vec![
         temperature(),
-        ParamSpec::int("code_dim", 128, "Width of the shared feature space of the host-owned adapters.").range(1.0, 65536.0),
+        ParamSpec::int("code_dim", 128, "Width of the shared feature space of the host-owned adapters.")
+            .range(1.0, 65536.0),
         ParamSpec::float("feature_weight", 1.0, "Weight of the feature-matching loss.").at_least(0.0),
-        ParamSpec::float("reconstruction_weight", 1.0, "Weight of the teacher-feature reconstruction loss.").at_least(0.0),
+        ParamSpec::float("reconstruction_weight", 1.0, "Weight of the teacher-feature reconstruction loss.")
+            .at_least(0.0),
     ]
 }
 
-const NEEDS_HIDDEN: Signals = Signals { stochastic_passes: false, member_passes: false, hidden_states: true, scores: false };
-const NEEDS_SCORES: Signals = Signals { stochastic_passes: false, member_passes: false, hidden_states: false, scores: true };
+const NEEDS_HIDDEN: Signals =
+    Signals { stochastic_passes: false, member_passes: false, hidden_states: true, scores: false };
+const NEEDS_SCORES: Signals =
+    Signals { stochastic_passes: false, member_passes: false, hidden_states: false, scores: true };
 
 impl Plugin for StrategiesPlugin {
     fn manifest() -> PluginManifest {
-        PluginManifest {
-            name: env!("CARGO_PKG_NAME").into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            api_version: API_VERSION,
-            components: vec![
+        workbench_plugin_api::manifest![
                 component(
                     "vanilla-kd",
                     "Distil softmax(concat(teacher logits) / T), loss scaled by T².",
@@ -78,10 +78,7 @@ impl Plugin for StrategiesPlugin {
                     "Common feature learning: match teacher and student features in a common space with multi-kernel MMD, plus reconstruction and vanilla KD.",
                     feature_params(),
                     NEEDS_HIDDEN,
-                ),
-            ]
-            .into(),
-        }
+                )]
     }
 
     fn create_strategy(component: &str, params: &ParamTable) -> PluginResult<Box<dyn Strategy>> {

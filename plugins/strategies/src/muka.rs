@@ -26,10 +26,7 @@ pub struct Muka {
 pub fn integration_weights(scores: &[f32], integration: Integration) -> Vec<f32> {
     match integration {
         Integration::Hard => {
-            let best = scores
-                .iter()
-                .enumerate()
-                .fold(0, |best, (t, &s)| if s > scores[best] { t } else { best });
+            let best = scores.iter().enumerate().fold(0, |best, (t, &s)| if s > scores[best] { t } else { best });
             (0..scores.len()).map(|t| if t == best { 1.0 } else { 0.0 }).collect()
         }
         Integration::Soft { tau } => softmax(scores, tau),

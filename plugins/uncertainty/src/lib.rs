@@ -5,8 +5,8 @@ mod measures;
 
 pub use measures::{certainty, Measure};
 use workbench_plugin_api::{
-    export_plugin, ComponentKind, ComponentSpec, Estimator, ParamSpec, ParamTable, Plugin, PluginError,
-    PluginManifest, PluginResult, SamplingPlan, TeacherSamples, Tensor, API_VERSION,
+    export_plugin, ComponentKind, ComponentSpec, Estimator, ParamSpec, ParamTable, Plugin, PluginError, PluginManifest,
+    PluginResult, SamplingPlan, TeacherSamples, Tensor,
 };
 
 #[cfg(test)]
@@ -24,23 +24,13 @@ fn measure_param(choices: &[&str]) -> ParamSpec {
 }
 
 fn component(name: &str, doc: &str, params: Vec<ParamSpec>, plan: SamplingPlan) -> ComponentSpec {
-    ComponentSpec {
-        name: name.into(),
-        kind: ComponentKind::Estimator,
-        doc: doc.into(),
-        params: params.into(),
-        signals: plan.signals(),
-    }
+    ComponentSpec::new(name, ComponentKind::Estimator, doc, params, plan.signals())
 }
 
 impl Plugin for UncertaintyPlugin {
     fn manifest() -> PluginManifest {
         let stochastic = SamplingPlan::Stochastic { passes: 16, top_layers: 0 };
-        PluginManifest {
-            name: env!("CARGO_PKG_NAME").into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            api_version: API_VERSION,
-            components: vec![
+        workbench_plugin_api::manifest![
                 component(
                     "entropy",
                     "Certainty from one deterministic pass per teacher.",
@@ -67,10 +57,7 @@ impl Plugin for UncertaintyPlugin {
                     "Certainty from the members of ensemble teachers (one deterministic pass per member).",
                     vec![measure_param(&["entropy", "mutual-information", "max-prob"])],
                     SamplingPlan::Members,
-                ),
-            ]
-            .into(),
-        }
+                )]
     }
 
     fn create_estimator(component: &str, params: &ParamTable) -> PluginResult<Box<dyn Estimator>> {

@@ -1,11 +1,15 @@
 use candle_core::{Device, Tensor, Var};
-use workbench_plugin_api::{
-    DistributionTerm, FeatureMatch, FeatureTerm, Recipe, Tensor as PlainTensor, Term,
-};
+use workbench_plugin_api::{DistributionTerm, FeatureMatch, FeatureTerm, Recipe, Tensor as PlainTensor, Term};
 
 use super::*;
 
-fn distribution(labels: Vec<u32>, rows: &[Vec<f32>], weights: Option<Vec<f32>>, temperature: f32, scale: f32) -> DistributionTerm {
+fn distribution(
+    labels: Vec<u32>,
+    rows: &[Vec<f32>],
+    weights: Option<Vec<f32>>,
+    temperature: f32,
+    scale: f32,
+) -> DistributionTerm {
     DistributionTerm {
         labels: labels.into(),
         target: PlainTensor::from_rows(rows).unwrap(),
@@ -79,8 +83,12 @@ impl Student {
     fn new() -> Self {
         let device = Device::Cpu;
         let x = Tensor::new(&[[1.0f32, 0.5, -1.0, 2.0], [0.0, 1.0, 1.0, -0.5]], &device).unwrap();
-        let w = Var::from_tensor(&Tensor::new(&[[0.1f32, -0.2, 0.3], [0.0, 0.1, 0.2], [0.3, 0.1, 0.0], [-0.1, 0.2, 0.1]], &device).unwrap()).unwrap();
-        let v = Var::from_tensor(&Tensor::new(&[[0.2f32, -0.1], [0.1, 0.3], [0.0, 0.2], [0.1, 0.1]], &device).unwrap()).unwrap();
+        let w = Var::from_tensor(
+            &Tensor::new(&[[0.1f32, -0.2, 0.3], [0.0, 0.1, 0.2], [0.3, 0.1, 0.0], [-0.1, 0.2, 0.1]], &device).unwrap(),
+        )
+        .unwrap();
+        let v = Var::from_tensor(&Tensor::new(&[[0.2f32, -0.1], [0.1, 0.3], [0.0, 0.2], [0.1, 0.1]], &device).unwrap())
+            .unwrap();
         Self { w, v, x }
     }
 
@@ -89,7 +97,8 @@ impl Student {
         let logits = self.x.matmul(self.w.as_tensor()).unwrap();
         let hidden = self.x.matmul(self.v.as_tensor()).unwrap();
         let mut adapters = FeatureAdapters::new(0, &Device::Cpu);
-        let loss = recipe_loss(recipe, &StudentOutput { logits: &logits, hidden: Some(&hidden) }, &mut adapters).unwrap();
+        let loss =
+            recipe_loss(recipe, &StudentOutput { logits: &logits, hidden: Some(&hidden) }, &mut adapters).unwrap();
         let grads = loss.backward().unwrap();
         let norm = |var: &Var| grads.get(var).map_or(0.0, |g| scalar(&g.sqr().unwrap().sum_all().unwrap()));
         (norm(&self.w), norm(&self.v), adapters.vars().iter().map(norm).collect())
@@ -103,14 +112,27 @@ fn recipe(terms: Vec<Term>) -> Recipe {
 #[test]
 fn gradients_reach_the_student_through_every_kind_of_term() {
     let student = Student::new();
-    let union = distribution(vec![0, 1, 2], &[vec![0.2, 0.3, 0.5], vec![1.0, 0.0, 0.0]], Some(vec![0.7, 0.1]), 2.0, 4.0);
+    let union =
+        distribution(vec![0, 1, 2], &[vec![0.2, 0.3, 0.5], vec![1.0, 0.0, 0.0]], Some(vec![0.7, 0.1]), 2.0, 4.0);
     let per_teacher_a = distribution(vec![0, 1], &[vec![0.9, 0.1], vec![0.5, 0.5]], None, 1.0, 1.0);
     let per_teacher_b = distribution(vec![2], &[vec![1.0], vec![1.0]], None, 1.0, 1.0);
     let cases: Vec<(&str, Vec<Term>, bool)> = vec![
         ("distribution over the union, weighted", vec![Term::Distribution(union)], false),
-        ("one distribution per teacher", vec![Term::Distribution(per_teacher_a.clone()), Term::Distribution(per_teacher_b)], false),
-        ("feature, mse", vec![Term::Feature(feature("dfa", &[vec![1.0, 2.0, 3.0], vec![0.0, -1.0, 0.5]], FeatureMatch::Mse))], true),
-        ("feature, mmd", vec![Term::Feature(feature("cfl/a", &[vec![1.0, 2.0], vec![0.5, -1.0]], FeatureMatch::Mmd))], true),
+        (
+            "one distribution per teacher",
+            vec![Term::Distribution(per_teacher_a.clone()), Term::Distribution(per_teacher_b)],
+            false,
+        ),
+        (
+            "feature, mse",
+            vec![Term::Feature(feature("dfa", &[vec![1.0, 2.0, 3.0], vec![0.0, -1.0, 0.5]], FeatureMatch::Mse))],
+            true,
+        ),
+        (
+            "feature, mmd",
+            vec![Term::Feature(feature("cfl/a", &[vec![1.0, 2.0], vec![0.5, -1.0]], FeatureMatch::Mmd))],
+            true,
+        ),
     ];
     for (name, terms, is_feature) in cases {
         let (w, v, adapters) = student.gradient_norms(&recipe(terms));
@@ -124,7 +146,13 @@ fn gradients_reach_the_student_through_every_kind_of_term() {
         }
     }
     // A single-label distribution has a constant softmax: no gradient, as it should be.
-    let (w, _, _) = student.gradient_norms(&recipe(vec![Term::Distribution(distribution(vec![2], &[vec![1.0], vec![1.0]], None, 1.0, 1.0))]));
+    let (w, _, _) = student.gradient_norms(&recipe(vec![Term::Distribution(distribution(
+        vec![2],
+        &[vec![1.0], vec![1.0]],
+        None,
+        1.0,
+        1.0,
+    ))]));
     assert_eq!(w, 0.0);
 }
 
@@ -132,6 +160,11 @@ fn gradients_reach_the_student_through_every_kind_of_term() {
 fn a_feature_term_without_student_hidden_state_is_refused() {
     let logits = student_logits(&[[0.0, 0.0, 0.0]]);
     let recipe = recipe(vec![Term::Feature(feature("dfa", &[vec![1.0]], FeatureMatch::Mse))]);
-    let error = recipe_loss(&recipe, &StudentOutput { logits: &logits, hidden: None }, &mut FeatureAdapters::new(0, &Device::Cpu)).unwrap_err();
+    let error = recipe_loss(
+        &recipe,
+        &StudentOutput { logits: &logits, hidden: None },
+        &mut FeatureAdapters::new(0, &Device::Cpu),
+    )
+    .unwrap_err();
     assert!(error.to_string().contains("feature term `dfa` needs the student's hidden state"), "{error}");
 }

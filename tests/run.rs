@@ -83,7 +83,12 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
 #[test]
 fn a_killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
-    let base = experiment(dir.path(), 3) + "[strategy]\nplugin = \"vanilla-kd\"\n";
+    let oracle = format!(
+        "[oracle]\nplugin = \"bert\"\ncheckpoints = [\"{}/teacher-oracle\"]\nmax_length = 16\n\
+         teach = {{ layers = 1, epochs = 2, learning_rate = 1e-3, max_length = 16 }}\n\n",
+        dir.path().display()
+    );
+    let base = experiment(dir.path(), 3) + &oracle + "[strategy]\nplugin = \"vanilla-kd\"\n";
     let whole = dir.path().join("whole.toml");
     std::fs::write(&whole, base.replace("name = \"tiny\"", "name = \"whole\"")).unwrap();
     let out = run(&mut workbench(&["run", whole.to_str().unwrap()]));
@@ -134,4 +139,20 @@ fn a_killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
             .unwrap()
     };
     assert_eq!(results("killed")["rows"], results("whole")["rows"], "the same test metrics");
+    let methods: Vec<String> = results("whole")["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["method"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "student (vanilla-kd)",
+            "teacher-concat ensemble",
+            "teacher `a` alone",
+            "teacher `b` alone",
+            "all-label oracle"
+        ]
+    );
 }

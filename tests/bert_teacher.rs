@@ -44,6 +44,10 @@ fn the_bert_teacher_runs_every_kind_of_pass() {
     assert_eq!(a, b, "same seed, same passes");
     assert_ne!(a, c, "another seed, other passes");
     assert_ne!(a.at(&[0]), a.at(&[1]), "passes of one call differ");
+    // Only the top layer stochastic (the teacher has one layer: the head and that layer).
+    let top = pass(Sampling::Stochastic { passes: 3, seed: 5, top_layers: 1 }, false).logits;
+    assert_eq!(top.shape(), &[3, 3, 2]);
+    assert_ne!(top.at(&[0]), top.at(&[1]));
 
     // Two copies of one checkpoint: both members equal the deterministic pass.
     let members = pass(Sampling::Members, false).logits;

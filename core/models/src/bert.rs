@@ -322,8 +322,8 @@ impl BertClassifier {
         &self.params
     }
 
-    /// Runs the model; dropout is on exactly when `pass` is given.
-    pub fn forward(&self, batch: &Batch, mut pass: Option<&mut StochasticPass>) -> Result<ModelOutput> {
+    /// Token, position and type embeddings, and the additive attention mask.
+    fn embed(&self, batch: &Batch, pass: Option<&mut StochasticPass>) -> Result<(Tensor, Tensor)> {
         let (size, length) = batch.ids.dims2()?;
         let positions =
             Tensor::arange(0u32, length as u32, &self.device)?.unsqueeze(0)?.broadcast_as((size, length))?;
@@ -331,16 +331,75 @@ impl BertClassifier {
         let e = &self.embeddings;
         let summed = ((e.words.forward(&batch.ids)? + e.positions.forward(&positions)?)?
             + e.token_types.forward(&token_types)?)?;
-        let mut hidden = e.dropout.forward(&e.norm.forward(&summed)?, pass.as_deref_mut())?;
+        let hidden = e.dropout.forward(&e.norm.forward(&summed)?, pass)?;
         // Padding gets the lowest f32 added to its attention scores, as Hugging Face does.
         let mask = ((batch.mask.ones_like()? - &batch.mask)? * f64::from(f32::MIN))?.reshape((size, 1, 1, length))?;
-        for layer in &self.layers {
-            hidden = layer.attention.forward(&hidden, &mask, pass.as_deref_mut())?;
+        Ok((hidden, mask))
+    }
+
+    fn encode(
+        &self,
+        mut hidden: Tensor,
+        mask: &Tensor,
+        layers: &[Layer],
+        mut pass: Option<&mut StochasticPass>,
+    ) -> Result<Tensor> {
+        for layer in layers {
+            hidden = layer.attention.forward(&hidden, mask, pass.as_deref_mut())?;
             hidden = layer.feed_forward.forward(&hidden, pass.as_deref_mut())?;
         }
+        Ok(hidden)
+    }
+
+    fn head(&self, hidden: &Tensor, pass: Option<&mut StochasticPass>) -> Result<ModelOutput> {
         let first = hidden.narrow(1, 0, 1)?.squeeze(1)?;
         let pooled = self.pooler.forward(&first)?.tanh()?;
         let logits = self.classifier.forward(&self.classifier_dropout.forward(&pooled, pass)?)?;
         Ok(ModelOutput { logits, pooled })
+    }
+
+    /// Runs the model; dropout is on exactly when `pass` is given.
+    pub fn forward(&self, batch: &Batch, mut pass: Option<&mut StochasticPass>) -> Result<ModelOutput> {
+        let (hidden, mask) = self.embed(batch, pass.as_deref_mut())?;
+        let hidden = self.encode(hidden, &mask, &self.layers, pass.as_deref_mut())?;
+        self.head(&hidden, pass)
+    }
+
+    /// `passes` Monte-Carlo dropout passes, `[passes, B, L]`, reproducible from `seed`. The
+    /// passes run batched (the batch repeated along its first axis, a few passes at a time).
+    /// With `top_layers` > 0 only the top layers and the head are stochastic: the embeddings
+    /// and the lower layers run once, deterministically.
+    pub fn mc_logits(&self, batch: &Batch, passes: usize, seed: u64, top_layers: usize) -> Result<Tensor> {
+        let size = batch.ids.dims2()?.0;
+        let stochastic_from = if top_layers == 0 { 0 } else { self.layers.len().saturating_sub(top_layers) };
+        let mut pass = StochasticPass::new(seed);
+        // The shared deterministic part, when only the top layers are stochastic.
+        let lower = if stochastic_from > 0 {
+            let (hidden, mask) = self.embed(batch, None)?;
+            Some((self.encode(hidden, &mask, &self.layers[..stochastic_from], None)?, mask))
+        } else {
+            None
+        };
+        let group = (128 / size.max(1)).clamp(1, passes.max(1));
+        let mut outputs = Vec::new();
+        let mut done = 0;
+        while done < passes {
+            let copies = group.min(passes - done);
+            let repeat = |t: &Tensor| -> Result<Tensor> { Ok(Tensor::cat(&vec![t.clone(); copies], 0)?) };
+            let hidden = match &lower {
+                Some((hidden, mask)) => {
+                    self.encode(repeat(hidden)?, &repeat(mask)?, &self.layers[stochastic_from..], Some(&mut pass))?
+                }
+                None => {
+                    let repeated = Batch { ids: repeat(&batch.ids)?, mask: repeat(&batch.mask)? };
+                    let (hidden, mask) = self.embed(&repeated, Some(&mut pass))?;
+                    self.encode(hidden, &mask, &self.layers, Some(&mut pass))?
+                }
+            };
+            outputs.push(self.head(&hidden, Some(&mut pass))?.logits);
+            done += copies;
+        }
+        let labels = self.labels.len();
+        Ok(Tensor::cat(&outputs, 0)?.reshape((passes, size, labels))?)
     }
 }

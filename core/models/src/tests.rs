@@ -247,3 +247,24 @@ fn truncation_keeps_the_final_separator_and_padding_is_masked() {
     assert_eq!(batch.ids.to_vec2::<u32>().unwrap(), vec![vec![2, 5, 3, 0], vec![2, 13, 5, 3]]);
     assert_eq!(batch.mask.to_vec2::<f32>().unwrap(), vec![vec![1.0, 1.0, 1.0, 0.0], vec![1.0; 4]]);
 }
+
+#[test]
+fn batched_mc_passes_follow_their_seed_and_can_spare_the_lower_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), "", None);
+    let checkpoint = Checkpoint::open(dir.path(), 16, &Device::Cpu).unwrap();
+    let model = checkpoint.classifier_for(&options(None, false), &Device::Cpu).unwrap();
+    let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
+    let mc = |seed, top| model.mc_logits(&batch, 5, seed, top).unwrap();
+    let a = mc(1, 0);
+    assert_eq!(a.dims(), &[5, 3, 3]);
+    assert_eq!(a.to_vec3::<f32>().unwrap(), mc(1, 0).to_vec3::<f32>().unwrap(), "same seed, same passes");
+    assert_ne!(a.to_vec3::<f32>().unwrap(), mc(2, 0).to_vec3::<f32>().unwrap());
+    let passes = a.to_vec3::<f32>().unwrap();
+    assert_ne!(passes[0], passes[1], "passes differ from one another");
+    // Only the top layer stochastic: still seeded, still varied, and different from full MC.
+    let top = mc(1, 1).to_vec3::<f32>().unwrap();
+    assert_eq!(top, mc(1, 1).to_vec3::<f32>().unwrap());
+    assert_ne!(top[0], top[1]);
+    assert_ne!(top, passes);
+}

@@ -64,9 +64,9 @@ fn model_error(e: impl std::fmt::Display) -> PluginError {
     PluginError::other(e.to_string())
 }
 
-/// Mixes the run's MC seed with the pass index, so that passes differ and each is reproducible.
-fn pass_seed(seed: u64, pass: u64) -> u64 {
-    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(pass).rotate_left(17)
+/// Mixes the run's MC seed with a chunk index, so that chunks differ and each is reproducible.
+fn pass_seed(seed: u64, chunk: u64) -> u64 {
+    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(chunk).rotate_left(17)
 }
 
 impl BertTeacher {
@@ -146,17 +146,23 @@ impl Teacher for BertTeacher {
                 return Ok(TeacherOutput { logits: plain(&logits)?, hidden });
             }
             Sampling::Stochastic { passes, seed, top_layers } => {
-                if top_layers > 0 {
-                    return Err(PluginError::unsupported(
-                        "stochastic passes restricted to the top layers are not supported by the bert teacher yet; use top_layers = 0",
-                    ));
-                }
-                (0..passes as u64)
-                    .map(|pass| {
-                        let mut stochastic = StochasticPass::new(pass_seed(seed, pass));
-                        self.run(&self.members[0], texts, Some(&mut stochastic)).map(|(logits, _)| logits)
+                let member = &self.members[0];
+                let parts = texts
+                    .chunks(self.batch_size)
+                    .enumerate()
+                    .map(|(chunk, part)| {
+                        let batch = member.tokenizer.batch(part, &self.device).map_err(model_error)?;
+                        let seed = pass_seed(seed, chunk as u64);
+                        member.model.mc_logits(&batch, passes as usize, seed, top_layers as usize).map_err(model_error)
                     })
-                    .collect::<PluginResult<Vec<_>>>()?
+                    .collect::<PluginResult<Vec<_>>>()?;
+                let logits = CandleTensor::cat(&parts, 1).map_err(model_error)?;
+                let hidden = if request.want_hidden {
+                    ROption::RSome(plain(&self.run(member, texts, None)?.1)?)
+                } else {
+                    ROption::RNone
+                };
+                return Ok(TeacherOutput { logits: plain(&logits)?, hidden });
             }
             Sampling::Members => self
                 .members

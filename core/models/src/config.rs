@@ -55,7 +55,7 @@ impl BertConfig {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::file(path, e))?;
         let config: BertConfig =
             serde_json::from_str(&text).map_err(|e| ModelError::file(path, format!("not a BERT config.json: {e}")))?;
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0 || !config.hidden_size.is_multiple_of(config.num_attention_heads) {
             return Err(ModelError::file(
                 path,
                 format!(

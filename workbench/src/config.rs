@@ -199,10 +199,7 @@ impl LoadedConfig {
     }
 
     pub fn threads(&self) -> usize {
-        match self.settings.threads {
-            0 => crate::host::available_threads(),
-            n => n,
-        }
+        crate::host::thread_budget(self.settings.threads)
     }
 
     /// Checks every component and parameter against the plugins' manifests; reports all

@@ -36,6 +36,15 @@ impl Default for HostSettings {
     }
 }
 
+/// The threads a `threads` setting means: 0 is every core.
+pub fn thread_budget(configured: usize) -> usize {
+    if configured == 0 {
+        available_threads()
+    } else {
+        configured
+    }
+}
+
 pub fn available_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }

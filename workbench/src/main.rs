@@ -272,8 +272,7 @@ fn load_config(
 /// Sizes every compute pool, the host's and each plugin's: every cdylib that links rayon
 /// starts its own global pool from this variable. Called before any pool exists.
 fn set_threads(threads: usize) {
-    let threads = if threads == 0 { workbench::host::available_threads() } else { threads };
-    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    std::env::set_var("RAYON_NUM_THREADS", workbench::host::thread_budget(threads).to_string());
 }
 
 fn discover(dirs: &[PathBuf], settings: &HostSettings) -> Registry {

@@ -7,7 +7,7 @@ use std::{collections::HashMap, path::Path, time::Instant};
 use abi_stable::std_types::{ROption, RString};
 use candle_core::{Device, Tensor as CandleTensor};
 use serde::{Deserialize, Serialize};
-use workbench_models::{BertClassifier, Checkpoint, ClassifierOptions, StochasticPass};
+use workbench_models::{BertClassifier, Checkpoint, ClassifierOptions};
 use workbench_plugin_api::{LabelSpace, StrategyInput, TeacherSignals, Tensor};
 
 use crate::{
@@ -16,7 +16,7 @@ use crate::{
     loss::{recipe_loss, FeatureAdapters, StudentOutput},
     signals::TeacherSignalSet,
     teach::{model_dir, TrainingSettings},
-    train::{accuracy, clip_gradients, shuffled_batches, AdamW, AdamWSettings, LinearSchedule},
+    train::{accuracy, clip_gradients, dropout_pass, shuffled_batches, AdamW, AdamWSettings, LinearSchedule},
     Error, Result,
 };
 
@@ -210,7 +210,7 @@ pub fn train_student(
         for indices in &batches {
             let texts: Vec<&str> = indices.iter().map(|&i| signals.texts[i].as_str()).collect();
             let batch = tokenizer.batch(&texts, &device)?;
-            let mut pass = StochasticPass::new(settings.seed.wrapping_mul(1_000_003).wrapping_add(state.step as u64));
+            let mut pass = dropout_pass(settings.seed, state.step);
             let output = trainer.model.forward(&batch, Some(&mut pass))?;
             let recipe = strategy.recipe(&signals.strategy_input(indices))?;
             let student = StudentOutput { logits: &output.logits, hidden: Some(&output.pooled) };

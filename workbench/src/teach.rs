@@ -11,12 +11,12 @@ use std::{
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use workbench_models::{BertClassifier, Checkpoint, ClassifierOptions, StochasticPass, TextTokenizer};
+use workbench_models::{BertClassifier, Checkpoint, ClassifierOptions, TextTokenizer};
 
 use crate::{
     assets,
     data::{DataConfig, Example, Splits},
-    train::{accuracy, clip_gradients, shuffled_batches, AdamW, AdamWSettings, LinearSchedule},
+    train::{accuracy, clip_gradients, dropout_pass, shuffled_batches, AdamW, AdamWSettings, LinearSchedule},
     Error, Result,
 };
 
@@ -231,7 +231,7 @@ fn train_epoch(
         let examples: Vec<&Example> = indices.iter().map(|&i| &train[i]).collect();
         let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
         let batch = tokenizer.batch(&texts, device)?;
-        let mut pass = StochasticPass::new(settings.seed.wrapping_mul(1_000_003).wrapping_add(*step as u64));
+        let mut pass = dropout_pass(settings.seed, *step);
         let logits = model.forward(&batch, Some(&mut pass))?.logits;
         let loss = candle_nn::loss::cross_entropy(&logits, &targets(&examples, index, device)?)?;
         let mut grads = loss.backward()?;

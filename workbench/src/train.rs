@@ -135,6 +135,12 @@ pub fn clip_gradients(grads: &mut GradStore, vars: &[Var], max_norm: f64) -> Res
     Ok(norm)
 }
 
+/// The dropout masks of training step `step`: a function of the seed and the step alone, so
+/// that a resumed run draws the same masks as an uninterrupted one.
+pub fn dropout_pass(seed: u64, step: usize) -> workbench_models::StochasticPass {
+    workbench_models::StochasticPass::new(seed.wrapping_mul(1_000_003).wrapping_add(step as u64))
+}
+
 /// Index batches of `size` over `count` items, shuffled with `seed`.
 pub fn shuffled_batches(count: usize, size: usize, seed: u64) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..count).collect();

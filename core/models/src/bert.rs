@@ -1,13 +1,14 @@
-//! A BERT encoder with a sequence-classification head, built from candle-nn pieces so that
-//! every weight gets a gradient (candle-transformers' fused layer norm has no backward pass).
-//! Dropout runs exactly when a [`StochasticPass`] is given, with masks drawn from its seed.
+//! A BERT encoder with a sequence-classification head. Its element-wise work runs in our fused
+//! kernels, which have backward passes (candle's fused softmax and layer norm have none), so
+//! every weight gets a gradient. Dropout runs exactly when a [`StochasticPass`] is given, with
+//! masks drawn from its seed.
 
-use candle_core::{DType, Device, Module, Tensor, Var, D};
-use candle_nn::{ops::softmax, Embedding, Linear};
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{Embedding, Linear};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
-use crate::{Batch, BertConfig, Result};
+use crate::{kernels, Batch, BertConfig, Result};
 
 /// The source of dropout masks for one stochastic forward pass; the same seed gives the same
 /// masks, so stochastic passes are reproducible.
@@ -34,14 +35,10 @@ impl Dropout {
 
     pub fn forward(&self, xs: &Tensor, pass: Option<&mut StochasticPass>) -> Result<Tensor> {
         let Some(pass) = pass.filter(|_| self.p > 0.0) else { return Ok(xs.clone()) };
-        let keep = 1.0 / (1.0 - self.p);
-        let mask: Vec<f32> =
-            (0..xs.elem_count()).map(|_| if pass.rng.random::<f32>() < self.p { 0.0 } else { keep }).collect();
-        Ok((xs * Tensor::from_vec(mask, xs.shape(), xs.device())?)?)
+        Ok(kernels::dropout(xs, self.p, pass.rng.random())?)
     }
 }
 
-/// Layer normalisation written with differentiable operations.
 struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
@@ -50,11 +47,7 @@ struct LayerNorm {
 
 impl LayerNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mean = xs.mean_keepdim(D::Minus1)?;
-        let centered = xs.broadcast_sub(&mean)?;
-        let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let normalized = centered.broadcast_div(&(variance + self.eps)?.sqrt()?)?;
-        Ok(normalized.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
+        Ok(kernels::layer_norm(xs, &self.weight, &self.bias, self.eps)?)
     }
 }
 
@@ -194,9 +187,9 @@ impl SelfAttention {
         let q = split(self.query.forward(xs)?)?;
         let k = split(self.key.forward(xs)?)?;
         let v = split(self.value.forward(xs)?)?;
-        let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?.broadcast_add(mask)?;
-        // The composed softmax: the fused `softmax_last_dim` has no backward pass.
-        let probs = self.attention_dropout.forward(&softmax(&scores, D::Minus1)?, pass.as_deref_mut())?;
+        let scores = q.matmul(&k.t()?)?;
+        let probs = kernels::masked_softmax(&scores, mask, 1.0 / (head_dim as f64).sqrt())?;
+        let probs = self.attention_dropout.forward(&probs, pass.as_deref_mut())?;
         let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, length, hidden))?;
         let projected = self.hidden_dropout.forward(&self.output.forward(&context)?, pass)?;
         self.norm.forward(&(projected + xs)?)
@@ -205,7 +198,7 @@ impl SelfAttention {
 
 impl FeedForward {
     fn forward(&self, xs: &Tensor, pass: Option<&mut StochasticPass>) -> Result<Tensor> {
-        let intermediate = self.intermediate.forward(xs)?.gelu_erf()?;
+        let intermediate = kernels::gelu(&self.intermediate.forward(xs)?)?;
         let output = self.dropout.forward(&self.output.forward(&intermediate)?, pass)?;
         self.norm.forward(&(output + xs)?)
     }
@@ -333,7 +326,7 @@ impl BertClassifier {
             + e.token_types.forward(&token_types)?)?;
         let hidden = e.dropout.forward(&e.norm.forward(&summed)?, pass)?;
         // Padding gets the lowest f32 added to its attention scores, as Hugging Face does.
-        let mask = ((batch.mask.ones_like()? - &batch.mask)? * f64::from(f32::MIN))?.reshape((size, 1, 1, length))?;
+        let mask = ((batch.mask.ones_like()? - &batch.mask)? * f64::from(f32::MIN))?;
         Ok((hidden, mask))
     }
 

@@ -6,6 +6,7 @@ mod bert;
 mod checkpoint;
 mod config;
 mod error;
+mod kernels;
 mod tokenizer;
 
 pub use bert::{BertClassifier, Dropout, ModelOutput, StochasticPass};

@@ -1,0 +1,603 @@
+//! Fused CPU kernels, with their backward passes, for the element-wise work of a BERT layer:
+//! scaled and masked softmax, exact (erf) GELU, layer normalisation and dropout. Composed from
+//! candle operations these take many passes over memory and scalar `libm` calls, which cost
+//! more than the matrix products on a CPU. Each kernel runs on candle's own thread pool and is
+//! compiled twice, the hot copy with AVX2/FMA picked at run time. Other devices and dtypes take
+//! the composed operations (also the reference the tests hold the kernels to).
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, D};
+
+type CResult<T> = candle_core::Result<T>;
+
+/// Compiles `$body` twice: once for the baseline target and once with AVX2 and FMA enabled, so
+/// that the compiler vectorises the loops with 256-bit registers; the copy is picked at run time.
+macro_rules! simd_fn {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn wide($($arg: $ty),*) $body
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has the features `wide` was compiled for.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $body
+        }
+    };
+}
+
+/// Whether `xs` can take the fused kernels.
+fn fused(xs: &Tensor) -> bool {
+    xs.device().is_cpu() && xs.dtype() == DType::F32
+}
+
+fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout) -> CResult<&'a [f32]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&storage.as_slice::<f32>()?[start..end]),
+        None => candle_core::bail!("fused kernels take contiguous tensors"),
+    }
+}
+
+struct SharedOut(*mut f32);
+// SAFETY: every parallel task writes a disjoint range of the buffer.
+unsafe impl Sync for SharedOut {}
+
+/// Fills `out` in chunks of `chunk` values, in parallel; `fill(start, values)` gets the offset
+/// of its chunk.
+fn par_chunks(out: &mut [f32], chunk: usize, fill: impl Fn(usize, &mut [f32]) + Sync) {
+    let (len, shared) = (out.len(), SharedOut(out.as_mut_ptr()));
+    let shared = &shared;
+    candle_core::utils::barrier_pool().execute_chunked(len.div_ceil(chunk), |chunks| {
+        for index in chunks {
+            let start = index * chunk;
+            let end = len.min(start + chunk);
+            // SAFETY: chunk ranges are disjoint and inside `out`, which outlives the call.
+            let values = unsafe { std::slice::from_raw_parts_mut(shared.0.add(start), end - start) };
+            fill(start, values);
+        }
+    });
+}
+
+/// Rows of `width` values each, in parallel: `fill(row, out_row)`.
+fn par_rows(out: &mut [f32], width: usize, fill: impl Fn(usize, &mut [f32]) + Sync) {
+    let rows_per_task = (4096 / width.max(1)).max(1);
+    par_chunks(out, rows_per_task * width, |start, values| {
+        for (offset, row) in values.chunks_mut(width).enumerate() {
+            fill(start / width + offset, row);
+        }
+    });
+}
+
+const LANES: usize = 16;
+
+/// Sum with independent lanes, so that the compiler can vectorise it.
+#[inline(always)]
+fn sum(xs: &[f32]) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (lane, x) in lanes.iter_mut().zip(chunk) {
+            *lane += x;
+        }
+    }
+    lanes.iter().sum::<f32>() + rest
+}
+
+#[inline(always)]
+fn dot(xs: &[f32], ys: &[f32]) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let (chunks_x, chunks_y) = (xs.chunks_exact(LANES), ys.chunks_exact(LANES));
+    let rest: f32 = chunks_x.remainder().iter().zip(chunks_y.remainder()).map(|(x, y)| x * y).sum();
+    for (cx, cy) in chunks_x.zip(chunks_y) {
+        for ((lane, x), y) in lanes.iter_mut().zip(cx).zip(cy) {
+            *lane += x * y;
+        }
+    }
+    lanes.iter().sum::<f32>() + rest
+}
+
+#[inline(always)]
+fn max(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane = if x > *lane { x } else { *lane };
+        }
+    }
+    lanes.iter().fold(rest, |m, &x| if x > m { x } else { m })
+}
+
+/// e^x with a relative error of about 1e-7 (Cephes' polynomial), branch-free so that it
+/// vectorises; 0 below -87 (where f32 underflows anyway).
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    let clamped = x.clamp(-88.0, 88.0);
+    let n = (clamped * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = clamped - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let value = (p * r * r + r + 1.0) * f32::from_bits(((n as i32 + 127) << 23) as u32);
+    if x < -87.0 {
+        0.0
+    } else {
+        value
+    }
+}
+
+/// erf(x) to within 3e-7 (the rational approximation Eigen and XLA use for f32).
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_3e-10f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 - 2.101_024e-6;
+    p = p * x2 - 5.692_506_4e-5;
+    p = p * x2 - 7.349_906_3e-4;
+    p = p * x2 - 2.954_600_1e-3;
+    p = p * x2 - 1.609_603_3e-2;
+    let mut q = -1.456_607_2e-5f32;
+    q = q * x2 - 2.133_740_6e-4;
+    q = q * x2 - 1.682_827e-3;
+    q = q * x2 - 7.373_329e-3;
+    q = q * x2 - 1.426_474e-2;
+    x * p / q
+}
+
+const SQRT_HALF: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// 1 / sqrt(2 pi).
+const INV_SQRT_TAU: f32 = 0.398_942_3;
+
+simd_fn! {
+    fn gelu_values(xs: &[f32], out: &mut [f32]) {
+        for (o, &x) in out.iter_mut().zip(xs) {
+            *o = 0.5 * x * (1.0 + erf(x * SQRT_HALF));
+        }
+    }
+}
+
+simd_fn! {
+    fn gelu_gradients(xs: &[f32], grads: &[f32], out: &mut [f32]) {
+        for ((o, &x), &g) in out.iter_mut().zip(xs).zip(grads) {
+            let cdf = 0.5 * (1.0 + erf(x * SQRT_HALF));
+            *o = g * (cdf + x * INV_SQRT_TAU * exp(-0.5 * x * x));
+        }
+    }
+}
+
+simd_fn! {
+    /// softmax(scale * scores + mask) of one row.
+    fn softmax_row(scores: &[f32], mask: &[f32], scale: f32, out: &mut [f32]) {
+        for ((o, &s), &m) in out.iter_mut().zip(scores).zip(mask) {
+            *o = s * scale + m;
+        }
+        let top = max(out);
+        for o in out.iter_mut() {
+            *o = exp(*o - top);
+        }
+        let inverse = 1.0 / sum(out);
+        for o in out.iter_mut() {
+            *o *= inverse;
+        }
+    }
+}
+
+simd_fn! {
+    /// d scores = scale * y * (g - <g, y>) for one row.
+    fn softmax_gradient_row(probs: &[f32], grads: &[f32], scale: f32, out: &mut [f32]) {
+        let inner = dot(probs, grads);
+        for ((o, &y), &g) in out.iter_mut().zip(probs).zip(grads) {
+            *o = scale * y * (g - inner);
+        }
+    }
+}
+
+/// Mean and 1 / standard deviation of a row.
+#[inline(always)]
+fn moments(xs: &[f32], eps: f32) -> (f32, f32) {
+    let width = xs.len() as f32;
+    let mean = sum(xs) / width;
+    let mut lanes = [0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest: f32 = chunks.remainder().iter().map(|x| (x - mean) * (x - mean)).sum();
+    for chunk in chunks {
+        for (lane, x) in lanes.iter_mut().zip(chunk) {
+            *lane += (x - mean) * (x - mean);
+        }
+    }
+    let variance = (lanes.iter().sum::<f32>() + rest) / width;
+    (mean, 1.0 / (variance + eps).sqrt())
+}
+
+simd_fn! {
+    fn normalize_row(xs: &[f32], eps: f32, out: &mut [f32]) {
+        let (mean, inverse_std) = moments(xs, eps);
+        for (o, &x) in out.iter_mut().zip(xs) {
+            *o = (x - mean) * inverse_std;
+        }
+    }
+}
+
+simd_fn! {
+    /// dx = (g - mean(g) - x_hat * mean(g * x_hat)) / std, x_hat recomputed from x.
+    fn normalize_gradient_row(xs: &[f32], grads: &[f32], eps: f32, out: &mut [f32]) {
+        let (mean, inverse_std) = moments(xs, eps);
+        for (o, &x) in out.iter_mut().zip(xs) {
+            *o = (x - mean) * inverse_std;
+        }
+        let width = xs.len() as f32;
+        let grad_mean = sum(grads) / width;
+        let projection = dot(out, grads) / width;
+        for (o, &g) in out.iter_mut().zip(grads) {
+            *o = (g - grad_mean - *o * projection) * inverse_std;
+        }
+    }
+}
+
+/// Whether dropout keeps value `index` of a pass: a hash of (seed, index), so that the mask
+/// needs no storage (the backward pass recomputes it) and is the same on every device.
+#[inline(always)]
+fn keeps(seed: u64, index: u64, threshold: u32) -> bool {
+    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 32) as u32 >= threshold
+}
+
+simd_fn! {
+    fn dropout_values(xs: &[f32], seed: u64, start: u64, threshold: u32, keep_scale: f32, out: &mut [f32]) {
+        for (i, (o, &x)) in out.iter_mut().zip(xs).enumerate() {
+            *o = if keeps(seed, start + i as u64, threshold) { x * keep_scale } else { 0.0 };
+        }
+    }
+}
+
+fn output(values: Vec<f32>, layout: &Layout) -> (CpuStorage, Shape) {
+    (CpuStorage::F32(values), layout.shape().clone())
+}
+
+const ELEMENTWISE_CHUNK: usize = 1 << 14;
+
+struct Gelu;
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "fused-gelu"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let xs = contiguous(storage, layout)?;
+        let mut out = vec![0f32; xs.len()];
+        par_chunks(&mut out, ELEMENTWISE_CHUNK, |start, o| gelu_values(&xs[start..start + o.len()], o));
+        Ok(output(out, layout))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &GeluBackward)?))
+    }
+}
+
+struct GeluBackward;
+
+impl CustomOp2 for GeluBackward {
+    fn name(&self) -> &'static str {
+        "fused-gelu-backward"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (xs, grads) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
+        let mut out = vec![0f32; xs.len()];
+        par_chunks(&mut out, ELEMENTWISE_CHUNK, |start, o| {
+            let end = start + o.len();
+            gelu_gradients(&xs[start..end], &grads[start..end], o)
+        });
+        Ok(output(out, l1))
+    }
+}
+
+/// GELU with the exact erf, as BERT uses it.
+pub fn gelu(xs: &Tensor) -> CResult<Tensor> {
+    if fused(xs) {
+        xs.contiguous()?.apply_op1(Gelu)
+    } else {
+        xs.gelu_erf()
+    }
+}
+
+/// Softmax over the last axis of `scale * scores + mask`, mask `[B, T]` broadcast over heads
+/// and query positions of scores `[B, heads, T, T]`.
+struct MaskedSoftmax {
+    scale: f32,
+}
+
+impl CustomOp2 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "fused-masked-softmax"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (scores, mask) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
+        let (batch, width) = l2.shape().dims2()?;
+        let rows_per_item = scores.len() / width / batch.max(1);
+        let mut out = vec![0f32; scores.len()];
+        par_rows(&mut out, width, |row, o| {
+            let item = row / rows_per_item;
+            let mask = &mask[item * width..(item + 1) * width];
+            softmax_row(&scores[row * width..(row + 1) * width], mask, self.scale, o)
+        });
+        Ok(output(out, l1))
+    }
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, probs: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let scores_grad = probs.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward { scale: self.scale })?;
+        Ok((Some(scores_grad), None))
+    }
+}
+
+struct SoftmaxBackward {
+    scale: f32,
+}
+
+impl CustomOp2 for SoftmaxBackward {
+    fn name(&self) -> &'static str {
+        "fused-softmax-backward"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (probs, grads) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
+        let width = l1.shape().dims().last().copied().unwrap_or(1);
+        let mut out = vec![0f32; probs.len()];
+        par_rows(&mut out, width, |row, o| {
+            let range = row * width..(row + 1) * width;
+            softmax_gradient_row(&probs[range.clone()], &grads[range], self.scale, o)
+        });
+        Ok(output(out, l1))
+    }
+}
+
+/// Attention probabilities: softmax over the last axis of `scale * scores + mask`, for scores
+/// `[B, heads, T, T]` and an additive mask `[B, T]`.
+pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> CResult<Tensor> {
+    if fused(scores) {
+        scores.contiguous()?.apply_op2(&mask.contiguous()?, MaskedSoftmax { scale: scale as f32 })
+    } else {
+        let (batch, length) = mask.dims2()?;
+        let logits = (scores * scale)?.broadcast_add(&mask.reshape((batch, 1, 1, length))?)?;
+        candle_nn::ops::softmax(&logits, D::Minus1)
+    }
+}
+
+/// (x - mean) / sqrt(var + eps) over the last axis.
+struct Normalize {
+    eps: f32,
+}
+
+impl CustomOp1 for Normalize {
+    fn name(&self) -> &'static str {
+        "fused-normalize"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let xs = contiguous(storage, layout)?;
+        let width = layout.shape().dims().last().copied().unwrap_or(1);
+        let mut out = vec![0f32; xs.len()];
+        par_rows(&mut out, width, |row, o| normalize_row(&xs[row * width..(row + 1) * width], self.eps, o));
+        Ok(output(out, layout))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &NormalizeBackward { eps: self.eps })?))
+    }
+}
+
+struct NormalizeBackward {
+    eps: f32,
+}
+
+impl CustomOp2 for NormalizeBackward {
+    fn name(&self) -> &'static str {
+        "fused-normalize-backward"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (xs, grads) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
+        let width = l1.shape().dims().last().copied().unwrap_or(1);
+        let mut out = vec![0f32; xs.len()];
+        par_rows(&mut out, width, |row, o| {
+            let range = row * width..(row + 1) * width;
+            normalize_gradient_row(&xs[range.clone()], &grads[range], self.eps, o)
+        });
+        Ok(output(out, l1))
+    }
+}
+
+/// Layer normalisation over the last axis.
+pub fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> CResult<Tensor> {
+    let normalized = if fused(xs) {
+        xs.contiguous()?.apply_op1(Normalize { eps: eps as f32 })?
+    } else {
+        let centered = xs.broadcast_sub(&xs.mean_keepdim(D::Minus1)?)?;
+        let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        centered.broadcast_div(&(variance + eps)?.sqrt()?)?
+    };
+    normalized.broadcast_mul(weight)?.broadcast_add(bias)
+}
+
+#[derive(Clone, Copy)]
+struct Dropout {
+    seed: u64,
+    threshold: u32,
+    keep_scale: f32,
+}
+
+impl Dropout {
+    fn new(p: f32, seed: u64) -> Self {
+        Self { seed, threshold: (f64::from(p) * 4_294_967_296.0) as u32, keep_scale: 1.0 / (1.0 - p) }
+    }
+
+    /// The mask (0 or 1/(1-p)) for a tensor of `count` values, on the CPU.
+    fn mask(&self, count: usize) -> Vec<f32> {
+        let ones = vec![1f32; count];
+        let mut mask = vec![0f32; count];
+        dropout_values(&ones, self.seed, 0, self.threshold, self.keep_scale, &mut mask);
+        mask
+    }
+}
+
+impl CustomOp1 for Dropout {
+    fn name(&self) -> &'static str {
+        "fused-dropout"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let xs = contiguous(storage, layout)?;
+        let mut out = vec![0f32; xs.len()];
+        par_chunks(&mut out, ELEMENTWISE_CHUNK, |start, o| {
+            let values = &xs[start..start + o.len()];
+            dropout_values(values, self.seed, start as u64, self.threshold, self.keep_scale, o)
+        });
+        Ok(output(out, layout))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(self)?))
+    }
+}
+
+/// Inverted dropout with probability `p`; the mask is a function of `seed` and the position of
+/// each value, identical on every device.
+pub fn dropout(xs: &Tensor, p: f32, seed: u64) -> CResult<Tensor> {
+    let op = Dropout::new(p, seed);
+    if fused(xs) {
+        xs.contiguous()?.apply_op1(op)
+    } else {
+        let mask = Tensor::from_vec(op.mask(xs.elem_count()), xs.shape(), xs.device())?.to_dtype(xs.dtype())?;
+        xs * mask
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    use super::*;
+
+    fn random(shape: &[usize], seed: u64, scale: f32) -> Tensor {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let values: Vec<f32> = (0..shape.iter().product()).map(|_| rng.random_range(-scale..scale)).collect();
+        Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_difference(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    }
+
+    /// Value and gradient (of a fixed random projection of the output) with respect to `xs`.
+    fn value_and_gradient(xs: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> (Tensor, Tensor) {
+        let var = Var::from_tensor(xs).unwrap();
+        let out = f(var.as_tensor());
+        let projection = random(out.dims(), 99, 1.0).to_dtype(out.dtype()).unwrap();
+        let grads = (&out * projection).unwrap().sum_all().unwrap().backward().unwrap();
+        (out, grads.get(var.as_tensor()).unwrap().clone())
+    }
+
+    /// The same function on a "device" that takes the composed path: f64 tensors.
+    fn composed(xs: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> (Tensor, Tensor) {
+        let (out, grad) = value_and_gradient(&xs.to_dtype(DType::F64).unwrap(), f);
+        (out.to_dtype(DType::F32).unwrap(), grad.to_dtype(DType::F32).unwrap())
+    }
+
+    #[test]
+    fn approximations_match_libm() {
+        for i in -400..=400 {
+            let x = i as f32 * 0.0125;
+            assert!((f64::from(erf(x)) - reference_erf(x)).abs() < 4e-7, "erf({x}) = {} not {}", erf(x), reference_erf(x));
+            let x = x * 16.0;
+            assert!((exp(x) - x.exp()).abs() <= 2e-7 * x.exp(), "exp({x})");
+        }
+        assert_eq!(exp(-90.0), 0.0);
+        assert_eq!(exp(f32::MIN), 0.0);
+    }
+
+    /// erf by Simpson's rule in f64 (the standard library has no erf).
+    fn reference_erf(x: f32) -> f64 {
+        let n = 1000;
+        let h = f64::from(x) / n as f64;
+        let f = |t: f64| (-t * t).exp();
+        let simpson: f64 = (0..n)
+            .map(|k| {
+                let a = k as f64 * h;
+                (f(a) + 4.0 * f(a + h / 2.0) + f(a + h)) * h / 6.0
+            })
+            .sum();
+        simpson * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn gelu_matches_the_composed_operation_and_its_gradient() {
+        let xs = random(&[7, 37], 1, 5.0);
+        let (fused, fused_grad) = value_and_gradient(&xs, |x| gelu(x).unwrap());
+        let (reference, reference_grad) = composed(&xs, |x| gelu(x).unwrap());
+        assert!(max_difference(&fused, &reference) < 1e-6);
+        assert!(max_difference(&fused_grad, &reference_grad) < 1e-6);
+    }
+
+    #[test]
+    fn masked_softmax_matches_the_composed_operation_and_its_gradient() {
+        let scores = random(&[2, 3, 5, 19], 2, 4.0);
+        let mask = Tensor::from_vec(
+            (0..2 * 19).map(|i| if i % 19 >= 15 && i >= 19 { f32::MIN } else { 0.0 }).collect::<Vec<_>>(),
+            (2, 19),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let (fused, fused_grad) = value_and_gradient(&scores, |s| masked_softmax(s, &mask, 0.125).unwrap());
+        let mask64 = mask.to_dtype(DType::F64).unwrap();
+        let (reference, reference_grad) = composed(&scores, |s| masked_softmax(s, &mask64, 0.125).unwrap());
+        assert!(max_difference(&fused, &reference) < 1e-6);
+        assert!(max_difference(&fused_grad, &reference_grad) < 1e-6);
+        // Masked positions of the second item get exactly zero probability.
+        let masked = fused.narrow(0, 1, 1).unwrap().narrow(3, 15, 4).unwrap();
+        assert_eq!(masked.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+    }
+
+    #[test]
+    fn layer_norm_matches_the_composed_operation_and_its_gradient() {
+        let xs = (random(&[4, 6, 40], 3, 3.0) + 1.5).unwrap();
+        let weight = random(&[40], 4, 1.0);
+        let bias = random(&[40], 5, 1.0);
+        let (fused, fused_grad) = value_and_gradient(&xs, |x| layer_norm(x, &weight, &bias, 1e-12).unwrap());
+        let (w64, b64) = (weight.to_dtype(DType::F64).unwrap(), bias.to_dtype(DType::F64).unwrap());
+        let (reference, reference_grad) = composed(&xs, |x| layer_norm(x, &w64, &b64, 1e-12).unwrap());
+        assert!(max_difference(&fused, &reference) < 2e-6);
+        assert!(max_difference(&fused_grad, &reference_grad) < 2e-6);
+    }
+
+    #[test]
+    fn dropout_is_the_same_on_every_path_seeded_and_about_p() {
+        let xs = random(&[64, 257], 6, 1.0);
+        let (fused, fused_grad) = value_and_gradient(&xs, |x| dropout(x, 0.25, 7).unwrap());
+        let (reference, reference_grad) = composed(&xs, |x| dropout(x, 0.25, 7).unwrap());
+        assert!(max_difference(&fused, &reference) < 1e-6);
+        assert!(max_difference(&fused_grad, &reference_grad) < 1e-6);
+        let dropped = fused.eq(0f32).unwrap().to_dtype(DType::F32).unwrap().mean_all().unwrap();
+        let dropped: f32 = dropped.to_scalar().unwrap();
+        assert!((dropped - 0.25).abs() < 0.01, "dropped {dropped}");
+        // Kept values are scaled by 1 / (1 - p).
+        let kept = fused.ne(0f32).unwrap().to_dtype(DType::F32).unwrap();
+        assert!(max_difference(&fused, &((&xs * kept).unwrap() / 0.75).unwrap()) < 1e-6);
+        assert_eq!(dropout(&xs, 0.25, 7).unwrap().to_vec2::<f32>().unwrap(), fused.to_vec2::<f32>().unwrap());
+        assert!(max_difference(&dropout(&xs, 0.25, 8).unwrap(), &fused) > 0.1);
+    }
+}

@@ -9,12 +9,16 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use workbench::train::{AdamW, AdamWSettings};
 use workbench_models::{Batch, Checkpoint, ClassifierOptions, StochasticPass};
 
+// The allocator the workbench binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Calls `work` until `seconds` have passed (after one warm-up call); returns calls per second.
-fn rate(seconds: f64, mut work: impl FnMut()) -> f64 {
+fn rate(seconds: f64, work: &mut dyn FnMut()) -> f64 {
     work();
     let started = Instant::now();
     let mut calls = 0;
@@ -47,35 +51,35 @@ fn main() {
         mask: Tensor::ones((batch_size, length), candle_core::DType::F32, &device).unwrap(),
     };
     let tokens = (batch_size * length) as f64;
-    let report = |workload: &str, per_second: f64| {
-        println!("{}", serde_json::json!({ "workload": workload, "tokens_per_s": per_second * tokens }));
+    // `BENCH_ONLY=training_step` (say) measures one workload, for profiling.
+    let only = std::env::var("BENCH_ONLY").ok();
+    let wanted = |workload: &str| only.as_deref().is_none_or(|o| o == workload);
+    let measure = |workload: &str, work: &mut dyn FnMut()| {
+        if wanted(workload) {
+            let per_second = rate(seconds, work);
+            println!("{}", serde_json::json!({ "workload": workload, "tokens_per_s": per_second * tokens }));
+        }
     };
-    report("eval_forward", rate(seconds, || drop(frozen.forward(&batch, None).unwrap())));
+    measure("eval_forward", &mut || drop(frozen.forward(&batch, None).unwrap()));
     let mut seed = 0;
-    report(
-        "stochastic_forward",
-        rate(seconds, || {
+    measure("stochastic_forward", &mut || {
             seed += 1;
             drop(frozen.forward(&batch, Some(&mut StochasticPass::new(seed))).unwrap());
-        }),
-    );
+    });
     let student = checkpoint.classifier_for(&options(true), &device).unwrap();
     let targets =
         Tensor::from_vec((0..batch_size as u32).map(|i| i % 10).collect::<Vec<_>>(), batch_size, &device).unwrap();
     let mut optimizer = AdamW::new(student.vars(), AdamWSettings::default()).unwrap();
-    report(
-        "training_step",
-        rate(seconds, || {
-            seed += 1;
-            let logits = student.forward(&batch, Some(&mut StochasticPass::new(seed))).unwrap().logits;
-            let loss = candle_nn::loss::cross_entropy(&logits, &targets).unwrap();
-            optimizer.step(&loss.backward().unwrap(), 1e-4).unwrap();
-        }),
-    );
+    measure("training_step", &mut || {
+        seed += 1;
+        let logits = student.forward(&batch, Some(&mut StochasticPass::new(seed))).unwrap().logits;
+        let loss = candle_nn::loss::cross_entropy(&logits, &targets).unwrap();
+        optimizer.step(&loss.backward().unwrap(), 1e-4).unwrap();
+    });
     // MC scoring with K = 16, batched as the mc-dropout estimator runs it: every layer stochastic,
     // and only the top layer (the rest run once). Reported per scored token, so the cost relative
     // to one deterministic pass is eval_forward / mc16_scoring.
     for (workload, top_layers) in [("mc16_scoring", 0), ("mc16_top1_scoring", 1)] {
-        report(workload, rate(seconds, || drop(frozen.mc_logits(&batch, 16, 0, top_layers).unwrap())));
+        measure(workload, &mut || drop(frozen.mc_logits(&batch, 16, 0, top_layers).unwrap()));
     }
 }

@@ -4,7 +4,7 @@
 //! masks drawn from its seed.
 
 use candle_core::{DType, Device, Module, Tensor, Var};
-use candle_nn::{Embedding, Linear};
+use candle_nn::Embedding;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
@@ -36,6 +36,17 @@ impl Dropout {
     pub fn forward(&self, xs: &Tensor, pass: Option<&mut StochasticPass>) -> Result<Tensor> {
         let Some(pass) = pass.filter(|_| self.p > 0.0) else { return Ok(xs.clone()) };
         Ok(kernels::dropout(xs, self.p, pass.rng.random())?)
+    }
+}
+
+struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        Ok(kernels::linear(xs, &self.weight, &self.bias)?)
     }
 }
 
@@ -107,13 +118,13 @@ impl ParamBuilder<'_> {
     fn linear(&mut self, prefix: &str, input: usize, output: usize) -> Result<Linear> {
         let weight = self.load(&format!("{prefix}.weight"), &[output, input])?;
         let bias = self.load(&format!("{prefix}.bias"), &[output])?;
-        Ok(Linear::new(weight, Some(bias)))
+        Ok(Linear { weight, bias })
     }
 
     fn fresh_linear(&mut self, prefix: &str, input: usize, output: usize, use_checkpoint: bool) -> Result<Linear> {
         let weight = self.load_or_init(&format!("{prefix}.weight"), &[output, input], use_checkpoint)?;
         let bias = self.load_or_init(&format!("{prefix}.bias"), &[output], use_checkpoint)?;
-        Ok(Linear::new(weight, Some(bias)))
+        Ok(Linear { weight, bias })
     }
 
     fn layer_norm(&mut self, prefix: &str, size: usize, eps: f64) -> Result<LayerNorm> {

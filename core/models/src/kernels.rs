@@ -1,11 +1,11 @@
 //! Fused CPU kernels, with their backward passes, for the element-wise work of a BERT layer:
-//! scaled and masked softmax, exact (erf) GELU, layer normalisation and dropout. Composed from
+//! scaled and masked softmax, exact (erf) GELU, layer normalisation, bias addition and dropout. Composed from
 //! candle operations these take many passes over memory and scalar `libm` calls, which cost
 //! more than the matrix products on a CPU. Each kernel runs on candle's own thread pool and is
 //! compiled twice, the hot copy with AVX2/FMA picked at run time. Other devices and dtypes take
 //! the composed operations (also the reference the tests hold the kernels to).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -69,6 +69,33 @@ fn par_rows(out: &mut [f32], width: usize, fill: impl Fn(usize, &mut [f32]) + Sy
             fill(start / width + offset, row);
         }
     });
+}
+
+/// Per-column reductions over the rows of a `[rows, width]` matrix: `accumulate(row, partial)`
+/// adds one row into a `[width * outputs]` partial; row blocks run in parallel, each into its
+/// own partial, and the partials are summed at the end.
+fn column_reduce(rows: usize, length: usize, accumulate: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let blocks = rows.div_ceil(64).clamp(1, 32);
+    let mut partials = vec![0f32; blocks * length];
+    par_chunks(&mut partials, length, |start, partial| {
+        let block = start / length;
+        for row in block * rows / blocks..(block + 1) * rows / blocks {
+            accumulate(row, partial);
+        }
+    });
+    let mut total = partials[..length].to_vec();
+    for partial in partials.chunks_exact(length).skip(1) {
+        add_into(&mut total, partial);
+    }
+    total
+}
+
+simd_fn! {
+    fn add_into(total: &mut [f32], values: &[f32]) {
+        for (t, v) in total.iter_mut().zip(values) {
+            *t += v;
+        }
+    }
 }
 
 const LANES: usize = 16;
@@ -220,26 +247,41 @@ fn moments(xs: &[f32], eps: f32) -> (f32, f32) {
 }
 
 simd_fn! {
-    fn normalize_row(xs: &[f32], eps: f32, out: &mut [f32]) {
+    fn layer_norm_row(xs: &[f32], weight: &[f32], bias: &[f32], eps: f32, out: &mut [f32]) {
         let (mean, inverse_std) = moments(xs, eps);
-        for (o, &x) in out.iter_mut().zip(xs) {
-            *o = (x - mean) * inverse_std;
+        for (((o, &x), &w), &b) in out.iter_mut().zip(xs).zip(weight).zip(bias) {
+            *o = (x - mean) * inverse_std * w + b;
         }
     }
 }
 
 simd_fn! {
-    /// dx = (g - mean(g) - x_hat * mean(g * x_hat)) / std, x_hat recomputed from x.
-    fn normalize_gradient_row(xs: &[f32], grads: &[f32], eps: f32, out: &mut [f32]) {
+    /// dx = (g' - mean(g') - x_hat * mean(g' * x_hat)) / std with g' = g * weight, x_hat
+    /// recomputed from x.
+    fn layer_norm_gradient_row(xs: &[f32], grads: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
         let (mean, inverse_std) = moments(xs, eps);
-        for (o, &x) in out.iter_mut().zip(xs) {
-            *o = (x - mean) * inverse_std;
-        }
         let width = xs.len() as f32;
-        let grad_mean = sum(grads) / width;
-        let projection = dot(out, grads) / width;
-        for (o, &g) in out.iter_mut().zip(grads) {
-            *o = (g - grad_mean - *o * projection) * inverse_std;
+        let (mut grad_sum, mut projection) = (0f32, 0f32);
+        for ((&x, &g), &w) in xs.iter().zip(grads).zip(weight) {
+            let scaled = g * w;
+            grad_sum += scaled;
+            projection += scaled * (x - mean) * inverse_std;
+        }
+        let (grad_mean, projection) = (grad_sum / width, projection / width);
+        for (((o, &x), &g), &w) in out.iter_mut().zip(xs).zip(grads).zip(weight) {
+            *o = (g * w - grad_mean - (x - mean) * inverse_std * projection) * inverse_std;
+        }
+    }
+}
+
+simd_fn! {
+    /// Adds one row's contribution to the weight and bias gradients: `[sum g * x_hat, sum g]`.
+    fn layer_norm_parameter_row(xs: &[f32], grads: &[f32], eps: f32, partial: &mut [f32]) {
+        let (mean, inverse_std) = moments(xs, eps);
+        let (weight_grad, bias_grad) = partial.split_at_mut(xs.len());
+        for (((dw, db), &x), &g) in weight_grad.iter_mut().zip(bias_grad.iter_mut()).zip(xs).zip(grads) {
+            *dw += g * (x - mean) * inverse_std;
+            *db += g;
         }
     }
 }
@@ -377,60 +419,159 @@ pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> CResult<Ten
     }
 }
 
-/// (x - mean) / sqrt(var + eps) over the last axis.
-struct Normalize {
+/// Layer normalisation over the last axis of x `[.., width]`, with weight and bias `[width]`.
+struct LayerNorm {
     eps: f32,
 }
 
-impl CustomOp1 for Normalize {
+impl CustomOp3 for LayerNorm {
     fn name(&self) -> &'static str {
-        "fused-normalize"
+        "fused-layer-norm"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let xs = contiguous(storage, layout)?;
-        let width = layout.shape().dims().last().copied().unwrap_or(1);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let (xs, weight, bias) = (contiguous(s1, l1)?, contiguous(s2, l2)?, contiguous(s3, l3)?);
+        let width = weight.len();
         let mut out = vec![0f32; xs.len()];
-        par_rows(&mut out, width, |row, o| normalize_row(&xs[row * width..(row + 1) * width], self.eps, o));
-        Ok(output(out, layout))
+        par_rows(&mut out, width, |row, o| {
+            layer_norm_row(&xs[row * width..(row + 1) * width], weight, bias, self.eps, o)
+        });
+        Ok(output(out, l1))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
-        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &NormalizeBackward { eps: self.eps })?))
+    fn bwd(
+        &self,
+        xs: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let input_grad = xs.apply_op3_no_bwd(&grad, weight, &LayerNormInputGrad { eps: self.eps })?;
+        let parameter_grads = xs.apply_op2_no_bwd(&grad, &LayerNormParameterGrads { eps: self.eps })?;
+        let width = weight.elem_count();
+        Ok((Some(input_grad), Some(parameter_grads.narrow(0, 0, width)?), Some(parameter_grads.narrow(0, width, width)?)))
     }
 }
 
-struct NormalizeBackward {
+struct LayerNormInputGrad {
     eps: f32,
 }
 
-impl CustomOp2 for NormalizeBackward {
+impl CustomOp3 for LayerNormInputGrad {
     fn name(&self) -> &'static str {
-        "fused-normalize-backward"
+        "fused-layer-norm-input-grad"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let (xs, grads) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
-        let width = l1.shape().dims().last().copied().unwrap_or(1);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let (xs, grads, weight) = (contiguous(s1, l1)?, contiguous(s2, l2)?, contiguous(s3, l3)?);
+        let width = weight.len();
         let mut out = vec![0f32; xs.len()];
         par_rows(&mut out, width, |row, o| {
             let range = row * width..(row + 1) * width;
-            normalize_gradient_row(&xs[range.clone()], &grads[range], self.eps, o)
+            layer_norm_gradient_row(&xs[range.clone()], &grads[range], weight, self.eps, o)
         });
         Ok(output(out, l1))
     }
 }
 
+/// The weight and bias gradients of a layer norm, concatenated: `[2 * width]`.
+struct LayerNormParameterGrads {
+    eps: f32,
+}
+
+impl CustomOp2 for LayerNormParameterGrads {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm-parameter-grads"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (xs, grads) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
+        let width = l1.shape().dims().last().copied().unwrap_or(1);
+        let sums = column_reduce(xs.len() / width, 2 * width, |row, partial| {
+            let range = row * width..(row + 1) * width;
+            layer_norm_parameter_row(&xs[range.clone()], &grads[range], self.eps, partial)
+        });
+        Ok((CpuStorage::F32(sums), Shape::from(2 * width)))
+    }
+}
+
 /// Layer normalisation over the last axis.
 pub fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> CResult<Tensor> {
-    let normalized = if fused(xs) {
-        xs.contiguous()?.apply_op1(Normalize { eps: eps as f32 })?
+    if fused(xs) {
+        xs.contiguous()?.apply_op3(weight, bias, LayerNorm { eps: eps as f32 })
     } else {
         let centered = xs.broadcast_sub(&xs.mean_keepdim(D::Minus1)?)?;
         let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        centered.broadcast_div(&(variance + eps)?.sqrt()?)?
-    };
-    normalized.broadcast_mul(weight)?.broadcast_add(bias)
+        centered.broadcast_div(&(variance + eps)?.sqrt()?)?.broadcast_mul(weight)?.broadcast_add(bias)
+    }
+}
+
+/// `xs + bias` over the last axis; the bias gradient (a column sum) runs in parallel, where
+/// candle's reduction over leading axes runs on one thread.
+struct AddBias;
+
+impl CustomOp2 for AddBias {
+    fn name(&self) -> &'static str {
+        "fused-add-bias"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (xs, bias) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
+        let width = bias.len();
+        let mut out = xs.to_vec();
+        par_rows(&mut out, width, |_, o| add_into(o, bias));
+        Ok(output(out, l1))
+    }
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        Ok((Some(grad.clone()), Some(grad.apply_op1_no_bwd(&ColumnSums)?)))
+    }
+}
+
+struct ColumnSums;
+
+impl CustomOp1 for ColumnSums {
+    fn name(&self) -> &'static str {
+        "fused-column-sums"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let values = contiguous(storage, layout)?;
+        let width = layout.shape().dims().last().copied().unwrap_or(1);
+        let sums = column_reduce(values.len() / width, width, |row, partial| {
+            add_into(partial, &values[row * width..(row + 1) * width])
+        });
+        Ok((CpuStorage::F32(sums), Shape::from(width)))
+    }
+}
+
+/// A linear layer, `xs @ weight^T + bias`, as one matrix product over all leading axes.
+pub fn linear(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> CResult<Tensor> {
+    let (rows, width) = (xs.elem_count() / xs.dim(D::Minus1)?, xs.dim(D::Minus1)?);
+    let mut dims = xs.dims().to_vec();
+    *dims.last_mut().expect("a linear input has at least one axis") = weight.dim(0)?;
+    let product = xs.contiguous()?.reshape((rows, width))?.matmul(&weight.t()?)?;
+    let out = if fused(&product) { product.apply_op2(bias, AddBias)? } else { product.broadcast_add(bias)? };
+    out.reshape(dims)
 }
 
 #[derive(Clone, Copy)]
@@ -503,19 +644,30 @@ mod tests {
         (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
     }
 
-    /// Value and gradient (of a fixed random projection of the output) with respect to `xs`.
-    fn value_and_gradient(xs: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> (Tensor, Tensor) {
-        let var = Var::from_tensor(xs).unwrap();
-        let out = f(var.as_tensor());
+    /// The value, as f32, and the gradients with respect to `inputs` of a fixed random
+    /// projection of it.
+    fn gradients(inputs: &[&Tensor], f: impl Fn(&[&Tensor]) -> Tensor) -> (Tensor, Vec<Tensor>) {
+        let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+        let out = f(&vars.iter().map(|v| v.as_tensor()).collect::<Vec<_>>());
         let projection = random(out.dims(), 99, 1.0).to_dtype(out.dtype()).unwrap();
         let grads = (&out * projection).unwrap().sum_all().unwrap().backward().unwrap();
-        (out, grads.get(var.as_tensor()).unwrap().clone())
+        let as_f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        (as_f32(&out), vars.iter().map(|v| as_f32(grads.get(v.as_tensor()).unwrap())).collect())
     }
 
-    /// The same function on a "device" that takes the composed path: f64 tensors.
+    fn value_and_gradient(xs: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> (Tensor, Tensor) {
+        let (out, mut grads) = gradients(&[xs], |t| f(t[0]));
+        (out, grads.remove(0))
+    }
+
+    /// An f64 copy, which takes the composed path (the fused kernels are for f32).
+    fn f64(t: &Tensor) -> Tensor {
+        t.to_dtype(DType::F64).unwrap()
+    }
+
+    /// The same function through the composed operations.
     fn composed(xs: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> (Tensor, Tensor) {
-        let (out, grad) = value_and_gradient(&xs.to_dtype(DType::F64).unwrap(), f);
-        (out.to_dtype(DType::F32).unwrap(), grad.to_dtype(DType::F32).unwrap())
+        value_and_gradient(&f64(xs), f)
     }
 
     #[test]
@@ -577,11 +729,29 @@ mod tests {
         let xs = (random(&[4, 6, 40], 3, 3.0) + 1.5).unwrap();
         let weight = random(&[40], 4, 1.0);
         let bias = random(&[40], 5, 1.0);
-        let (fused, fused_grad) = value_and_gradient(&xs, |x| layer_norm(x, &weight, &bias, 1e-12).unwrap());
-        let (w64, b64) = (weight.to_dtype(DType::F64).unwrap(), bias.to_dtype(DType::F64).unwrap());
-        let (reference, reference_grad) = composed(&xs, |x| layer_norm(x, &w64, &b64, 1e-12).unwrap());
+        let (fused, fused_grads) = gradients(&[&xs, &weight, &bias], |t| layer_norm(t[0], t[1], t[2], 1e-12).unwrap());
+        let (reference, reference_grads) =
+            gradients(&[&xs, &weight, &bias].map(f64).each_ref(), |t| layer_norm(t[0], t[1], t[2], 1e-12).unwrap());
         assert!(max_difference(&fused, &reference) < 2e-6);
-        assert!(max_difference(&fused_grad, &reference_grad) < 2e-6);
+        for (fused, reference) in fused_grads.iter().zip(&reference_grads) {
+            assert!(max_difference(fused, reference) < 2e-5);
+        }
+    }
+
+    #[test]
+    fn linear_matches_the_composed_operation_and_its_gradients() {
+        let xs = random(&[3, 70, 24], 7, 1.0);
+        let weight = random(&[40, 24], 8, 1.0);
+        let bias = random(&[40], 9, 1.0);
+        let (fused, fused_grads) = gradients(&[&xs, &weight, &bias], |t| linear(t[0], t[1], t[2]).unwrap());
+        let (reference, reference_grads) = gradients(&[&xs, &weight, &bias].map(f64).each_ref(), |t| {
+            t[0].broadcast_matmul(&t[1].t().unwrap()).unwrap().broadcast_add(t[2]).unwrap()
+        });
+        assert_eq!(fused.dims(), &[3, 70, 40]);
+        assert!(max_difference(&fused, &reference) < 1e-5);
+        for (fused, reference) in fused_grads.iter().zip(&reference_grads) {
+            assert!(max_difference(fused, reference) < 1e-4);
+        }
     }
 
     #[test]

@@ -98,6 +98,14 @@ simd_fn! {
     }
 }
 
+simd_fn! {
+    fn add_rows(xs: &[f32], ys: &[f32], out: &mut [f32]) {
+        for ((o, x), y) in out.iter_mut().zip(xs).zip(ys) {
+            *o = x + y;
+        }
+    }
+}
+
 const LANES: usize = 16;
 
 /// Sum with independent lanes, so that the compiler can vectorise it.
@@ -536,8 +544,8 @@ impl CustomOp2 for AddBias {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
         let (xs, bias) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
         let width = bias.len();
-        let mut out = xs.to_vec();
-        par_rows(&mut out, width, |_, o| add_into(o, bias));
+        let mut out = vec![0f32; xs.len()];
+        par_rows(&mut out, width, |row, o| add_rows(&xs[row * width..(row + 1) * width], bias, o));
         Ok(output(out, l1))
     }
 

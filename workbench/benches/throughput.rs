@@ -63,8 +63,8 @@ fn main() {
     measure("eval_forward", &mut || drop(frozen.forward(&batch, None).unwrap()));
     let mut seed = 0;
     measure("stochastic_forward", &mut || {
-            seed += 1;
-            drop(frozen.forward(&batch, Some(&mut StochasticPass::new(seed))).unwrap());
+        seed += 1;
+        drop(frozen.forward(&batch, Some(&mut StochasticPass::new(seed))).unwrap());
     });
     let student = checkpoint.classifier_for(&options(true), &device).unwrap();
     let targets =

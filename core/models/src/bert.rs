@@ -162,7 +162,7 @@ struct FeedForward {
     dropout: Dropout,
 }
 
-struct Layer {
+pub(crate) struct Layer {
     attention: SelfAttention,
     feed_forward: FeedForward,
 }
@@ -177,7 +177,7 @@ pub struct ModelOutput {
 
 pub struct BertClassifier {
     embeddings: Embeddings,
-    layers: Vec<Layer>,
+    pub(crate) layers: Vec<Layer>,
     pooler: Linear,
     classifier: Linear,
     classifier_dropout: Dropout,
@@ -189,21 +189,31 @@ pub struct BertClassifier {
 }
 
 impl SelfAttention {
-    fn forward(&self, xs: &Tensor, mask: &Tensor, mut pass: Option<&mut StochasticPass>) -> Result<Tensor> {
-        let (batch, length, hidden) = xs.dims3()?;
+    /// With `first_only`, only the first position attends (to every position) and comes out:
+    /// all that the classifier head reads of the last layer.
+    fn forward(
+        &self,
+        xs: &Tensor,
+        mask: &Tensor,
+        first_only: bool,
+        mut pass: Option<&mut StochasticPass>,
+    ) -> Result<Tensor> {
+        let (batch, _, hidden) = xs.dims3()?;
         let head_dim = hidden / self.heads;
         let split = |t: Tensor| -> Result<Tensor> {
-            Ok(t.reshape((batch, length, self.heads, head_dim))?.transpose(1, 2)?.contiguous()?)
+            let positions = t.dim(1)?;
+            Ok(t.reshape((batch, positions, self.heads, head_dim))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = split(self.query.forward(xs)?)?;
+        let queries = if first_only { xs.narrow(1, 0, 1)? } else { xs.clone() };
+        let q = split(self.query.forward(&queries)?)?;
         let k = split(self.key.forward(xs)?)?;
         let v = split(self.value.forward(xs)?)?;
         let scores = q.matmul(&k.t()?)?;
         let probs = kernels::masked_softmax(&scores, mask, 1.0 / (head_dim as f64).sqrt())?;
         let probs = self.attention_dropout.forward(&probs, pass.as_deref_mut())?;
-        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, length, hidden))?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, queries.dim(1)?, hidden))?;
         let projected = self.hidden_dropout.forward(&self.output.forward(&context)?, pass)?;
-        self.norm.forward(&(projected + xs)?)
+        self.norm.forward(&(projected + queries)?)
     }
 }
 
@@ -327,7 +337,7 @@ impl BertClassifier {
     }
 
     /// Token, position and type embeddings, and the additive attention mask.
-    fn embed(&self, batch: &Batch, pass: Option<&mut StochasticPass>) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn embed(&self, batch: &Batch, pass: Option<&mut StochasticPass>) -> Result<(Tensor, Tensor)> {
         let (size, length) = batch.ids.dims2()?;
         let positions =
             Tensor::arange(0u32, length as u32, &self.device)?.unsqueeze(0)?.broadcast_as((size, length))?;
@@ -341,21 +351,26 @@ impl BertClassifier {
         Ok((hidden, mask))
     }
 
-    fn encode(
+    /// Runs `layers`; with `last_is_top`, the last of them is the model's top layer and only its
+    /// first position (the one the head reads) is computed, which gives the same logits for
+    /// about a sixth of that layer's work.
+    pub(crate) fn encode(
         &self,
         mut hidden: Tensor,
         mask: &Tensor,
         layers: &[Layer],
+        last_is_top: bool,
         mut pass: Option<&mut StochasticPass>,
     ) -> Result<Tensor> {
-        for layer in layers {
-            hidden = layer.attention.forward(&hidden, mask, pass.as_deref_mut())?;
+        for (index, layer) in layers.iter().enumerate() {
+            let first_only = last_is_top && index + 1 == layers.len();
+            hidden = layer.attention.forward(&hidden, mask, first_only, pass.as_deref_mut())?;
             hidden = layer.feed_forward.forward(&hidden, pass.as_deref_mut())?;
         }
         Ok(hidden)
     }
 
-    fn head(&self, hidden: &Tensor, pass: Option<&mut StochasticPass>) -> Result<ModelOutput> {
+    pub(crate) fn head(&self, hidden: &Tensor, pass: Option<&mut StochasticPass>) -> Result<ModelOutput> {
         let first = hidden.narrow(1, 0, 1)?.squeeze(1)?;
         let pooled = self.pooler.forward(&first)?.tanh()?;
         let logits = self.classifier.forward(&self.classifier_dropout.forward(&pooled, pass)?)?;
@@ -365,7 +380,7 @@ impl BertClassifier {
     /// Runs the model; dropout is on exactly when `pass` is given.
     pub fn forward(&self, batch: &Batch, mut pass: Option<&mut StochasticPass>) -> Result<ModelOutput> {
         let (hidden, mask) = self.embed(batch, pass.as_deref_mut())?;
-        let hidden = self.encode(hidden, &mask, &self.layers, pass.as_deref_mut())?;
+        let hidden = self.encode(hidden, &mask, &self.layers, true, pass.as_deref_mut())?;
         self.head(&hidden, pass)
     }
 
@@ -380,7 +395,7 @@ impl BertClassifier {
         // The shared deterministic part, when only the top layers are stochastic.
         let lower = if stochastic_from > 0 {
             let (hidden, mask) = self.embed(batch, None)?;
-            Some((self.encode(hidden, &mask, &self.layers[..stochastic_from], None)?, mask))
+            Some((self.encode(hidden, &mask, &self.layers[..stochastic_from], false, None)?, mask))
         } else {
             None
         };
@@ -391,13 +406,17 @@ impl BertClassifier {
             let copies = group.min(passes - done);
             let repeat = |t: &Tensor| -> Result<Tensor> { Ok(Tensor::cat(&vec![t.clone(); copies], 0)?) };
             let hidden = match &lower {
-                Some((hidden, mask)) => {
-                    self.encode(repeat(hidden)?, &repeat(mask)?, &self.layers[stochastic_from..], Some(&mut pass))?
-                }
+                Some((hidden, mask)) => self.encode(
+                    repeat(hidden)?,
+                    &repeat(mask)?,
+                    &self.layers[stochastic_from..],
+                    true,
+                    Some(&mut pass),
+                )?,
                 None => {
                     let repeated = Batch { ids: repeat(&batch.ids)?, mask: repeat(&batch.mask)? };
                     let (hidden, mask) = self.embed(&repeated, Some(&mut pass))?;
-                    self.encode(hidden, &mask, &self.layers, Some(&mut pass))?
+                    self.encode(hidden, &mask, &self.layers, true, Some(&mut pass))?
                 }
             };
             outputs.push(self.head(&hidden, Some(&mut pass))?.logits);

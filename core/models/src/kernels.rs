@@ -467,7 +467,11 @@ impl CustomOp3 for LayerNorm {
         let input_grad = xs.apply_op3_no_bwd(&grad, weight, &LayerNormInputGrad { eps: self.eps })?;
         let parameter_grads = xs.apply_op2_no_bwd(&grad, &LayerNormParameterGrads { eps: self.eps })?;
         let width = weight.elem_count();
-        Ok((Some(input_grad), Some(parameter_grads.narrow(0, 0, width)?), Some(parameter_grads.narrow(0, width, width)?)))
+        Ok((
+            Some(input_grad),
+            Some(parameter_grads.narrow(0, 0, width)?),
+            Some(parameter_grads.narrow(0, width, width)?),
+        ))
     }
 }
 
@@ -682,7 +686,12 @@ mod tests {
     fn approximations_match_libm() {
         for i in -400..=400 {
             let x = i as f32 * 0.0125;
-            assert!((f64::from(erf(x)) - reference_erf(x)).abs() < 4e-7, "erf({x}) = {} not {}", erf(x), reference_erf(x));
+            assert!(
+                (f64::from(erf(x)) - reference_erf(x)).abs() < 4e-7,
+                "erf({x}) = {} not {}",
+                erf(x),
+                reference_erf(x)
+            );
             let x = x * 16.0;
             assert!((exp(x) - x.exp()).abs() <= 2e-7 * x.exp(), "exp({x})");
         }

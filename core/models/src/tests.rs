@@ -111,6 +111,23 @@ fn deterministic_passes_are_identical_and_stochastic_ones_follow_their_seed() {
 }
 
 #[test]
+fn computing_only_the_first_position_of_the_top_layer_gives_the_full_models_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), "", None);
+    let checkpoint = Checkpoint::open(dir.path(), 16, &Device::Cpu).unwrap();
+    let model = checkpoint.classifier_for(&options(None, false), &Device::Cpu).unwrap();
+    let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
+    let (hidden, mask) = model.embed(&batch, None).unwrap();
+    let every_position = model.encode(hidden, &mask, &model.layers, false, None).unwrap();
+    assert_eq!(every_position.dims(), &[3, batch.ids.dim(1).unwrap(), HIDDEN]);
+    let full: Vec<f32> = model.head(&every_position, None).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap();
+    let first_only = logits(&checkpoint, &model, None);
+    for (a, b) in full.iter().zip(&first_only) {
+        assert!((a - b).abs() < 1e-6, "{full:?} vs {first_only:?}");
+    }
+}
+
+#[test]
 fn names_with_and_without_the_bert_prefix_load_the_same_model() {
     let (plain, prefixed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     tiny_checkpoint(plain.path(), "", None);

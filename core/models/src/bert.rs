@@ -45,6 +45,13 @@ struct Linear {
 }
 
 impl Linear {
+    /// The layers' outputs side by side, as one layer.
+    fn stacked(layers: &[&Linear]) -> Result<Linear> {
+        let weights: Vec<&Tensor> = layers.iter().map(|l| &l.weight).collect();
+        let biases: Vec<&Tensor> = layers.iter().map(|l| &l.bias).collect();
+        Ok(Linear { weight: Tensor::cat(&weights, 0)?, bias: Tensor::cat(&biases, 0)? })
+    }
+
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         Ok(kernels::linear(xs, &self.weight, &self.bias)?)
     }
@@ -205,9 +212,16 @@ impl SelfAttention {
             Ok(t.reshape((batch, positions, self.heads, head_dim))?.transpose(1, 2)?.contiguous()?)
         };
         let queries = if first_only { xs.narrow(1, 0, 1)? } else { xs.clone() };
-        let q = split(self.query.forward(&queries)?)?;
-        let k = split(self.key.forward(xs)?)?;
-        let v = split(self.value.forward(xs)?)?;
+        // One matrix product for the projections that read the same positions.
+        let (q, k, v) = if first_only {
+            let kv = Linear::stacked(&[&self.key, &self.value])?.forward(xs)?;
+            let (k, v) = (kv.narrow(2, 0, hidden)?, kv.narrow(2, hidden, hidden)?);
+            (split(self.query.forward(&queries)?)?, split(k)?, split(v)?)
+        } else {
+            let qkv = Linear::stacked(&[&self.query, &self.key, &self.value])?.forward(xs)?;
+            let part = |i: usize| split(qkv.narrow(2, i * hidden, hidden)?);
+            (part(0)?, part(1)?, part(2)?)
+        };
         let scores = q.matmul(&k.t()?)?;
         let probs = kernels::masked_softmax(&scores, mask, 1.0 / (head_dim as f64).sqrt())?;
         let probs = self.attention_dropout.forward(&probs, pass.as_deref_mut())?;

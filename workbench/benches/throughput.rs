@@ -9,9 +9,9 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use workbench::train::{AdamW, AdamWSettings};
 use workbench_models::{Batch, Checkpoint, ClassifierOptions, StochasticPass};
 
-// The allocator the workbench binary runs with.
+// The allocator the workbench binary runs with, set up the same way.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: workbench::allocator::Allocator = workbench::allocator::Allocator;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -30,6 +30,7 @@ fn rate(seconds: f64, work: &mut dyn FnMut()) -> f64 {
 }
 
 fn main() {
+    workbench::allocator::keep_freed_memory();
     let dir = std::env::var("MINILM_DIR").expect("set MINILM_DIR to the MiniLM checkpoint directory");
     let (batch_size, length, seconds) =
         (env("BENCH_BATCH", 32), env("BENCH_LENGTH", 64), env("BENCH_SECONDS", 10) as f64);

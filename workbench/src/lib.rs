@@ -1,5 +1,6 @@
 //! The workbench engine: plugin host, configuration and runs.
 
+pub mod allocator;
 pub mod assets;
 pub mod config;
 pub mod data;

@@ -68,6 +68,7 @@ text = "\n".join([
     f"Machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}, transformers {transformers.__version__}; "
     f"{subprocess.run(['rustc', '--version'], capture_output=True, text=True).stdout.strip()}.",
 ])
-open("BENCHMARKS.md", "w").write(text + "\n")
+notes = open("benches/NOTES.md").read()  # the hand-written profile summary
+open("BENCHMARKS.md", "w").write(text + "\n\n" + notes)
 print(text)
 PY

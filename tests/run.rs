@@ -60,6 +60,19 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
     assert!(std::fs::read_to_string(sweep.join("comparison.svg")).unwrap().contains("<svg"));
     let markdown = std::fs::read_to_string(sweep.join("comparison.md")).unwrap();
     assert!(markdown.contains("| muka | 2 | "), "{markdown}");
+    assert!(markdown.contains("| on `a`'s labels | on `b`'s labels |"), "{markdown}");
+    // Per-teacher columns: the mean over seeds of what each run's results.json reports.
+    assert!(csv.lines().next().unwrap().ends_with(",on_a_mean,on_a_std,on_b_mean,on_b_std"), "{csv}");
+    let on_b: Vec<f64> = ["vanilla-kd-seed0", "vanilla-kd-seed1"]
+        .iter()
+        .map(|run| {
+            let results: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(sweep.join(run).join("results.json")).unwrap()).unwrap();
+            results["rows"][0]["per_teacher"][1].as_f64().unwrap()
+        })
+        .collect();
+    let reported: f64 = rows[0][8].parse().unwrap();
+    assert!((reported - (on_b[0] + on_b[1]) / 2.0).abs() < 1e-6, "{reported} vs {on_b:?}");
 
     // Every teacher signal (teacher, split, sampling plan) was computed by exactly one run.
     let manifests = manifests(&sweep);

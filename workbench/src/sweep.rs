@@ -92,7 +92,7 @@ pub fn sweep(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<
     }
     let name = file.name.unwrap_or_else(|| "sweep".into());
     let dir = file.output.unwrap_or_else(|| PathBuf::from("runs")).join(&name);
-    let (mut summaries, mut skipped) = (Vec::new(), 0);
+    let (mut summaries, mut skipped, mut teachers) = (Vec::new(), 0, Vec::new());
     for method in &file.sweep.methods {
         let mut summary = Summary {
             method: method.name.clone(),
@@ -113,6 +113,7 @@ pub fn sweep(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<
             let loaded = config::LoadedConfig::from_figment(figment, &name)?;
             let resolved = loaded.validate(registry)?;
             let run_dir = run::run_dir(&resolved);
+            teachers = resolved.teachers.keys().cloned().collect();
             if run::is_complete(&run_dir) {
                 skipped += 1;
                 tracing::info!(run = %run_dir.display(), "already complete, skipped");
@@ -140,7 +141,7 @@ pub fn sweep(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<
         }
         summaries.push(summary);
     }
-    write_table(&dir, &summaries)?;
+    write_table(&dir, &summaries, &teachers)?;
     write_chart(&dir.join("comparison.svg"), &summaries)?;
     Ok(SweepOutcome { dir, summaries, skipped })
 }
@@ -153,17 +154,37 @@ fn cell(values: &[f64]) -> String {
     format!("{mean:.4} ± {std:.4}")
 }
 
-fn write_table(dir: &Path, summaries: &[Summary]) -> Result<()> {
-    let mut markdown =
-        String::from("| method | runs | test accuracy (union) | teacher-selection accuracy |\n|---|---|---|---|\n");
-    let mut csv = String::from("method,runs,accuracy_mean,accuracy_std,selection_mean,selection_std\n");
+/// The comparison as Markdown and CSV: union accuracy, accuracy on each teacher's labels (in
+/// `teachers` order, as the runs report them) and selection accuracy, mean ± std over seeds.
+fn write_table(dir: &Path, summaries: &[Summary], teachers: &[String]) -> Result<()> {
+    let on_labels: String = teachers.iter().map(|t| format!(" on `{t}`'s labels |")).collect();
+    let mut markdown = format!(
+        "| method | runs | test accuracy (union) |{on_labels} teacher-selection accuracy |\n|---|---|---|{}---|\n",
+        "---|".repeat(teachers.len())
+    );
+    let teacher_columns: String = teachers.iter().map(|t| format!(",on_{t}_mean,on_{t}_std")).collect();
+    let mut csv = format!("method,runs,accuracy_mean,accuracy_std,selection_mean,selection_std{teacher_columns}\n");
     for s in summaries {
-        markdown +=
-            &format!("| {} | {} | {} | {} |\n", s.method, s.accuracies.len(), cell(&s.accuracies), cell(&s.selection));
+        // Accuracy on teacher i's labels, one value per seed.
+        let subset = |i: usize| -> Vec<f64> { s.per_teacher.iter().filter_map(|row| row.get(i).copied()).collect() };
+        let subsets: String = (0..teachers.len()).map(|i| format!(" {} |", cell(&subset(i)))).collect();
+        markdown += &format!(
+            "| {} | {} | {} |{subsets} {} |\n",
+            s.method,
+            s.accuracies.len(),
+            cell(&s.accuracies),
+            cell(&s.selection)
+        );
         let (am, asd) = mean_std(&s.accuracies);
         let (sm, ssd) = if s.selection.is_empty() { (f64::NAN, f64::NAN) } else { mean_std(&s.selection) };
+        let subset_values: String = (0..teachers.len())
+            .map(|i| {
+                let (mean, std) = mean_std(&subset(i));
+                format!(",{mean:.6},{std:.6}")
+            })
+            .collect();
         csv += &format!(
-            "\"{}\",{},{am:.6},{asd:.6},{sm:.6},{ssd:.6}\n",
+            "\"{}\",{},{am:.6},{asd:.6},{sm:.6},{ssd:.6}{subset_values}\n",
             s.method.replace('"', "\"\""),
             s.accuracies.len()
         );

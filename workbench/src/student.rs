@@ -231,7 +231,7 @@ pub fn train_student(
         bar.println(format!("epoch {}: loss {train_loss:.4}, validation accuracy {validation_accuracy:.4}", epoch + 1));
         state.epochs_done = epoch + 1;
         state.epochs.push(record);
-        if validation_accuracy > state.best_validation_accuracy {
+        if crate::train::improves(validation_accuracy, state.best_validation_accuracy) {
             state.best_epoch = epoch + 1;
             state.best_validation_accuracy = validation_accuracy;
             trainer.model.save(&run.join("student"), &tokenizer)?;

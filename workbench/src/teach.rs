@@ -317,7 +317,7 @@ pub fn teach(settings: &TrainingSettings, mut splits: Splits, cache: &Path) -> R
             "epoch {}: train loss {train_loss:.4}, validation accuracy {validation_accuracy:.4}",
             epoch + 1
         ));
-        if validation_accuracy > best.1 {
+        if crate::train::improves(validation_accuracy, best.1) {
             best = (epoch + 1, validation_accuracy);
             model.save(&output, &checkpoint.tokenizer)?;
         }

@@ -165,6 +165,14 @@ pub fn predict(
     Ok(predictions)
 }
 
+/// Whether an epoch's validation accuracy makes it the best so far. Ties go to the later epoch:
+/// small validation sets tie often, and an undertrained early epoch has flat, low-confidence
+/// logits (a quickstart teacher kept its first epoch and its logits lost every comparison with
+/// the other teacher's).
+pub fn improves(validation_accuracy: f64, best_so_far: f64) -> bool {
+    validation_accuracy >= best_so_far
+}
+
 /// Accuracy of `model` on `examples`, whose labels are mapped through the model's labels.
 pub fn accuracy(
     model: &BertClassifier,
@@ -188,6 +196,14 @@ mod tests {
     use candle_core::{DType, Device};
 
     use super::*;
+
+    #[test]
+    fn ties_in_validation_accuracy_go_to_the_later_epoch() {
+        assert!(improves(0.5, -1.0), "the first epoch always counts");
+        assert!(improves(0.8889, 0.8889));
+        assert!(improves(0.9, 0.8889));
+        assert!(!improves(0.8333, 0.8889));
+    }
 
     #[test]
     fn schedule_warms_up_then_decays_linearly() {

@@ -5,6 +5,8 @@
 //! compiled twice, the hot copy with AVX2/FMA picked at run time. Other devices and dtypes take
 //! the composed operations (also the reference the tests hold the kernels to).
 
+use std::ops::Range;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
 
 type CResult<T> = candle_core::Result<T>;
@@ -45,10 +47,11 @@ struct SharedOut(*mut f32);
 // SAFETY: every parallel task writes a disjoint range of the buffer.
 unsafe impl Sync for SharedOut {}
 
-/// Fills `out` in chunks of `chunk` values, in parallel; `fill(start, values)` gets the offset
-/// of its chunk.
-fn par_chunks(out: &mut [f32], chunk: usize, fill: impl Fn(usize, &mut [f32]) + Sync) {
-    let (len, shared) = (out.len(), SharedOut(out.as_mut_ptr()));
+/// A new buffer of `len` values, filled in parallel `chunk` values at a time:
+/// `fill(positions, values)` gets the positions its chunk covers.
+fn par_fill(len: usize, chunk: usize, fill: impl Fn(Range<usize>, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; len];
+    let shared = SharedOut(out.as_mut_ptr());
     let shared = &shared;
     candle_core::utils::barrier_pool().execute_chunked(len.div_ceil(chunk), |chunks| {
         for index in chunks {
@@ -56,31 +59,38 @@ fn par_chunks(out: &mut [f32], chunk: usize, fill: impl Fn(usize, &mut [f32]) + 
             let end = len.min(start + chunk);
             // SAFETY: chunk ranges are disjoint and inside `out`, which outlives the call.
             let values = unsafe { std::slice::from_raw_parts_mut(shared.0.add(start), end - start) };
-            fill(start, values);
+            fill(start..end, values);
         }
     });
+    out
 }
 
-/// Rows of `width` values each, in parallel: `fill(row, out_row)`.
-fn par_rows(out: &mut [f32], width: usize, fill: impl Fn(usize, &mut [f32]) + Sync) {
+/// A new buffer of rows of `width` values, filled in parallel: `fill(row, positions, values)`,
+/// where `positions` are the row's, also in inputs of the same shape.
+fn par_fill_rows(len: usize, width: usize, fill: impl Fn(usize, Range<usize>, &mut [f32]) + Sync) -> Vec<f32> {
     let rows_per_task = (4096 / width.max(1)).max(1);
-    par_chunks(out, rows_per_task * width, |start, values| {
+    par_fill(len, rows_per_task * width, |positions, values| {
         for (offset, row) in values.chunks_mut(width).enumerate() {
-            fill(start / width + offset, row);
+            let start = positions.start + offset * width;
+            fill(start / width, start..start + width, row);
         }
-    });
+    })
 }
 
-/// Per-column reductions over the rows of a `[rows, width]` matrix: `accumulate(row, partial)`
-/// adds one row into a `[width * outputs]` partial; row blocks run in parallel, each into its
-/// own partial, and the partials are summed at the end.
-fn column_reduce(rows: usize, length: usize, accumulate: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+/// Per-column reductions over the rows of a `[rows, width]` matrix: `accumulate(positions,
+/// partial)` adds the row at `positions` into a partial of `length` values; row blocks run in
+/// parallel, each into its own partial, and the partials are summed at the end.
+fn column_reduce(
+    rows: usize,
+    width: usize,
+    length: usize,
+    accumulate: impl Fn(Range<usize>, &mut [f32]) + Sync,
+) -> Vec<f32> {
     let blocks = rows.div_ceil(64).clamp(1, 32);
-    let mut partials = vec![0f32; blocks * length];
-    par_chunks(&mut partials, length, |start, partial| {
-        let block = start / length;
+    let partials = par_fill(blocks * length, length, |positions, partial| {
+        let block = positions.start / length;
         for row in block * rows / blocks..(block + 1) * rows / blocks {
-            accumulate(row, partial);
+            accumulate(row * width..(row + 1) * width, partial);
         }
     });
     let mut total = partials[..length].to_vec();
@@ -327,8 +337,7 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
         let xs = contiguous(storage, layout)?;
-        let mut out = vec![0f32; xs.len()];
-        par_chunks(&mut out, ELEMENTWISE_CHUNK, |start, o| gelu_values(&xs[start..start + o.len()], o));
+        let out = par_fill(xs.len(), ELEMENTWISE_CHUNK, |at, o| gelu_values(&xs[at], o));
         Ok(output(out, layout))
     }
 
@@ -346,11 +355,7 @@ impl CustomOp2 for GeluBackward {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
         let (xs, grads) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
-        let mut out = vec![0f32; xs.len()];
-        par_chunks(&mut out, ELEMENTWISE_CHUNK, |start, o| {
-            let end = start + o.len();
-            gelu_gradients(&xs[start..end], &grads[start..end], o)
-        });
+        let out = par_fill(xs.len(), ELEMENTWISE_CHUNK, |at, o| gelu_gradients(&xs[at.clone()], &grads[at], o));
         Ok(output(out, l1))
     }
 }
@@ -379,11 +384,9 @@ impl CustomOp2 for MaskedSoftmax {
         let (scores, mask) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
         let (batch, width) = l2.shape().dims2()?;
         let rows_per_item = scores.len() / width / batch.max(1);
-        let mut out = vec![0f32; scores.len()];
-        par_rows(&mut out, width, |row, o| {
+        let out = par_fill_rows(scores.len(), width, |row, at, o| {
             let item = row / rows_per_item;
-            let mask = &mask[item * width..(item + 1) * width];
-            softmax_row(&scores[row * width..(row + 1) * width], mask, self.scale, o)
+            softmax_row(&scores[at], &mask[item * width..(item + 1) * width], self.scale, o)
         });
         Ok(output(out, l1))
     }
@@ -406,10 +409,8 @@ impl CustomOp2 for SoftmaxBackward {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
         let (probs, grads) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
         let width = l1.shape().dims().last().copied().unwrap_or(1);
-        let mut out = vec![0f32; probs.len()];
-        par_rows(&mut out, width, |row, o| {
-            let range = row * width..(row + 1) * width;
-            softmax_gradient_row(&probs[range.clone()], &grads[range], self.scale, o)
+        let out = par_fill_rows(probs.len(), width, |_, at, o| {
+            softmax_gradient_row(&probs[at.clone()], &grads[at], self.scale, o)
         });
         Ok(output(out, l1))
     }
@@ -448,10 +449,7 @@ impl CustomOp3 for LayerNorm {
     ) -> CResult<(CpuStorage, Shape)> {
         let (xs, weight, bias) = (contiguous(s1, l1)?, contiguous(s2, l2)?, contiguous(s3, l3)?);
         let width = weight.len();
-        let mut out = vec![0f32; xs.len()];
-        par_rows(&mut out, width, |row, o| {
-            layer_norm_row(&xs[row * width..(row + 1) * width], weight, bias, self.eps, o)
-        });
+        let out = par_fill_rows(xs.len(), width, |_, at, o| layer_norm_row(&xs[at], weight, bias, self.eps, o));
         Ok(output(out, l1))
     }
 
@@ -495,10 +493,8 @@ impl CustomOp3 for LayerNormInputGrad {
     ) -> CResult<(CpuStorage, Shape)> {
         let (xs, grads, weight) = (contiguous(s1, l1)?, contiguous(s2, l2)?, contiguous(s3, l3)?);
         let width = weight.len();
-        let mut out = vec![0f32; xs.len()];
-        par_rows(&mut out, width, |row, o| {
-            let range = row * width..(row + 1) * width;
-            layer_norm_gradient_row(&xs[range.clone()], &grads[range], weight, self.eps, o)
+        let out = par_fill_rows(xs.len(), width, |_, at, o| {
+            layer_norm_gradient_row(&xs[at.clone()], &grads[at], weight, self.eps, o)
         });
         Ok(output(out, l1))
     }
@@ -517,9 +513,8 @@ impl CustomOp2 for LayerNormParameterGrads {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
         let (xs, grads) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
         let width = l1.shape().dims().last().copied().unwrap_or(1);
-        let sums = column_reduce(xs.len() / width, 2 * width, |row, partial| {
-            let range = row * width..(row + 1) * width;
-            layer_norm_parameter_row(&xs[range.clone()], &grads[range], self.eps, partial)
+        let sums = column_reduce(xs.len() / width, width, 2 * width, |at, partial| {
+            layer_norm_parameter_row(&xs[at.clone()], &grads[at], self.eps, partial)
         });
         Ok((CpuStorage::F32(sums), Shape::from(2 * width)))
     }
@@ -548,8 +543,7 @@ impl CustomOp2 for AddBias {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
         let (xs, bias) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
         let width = bias.len();
-        let mut out = vec![0f32; xs.len()];
-        par_rows(&mut out, width, |row, o| add_rows(&xs[row * width..(row + 1) * width], bias, o));
+        let out = par_fill_rows(xs.len(), width, |_, at, o| add_rows(&xs[at], bias, o));
         Ok(output(out, l1))
     }
 
@@ -569,9 +563,7 @@ impl CustomOp1 for ColumnSums {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
         let values = contiguous(storage, layout)?;
         let width = layout.shape().dims().last().copied().unwrap_or(1);
-        let sums = column_reduce(values.len() / width, width, |row, partial| {
-            add_into(partial, &values[row * width..(row + 1) * width])
-        });
+        let sums = column_reduce(values.len() / width, width, width, |at, partial| add_into(partial, &values[at]));
         Ok((CpuStorage::F32(sums), Shape::from(width)))
     }
 }
@@ -614,10 +606,8 @@ impl CustomOp1 for Dropout {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
         let xs = contiguous(storage, layout)?;
-        let mut out = vec![0f32; xs.len()];
-        par_chunks(&mut out, ELEMENTWISE_CHUNK, |start, o| {
-            let values = &xs[start..start + o.len()];
-            dropout_values(values, self.seed, start as u64, self.threshold, self.keep_scale, o)
+        let out = par_fill(xs.len(), ELEMENTWISE_CHUNK, |at, o| {
+            dropout_values(&xs[at.clone()], self.seed, at.start as u64, self.threshold, self.keep_scale, o)
         });
         Ok(output(out, layout))
     }

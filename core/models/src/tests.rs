@@ -71,6 +71,14 @@ fn tiny_checkpoint(dir: &Path, prefix: &str, head: Option<&[&str]>) {
     std::fs::write(dir.join("vocab.txt"), vocab().join("\n")).unwrap();
 }
 
+/// A tiny random checkpoint without a head, opened (the directory lives as long as the guard).
+fn tiny() -> (tempfile::TempDir, Checkpoint) {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), "", None);
+    let checkpoint = Checkpoint::open(dir.path(), 16, &Device::Cpu).unwrap();
+    (dir, checkpoint)
+}
+
 fn labels(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
@@ -95,9 +103,7 @@ fn logits(checkpoint: &Checkpoint, model: &crate::BertClassifier, seed: Option<u
 
 #[test]
 fn deterministic_passes_are_identical_and_stochastic_ones_follow_their_seed() {
-    let dir = tempfile::tempdir().unwrap();
-    tiny_checkpoint(dir.path(), "", None);
-    let checkpoint = Checkpoint::open(dir.path(), 16, &Device::Cpu).unwrap();
+    let (_dir, checkpoint) = tiny();
     let model = checkpoint.classifier_for(&options(None, false), &Device::Cpu).unwrap();
     assert_eq!(logits(&checkpoint, &model, None), logits(&checkpoint, &model, None), "bit-identical");
     let (a, b, c) = (
@@ -112,9 +118,7 @@ fn deterministic_passes_are_identical_and_stochastic_ones_follow_their_seed() {
 
 #[test]
 fn computing_only_the_first_position_of_the_top_layer_gives_the_full_models_logits() {
-    let dir = tempfile::tempdir().unwrap();
-    tiny_checkpoint(dir.path(), "", None);
-    let checkpoint = Checkpoint::open(dir.path(), 16, &Device::Cpu).unwrap();
+    let (_dir, checkpoint) = tiny();
     let model = checkpoint.classifier_for(&options(None, false), &Device::Cpu).unwrap();
     let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
     let (hidden, mask) = model.embed(&batch, None).unwrap();
@@ -143,9 +147,7 @@ fn names_with_and_without_the_bert_prefix_load_the_same_model() {
 
 #[test]
 fn a_saved_checkpoint_gives_the_same_logits_and_labels() {
-    let dir = tempfile::tempdir().unwrap();
-    tiny_checkpoint(dir.path(), "", None);
-    let checkpoint = Checkpoint::open(dir.path(), 16, &Device::Cpu).unwrap();
+    let (_dir, checkpoint) = tiny();
     let model = checkpoint.classifier_for(&options(Some(1), true), &Device::Cpu).unwrap();
     let saved = tempfile::tempdir().unwrap();
     model.save(saved.path(), &checkpoint.tokenizer).unwrap();
@@ -162,18 +164,14 @@ fn a_saved_checkpoint_gives_the_same_logits_and_labels() {
 
 #[test]
 fn cutting_layers_keeps_the_first_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    tiny_checkpoint(dir.path(), "", None);
-    let checkpoint = Checkpoint::open(dir.path(), 16, &Device::Cpu).unwrap();
+    let (_dir, checkpoint) = tiny();
     assert_eq!(checkpoint.classifier_for(&options(Some(1), false), &Device::Cpu).unwrap().num_layers(), 1);
     assert_eq!(checkpoint.classifier_for(&options(None, false), &Device::Cpu).unwrap().num_layers(), 2);
 }
 
 #[test]
 fn every_parameter_receives_a_gradient() {
-    let dir = tempfile::tempdir().unwrap();
-    tiny_checkpoint(dir.path(), "", None);
-    let checkpoint = Checkpoint::open(dir.path(), 16, &Device::Cpu).unwrap();
+    let (_dir, checkpoint) = tiny();
     let model = checkpoint.classifier_for(&options(None, true), &Device::Cpu).unwrap();
     let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
     let output = model.forward(&batch, Some(&mut StochasticPass::new(3))).unwrap();
@@ -267,9 +265,7 @@ fn truncation_keeps_the_final_separator_and_padding_is_masked() {
 
 #[test]
 fn batched_mc_passes_follow_their_seed_and_can_spare_the_lower_layers() {
-    let dir = tempfile::tempdir().unwrap();
-    tiny_checkpoint(dir.path(), "", None);
-    let checkpoint = Checkpoint::open(dir.path(), 16, &Device::Cpu).unwrap();
+    let (_dir, checkpoint) = tiny();
     let model = checkpoint.classifier_for(&options(None, false), &Device::Cpu).unwrap();
     let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
     let mc = |seed, top| model.mc_logits(&batch, 5, seed, top).unwrap();

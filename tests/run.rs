@@ -91,6 +91,23 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
     let again = run(&mut workbench(&["sweep", config.to_str().unwrap()]));
     assert!(again.ok, "{}", again.stderr);
     assert!(again.stdout.contains("6 runs (6 already complete)"), "{}", again.stdout);
+
+    // Selection only: the estimator methods alone, from the cached signals, with the
+    // selection accuracy the full runs reported.
+    let selection = run(&mut workbench(&["sweep", "--selection-only", config.to_str().unwrap()]));
+    assert!(selection.ok, "{}", selection.stderr);
+    let csv = std::fs::read_to_string(sweep.join("selection.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "method,estimator,selection_accuracy,seconds");
+    assert_eq!(lines.len(), 2, "only `muka` has an estimator: {csv}");
+    let fields: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(fields[..2], ["\"muka\"", "\"mc-dropout passes=4\""]);
+    let accuracy: f64 = fields[2].parse().unwrap();
+    assert!((accuracy - muka_selection).abs() < 1e-6, "{accuracy} vs the sweep's {muka_selection}");
+    assert_eq!(fields[3], "", "every signal came from the cache, so no scoring time");
+    let markdown = std::fs::read_to_string(sweep.join("selection.md")).unwrap();
+    assert!(markdown.starts_with("Teachers' accuracy on their own classes (test): `a` "), "{markdown}");
+    assert!(markdown.contains("| muka | mc-dropout passes=4 | "), "{markdown}");
 }
 
 #[test]

@@ -44,7 +44,7 @@ enum Command {
     /// Run an experiment config end to end: teachers, signals, student, evaluation, report.
     Run(RunArgs),
     /// Run a grid of methods over seeds (a config with a [sweep] table) and compare them.
-    Sweep(ConfigArgs),
+    Sweep(SweepArgs),
     /// Fine-tune a teacher on some (or all) labels of a dataset; writes a Hugging Face checkpoint.
     Teach(ConfigArgs),
     /// Print a checkpoint's logits for some texts as JSON, with the token ids it used (for
@@ -137,6 +137,16 @@ struct ConfigArgs {
     sets: Vec<String>,
 }
 
+#[derive(Args)]
+struct SweepArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Only score the test split with each method's estimator and compare teacher-selection
+    /// accuracies (selection.md, selection.csv); no student is trained.
+    #[arg(long)]
+    selection_only: bool,
+}
+
 fn main() -> std::process::ExitCode {
     workbench::allocator::keep_freed_memory();
     let cli = Cli::parse();
@@ -184,9 +194,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Logits(args) => print_logits(&args)?,
-        Command::Sweep(args) => {
-            let (loaded, registry) = load_config(&args, max_log_level, plugin_dirs)?;
-            drop(loaded);
+        Command::Sweep(SweepArgs { config: args, selection_only: true }) => {
+            let (_, registry) = load_config(&args, max_log_level, plugin_dirs)?;
+            let dir = workbench::sweep::selection_only(&args.files, &args.sets, &registry)?;
+            print!("{}", std::fs::read_to_string(dir.join("selection.md"))?);
+            println!("selection.md, selection.csv in {}", dir.display());
+        }
+        Command::Sweep(SweepArgs { config: args, selection_only: false }) => {
+            let (_, registry) = load_config(&args, max_log_level, plugin_dirs)?;
             let outcome = workbench::sweep::sweep(&args.files, &args.sets, &registry)?;
             print!("{}", std::fs::read_to_string(outcome.dir.join("comparison.md"))?);
             println!(

@@ -14,10 +14,10 @@ use workbench_plugin_api::{ComponentKind, LabelSpace, ParamValue, SamplingPlan, 
 use crate::{
     config::ResolvedConfig,
     data::{Example, Splits},
-    evaluate::{concat_predictions, row, teacher_predictions, ResultRow},
+    evaluate::{accuracy, concat_predictions, row, teacher_predictions, ResultRow},
     host::{PluginLibrary, Registry, TeacherHandle},
     metrics::{probabilities, selection_accuracy},
-    signals::{teacher_hash, texts_hash, SignalCache, TeacherSignalSet},
+    signals::{teacher_hash, texts_hash, Provenance, SignalCache, TeacherSignalSet},
     student::{saved_state, train_student, TrainingSignals},
     Error, Result,
 };
@@ -74,6 +74,50 @@ fn ensure_teachers(config: &ResolvedConfig, splits: &Splits) -> Result<()> {
         crate::teach::teach(&settings, splits.clone(), &config.cache)?;
     }
     Ok(())
+}
+
+/// The data, the teachers (trained first where missing) and the estimator of a config.
+struct Prepared {
+    splits: Splits,
+    teachers: Vec<Teacher>,
+    estimator: Option<crate::host::EstimatorHandle>,
+    /// The union of the teachers' labels.
+    labels: LabelSpace,
+}
+
+fn prepare(config: &ResolvedConfig, registry: &Registry) -> Result<Prepared> {
+    let data = config.data.as_ref().ok_or_else(|| Error::InvalidConfig {
+        problems: vec![
+            "no [data] table: name the dataset the student learns from (e.g. dataset = \"20newsgroups\")".into()
+        ],
+    })?;
+    let splits = data.load(&config.cache, config.data_seed)?;
+    ensure_teachers(config, &splits)?;
+
+    let mut teachers = Vec::new();
+    for (name, choice) in &config.teachers {
+        let handle = registry.create_teacher(&choice.component, &choice.params)?;
+        let info = handle.info()?;
+        teachers.push(Teacher { name: name.clone(), handle, info, identity: teacher_hash(choice)? });
+    }
+    let estimator =
+        config.estimator.as_ref().map(|e| registry.create_estimator(&e.component, &e.params)).transpose()?;
+    if let Some(plan) = estimator.as_ref().map(|e| e.plan()).transpose()? {
+        if plan == SamplingPlan::Members {
+            if let Some(t) = teachers.iter().find(|t| t.info.members < 2) {
+                return Err(Error::InvalidConfig {
+                    problems: vec![format!(
+                        "the ensemble estimator scores members, but teacher `{}` has {}: give it several checkpoints or use mc-dropout",
+                        t.name, t.info.members
+                    )],
+                });
+            }
+        }
+    }
+    let teacher_labels: Vec<Vec<String>> =
+        teachers.iter().map(|t| t.info.labels.iter().map(|l| l.to_string()).collect()).collect();
+    let labels = LabelSpace::union(teacher_labels.iter().map(Vec::as_slice));
+    Ok(Prepared { splits, teachers, estimator, labels })
 }
 
 fn texts(examples: &[Example]) -> Vec<RString> {
@@ -184,40 +228,10 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
     std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating run directory {}", dir.display())))?;
     write(&dir.join("config.toml"), &config.to_toml())?;
 
-    let data = config.data.as_ref().ok_or_else(|| Error::InvalidConfig {
-        problems: vec![
-            "no [data] table: name the dataset the student learns from (e.g. dataset = \"20newsgroups\")".into()
-        ],
-    })?;
-    let splits = data.load(&config.cache, config.data_seed)?;
-    ensure_teachers(config, &splits)?;
-
-    let mut teachers = Vec::new();
-    for (name, choice) in &config.teachers {
-        let handle = registry.create_teacher(&choice.component, &choice.params)?;
-        let info = handle.info()?;
-        teachers.push(Teacher { name: name.clone(), handle, info, identity: teacher_hash(choice)? });
-    }
-    let estimator =
-        config.estimator.as_ref().map(|e| registry.create_estimator(&e.component, &e.params)).transpose()?;
-    if let Some(plan) = estimator.as_ref().map(|e| e.plan()).transpose()? {
-        if plan == SamplingPlan::Members {
-            if let Some(t) = teachers.iter().find(|t| t.info.members < 2) {
-                return Err(Error::InvalidConfig {
-                    problems: vec![format!(
-                        "the ensemble estimator scores members, but teacher `{}` has {}: give it several checkpoints or use mc-dropout",
-                        t.name, t.info.members
-                    )],
-                });
-            }
-        }
-    }
+    let Prepared { splits, mut teachers, estimator, labels } = prepare(config, registry)?;
     let strategy = registry.create_strategy(&config.strategy.component, &config.strategy.params)?;
     let (_, strategy_spec) = registry.find(ComponentKind::Strategy, &config.strategy.component)?;
     let want_hidden = strategy_spec.signals.hidden_states;
-    let teacher_labels: Vec<Vec<String>> =
-        teachers.iter().map(|t| t.info.labels.iter().map(|l| l.to_string()).collect()).collect();
-    let labels = LabelSpace::union(teacher_labels.iter().map(Vec::as_slice));
     tracing::info!(
         teachers = teachers.len(),
         union = labels.labels.len(),
@@ -322,6 +336,43 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
     write(&dir.join("results.json"), &serde_json::to_string_pretty(&results).expect("JSON serializes"))?;
     write(&dir.join("report.md"), &report(config, &names, &rows, selection, &warnings, &outcome.state))?;
     Ok(RunOutcome { dir, labels, rows, selection_accuracy: selection })
+}
+
+/// What an estimator achieves on the test split, without a student.
+pub struct SelectionOutcome {
+    /// How often the highest-scored teacher owns the gold label.
+    pub accuracy: f64,
+    /// Each teacher's name and accuracy on the test instances of its own labels.
+    pub own_class: Vec<(String, f64)>,
+    /// Wall time of the scoring; `None` when every signal came from the cache.
+    pub seconds: Option<f64>,
+}
+
+/// Scores the test split with the config's estimator and measures its teacher-selection
+/// accuracy; no student is trained and no run directory is written.
+pub fn selection_only(config: &ResolvedConfig, registry: &Registry) -> Result<SelectionOutcome> {
+    let Prepared { splits, mut teachers, estimator, labels } = prepare(config, registry)?;
+    let Some(estimator) = estimator else {
+        return Err(Error::InvalidConfig { problems: vec!["no `estimator` table: nothing selects a teacher".into()] });
+    };
+    let (test, test_gold) = gold(&splits.test, &labels);
+    let started = std::time::Instant::now();
+    let scored = signals(config, &mut teachers, Some(&estimator), &texts(&test), false, "test")?;
+    let computed = scored.provenance.iter().any(|p| p["provenance"] == json!(Provenance::Computed));
+    let scores = scored.scores.expect("an estimator scores");
+    let own_class = teachers
+        .iter()
+        .zip(scored.deterministic.iter().zip(&labels.maps))
+        .map(|(teacher, (signals, map))| {
+            let predictions = teacher_predictions(&signals.logits, map);
+            (teacher.name.clone(), accuracy(&predictions, &test_gold, Some(map)))
+        })
+        .collect();
+    Ok(SelectionOutcome {
+        accuracy: selection_accuracy(&scores, &test_gold, &labels.maps) as f64,
+        own_class,
+        seconds: computed.then(|| started.elapsed().as_secs_f64()),
+    })
 }
 
 /// The human report.

@@ -81,37 +81,56 @@ pub struct SweepOutcome {
     pub skipped: usize,
 }
 
-/// Runs the grid. `resolve` turns a figment into a validated config with loaded plugins.
-pub fn sweep(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<SweepOutcome> {
-    let base = config::sources(files, sets)?;
-    let file: SweepFile = config::extract(&base)?;
-    if file.sweep.methods.is_empty() || file.sweep.seeds.is_empty() {
-        return Err(Error::InvalidConfig {
-            problems: vec!["`sweep.methods` and `sweep.seeds` must not be empty".into()],
-        });
+/// A sweep config read: its base figment, settings and output directory.
+struct Grid {
+    base: Figment,
+    name: String,
+    dir: PathBuf,
+    settings: SweepSettings,
+}
+
+impl Grid {
+    fn open(files: &[PathBuf], sets: &[String]) -> Result<Self> {
+        let base = config::sources(files, sets)?;
+        let file: SweepFile = config::extract(&base)?;
+        if file.sweep.methods.is_empty() || file.sweep.seeds.is_empty() {
+            return Err(Error::InvalidConfig {
+                problems: vec!["`sweep.methods` and `sweep.seeds` must not be empty".into()],
+            });
+        }
+        let name = file.name.unwrap_or_else(|| "sweep".into());
+        let dir = file.output.unwrap_or_else(|| PathBuf::from("runs")).join(&name);
+        Ok(Self { base, name, dir, settings: file.sweep })
     }
-    let name = file.name.unwrap_or_else(|| "sweep".into());
-    let dir = file.output.unwrap_or_else(|| PathBuf::from("runs")).join(&name);
+
+    /// The validated config of one method and seed.
+    fn resolve(&self, method: &Method, seed: u64, registry: &Registry) -> Result<config::ResolvedConfig> {
+        let mut keys = Dict::new();
+        keys.insert("name".into(), Value::from(format!("{}-seed{seed}", slug(&method.name))));
+        keys.insert("output".into(), Value::from(self.dir.display().to_string()));
+        keys.insert("seed".into(), Value::from(seed));
+        keys.insert("strategy".into(), Value::from(method.strategy.clone()));
+        if let Some(estimator) = &method.estimator {
+            keys.insert("estimator".into(), Value::from(estimator.clone()));
+        }
+        let figment = Figment::from(self.base.clone()).merge(RunKeys(keys));
+        config::LoadedConfig::from_figment(figment, &self.name)?.validate(registry)
+    }
+}
+
+/// Runs the grid: every method over every seed, skipping the runs already complete.
+pub fn sweep(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<SweepOutcome> {
+    let grid = Grid::open(files, sets)?;
     let (mut summaries, mut skipped, mut teachers) = (Vec::new(), 0, Vec::new());
-    for method in &file.sweep.methods {
+    for method in &grid.settings.methods {
         let mut summary = Summary {
             method: method.name.clone(),
             accuracies: Vec::new(),
             selection: Vec::new(),
             per_teacher: Vec::new(),
         };
-        for &seed in &file.sweep.seeds {
-            let mut keys = Dict::new();
-            keys.insert("name".into(), Value::from(format!("{}-seed{seed}", slug(&method.name))));
-            keys.insert("output".into(), Value::from(dir.display().to_string()));
-            keys.insert("seed".into(), Value::from(seed));
-            keys.insert("strategy".into(), Value::from(method.strategy.clone()));
-            if let Some(estimator) = &method.estimator {
-                keys.insert("estimator".into(), Value::from(estimator.clone()));
-            }
-            let figment = Figment::from(base.clone()).merge(RunKeys(keys));
-            let loaded = config::LoadedConfig::from_figment(figment, &name)?;
-            let resolved = loaded.validate(registry)?;
+        for &seed in &grid.settings.seeds {
+            let resolved = grid.resolve(method, seed, registry)?;
             let run_dir = run::run_dir(&resolved);
             teachers = resolved.teachers.keys().cloned().collect();
             if run::is_complete(&run_dir) {
@@ -141,9 +160,57 @@ pub fn sweep(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<
         }
         summaries.push(summary);
     }
-    write_table(&dir, &summaries, &teachers)?;
-    write_chart(&dir.join("comparison.svg"), &summaries)?;
-    Ok(SweepOutcome { dir, summaries, skipped })
+    write_table(&grid.dir, &summaries, &teachers)?;
+    write_chart(&grid.dir.join("comparison.svg"), &summaries)?;
+    Ok(SweepOutcome { dir: grid.dir, summaries, skipped })
+}
+
+/// `workbench sweep --selection-only`: every method that has an estimator scores the test split
+/// (the first seed's config; the MC seed is the config's own) and the teacher-selection
+/// accuracies are compared in `selection.md` and `selection.csv`, without training students.
+pub fn selection_only(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<PathBuf> {
+    let grid = Grid::open(files, sets)?;
+    let (mut markdown, mut csv, mut teachers) =
+        (String::new(), "method,estimator,selection_accuracy,seconds\n".to_string(), String::new());
+    for method in grid.settings.methods.iter().filter(|m| m.estimator.is_some()) {
+        let resolved = grid.resolve(method, grid.settings.seeds[0], registry)?;
+        tracing::info!(method = %method.name, "scoring the test split");
+        let outcome = run::selection_only(&resolved, registry)?;
+        let estimator = method.estimator.as_ref().map(describe).unwrap_or_default();
+        let seconds = outcome.seconds.map_or("cached".into(), |s| format!("{s:.0}"));
+        markdown += &format!("| {} | {estimator} | {:.4} | {seconds} |\n", method.name, outcome.accuracy);
+        csv += &format!(
+            "\"{}\",\"{}\",{:.6},{}\n",
+            method.name.replace('"', "\"\""),
+            estimator.replace('"', "\"\""),
+            outcome.accuracy,
+            outcome.seconds.map_or(String::new(), |s| format!("{s:.3}"))
+        );
+        teachers = outcome.own_class.iter().map(|(t, a)| format!(" `{t}` {a:.3}")).collect::<Vec<_>>().join(",");
+    }
+    if csv.lines().count() < 2 {
+        return Err(Error::InvalidConfig {
+            problems: vec!["no method in `sweep.methods` has an `estimator`: nothing to compare".into()],
+        });
+    }
+    let markdown = format!(
+        "Teachers' accuracy on their own classes (test):{teachers}.\n\n\
+         | method | estimator | teacher-selection accuracy | scoring seconds |\n|---|---|---|---|\n{markdown}"
+    );
+    std::fs::create_dir_all(&grid.dir).map_err(Error::io(format!("creating {}", grid.dir.display())))?;
+    std::fs::write(grid.dir.join("selection.md"), markdown).map_err(Error::io("writing selection.md"))?;
+    std::fs::write(grid.dir.join("selection.csv"), csv).map_err(Error::io("writing selection.csv"))?;
+    Ok(grid.dir)
+}
+
+/// An estimator table as one line, e.g. `mc-dropout passes=16 top_layers=1`.
+fn describe(table: &Dict) -> String {
+    let plugin = table.get("plugin").and_then(Value::as_str).unwrap_or("?").to_string();
+    let params = table.iter().filter(|(k, _)| k.as_str() != "plugin").map(|(k, v)| match v.as_str() {
+        Some(text) => format!("{k}={text}"),
+        None => format!("{k}={}", serde_json::to_string(v).unwrap_or_default()),
+    });
+    std::iter::once(plugin).chain(params).collect::<Vec<_>>().join(" ")
 }
 
 fn cell(values: &[f64]) -> String {

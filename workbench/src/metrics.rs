@@ -9,23 +9,33 @@ pub fn probabilities(logits: &Tensor) -> Tensor {
     Tensor::new(logits.shape().to_vec(), probs).expect("same shape as the logits")
 }
 
-/// How often the highest-scored teacher is one whose label set contains the gold label.
-/// `scores` is `[B, T]`; `gold` holds union label indices; `maps[t]` the union indices of
-/// teacher t's labels. Ties go to the first teacher, as in MUKA's hard integration.
-pub fn selection_accuracy(scores: &Tensor, gold: &[u32], maps: &[Vec<u32>]) -> f32 {
-    if gold.is_empty() {
-        return 0.0;
-    }
-    let correct = gold
-        .iter()
+/// For each instance, whether the highest-scored teacher is one whose label set contains the
+/// gold label. `scores` is `[B, T]`; `gold` holds union label indices; `maps[t]` the union
+/// indices of teacher t's labels. Ties go to the first teacher, as in MUKA's hard integration.
+pub fn adequate_picks(scores: &Tensor, gold: &[u32], maps: &[Vec<u32>]) -> Vec<bool> {
+    gold.iter()
         .enumerate()
-        .filter(|&(b, label)| {
+        .map(|(b, label)| {
             let row = scores.at(&[b]);
             let best = (0..row.len()).fold(0, |best, t| if row[t] > row[best] { t } else { best });
             maps[best].contains(label)
         })
-        .count();
-    correct as f32 / gold.len() as f32
+        .collect()
+}
+
+/// How often the highest-scored teacher is an adequate one (see [`adequate_picks`]).
+pub fn selection_accuracy(scores: &Tensor, gold: &[u32], maps: &[Vec<u32>]) -> f32 {
+    share(adequate_picks(scores, gold, maps).into_iter())
+}
+
+/// The fraction of `true`; 0 for none.
+pub fn share(flags: impl Iterator<Item = bool>) -> f32 {
+    let (hits, total) = flags.fold((0usize, 0usize), |(h, t), f| (h + usize::from(f), t + 1));
+    if total == 0 {
+        0.0
+    } else {
+        hits as f32 / total as f32
+    }
 }
 
 #[cfg(test)]
@@ -43,6 +53,8 @@ mod tests {
         // An overlapping label counts for either teacher.
         let overlapping = vec![vec![0, 1], vec![1, 2]];
         assert_eq!(selection_accuracy(&scores, &[1, 1, 1, 1], &overlapping), 1.0);
+        assert_eq!(adequate_picks(&scores, &[1, 0, 4, 3], &maps), [true, false, false, true]);
+        assert_eq!(selection_accuracy(&scores, &[], &maps), 0.0);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::{
     data::{Example, Splits},
     evaluate::{accuracy, concat_predictions, row, teacher_predictions, ResultRow},
     host::{PluginLibrary, Registry, TeacherHandle},
-    metrics::{probabilities, selection_accuracy},
+    metrics::{adequate_picks, probabilities, selection_accuracy, share},
     signals::{teacher_hash, texts_hash, Provenance, SignalCache, TeacherSignalSet},
     student::{saved_state, train_student, TrainingSignals},
     Error, Result,
@@ -344,6 +344,9 @@ pub struct SelectionOutcome {
     pub accuracy: f64,
     /// Each teacher's name and accuracy on the test instances of its own labels.
     pub own_class: Vec<(String, f64)>,
+    /// Per teacher, the selection accuracy on the test instances of its labels: a low one
+    /// beside a high one means the other teacher is picked almost everywhere.
+    pub by_teacher: Vec<f64>,
     /// Wall time of the scoring; `None` when every signal came from the cache.
     pub seconds: Option<f64>,
 }
@@ -368,9 +371,16 @@ pub fn selection_only(config: &ResolvedConfig, registry: &Registry) -> Result<Se
             (teacher.name.clone(), accuracy(&predictions, &test_gold, Some(map)))
         })
         .collect();
+    let picks = adequate_picks(&scores, &test_gold, &labels.maps);
+    let by_teacher = labels
+        .maps
+        .iter()
+        .map(|map| share(picks.iter().zip(&test_gold).filter(|(_, g)| map.contains(g)).map(|(&p, _)| p)) as f64)
+        .collect();
     Ok(SelectionOutcome {
-        accuracy: selection_accuracy(&scores, &test_gold, &labels.maps) as f64,
+        accuracy: share(picks.into_iter()) as f64,
         own_class,
+        by_teacher,
         seconds: computed.then(|| started.elapsed().as_secs_f64()),
     })
 }

@@ -170,33 +170,42 @@ pub fn sweep(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<
 /// accuracies are compared in `selection.md` and `selection.csv`, without training students.
 pub fn selection_only(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<PathBuf> {
     let grid = Grid::open(files, sets)?;
-    let (mut markdown, mut csv, mut teachers) =
-        (String::new(), "method,estimator,selection_accuracy,seconds\n".to_string(), String::new());
+    let mut outcomes = Vec::new();
     for method in grid.settings.methods.iter().filter(|m| m.estimator.is_some()) {
         let resolved = grid.resolve(method, grid.settings.seeds[0], registry)?;
         tracing::info!(method = %method.name, "scoring the test split");
-        let outcome = run::selection_only(&resolved, registry)?;
+        outcomes.push((method, run::selection_only(&resolved, registry)?));
+    }
+    let Some((_, first)) = outcomes.first() else {
+        return Err(Error::InvalidConfig {
+            problems: vec!["no method in `sweep.methods` has an `estimator`: nothing to compare".into()],
+        });
+    };
+    let teachers: Vec<&str> = first.own_class.iter().map(|(t, _)| t.as_str()).collect();
+    let own_class: Vec<String> = first.own_class.iter().map(|(t, a)| format!("`{t}` {a:.3}")).collect();
+    let on_labels: String = teachers.iter().map(|t| format!(" on `{t}`'s labels |")).collect();
+    let mut markdown = format!(
+        "Teachers' accuracy on their own classes (test): {}.\n\n\
+         | method | estimator | teacher-selection accuracy |{on_labels} scoring seconds |\n|---|---|---|{}---|\n",
+        own_class.join(", "),
+        "---|".repeat(teachers.len())
+    );
+    let on_columns: String = teachers.iter().map(|t| format!(",on_{t}")).collect();
+    let mut csv = format!("method,estimator,selection_accuracy{on_columns},seconds\n");
+    for (method, outcome) in &outcomes {
         let estimator = method.estimator.as_ref().map(describe).unwrap_or_default();
         let seconds = outcome.seconds.map_or("cached".into(), |s| format!("{s:.0}"));
-        markdown += &format!("| {} | {estimator} | {:.4} | {seconds} |\n", method.name, outcome.accuracy);
+        let on_cells: String = outcome.by_teacher.iter().map(|a| format!(" {a:.4} |")).collect();
+        markdown += &format!("| {} | {estimator} | {:.4} |{on_cells} {seconds} |\n", method.name, outcome.accuracy);
+        let on_values: String = outcome.by_teacher.iter().map(|a| format!(",{a:.6}")).collect();
         csv += &format!(
-            "\"{}\",\"{}\",{:.6},{}\n",
+            "\"{}\",\"{}\",{:.6}{on_values},{}\n",
             method.name.replace('"', "\"\""),
             estimator.replace('"', "\"\""),
             outcome.accuracy,
             outcome.seconds.map_or(String::new(), |s| format!("{s:.3}"))
         );
-        teachers = outcome.own_class.iter().map(|(t, a)| format!(" `{t}` {a:.3}")).collect::<Vec<_>>().join(",");
     }
-    if csv.lines().count() < 2 {
-        return Err(Error::InvalidConfig {
-            problems: vec!["no method in `sweep.methods` has an `estimator`: nothing to compare".into()],
-        });
-    }
-    let markdown = format!(
-        "Teachers' accuracy on their own classes (test):{teachers}.\n\n\
-         | method | estimator | teacher-selection accuracy | scoring seconds |\n|---|---|---|---|\n{markdown}"
-    );
     std::fs::create_dir_all(&grid.dir).map_err(Error::io(format!("creating {}", grid.dir.display())))?;
     std::fs::write(grid.dir.join("selection.md"), markdown).map_err(Error::io("writing selection.md"))?;
     std::fs::write(grid.dir.join("selection.csv"), csv).map_err(Error::io("writing selection.csv"))?;

@@ -37,7 +37,7 @@ fn the_bert_teacher_runs_every_kind_of_pass() {
     assert_eq!(first.hidden.as_ref().unwrap().shape(), &[3, 384]);
     assert_eq!(first.logits, pass(Sampling::Deterministic, false).logits, "deterministic passes are identical");
 
-    let stochastic = |seed| Sampling::Stochastic { passes: 3, seed, top_layers: 0 };
+    let stochastic = |seed| Sampling::Stochastic { passes: 3, seed, top_layers: 0, lower_passes: 0 };
     let (a, b, c) =
         (pass(stochastic(5), false).logits, pass(stochastic(5), false).logits, pass(stochastic(6), false).logits);
     assert_eq!(a.shape(), &[3, 3, 2]);
@@ -45,7 +45,7 @@ fn the_bert_teacher_runs_every_kind_of_pass() {
     assert_ne!(a, c, "another seed, other passes");
     assert_ne!(a.at(&[0]), a.at(&[1]), "passes of one call differ");
     // Only the top layer stochastic (the teacher has one layer: the head and that layer).
-    let top = pass(Sampling::Stochastic { passes: 3, seed: 5, top_layers: 1 }, false).logits;
+    let top = pass(Sampling::Stochastic { passes: 3, seed: 5, top_layers: 1, lower_passes: 0 }, false).logits;
     assert_eq!(top.shape(), &[3, 3, 2]);
     assert_ne!(top.at(&[0]), top.at(&[1]));
 

@@ -72,9 +72,9 @@ fn a_plugin_built_against_another_api_major_is_refused_with_both_versions() {
     let message = error.to_string();
     for needle in [
         "`broken-incompatible-api` 0.3.0",
-        "plugin API 2.0",
-        "speaks plugin API 1.0",
-        "rebuild the plugin against workbench-plugin-api 1.x",
+        "plugin API 3.0",
+        "speaks plugin API 2.0",
+        "rebuild the plugin against workbench-plugin-api 2.x",
     ] {
         assert!(message.contains(needle), "`{needle}` not in: {message}");
     }
@@ -83,7 +83,7 @@ fn a_plugin_built_against_another_api_major_is_refused_with_both_versions() {
     let dir = fixture_dir().to_str().unwrap().to_string();
     let out = run(&mut workbench(&["plugins", "list", "--plugin-dir", &dir]));
     assert!(out.ok, "{}", out.stderr);
-    assert!(out.stderr.contains("was built against plugin API 2.0"), "{}", out.stderr);
+    assert!(out.stderr.contains("was built against plugin API 3.0"), "{}", out.stderr);
     assert!(out.stdout.contains("vanilla-kd") && out.stdout.contains("panicky"), "{}", out.stdout);
 }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use workbench::train::{AdamW, AdamWSettings};
-use workbench_models::{Batch, Checkpoint, ClassifierOptions, StochasticPass};
+use workbench_models::{Batch, Checkpoint, ClassifierOptions, McDepth, StochasticPass};
 
 // The allocator the workbench binary runs with, set up the same way.
 #[global_allocator]
@@ -77,10 +77,14 @@ fn main() {
         let loss = candle_nn::loss::cross_entropy(&logits, &targets).unwrap();
         optimizer.step(&loss.backward().unwrap(), 1e-4).unwrap();
     });
-    // MC scoring with K = 16, batched as the mc-dropout estimator runs it: every layer stochastic,
-    // and only the top layer (the rest run once). Reported per scored token, so the cost relative
-    // to one deterministic pass is eval_forward / mc16_scoring.
-    for (workload, top_layers) in [("mc16_scoring", 0), ("mc16_top1_scoring", 1)] {
-        measure(workload, &mut || drop(frozen.mc_logits(&batch, 16, 0, top_layers).unwrap()));
+    // MC scoring with K = 16, batched as the mc-dropout estimator runs it: every layer stochastic;
+    // only the top layer (the rest run once); only the top layer, over 2 stochastic samples of the
+    // rest. Reported per scored token, so the cost relative to one deterministic pass is
+    // eval_forward / mc16_scoring.
+    for (workload, top_layers, lower_passes) in
+        [("mc16_scoring", 0, 0), ("mc16_top1_scoring", 1, 0), ("mc16_top1_lower2_scoring", 1, 2)]
+    {
+        let depth = McDepth { top_layers, lower_passes };
+        measure(workload, &mut || drop(frozen.mc_logits(&batch, 16, 0, depth).unwrap()));
     }
 }

@@ -53,6 +53,21 @@ fn hash_path(hasher: &mut Sha256, path: &Path) -> Result<()> {
     }
 }
 
+/// A plan in the cache key, spelt out so that signals cached before `lower_passes` existed
+/// keep their keys.
+fn plan_key(plan: SamplingPlan) -> String {
+    match plan {
+        SamplingPlan::Deterministic => "Deterministic".into(),
+        SamplingPlan::Members => "Members".into(),
+        SamplingPlan::Stochastic { passes, top_layers, lower_passes: 0 } => {
+            format!("Stochastic {{ passes: {passes}, top_layers: {top_layers} }}")
+        }
+        SamplingPlan::Stochastic { passes, top_layers, lower_passes } => {
+            format!("Stochastic {{ passes: {passes}, top_layers: {top_layers}, lower_passes: {lower_passes} }}")
+        }
+    }
+}
+
 /// Hash of an ordered list of texts.
 pub fn texts_hash(texts: &[RString]) -> String {
     let mut hasher = Sha256::new();
@@ -134,8 +149,12 @@ impl SignalCache {
         hasher.update(identity.as_bytes());
         hasher.update(texts_hash(texts).as_bytes());
         hasher.update(
-            format!("{plan:?}/{}/{want_hidden}", if plan == SamplingPlan::Deterministic { 0 } else { mc_seed })
-                .as_bytes(),
+            format!(
+                "{}/{}/{want_hidden}",
+                plan_key(plan),
+                if plan == SamplingPlan::Deterministic { 0 } else { mc_seed }
+            )
+            .as_bytes(),
         );
         let path = self.dir.join(format!("{:x}.safetensors", hasher.finalize()));
         if path.is_file() {
@@ -152,9 +171,12 @@ impl SignalCache {
         for (i, part) in texts.chunks(chunk).enumerate() {
             // Each chunk's passes get their own seed, derived from the run's MC seed.
             let sampling = match sampling {
-                Sampling::Stochastic { passes, seed, top_layers } => {
-                    Sampling::Stochastic { passes, seed: seed.wrapping_mul(31).wrapping_add(i as u64), top_layers }
-                }
+                Sampling::Stochastic { passes, seed, top_layers, lower_passes } => Sampling::Stochastic {
+                    passes,
+                    seed: seed.wrapping_mul(31).wrapping_add(i as u64),
+                    top_layers,
+                    lower_passes,
+                },
                 other => other,
             };
             let output = teacher.forward(part, &ForwardRequest { sampling, want_hidden }, info)?;

@@ -22,6 +22,16 @@ impl StochasticPass {
     }
 }
 
+/// Which part of the model Monte-Carlo passes make stochastic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct McDepth {
+    /// 0: every layer; N: only the top N layers and the head.
+    pub top_layers: usize,
+    /// With `top_layers` > 0: 0 runs the embeddings and lower layers once without dropout; M
+    /// runs them M times with dropout, and pass k reads lower sample k mod M.
+    pub lower_passes: usize,
+}
+
 /// Inverted dropout: zeroes each value with probability `p` and scales the rest by 1/(1-p).
 #[derive(Debug, Clone, Copy)]
 pub struct Dropout {
@@ -400,35 +410,59 @@ impl BertClassifier {
 
     /// `passes` Monte-Carlo dropout passes, `[passes, B, L]`, reproducible from `seed`. The
     /// passes run batched (the batch repeated along its first axis, a few passes at a time).
-    /// With `top_layers` > 0 only the top layers and the head are stochastic: the embeddings
-    /// and the lower layers run once, deterministically.
-    pub fn mc_logits(&self, batch: &Batch, passes: usize, seed: u64, top_layers: usize) -> Result<Tensor> {
+    /// `depth` says which layers are stochastic; see [`McDepth`].
+    pub fn mc_logits(&self, batch: &Batch, passes: usize, seed: u64, depth: McDepth) -> Result<Tensor> {
         let size = batch.ids.dims2()?.0;
-        let stochastic_from = if top_layers == 0 { 0 } else { self.layers.len().saturating_sub(top_layers) };
+        let stochastic_from =
+            if depth.top_layers == 0 { 0 } else { self.layers.len().saturating_sub(depth.top_layers) };
         let mut pass = StochasticPass::new(seed);
-        // The shared deterministic part, when only the top layers are stochastic.
-        let lower = if stochastic_from > 0 {
-            let (hidden, mask) = self.embed(batch, None)?;
-            Some((self.encode(hidden, &mask, &self.layers[..stochastic_from], false, None)?, mask))
-        } else {
+        let group = |count: usize| (128 / size.max(1)).clamp(1, count.max(1));
+        let repeat = |t: &Tensor, copies: usize| -> Result<Tensor> { Ok(Tensor::cat(&vec![t.clone(); copies], 0)?) };
+        // The lower layers' output, `[samples * B, T, H]`, when only the top layers are stochastic.
+        let lower = if stochastic_from == 0 {
             None
+        } else if depth.lower_passes == 0 {
+            let (hidden, mask) = self.embed(batch, None)?;
+            Some((self.encode(hidden, &mask, &self.layers[..stochastic_from], false, None)?, mask, 1))
+        } else {
+            let samples = depth.lower_passes.min(passes);
+            let (mut parts, mut done, mut mask) = (Vec::new(), 0, None);
+            while done < samples {
+                let copies = group(samples).min(samples - done);
+                let repeated = Batch { ids: repeat(&batch.ids, copies)?, mask: repeat(&batch.mask, copies)? };
+                let (hidden, repeated_mask) = self.embed(&repeated, Some(&mut pass))?;
+                parts.push(self.encode(
+                    hidden,
+                    &repeated_mask,
+                    &self.layers[..stochastic_from],
+                    false,
+                    Some(&mut pass),
+                )?);
+                mask.get_or_insert(repeated_mask.narrow(0, 0, size)?);
+                done += copies;
+            }
+            Some((Tensor::cat(&parts, 0)?, mask.expect("at least one lower sample"), samples))
         };
-        let group = (128 / size.max(1)).clamp(1, passes.max(1));
         let mut outputs = Vec::new();
         let mut done = 0;
         while done < passes {
-            let copies = group.min(passes - done);
-            let repeat = |t: &Tensor| -> Result<Tensor> { Ok(Tensor::cat(&vec![t.clone(); copies], 0)?) };
+            let copies = group(passes).min(passes - done);
             let hidden = match &lower {
-                Some((hidden, mask)) => self.encode(
-                    repeat(hidden)?,
-                    &repeat(mask)?,
-                    &self.layers[stochastic_from..],
-                    true,
-                    Some(&mut pass),
-                )?,
+                // Pass k reads lower sample k mod `samples`.
+                Some((hidden, mask, samples)) => {
+                    let inputs = (done..done + copies)
+                        .map(|k| hidden.narrow(0, (k % samples) * size, size))
+                        .collect::<candle_core::Result<Vec<_>>>()?;
+                    self.encode(
+                        Tensor::cat(&inputs, 0)?,
+                        &repeat(mask, copies)?,
+                        &self.layers[stochastic_from..],
+                        true,
+                        Some(&mut pass),
+                    )?
+                }
                 None => {
-                    let repeated = Batch { ids: repeat(&batch.ids)?, mask: repeat(&batch.mask)? };
+                    let repeated = Batch { ids: repeat(&batch.ids, copies)?, mask: repeat(&batch.mask, copies)? };
                     let (hidden, mask) = self.embed(&repeated, Some(&mut pass))?;
                     self.encode(hidden, &mask, &self.layers, true, Some(&mut pass))?
                 }

@@ -9,7 +9,7 @@ mod error;
 mod kernels;
 mod tokenizer;
 
-pub use bert::{BertClassifier, Dropout, ModelOutput, StochasticPass};
+pub use bert::{BertClassifier, Dropout, McDepth, ModelOutput, StochasticPass};
 pub use checkpoint::{Checkpoint, ClassifierOptions, Weights};
 pub use config::BertConfig;
 pub use error::{ModelError, Result};

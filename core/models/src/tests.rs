@@ -5,7 +5,7 @@ use std::{collections::HashMap, path::Path};
 use candle_core::{Device, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use crate::{Checkpoint, ClassifierOptions, ModelError, StochasticPass};
+use crate::{Batch, Checkpoint, ClassifierOptions, McDepth, ModelError, StochasticPass};
 
 const WORDS: [&str; 12] = ["sport", "ball", "goal", "team", "vote", "law", "party", "state", "the", "a", "big", "news"];
 const HIDDEN: usize = 8;
@@ -268,7 +268,7 @@ fn batched_mc_passes_follow_their_seed_and_can_spare_the_lower_layers() {
     let (_dir, checkpoint) = tiny();
     let model = checkpoint.classifier_for(&options(None, false), &Device::Cpu).unwrap();
     let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
-    let mc = |seed, top| model.mc_logits(&batch, 5, seed, top).unwrap();
+    let mc = |seed, top_layers| model.mc_logits(&batch, 5, seed, McDepth { top_layers, lower_passes: 0 }).unwrap();
     let a = mc(1, 0);
     assert_eq!(a.dims(), &[5, 3, 3]);
     assert_eq!(a.to_vec3::<f32>().unwrap(), mc(1, 0).to_vec3::<f32>().unwrap(), "same seed, same passes");
@@ -280,4 +280,28 @@ fn batched_mc_passes_follow_their_seed_and_can_spare_the_lower_layers() {
     assert_eq!(top, mc(1, 1).to_vec3::<f32>().unwrap());
     assert_ne!(top[0], top[1]);
     assert_ne!(top, passes);
+}
+
+#[test]
+fn the_top_passes_take_the_stochastic_lower_samples_in_turn() {
+    let (_dir, checkpoint) = tiny();
+    let model = checkpoint.classifier_for(&options(None, false), &Device::Cpu).unwrap();
+    let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
+    let mc = model.mc_logits(&batch, 4, 9, McDepth { top_layers: 1, lower_passes: 2 }).unwrap();
+
+    // The same from the parts, on one seeded stream: the embeddings and the lower layer twice
+    // with dropout, then the top layer and the head over lower samples 0, 1, 0, 1.
+    let mut pass = StochasticPass::new(9);
+    let twice = |t: &Tensor| Tensor::cat(&[t, t], 0).unwrap();
+    let (hidden, mask) =
+        model.embed(&Batch { ids: twice(&batch.ids), mask: twice(&batch.mask) }, Some(&mut pass)).unwrap();
+    let lower = model.encode(hidden, &mask, &model.layers[..1], false, Some(&mut pass)).unwrap();
+    let top = model.encode(twice(&lower), &twice(&mask), &model.layers[1..], true, Some(&mut pass)).unwrap();
+    let expected = model.head(&top, Some(&mut pass)).unwrap().logits.reshape((4, TEXTS.len(), 3)).unwrap();
+    assert_eq!(mc.to_vec3::<f32>().unwrap(), expected.to_vec3::<f32>().unwrap());
+
+    let passes = mc.to_vec3::<f32>().unwrap();
+    assert_ne!(passes[0], passes[2], "passes sharing a lower sample still differ in the top layer");
+    let once = model.mc_logits(&batch, 4, 9, McDepth { top_layers: 1, lower_passes: 0 }).unwrap();
+    assert_ne!(once.to_vec3::<f32>().unwrap(), passes, "a deterministic lower part gives other passes");
 }

@@ -210,8 +210,10 @@ pub enum Sampling {
     /// One pass with dropout off; members, if any, are averaged.
     Deterministic,
     /// `passes` passes with dropout on, reproducible from `seed`. `top_layers` > 0 asks that only
-    /// the top layers be stochastic (the lower ones run once); 0 means every layer.
-    Stochastic { passes: u32, seed: u64, top_layers: u32 },
+    /// the top layers be stochastic; 0 means every layer. The lower layers then run once
+    /// deterministically (`lower_passes` = 0) or `lower_passes` times with dropout on, the
+    /// top-layer passes taking those lower samples in turn.
+    Stochastic { passes: u32, seed: u64, top_layers: u32, lower_passes: u32 },
     /// One deterministic pass per ensemble member.
     Members,
 }
@@ -241,7 +243,7 @@ pub struct TeacherOutput {
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SamplingPlan {
     Deterministic,
-    Stochastic { passes: u32, top_layers: u32 },
+    Stochastic { passes: u32, top_layers: u32, lower_passes: u32 },
     Members,
 }
 
@@ -250,7 +252,9 @@ impl SamplingPlan {
     pub fn request(self, seed: u64) -> Sampling {
         match self {
             SamplingPlan::Deterministic => Sampling::Deterministic,
-            SamplingPlan::Stochastic { passes, top_layers } => Sampling::Stochastic { passes, seed, top_layers },
+            SamplingPlan::Stochastic { passes, top_layers, lower_passes } => {
+                Sampling::Stochastic { passes, seed, top_layers, lower_passes }
+            }
             SamplingPlan::Members => Sampling::Members,
         }
     }

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor as CandleTensor};
-use workbench_models::{BertClassifier, Checkpoint, StochasticPass, TextTokenizer};
+use workbench_models::{BertClassifier, Checkpoint, McDepth, StochasticPass, TextTokenizer};
 use workbench_plugin_api::{
     abi_stable::std_types::{ROption, RString},
     export_plugin, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamSpec, ParamTable, Plugin, PluginError,
@@ -145,7 +145,7 @@ impl Teacher for BertTeacher {
                 let logits = mean.unsqueeze(0).map_err(model_error)?;
                 return Ok(TeacherOutput { logits: plain(&logits)?, hidden });
             }
-            Sampling::Stochastic { passes, seed, top_layers } => {
+            Sampling::Stochastic { passes, seed, top_layers, lower_passes } => {
                 let member = &self.members[0];
                 let parts = texts
                     .chunks(self.batch_size)
@@ -153,7 +153,8 @@ impl Teacher for BertTeacher {
                     .map(|(chunk, part)| {
                         let batch = member.tokenizer.batch(part, &self.device).map_err(model_error)?;
                         let seed = pass_seed(seed, chunk as u64);
-                        member.model.mc_logits(&batch, passes as usize, seed, top_layers as usize).map_err(model_error)
+                        let depth = McDepth { top_layers: top_layers as usize, lower_passes: lower_passes as usize };
+                        member.model.mc_logits(&batch, passes as usize, seed, depth).map_err(model_error)
                     })
                     .collect::<PluginResult<Vec<_>>>()?;
                 let logits = CandleTensor::cat(&parts, 1).map_err(model_error)?;

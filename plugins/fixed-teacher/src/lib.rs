@@ -164,7 +164,7 @@ mod tests {
     #[test]
     fn stochastic_passes_are_seeded() {
         let mut t = teacher(1);
-        let stochastic = |seed| Sampling::Stochastic { passes: 4, seed, top_layers: 0 };
+        let stochastic = |seed| Sampling::Stochastic { passes: 4, seed, top_layers: 0, lower_passes: 0 };
         let a = forward(&mut t, stochastic(7));
         let b = forward(&mut t, stochastic(7));
         let c = forward(&mut t, stochastic(8));

@@ -29,7 +29,7 @@ fn component(name: &str, doc: &str, params: Vec<ParamSpec>, plan: SamplingPlan) 
 
 impl Plugin for UncertaintyPlugin {
     fn manifest() -> PluginManifest {
-        let stochastic = SamplingPlan::Stochastic { passes: 16, top_layers: 0 };
+        let stochastic = SamplingPlan::Stochastic { passes: 16, top_layers: 0, lower_passes: 0 };
         workbench_plugin_api::manifest![
                 component(
                     "entropy",
@@ -49,6 +49,14 @@ impl Plugin for UncertaintyPlugin {
                             "0: dropout in every layer; N: only the top N layers are stochastic and the lower ones run once.",
                         )
                         .range(0.0, 256.0),
+                        ParamSpec::int(
+                            "lower_passes",
+                            0,
+                            "With top_layers = N: 0 runs the lower layers once without dropout; M runs them M times \
+                             with dropout, and the K top-layer passes take those M samples in turn (cost about M \
+                             passes of the lower layers).",
+                        )
+                        .range(0.0, 1024.0),
                     ],
                     stochastic,
                 ),
@@ -63,10 +71,25 @@ impl Plugin for UncertaintyPlugin {
     fn create_estimator(component: &str, params: &ParamTable) -> PluginResult<Box<dyn Estimator>> {
         let plan = match component {
             "entropy" => SamplingPlan::Deterministic,
-            "mc-dropout" => SamplingPlan::Stochastic {
-                passes: params.int("passes")? as u32,
-                top_layers: params.int("top_layers")? as u32,
-            },
+            "mc-dropout" => {
+                let (passes, top_layers, lower_passes) =
+                    (params.int("passes")?, params.int("top_layers")?, params.int("lower_passes")?);
+                if lower_passes > 0 && top_layers == 0 {
+                    return Err(PluginError::invalid_input(
+                        "`lower_passes` needs `top_layers` > 0: with `top_layers` = 0 every layer is stochastic in every pass",
+                    ));
+                }
+                if lower_passes > passes {
+                    return Err(PluginError::invalid_input(format!(
+                        "`lower_passes` = {lower_passes} is more than the {passes} `passes` that would use its samples"
+                    )));
+                }
+                SamplingPlan::Stochastic {
+                    passes: passes as u32,
+                    top_layers: top_layers as u32,
+                    lower_passes: lower_passes as u32,
+                }
+            }
             "ensemble" => SamplingPlan::Members,
             other => return Err(PluginError::unsupported(format!("no estimator named `{other}`"))),
         };

@@ -1,7 +1,7 @@
 //! Hand-computed examples: 2 teachers with 2 and 3 labels, 3 instances, exact zero
 //! probabilities, and a batch of size 1.
 
-use workbench_plugin_api::{SamplingPlan, TeacherSamples, Tensor};
+use workbench_plugin_api::{ParamValue, SamplingPlan, TeacherSamples, Tensor};
 
 use super::*;
 
@@ -23,7 +23,7 @@ fn estimator(plan: SamplingPlan, measure: Measure) -> SampleEstimator {
     SampleEstimator { plan, measure }
 }
 
-const MC: SamplingPlan = SamplingPlan::Stochastic { passes: 2, top_layers: 0 };
+const MC: SamplingPlan = SamplingPlan::Stochastic { passes: 2, top_layers: 0, lower_passes: 0 };
 
 #[test]
 fn entropy_estimator_by_hand() {
@@ -111,4 +111,20 @@ fn mismatched_batches_are_refused() {
     let b = samples("B", &[&[&[1.0, 0.0, 0.0]]]);
     let error = estimator(SamplingPlan::Deterministic, Measure::Entropy).score(&[a, b]).unwrap_err();
     assert!(error.message.contains("teacher `B`"), "{error}");
+}
+
+#[test]
+fn mc_dropout_plans_its_depth_and_refuses_lower_passes_it_cannot_use() {
+    let params = |top: i64, lower: i64| {
+        ParamTable::default()
+            .with("passes", ParamValue::Int(16))
+            .with("measure", ParamValue::Text("entropy".into()))
+            .with("top_layers", ParamValue::Int(top))
+            .with("lower_passes", ParamValue::Int(lower))
+    };
+    let plan = UncertaintyPlugin::create_estimator("mc-dropout", &params(1, 2)).unwrap().plan();
+    assert_eq!(plan, SamplingPlan::Stochastic { passes: 16, top_layers: 1, lower_passes: 2 });
+    let error = |top, lower| UncertaintyPlugin::create_estimator("mc-dropout", &params(top, lower)).err().unwrap();
+    assert!(error(0, 2).to_string().contains("`lower_passes` needs `top_layers` > 0"), "{}", error(0, 2));
+    assert!(error(1, 17).to_string().contains("more than the 16 `passes`"), "{}", error(1, 17));
 }

@@ -78,12 +78,15 @@ fn main() {
         optimizer.step(&loss.backward().unwrap(), 1e-4).unwrap();
     });
     // MC scoring with K = 16, batched as the mc-dropout estimator runs it: every layer stochastic;
-    // only the top layer (the rest run once); only the top layer, over 2 stochastic samples of the
-    // rest. Reported per scored token, so the cost relative to one deterministic pass is
-    // eval_forward / mc16_scoring.
-    for (workload, top_layers, lower_passes) in
-        [("mc16_scoring", 0, 0), ("mc16_top1_scoring", 1, 0), ("mc16_top1_lower2_scoring", 1, 2)]
-    {
+    // only the top layer (the rest run once); only the top layer, over 2 or 3 stochastic samples
+    // of the rest (`lower_passes`). Reported per scored token, so the cost relative to one
+    // deterministic pass is eval_forward / mc16_scoring.
+    for (workload, top_layers, lower_passes) in [
+        ("mc16_scoring", 0, 0),
+        ("mc16_top1_scoring", 1, 0),
+        ("mc16_top1_lower2_scoring", 1, 2),
+        ("mc16_top1_lower3_scoring", 1, 3),
+    ] {
         let depth = McDepth { top_layers, lower_passes };
         measure(workload, &mut || drop(frozen.mc_logits(&batch, 16, 0, depth).unwrap()));
     }

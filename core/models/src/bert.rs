@@ -205,6 +205,15 @@ pub struct BertClassifier {
     device: Device,
 }
 
+/// The projections of an attention layer's input: the rows that come out (`queries`, `[N, Q, H]`)
+/// and the per-head queries, keys and values.
+struct Projections {
+    queries: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+}
+
 impl SelfAttention {
     /// With `first_only`, only the first position attends (to every position) and comes out:
     /// all that the classifier head reads of the last layer.
@@ -213,8 +222,34 @@ impl SelfAttention {
         xs: &Tensor,
         mask: &Tensor,
         first_only: bool,
-        mut pass: Option<&mut StochasticPass>,
+        pass: Option<&mut StochasticPass>,
     ) -> Result<Tensor> {
+        let projections = self.project(xs, first_only)?;
+        let probs = self.probabilities(&projections, mask)?;
+        self.attend(&projections.queries, &probs, &projections.v, pass)
+    }
+
+    /// The top layer's first position over `order.len()` stochastic passes whose inputs are rows
+    /// of `samples` (`[M * batch, T, H]`): pass i reads sample `order[i]`. Dropout comes after the
+    /// attention probabilities, so projections and probabilities are computed once per sample.
+    fn forward_first_over_samples(
+        &self,
+        samples: &Tensor,
+        mask: &Tensor,
+        order: &[usize],
+        batch: usize,
+        pass: Option<&mut StochasticPass>,
+    ) -> Result<Tensor> {
+        let projections = self.project(samples, true)?;
+        let probs = self.probabilities(&projections, mask)?;
+        let pick = |t: &Tensor| -> Result<Tensor> {
+            let rows = order.iter().map(|&m| t.narrow(0, m * batch, batch)).collect::<candle_core::Result<Vec<_>>>()?;
+            Ok(Tensor::cat(&rows, 0)?)
+        };
+        self.attend(&pick(&projections.queries)?, &pick(&probs)?, &pick(&projections.v)?, pass)
+    }
+
+    fn project(&self, xs: &Tensor, first_only: bool) -> Result<Projections> {
         let (batch, _, hidden) = xs.dims3()?;
         let head_dim = hidden / self.heads;
         let split = |t: Tensor| -> Result<Tensor> {
@@ -232,10 +267,27 @@ impl SelfAttention {
             let part = |i: usize| split(qkv.narrow(2, i * hidden, hidden)?);
             (part(0)?, part(1)?, part(2)?)
         };
-        let scores = q.matmul(&k.t()?)?;
-        let probs = kernels::masked_softmax(&scores, mask, 1.0 / (head_dim as f64).sqrt())?;
-        let probs = self.attention_dropout.forward(&probs, pass.as_deref_mut())?;
-        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((batch, queries.dim(1)?, hidden))?;
+        Ok(Projections { queries, q, k, v })
+    }
+
+    /// Masked, scaled softmax of the attention scores, before dropout.
+    fn probabilities(&self, projections: &Projections, mask: &Tensor) -> Result<Tensor> {
+        let head_dim = projections.q.dim(3)?;
+        let scores = projections.q.matmul(&projections.k.t()?)?;
+        Ok(kernels::masked_softmax(&scores, mask, 1.0 / (head_dim as f64).sqrt())?)
+    }
+
+    /// Attention dropout, the weighted values, the output projection and the residual norm.
+    fn attend(
+        &self,
+        queries: &Tensor,
+        probs: &Tensor,
+        v: &Tensor,
+        mut pass: Option<&mut StochasticPass>,
+    ) -> Result<Tensor> {
+        let (batch, positions, hidden) = queries.dims3()?;
+        let probs = self.attention_dropout.forward(probs, pass.as_deref_mut())?;
+        let context = probs.matmul(v)?.transpose(1, 2)?.reshape((batch, positions, hidden))?;
         let projected = self.hidden_dropout.forward(&self.output.forward(&context)?, pass)?;
         self.norm.forward(&(projected + queries)?)
     }
@@ -449,6 +501,18 @@ impl BertClassifier {
             let copies = group(passes).min(passes - done);
             let hidden = match &lower {
                 // Pass k reads lower sample k mod `samples`.
+                Some((hidden, mask, samples)) if stochastic_from + 1 == self.layers.len() => {
+                    let order: Vec<usize> = (done..done + copies).map(|k| k % samples).collect();
+                    let top = &self.layers[stochastic_from];
+                    let attended = top.attention.forward_first_over_samples(
+                        hidden,
+                        &repeat(mask, *samples)?,
+                        &order,
+                        size,
+                        Some(&mut pass),
+                    )?;
+                    top.feed_forward.forward(&attended, Some(&mut pass))?
+                }
                 Some((hidden, mask, samples)) => {
                     let inputs = (done..done + copies)
                         .map(|k| hidden.narrow(0, (k % samples) * size, size))

@@ -214,6 +214,13 @@ struct Projections {
     v: Tensor,
 }
 
+/// The top layer's attention up to its dropout, for inputs that several passes read.
+struct SharedAttention {
+    queries: Tensor,
+    probs: Tensor,
+    v: Tensor,
+}
+
 impl SelfAttention {
     /// With `first_only`, only the first position attends (to every position) and comes out:
     /// all that the classifier head reads of the last layer.
@@ -229,24 +236,28 @@ impl SelfAttention {
         self.attend(&projections.queries, &probs, &projections.v, pass)
     }
 
-    /// The top layer's first position over `order.len()` stochastic passes whose inputs are rows
-    /// of `samples` (`[M * batch, T, H]`): pass i reads sample `order[i]`. Dropout comes after the
-    /// attention probabilities, so projections and probabilities are computed once per sample.
-    fn forward_first_over_samples(
+    /// What every stochastic pass over the top layer's first position shares for the same input:
+    /// dropout comes after the attention probabilities, so everything before them.
+    fn share_first_position(&self, samples: &Tensor, mask: &Tensor) -> Result<SharedAttention> {
+        let projections = self.project(samples, true)?;
+        let probs = self.probabilities(&projections, mask)?;
+        Ok(SharedAttention { queries: projections.queries, probs, v: projections.v })
+    }
+
+    /// The first position over `order.len()` stochastic passes: pass i reads input `order[i]`
+    /// (rows `order[i] * batch ..` of what was shared).
+    fn forward_shared(
         &self,
-        samples: &Tensor,
-        mask: &Tensor,
+        shared: &SharedAttention,
         order: &[usize],
         batch: usize,
         pass: Option<&mut StochasticPass>,
     ) -> Result<Tensor> {
-        let projections = self.project(samples, true)?;
-        let probs = self.probabilities(&projections, mask)?;
         let pick = |t: &Tensor| -> Result<Tensor> {
             let rows = order.iter().map(|&m| t.narrow(0, m * batch, batch)).collect::<candle_core::Result<Vec<_>>>()?;
             Ok(Tensor::cat(&rows, 0)?)
         };
-        self.attend(&pick(&projections.queries)?, &pick(&probs)?, &pick(&projections.v)?, pass)
+        self.attend(&pick(&shared.queries)?, &pick(&shared.probs)?, &pick(&shared.v)?, pass)
     }
 
     fn project(&self, xs: &Tensor, first_only: bool) -> Result<Projections> {
@@ -495,25 +506,26 @@ impl BertClassifier {
             }
             Some((Tensor::cat(&parts, 0)?, mask.expect("at least one lower sample"), samples))
         };
+        // Only the top layer stochastic: its attention up to the dropout, once per lower sample.
+        let shared = match &lower {
+            Some((hidden, mask, samples)) if stochastic_from + 1 == self.layers.len() => {
+                Some(self.layers[stochastic_from].attention.share_first_position(hidden, &repeat(mask, *samples)?)?)
+            }
+            _ => None,
+        };
         let mut outputs = Vec::new();
         let mut done = 0;
         while done < passes {
             let copies = group(passes).min(passes - done);
-            let hidden = match &lower {
+            let hidden = match (&lower, &shared) {
                 // Pass k reads lower sample k mod `samples`.
-                Some((hidden, mask, samples)) if stochastic_from + 1 == self.layers.len() => {
+                (Some((_, _, samples)), Some(shared)) => {
                     let order: Vec<usize> = (done..done + copies).map(|k| k % samples).collect();
                     let top = &self.layers[stochastic_from];
-                    let attended = top.attention.forward_first_over_samples(
-                        hidden,
-                        &repeat(mask, *samples)?,
-                        &order,
-                        size,
-                        Some(&mut pass),
-                    )?;
+                    let attended = top.attention.forward_shared(shared, &order, size, Some(&mut pass))?;
                     top.feed_forward.forward(&attended, Some(&mut pass))?
                 }
-                Some((hidden, mask, samples)) => {
+                (Some((hidden, mask, samples)), None) => {
                     let inputs = (done..done + copies)
                         .map(|k| hidden.narrow(0, (k % samples) * size, size))
                         .collect::<candle_core::Result<Vec<_>>>()?;
@@ -525,7 +537,7 @@ impl BertClassifier {
                         Some(&mut pass),
                     )?
                 }
-                None => {
+                (None, _) => {
                     let repeated = Batch { ids: repeat(&batch.ids, copies)?, mask: repeat(&batch.mask, copies)? };
                     let (hidden, mask) = self.embed(&repeated, Some(&mut pass))?;
                     self.encode(hidden, &mask, &self.layers, true, Some(&mut pass))?

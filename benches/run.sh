@@ -45,7 +45,7 @@ def best(lines):
     return rates
 ours, theirs = best(os.environ["OURS"]), best(os.environ["THEIRS"])
 # PyTorch has no top-layers variant: its reference is the plain K passes a user would run.
-cheap = ["mc16_top1_scoring", "mc16_top1_lower2_scoring", "mc16_top1_lower3_scoring"]
+cheap = ["mc16_top1_scoring", *(f"mc16_top1_lower{m}_scoring" for m in (2, 3, 4))]
 for w in cheap:
     theirs[w] = theirs["mc16_scoring"]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
@@ -65,8 +65,9 @@ text = "\n".join([
     "rest run once); `mc16_top1_lowerM_scoring` adds `lower_passes = M` (the rest run M times with dropout,",
     "the 16 top passes take those samples in turn); all compared with PyTorch's plain 16 passes.", "",
     f"MC scoring with K=16 costs {cost['mc16_scoring']:.1f}x one deterministic pass with every layer stochastic; "
-    f"{cost['mc16_top1_scoring']:.1f}x with only the top layer stochastic; {cost['mc16_top1_lower2_scoring']:.1f}x "
-    f"and {cost['mc16_top1_lower3_scoring']:.1f}x over 2 and 3 lower samples (target: at most 4x).", "",
+    f"{cost['mc16_top1_scoring']:.1f}x with only the top layer stochastic; "
+    + ", ".join(f"{cost[f'mc16_top1_lower{m}_scoring']:.1f}x" for m in (2, 3, 4))
+    + " over 2, 3 and 4 lower samples (target: at most 4x).", "",
     f"Peak RSS of a MiniLM-L6 training run (`workbench teach`, batch 32, length 64): {int(os.environ['PEAK_KB']) / 1024:.0f} MiB.", "",
     f"Machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}, transformers {transformers.__version__}; "
     f"{subprocess.run(['rustc', '--version'], capture_output=True, text=True).stdout.strip()}.",

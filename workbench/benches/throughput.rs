@@ -78,7 +78,7 @@ fn main() {
         optimizer.step(&loss.backward().unwrap(), 1e-4).unwrap();
     });
     // MC scoring with K = 16, batched as the mc-dropout estimator runs it: every layer stochastic;
-    // only the top layer (the rest run once); only the top layer, over 2 or 3 stochastic samples
+    // only the top layer (the rest run once); only the top layer, over 2, 3 or 4 stochastic samples
     // of the rest (`lower_passes`). Reported per scored token, so the cost relative to one
     // deterministic pass is eval_forward / mc16_scoring.
     for (workload, top_layers, lower_passes) in [
@@ -86,6 +86,7 @@ fn main() {
         ("mc16_top1_scoring", 1, 0),
         ("mc16_top1_lower2_scoring", 1, 2),
         ("mc16_top1_lower3_scoring", 1, 3),
+        ("mc16_top1_lower4_scoring", 1, 4),
     ] {
         let depth = McDepth { top_layers, lower_passes };
         measure(workload, &mut || drop(frozen.mc_logits(&batch, 16, 0, depth).unwrap()));

@@ -194,22 +194,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Logits(args) => print_logits(&args)?,
-        Command::Sweep(SweepArgs { config: args, selection_only: true }) => {
+        Command::Sweep(SweepArgs { config: args, selection_only }) => {
             let (_, registry) = load_config(&args, max_log_level, plugin_dirs)?;
-            let dir = workbench::sweep::selection_only(&args.files, &args.sets, &registry)?;
-            print!("{}", std::fs::read_to_string(dir.join("selection.md"))?);
-            println!("selection.md, selection.csv in {}", dir.display());
-        }
-        Command::Sweep(SweepArgs { config: args, selection_only: false }) => {
-            let (_, registry) = load_config(&args, max_log_level, plugin_dirs)?;
-            let outcome = workbench::sweep::sweep(&args.files, &args.sets, &registry)?;
-            print!("{}", std::fs::read_to_string(outcome.dir.join("comparison.md"))?);
-            println!(
-                "{} runs ({} already complete) in {}; comparison.md, comparison.csv, comparison.svg",
-                outcome.summaries.iter().map(|s| s.accuracies.len()).sum::<usize>(),
-                outcome.skipped,
-                outcome.dir.display()
-            );
+            if selection_only {
+                let dir = workbench::sweep::selection_only(&args.files, &args.sets, &registry)?;
+                print!("{}", std::fs::read_to_string(dir.join("selection.md"))?);
+                println!("selection.md, selection.csv in {}", dir.display());
+            } else {
+                let outcome = workbench::sweep::sweep(&args.files, &args.sets, &registry)?;
+                print!("{}", std::fs::read_to_string(outcome.dir.join("comparison.md"))?);
+                println!(
+                    "{} runs ({} already complete) in {}; comparison.md, comparison.csv, comparison.svg",
+                    outcome.summaries.iter().map(|s| s.accuracies.len()).sum::<usize>(),
+                    outcome.skipped,
+                    outcome.dir.display()
+                );
+            }
         }
         Command::Assets(AssetsCommand::Fetch { names, cache }) => {
             let cache = assets::cache_dir(cache.as_deref());

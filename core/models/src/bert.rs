@@ -205,6 +205,19 @@ pub struct BertClassifier {
     device: Device,
 }
 
+/// The additive attention mask of a `[B, T]` 0/1 padding mask: padding gets the lowest f32
+/// added to its attention scores, as Hugging Face does.
+fn attention_mask(padding: &Tensor) -> Result<Tensor> {
+    Ok(((padding.ones_like()? - padding)? * f64::from(f32::MIN))?)
+}
+
+/// Blocks of `block` rows of `t`, the i-th being block `order[i]`, concatenated: the inputs of
+/// passes that take shared samples in turn.
+fn blocks_in_order(t: &Tensor, order: &[usize], block: usize) -> Result<Tensor> {
+    let blocks = order.iter().map(|&m| t.narrow(0, m * block, block)).collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&blocks, 0)?)
+}
+
 /// The projections of an attention layer's input: the rows that come out (`queries`, `[N, Q, H]`)
 /// and the per-head queries, keys and values.
 struct Projections {
@@ -253,10 +266,7 @@ impl SelfAttention {
         batch: usize,
         pass: Option<&mut StochasticPass>,
     ) -> Result<Tensor> {
-        let pick = |t: &Tensor| -> Result<Tensor> {
-            let rows = order.iter().map(|&m| t.narrow(0, m * batch, batch)).collect::<candle_core::Result<Vec<_>>>()?;
-            Ok(Tensor::cat(&rows, 0)?)
-        };
+        let pick = |t: &Tensor| blocks_in_order(t, order, batch);
         self.attend(&pick(&shared.queries)?, &pick(&shared.probs)?, &pick(&shared.v)?, pass)
     }
 
@@ -433,9 +443,7 @@ impl BertClassifier {
         let summed = ((e.words.forward(&batch.ids)? + e.positions.forward(&positions)?)?
             + e.token_types.forward(&token_types)?)?;
         let hidden = e.dropout.forward(&e.norm.forward(&summed)?, pass)?;
-        // Padding gets the lowest f32 added to its attention scores, as Hugging Face does.
-        let mask = ((batch.mask.ones_like()? - &batch.mask)? * f64::from(f32::MIN))?;
-        Ok((hidden, mask))
+        Ok((hidden, attention_mask(&batch.mask)?))
     }
 
     /// Runs `layers`; with `last_is_top`, the last of them is the model's top layer and only its
@@ -481,6 +489,9 @@ impl BertClassifier {
         let mut pass = StochasticPass::new(seed);
         let group = |count: usize| (128 / size.max(1)).clamp(1, count.max(1));
         let repeat = |t: &Tensor, copies: usize| -> Result<Tensor> { Ok(Tensor::cat(&vec![t.clone(); copies], 0)?) };
+        let repeated = |copies: usize| -> Result<Batch> {
+            Ok(Batch { ids: repeat(&batch.ids, copies)?, mask: repeat(&batch.mask, copies)? })
+        };
         // The lower layers' output, `[samples * B, T, H]`, when only the top layers are stochastic.
         let lower = if stochastic_from == 0 {
             None
@@ -489,22 +500,14 @@ impl BertClassifier {
             Some((self.encode(hidden, &mask, &self.layers[..stochastic_from], false, None)?, mask, 1))
         } else {
             let samples = depth.lower_passes.min(passes);
-            let (mut parts, mut done, mut mask) = (Vec::new(), 0, None);
+            let (mut parts, mut done) = (Vec::new(), 0);
             while done < samples {
                 let copies = group(samples).min(samples - done);
-                let repeated = Batch { ids: repeat(&batch.ids, copies)?, mask: repeat(&batch.mask, copies)? };
-                let (hidden, repeated_mask) = self.embed(&repeated, Some(&mut pass))?;
-                parts.push(self.encode(
-                    hidden,
-                    &repeated_mask,
-                    &self.layers[..stochastic_from],
-                    false,
-                    Some(&mut pass),
-                )?);
-                mask.get_or_insert(repeated_mask.narrow(0, 0, size)?);
+                let (hidden, mask) = self.embed(&repeated(copies)?, Some(&mut pass))?;
+                parts.push(self.encode(hidden, &mask, &self.layers[..stochastic_from], false, Some(&mut pass))?);
                 done += copies;
             }
-            Some((Tensor::cat(&parts, 0)?, mask.expect("at least one lower sample"), samples))
+            Some((Tensor::cat(&parts, 0)?, attention_mask(&batch.mask)?, samples))
         };
         // Only the top layer stochastic: its attention up to the dropout, once per lower sample.
         let shared = match &lower {
@@ -517,29 +520,27 @@ impl BertClassifier {
         let mut done = 0;
         while done < passes {
             let copies = group(passes).min(passes - done);
-            let hidden = match (&lower, &shared) {
+            let hidden = match &lower {
                 // Pass k reads lower sample k mod `samples`.
-                (Some((_, _, samples)), Some(shared)) => {
+                Some((hidden, mask, samples)) => {
                     let order: Vec<usize> = (done..done + copies).map(|k| k % samples).collect();
-                    let top = &self.layers[stochastic_from];
-                    let attended = top.attention.forward_shared(shared, &order, size, Some(&mut pass))?;
-                    top.feed_forward.forward(&attended, Some(&mut pass))?
+                    match &shared {
+                        Some(shared) => {
+                            let top = &self.layers[stochastic_from];
+                            let attended = top.attention.forward_shared(shared, &order, size, Some(&mut pass))?;
+                            top.feed_forward.forward(&attended, Some(&mut pass))?
+                        }
+                        None => self.encode(
+                            blocks_in_order(hidden, &order, size)?,
+                            &repeat(mask, copies)?,
+                            &self.layers[stochastic_from..],
+                            true,
+                            Some(&mut pass),
+                        )?,
+                    }
                 }
-                (Some((hidden, mask, samples)), None) => {
-                    let inputs = (done..done + copies)
-                        .map(|k| hidden.narrow(0, (k % samples) * size, size))
-                        .collect::<candle_core::Result<Vec<_>>>()?;
-                    self.encode(
-                        Tensor::cat(&inputs, 0)?,
-                        &repeat(mask, copies)?,
-                        &self.layers[stochastic_from..],
-                        true,
-                        Some(&mut pass),
-                    )?
-                }
-                (None, _) => {
-                    let repeated = Batch { ids: repeat(&batch.ids, copies)?, mask: repeat(&batch.mask, copies)? };
-                    let (hidden, mask) = self.embed(&repeated, Some(&mut pass))?;
+                None => {
+                    let (hidden, mask) = self.embed(&repeated(copies)?, Some(&mut pass))?;
                     self.encode(hidden, &mask, &self.layers, true, Some(&mut pass))?
                 }
             };

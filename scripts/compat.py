@@ -7,8 +7,11 @@ Run by hand or by a benchmark, not by CI (it needs torch and transformers):
     cargo build --release --workspace
     .venv-compat/bin/python scripts/compat.py [--teacher DIR]
 
-1. The MiniLM asset with a fresh seeded head: our `workbench logits` saves the model it built,
-   transformers loads that directory, and both run the same token ids.
+1. The MiniLM asset with a fresh seeded head, under each pooling: our `workbench logits` saves the
+   model it built, transformers loads that directory, and both run the same token ids. `cls` is
+   transformers' own `BertForSequenceClassification`; `mean` (recorded as `"pooling": "mean"` in
+   config.json, which transformers ignores) is transformers' encoder, averaged over the attention
+   mask, then the saved classifier.
 2. A teacher we trained and exported (`--teacher`, or one trained here with `workbench teach`).
 Prints the maximum absolute difference of the logits for each and exits non-zero above 1e-4.
 """
@@ -21,7 +24,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, BertForSequenceClassification
+from safetensors.torch import load_file
+from transformers import AutoTokenizer, BertForSequenceClassification, BertModel
 
 TEXTS = [
     "the hockey team won the game in overtime",
@@ -50,7 +54,14 @@ def theirs(directory: Path, ours_out: dict) -> tuple[torch.Tensor, bool]:
         for text, row, row_mask in zip(TEXTS, ours_out["input_ids"], ours_out["attention_mask"])
     )
     with torch.no_grad():
-        return model(input_ids=ids, attention_mask=mask).logits, same_ids
+        if json.loads((directory / "config.json").read_text()).get("pooling") != "mean":
+            return model(input_ids=ids, attention_mask=mask).logits, same_ids
+        encoder = BertModel.from_pretrained(directory, add_pooling_layer=False).eval()
+        hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        head = load_file(directory / "model.safetensors")
+        return pooled @ head["classifier.weight"].T + head["classifier.bias"], same_ids
 
 
 def compare(name: str, directory: Path, ours_out: dict) -> float:
@@ -69,9 +80,11 @@ def main() -> int:
     print(f"torch {torch.__version__}, transformers {__import__('transformers').__version__}")
     worst = 0.0
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = Path(tmp) / "minilm-fresh-head"
-        out = ours(args.workbench, "minilm", ["--labels", "alpha,beta,gamma,delta", "--seed", "7", "--save", str(fresh)])
-        worst = max(worst, compare("MiniLM-L6 with a fresh seeded head", fresh, out))
+        for pooling in ["cls", "mean"]:
+            fresh = Path(tmp) / f"minilm-fresh-head-{pooling}"
+            flags = ["--labels", "alpha,beta,gamma,delta", "--seed", "7", "--pooling", pooling, "--save", str(fresh)]
+            out = ours(args.workbench, "minilm", flags)
+            worst = max(worst, compare(f"MiniLM-L6 with a fresh seeded head, {pooling} pooling", fresh, out))
 
         teacher = args.teacher
         if teacher is None:

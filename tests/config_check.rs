@@ -133,7 +133,7 @@ fn out_of_range_and_bad_choices_are_refused() {
     );
     assert!(
         out.stderr
-            .contains("`estimator.measure` (from --set estimator.measure): \"vibes\" is not one of entropy, max-prob"),
+            .contains("`estimator.measure` (from --set estimator.measure): \"vibes\" is not one of entropy, max-prob, energy, max-logit"),
         "{}",
         out.stderr
     );

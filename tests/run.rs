@@ -48,7 +48,7 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
     let csv = std::fs::read_to_string(sweep.join("comparison.csv")).unwrap();
     let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
     let methods: Vec<&str> = rows.iter().map(|r| r[0].trim_matches('"')).collect();
-    assert_eq!(methods, ["vanilla-kd", "uhc", "muka"]);
+    assert_eq!(methods, ["vanilla-kd", "uhc", "muka", "teacher-concat (reference)"]);
     for row in &rows {
         assert_eq!(row[1], "2", "two seeds per method: {row:?}");
         let mean: f64 = row[2].parse().unwrap();
@@ -62,17 +62,49 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
     assert!(markdown.contains("| muka | 2 | "), "{markdown}");
     assert!(markdown.contains("| on `a`'s labels | on `b`'s labels |"), "{markdown}");
     // Per-teacher columns: the mean over seeds of what each run's results.json reports.
-    assert!(csv.lines().next().unwrap().ends_with(",on_a_mean,on_a_std,on_b_mean,on_b_std"), "{csv}");
+    assert!(
+        csv.lines().next().unwrap().ends_with(
+            ",on_a_mean,on_a_std,on_b_mean,on_b_std,min_coverage_mean,min_coverage_std,selection_train_mean,selection_train_std"
+        ),
+        "{csv}"
+    );
+    let results = |run: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(sweep.join(run).join("results.json")).unwrap()).unwrap()
+    };
     let on_b: Vec<f64> = ["vanilla-kd-seed0", "vanilla-kd-seed1"]
         .iter()
-        .map(|run| {
-            let results: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(sweep.join(run).join("results.json")).unwrap()).unwrap();
-            results["rows"][0]["per_teacher"][1].as_f64().unwrap()
-        })
+        .map(|run| results(run)["student"]["per_teacher"][1].as_f64().unwrap())
         .collect();
     let reported: f64 = rows[0][8].parse().unwrap();
     assert!((reported - (on_b[0] + on_b[1]) / 2.0).abs() < 1e-6, "{reported} vs {on_b:?}");
+    // Coverage: the student's accuracy on a teacher's labels over the teacher's own, its minimum.
+    let first = results("vanilla-kd-seed0");
+    let coverage: Vec<f64> = (0..2)
+        .map(|i| {
+            first["student"]["per_teacher"][i].as_f64().unwrap() / first["teachers"][i]["per_teacher"][i].as_f64().unwrap()
+        })
+        .collect();
+    assert_eq!(first["coverage"].as_array().unwrap().len(), 2);
+    for (i, c) in coverage.iter().enumerate() {
+        assert!((first["coverage"][i].as_f64().unwrap() - c).abs() < 1e-9, "{first}");
+    }
+    assert!((first["min_coverage"].as_f64().unwrap() - coverage[0].min(coverage[1])).abs() < 1e-9);
+    let min_coverage: f64 = rows[0][10].parse().unwrap();
+    let second = results("vanilla-kd-seed1")["min_coverage"].as_f64().unwrap();
+    assert!((min_coverage - (coverage[0].min(coverage[1]) + second) / 2.0).abs() < 1e-6, "{min_coverage}");
+    // The reference row carries the concat-argmax selector, the same in every run.
+    let concat = &first["selection"]["concat_argmax"];
+    let reference: f64 = rows[3][4].parse().unwrap();
+    assert!((reference - concat["test"].as_f64().unwrap()).abs() < 1e-6, "{reference} vs {concat}");
+    assert!((0.0..=1.0).contains(&concat["train"].as_f64().unwrap()));
+    assert_eq!(first["selection"]["estimator"], serde_json::Value::Null, "vanilla-kd has no estimator");
+    let muka = results("muka-seed0");
+    let estimator_train = muka["selection"]["estimator"]["train"].as_f64().unwrap();
+    let selection_train: f64 = rows[2][12].parse().unwrap();
+    assert!((0.0..=1.0).contains(&estimator_train) && selection_train > 0.0, "{muka}");
+    let report = std::fs::read_to_string(sweep.join("muka-seed0/report.md")).unwrap();
+    assert!(report.contains("| concat-argmax (reference) | "), "{report}");
+    assert!(report.contains("Coverage (the student's accuracy on a teacher's labels over the teacher's own): `a` "));
 
     // Every teacher signal (teacher, split, sampling plan) was computed by exactly one run.
     let manifests = manifests(&sweep);
@@ -171,12 +203,13 @@ fn a_killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join(format!("runs/{run}/results.json"))).unwrap())
             .unwrap()
     };
-    assert_eq!(results("killed")["rows"], results("whole")["rows"], "the same test metrics");
-    let methods: Vec<String> = results("whole")["rows"]
-        .as_array()
-        .unwrap()
+    for part in ["student", "teacher_concat", "teachers", "oracle", "coverage", "selection"] {
+        assert_eq!(results("killed")[part], results("whole")[part], "the same test metrics: {part}");
+    }
+    let whole = results("whole");
+    let methods: Vec<&str> = [&whole["student"], &whole["teacher_concat"], &whole["teachers"][0], &whole["teachers"][1], &whole["oracle"]]
         .iter()
-        .map(|r| r["method"].as_str().unwrap().to_string())
+        .map(|r| r["method"].as_str().unwrap())
         .collect();
     assert_eq!(
         methods,

@@ -43,6 +43,7 @@ fn main() {
         seed: 0,
         trainable,
         freeze_word_embeddings: true,
+        pooling: None,
     };
     let frozen = checkpoint.classifier_for(&options(false), &device).unwrap();
     let mut rng = StdRng::seed_from_u64(0);

@@ -1,7 +1,7 @@
 //! Test-set evaluation of a run: the student, each teacher alone, the teacher-concat ensemble
 //! and the estimator's teacher selection, overall and per teacher label subset.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use workbench_plugin_api::{LabelSpace, Tensor};
 
 /// Accuracy of union-label `predictions` against `gold`, on the instances whose gold label is
@@ -45,7 +45,7 @@ pub fn concat_predictions(teachers: &[&Tensor], labels: &LabelSpace) -> Vec<u32>
 }
 
 /// One row of the report: a predictor's accuracy overall and on each teacher's labels.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultRow {
     pub method: String,
     pub accuracy: f64,

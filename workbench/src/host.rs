@@ -224,7 +224,7 @@ impl EstimatorHandle {
     pub fn score(&self, samples: &[TeacherSamples]) -> Result<Tensor> {
         const CALL: &str = "Estimator::score";
         let scores = self.origin.check(CALL, self.inner.score(RSlice::from_slice(samples)))?;
-        let batch = samples.first().map_or(0, |s| s.probs.shape().get(1).copied().unwrap_or(0));
+        let batch = samples.first().map_or(0, |s| s.logits.shape().get(1).copied().unwrap_or(0));
         scores
             .expect_shape("scores", &[batch, samples.len()])
             .map_err(|e| self.origin.invalid(CALL, e.message.into()))?;

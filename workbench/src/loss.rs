@@ -124,14 +124,29 @@ fn squared_distances(x: &Tensor, y: &Tensor) -> Result<Tensor> {
     Ok(x2.broadcast_add(&y2)?.broadcast_sub(&(x.matmul(&y.t()?)? * 2.0)?)?)
 }
 
-/// Bandwidths σ² of the Gaussian kernels of the MMD, spanning the scales of a unit-variance code.
-const MMD_BANDWIDTHS: [f64; 5] = [0.25, 1.0, 4.0, 16.0, 64.0];
+/// Multiples of the data's own scale used as the Gaussian kernels' bandwidths of the MMD.
+const MMD_BANDWIDTH_MULTIPLIERS: [f64; 5] = [0.25, 0.5, 1.0, 2.0, 4.0];
 
-fn kernel_mean(x: &Tensor, y: &Tensor) -> Result<Tensor> {
+/// The MMD's base bandwidth: the mean squared distance between distinct rows of both batches
+/// together (as Long et al.'s DAN), outside the gradient, so that the kernels follow the codes'
+/// scale as training moves it; 1 when every row is the same.
+fn base_bandwidth(x: &Tensor, y: &Tensor) -> Result<f64> {
+    let joint = Tensor::cat(&[x.detach(), y.detach()], 0)?;
+    let n = joint.dim(0)?;
+    if n < 2 {
+        return Ok(1.0);
+    }
+    // The diagonal is zero, so the sum over all pairs is the sum over distinct ones.
+    let total = f64::from(squared_distances(&joint, &joint)?.sum_all()?.to_scalar::<f32>()?);
+    let mean = total / (n * (n - 1)) as f64;
+    Ok(if mean > 0.0 { mean } else { 1.0 })
+}
+
+fn kernel_mean(x: &Tensor, y: &Tensor, base: f64) -> Result<Tensor> {
     let distances = squared_distances(x, y)?;
     let mut sum: Option<Tensor> = None;
-    for sigma2 in MMD_BANDWIDTHS {
-        let k = (distances.clone() * (-1.0 / (2.0 * sigma2)))?.exp()?;
+    for multiplier in MMD_BANDWIDTH_MULTIPLIERS {
+        let k = (distances.clone() * (-1.0 / (base * multiplier)))?.exp()?;
         sum = Some(match sum {
             Some(s) => (s + k)?,
             None => k,
@@ -140,9 +155,11 @@ fn kernel_mean(x: &Tensor, y: &Tensor) -> Result<Tensor> {
     Ok(sum.expect("at least one bandwidth").mean_all()?)
 }
 
-/// Multi-kernel MMD² between two batches of codes.
+/// Multi-kernel MMD² between two batches of codes: kernels exp(-d² / (b m)) for the base
+/// bandwidth b of the data and the multipliers m.
 pub fn mmd(x: &Tensor, y: &Tensor) -> Result<Tensor> {
-    Ok(((kernel_mean(x, x)? + kernel_mean(y, y)?)? - (kernel_mean(x, y)? * 2.0)?)?)
+    let base = base_bandwidth(x, y)?;
+    Ok(((kernel_mean(x, x, base)? + kernel_mean(y, y, base)?)? - (kernel_mean(x, y, base)? * 2.0)?)?)
 }
 
 fn feature_loss(term: &FeatureTerm, hidden: &Tensor, adapters: &mut FeatureAdapters) -> Result<Tensor> {
@@ -150,9 +167,13 @@ fn feature_loss(term: &FeatureTerm, hidden: &Tensor, adapters: &mut FeatureAdapt
     let target = to_candle(&term.target, hidden.device())?;
     let teacher_code = adapter.encoder.forward(&target)?;
     let student_code = adapter.projection.forward(hidden)?;
+    // The code is a target: matching moves the student towards it, never the code towards the
+    // student (which would let encoder and projection both collapse to zero); the encoder learns
+    // from the reconstruction alone.
+    let fixed_code = teacher_code.detach();
     let matched = match term.matching {
-        FeatureMatch::Mse => (student_code - &teacher_code)?.sqr()?.mean_all()?,
-        FeatureMatch::Mmd => mmd(&student_code, &teacher_code)?,
+        FeatureMatch::Mse => (student_code - &fixed_code)?.sqr()?.mean_all()?,
+        FeatureMatch::Mmd => mmd(&student_code, &fixed_code)?,
     };
     let reconstruction = (adapter.decoder.forward(&teacher_code)? - target)?.sqr()?.mean_all()?;
     Ok(((matched * term.weight as f64)? + (reconstruction * term.reconstruction_weight as f64)?)?)

@@ -84,6 +84,9 @@ struct LogitsArgs {
     seed: u64,
     #[arg(long, default_value_t = 128)]
     max_length: usize,
+    /// Pooling of a fresh head: cls or mean (default: the checkpoint's own).
+    #[arg(long)]
+    pooling: Option<workbench_models::Pooling>,
     /// Also save the model (with its head) as a Hugging Face checkpoint here.
     #[arg(long)]
     save: Option<PathBuf>,
@@ -258,12 +261,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 outcome.labels.labels.len(),
                 outcome.dir.display()
             );
-            for row in &outcome.rows {
+            let results = &outcome.results;
+            for row in results.rows() {
                 println!("  {:<40} {:.4}", row.method, row.accuracy);
             }
-            if let Some(selection) = outcome.selection_accuracy {
-                println!("  {:<40} {selection:.4}", "teacher-selection accuracy");
+            println!("  {:<40} {:.4}", "minimum coverage", results.min_coverage);
+            if let Some(selection) = results.selection.estimator {
+                println!("  {:<40} {:.4} / {:.4}", "selection (training texts / test)", selection.train, selection.test);
             }
+            let concat = results.selection.concat_argmax;
+            println!("  {:<40} {:.4} / {:.4}", "concat-argmax selection", concat.train, concat.test);
         }
     }
     Ok(())
@@ -312,6 +319,7 @@ fn print_logits(args: &LogitsArgs) -> anyhow::Result<()> {
             seed: args.seed,
             trainable: false,
             freeze_word_embeddings: false,
+            pooling: args.pooling,
         };
         checkpoint.classifier_for(&options, &device)?
     };

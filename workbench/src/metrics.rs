@@ -1,13 +1,6 @@
 //! Evaluation measures computed by the engine for any estimator or student.
 
-use workbench_plugin_api::{math::softmax, Tensor};
-
-/// Softmax over the last axis at temperature 1: a teacher's probabilities from its logits.
-pub fn probabilities(logits: &Tensor) -> Tensor {
-    let width = *logits.shape().last().expect("logits have at least one axis");
-    let probs: Vec<f32> = logits.data().chunks(width).flat_map(|row| softmax(row, 1.0)).collect();
-    Tensor::new(logits.shape().to_vec(), probs).expect("same shape as the logits")
-}
+use workbench_plugin_api::Tensor;
 
 /// For each instance, whether the highest-scored teacher is one whose label set contains the
 /// gold label. `scores` is `[B, T]`; `gold` holds union label indices; `maps[t]` the union
@@ -21,6 +14,17 @@ pub fn adequate_picks(scores: &Tensor, gold: &[u32], maps: &[Vec<u32>]) -> Vec<b
             maps[best].contains(label)
         })
         .collect()
+}
+
+/// The concat-argmax selector as scores `[N, T]`: each teacher's largest deterministic logit
+/// (`[1, N, L_t]` each), so that the top-scored teacher is the one whose block holds the argmax
+/// of the concatenated logits. Every certainty selector is measured against it.
+pub fn concat_argmax_scores(teachers: &[&Tensor]) -> Tensor {
+    let n = teachers.first().map_or(0, |t| t.shape()[1]);
+    let rows: Vec<Vec<f32>> = (0..n)
+        .map(|i| teachers.iter().map(|t| t.at(&[0, i]).iter().copied().fold(f32::NEG_INFINITY, f32::max)).collect())
+        .collect();
+    Tensor::new(vec![n, teachers.len()], rows.concat()).expect("one score per instance and teacher")
 }
 
 /// How often the highest-scored teacher is an adequate one (see [`adequate_picks`]).
@@ -58,11 +62,14 @@ mod tests {
     }
 
     #[test]
-    fn probabilities_normalize_each_row() {
-        // [0, ln3] -> [1/4, 3/4]; [0, 0] -> [1/2, 1/2]
-        let logits = Tensor::new(vec![1, 2, 2], vec![0.0, 3f32.ln(), 0.0, 0.0]).unwrap();
-        let probs = probabilities(&logits);
-        assert_eq!(probs.shape(), &[1, 2, 2]);
-        assert!(probs.data().iter().zip([0.25, 0.75, 0.5, 0.5]).all(|(p, e)| (p - e).abs() < 1e-6));
+    fn concat_argmax_picks_the_teacher_holding_the_largest_logit() {
+        // Teacher 0 [2, 0] and [4, 1]; teacher 1 [1, 3, 0] and [0, 0, 3.5]: maxima [2, 3] and [4, 3.5].
+        let t0 = Tensor::new(vec![1, 2, 2], vec![2.0, 0.0, 4.0, 1.0]).unwrap();
+        let t1 = Tensor::new(vec![1, 2, 3], vec![1.0, 3.0, 0.0, 0.0, 0.0, 3.5]).unwrap();
+        let scores = concat_argmax_scores(&[&t0, &t1]);
+        assert_eq!(scores.shape(), &[2, 2]);
+        assert_eq!(scores.data(), &[2.0, 3.0, 4.0, 3.5]);
+        // Gold union labels 3 (teacher 1's) and 0 (teacher 0's): both picks adequate.
+        assert_eq!(selection_accuracy(&scores, &[3, 0], &[vec![0, 1], vec![2, 3, 4]]), 1.0);
     }
 }

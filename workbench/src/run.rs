@@ -8,6 +8,7 @@ use std::{
 };
 
 use abi_stable::std_types::RString;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use workbench_plugin_api::{ComponentKind, LabelSpace, ParamValue, SamplingPlan, TeacherSamples, Tensor};
 
@@ -16,22 +17,82 @@ use crate::{
     data::{Example, Splits},
     evaluate::{accuracy, concat_predictions, row, teacher_predictions, ResultRow},
     host::{PluginLibrary, Registry, TeacherHandle},
-    metrics::{adequate_picks, probabilities, selection_accuracy, share},
+    metrics::{adequate_picks, concat_argmax_scores, selection_accuracy, share},
     signals::{teacher_hash, texts_hash, Provenance, SignalCache, TeacherSignalSet},
     student::{saved_state, train_student, TrainingSignals},
     Error, Result,
 };
 
 /// Below these, the report warns: weak teachers or a weak selection make the comparison
-/// meaningless (DESIGN.md, section 7).
+/// meaningless (DESIGN.md, section 7), and a student below the coverage has all but lost a
+/// teacher's classes.
 const WEAK_TEACHER: f64 = 0.7;
 const WEAK_SELECTION: f64 = 0.6;
+const WEAK_COVERAGE: f64 = 0.7;
+
+/// A selector's accuracy (how often its top-scored teacher owns the gold label) on the
+/// student's training texts, the transfer set MUKA's targets are built from, and on test.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SplitSelection {
+    pub train: f64,
+    pub test: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelectionReport {
+    /// The configured estimator's; none without one.
+    pub estimator: Option<SplitSelection>,
+    /// The concat-argmax selector's: the teacher whose block holds the argmax of the
+    /// concatenated logits, the bar every certainty selector must clear.
+    pub concat_argmax: SplitSelection,
+}
+
+/// `results.json` of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResults {
+    pub student: ResultRow,
+    pub teacher_concat: ResultRow,
+    /// Each teacher alone, in config order.
+    pub teachers: Vec<ResultRow>,
+    pub oracle: Option<ResultRow>,
+    pub selection: SelectionReport,
+    /// Per teacher: the student's accuracy on its labels divided by the teacher's own there.
+    pub coverage: Vec<f64>,
+    /// The smallest coverage: near 0 when the student has lost a teacher's classes.
+    pub min_coverage: f64,
+    pub best_epoch: usize,
+    pub warnings: Vec<String>,
+}
+
+impl RunResults {
+    /// Every row, student first, as the report lists them.
+    pub fn rows(&self) -> impl Iterator<Item = &ResultRow> {
+        [&self.student, &self.teacher_concat].into_iter().chain(&self.teachers).chain(&self.oracle)
+    }
+
+    /// Reads `<run>/results.json`.
+    pub fn load(run: &Path) -> Result<Self> {
+        let path = run.join("results.json");
+        let text = std::fs::read_to_string(&path).map_err(Error::io(format!("reading {}", path.display())))?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::Loss(format!("{}: not a results file of this workbench version ({e}); run it again", path.display()))
+        })
+    }
+}
+
+/// Per teacher, the student's accuracy on its labels over the teacher's own accuracy there.
+pub fn coverage(student: &ResultRow, teachers: &[ResultRow]) -> Vec<f64> {
+    teachers
+        .iter()
+        .enumerate()
+        .map(|(i, t)| if t.per_teacher[i] > 0.0 { student.per_teacher[i] / t.per_teacher[i] } else { 0.0 })
+        .collect()
+}
 
 pub struct RunOutcome {
     pub dir: PathBuf,
     pub labels: LabelSpace,
-    pub rows: Vec<ResultRow>,
-    pub selection_accuracy: Option<f64>,
+    pub results: RunResults,
 }
 
 /// The run directory of a config.
@@ -179,7 +240,7 @@ fn signals(
                 );
                 s.logits
             };
-            samples.push(TeacherSamples { teacher: teacher.name.as_str().into(), probs: probabilities(&sampled) });
+            samples.push(TeacherSamples { teacher: teacher.name.as_str().into(), logits: sampled });
         }
         deterministic.push(det);
     }
@@ -240,7 +301,7 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
         "run ready"
     );
 
-    let (train_examples, _) = gold(&splits.train, &labels);
+    let (train_examples, train_gold) = gold(&splits.train, &labels);
     let (validation, _) = gold(&splits.validation, &labels);
     let (test, test_gold) = gold(&splits.test, &labels);
     let train_texts = texts(&train_examples);
@@ -261,19 +322,18 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
     let test_refs: Vec<&str> = test.iter().map(|e| e.text.as_str()).collect();
     let student_predictions =
         crate::train::predict(&outcome.model, &outcome.tokenizer, &test_refs, 64, &candle_core::Device::Cpu)?;
-    let mut rows =
-        vec![row(&format!("student ({})", config.strategy.component), &student_predictions, &test_gold, &labels)];
+    let student =
+        row(&format!("student ({})", config.strategy.component), &student_predictions, &test_gold, &labels);
     let test_logits: Vec<&Tensor> = test_signals.deterministic.iter().map(|s| &s.logits).collect();
-    rows.push(row("teacher-concat ensemble", &concat_predictions(&test_logits, &labels), &test_gold, &labels));
-    for (teacher, (logits, map)) in teachers.iter().zip(test_logits.iter().zip(&labels.maps)) {
-        rows.push(row(
-            &format!("teacher `{}` alone", teacher.name),
-            &teacher_predictions(logits, map),
-            &test_gold,
-            &labels,
-        ));
-    }
-    if let Some(choice) = &config.oracle {
+    let teacher_concat = row("teacher-concat ensemble", &concat_predictions(&test_logits, &labels), &test_gold, &labels);
+    let teacher_rows: Vec<ResultRow> = teachers
+        .iter()
+        .zip(test_logits.iter().zip(&labels.maps))
+        .map(|(teacher, (logits, map))| {
+            row(&format!("teacher `{}` alone", teacher.name), &teacher_predictions(logits, map), &test_gold, &labels)
+        })
+        .collect();
+    let oracle = if let Some(choice) = &config.oracle {
         let mut handle = registry.create_teacher(&choice.component, &choice.params)?;
         let info = handle.info()?;
         let (signals, _) = SignalCache::new(&config.cache).get(
@@ -288,13 +348,29 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
         )?;
         // The oracle's labels map to the union by name; one outside the union is never right.
         let map: Vec<u32> = info.labels.iter().map(|l| labels.index_of(l).unwrap_or(u32::MAX)).collect();
-        rows.push(row("all-label oracle", &teacher_predictions(&signals.logits, &map), &test_gold, &labels));
-    }
-    let selection = test_signals.scores.as_ref().map(|s| selection_accuracy(s, &test_gold, &labels.maps) as f64);
+        Some(row("all-label oracle", &teacher_predictions(&signals.logits, &map), &test_gold, &labels))
+    } else {
+        None
+    };
+    let selected = |scores: &Tensor, gold: &[u32]| f64::from(selection_accuracy(scores, gold, &labels.maps));
+    let concat_scores = |signals: &Signals| {
+        concat_argmax_scores(&signals.deterministic.iter().map(|s| &s.logits).collect::<Vec<_>>())
+    };
+    let selection = SelectionReport {
+        estimator: train_signals.scores.as_ref().zip(test_signals.scores.as_ref()).map(|(train, test)| {
+            SplitSelection { train: selected(train, &train_gold), test: selected(test, &test_gold) }
+        }),
+        concat_argmax: SplitSelection {
+            train: selected(&concat_scores(&train_signals), &train_gold),
+            test: selected(&concat_scores(&test_signals), &test_gold),
+        },
+    };
+    let coverage = coverage(&student, &teacher_rows);
+    let min_coverage = coverage.iter().copied().fold(f64::INFINITY, f64::min);
 
     let mut warnings = Vec::new();
     for (i, teacher) in teachers.iter().enumerate() {
-        let own = rows[2 + i].per_teacher[i];
+        let own = teacher_rows[i].per_teacher[i];
         if own < WEAK_TEACHER {
             warnings.push(format!(
                 "teacher `{}` reaches only {own:.3} on its own classes: the comparison means little with weak teachers",
@@ -302,8 +378,14 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
             ));
         }
     }
-    if let Some(s) = selection.filter(|&s| s < WEAK_SELECTION) {
-        warnings.push(format!("the estimator picks an adequate teacher for only {s:.3} of the test instances"));
+    if let Some(s) = selection.estimator.filter(|s| s.test < WEAK_SELECTION) {
+        warnings.push(format!("the estimator picks an adequate teacher for only {:.3} of the test instances", s.test));
+    }
+    for (teacher, c) in teachers.iter().zip(&coverage).filter(|(_, &c)| c < WEAK_COVERAGE) {
+        warnings.push(format!(
+            "the student keeps only {c:.3} of teacher `{}`'s accuracy on its classes (coverage below {WEAK_COVERAGE})",
+            teacher.name
+        ));
     }
     for warning in &warnings {
         tracing::warn!("{warning}");
@@ -332,10 +414,20 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
         "union_labels": labels.labels,
     });
     write(&dir.join("manifest.json"), &serde_json::to_string_pretty(&manifest).expect("JSON serializes"))?;
-    let results = json!({ "rows": rows, "selection_accuracy": selection, "best_epoch": outcome.state.best_epoch, "warnings": warnings });
+    let results = RunResults {
+        student,
+        teacher_concat,
+        teachers: teacher_rows,
+        oracle,
+        selection,
+        coverage,
+        min_coverage,
+        best_epoch: outcome.state.best_epoch,
+        warnings,
+    };
     write(&dir.join("results.json"), &serde_json::to_string_pretty(&results).expect("JSON serializes"))?;
-    write(&dir.join("report.md"), &report(config, &names, &rows, selection, &warnings, &outcome.state))?;
-    Ok(RunOutcome { dir, labels, rows, selection_accuracy: selection })
+    write(&dir.join("report.md"), &report(config, &names, &results, &outcome.state))?;
+    Ok(RunOutcome { dir, labels, results })
 }
 
 /// What an estimator achieves on the test split, without a student.
@@ -389,9 +481,7 @@ pub fn selection_only(config: &ResolvedConfig, registry: &Registry) -> Result<Se
 fn report(
     config: &ResolvedConfig,
     teachers: &[String],
-    rows: &[ResultRow],
-    selection: Option<f64>,
-    warnings: &[String],
+    results: &RunResults,
     state: &crate::student::TrainingState,
 ) -> String {
     let mut out = format!("# Run `{}`\n\n", config.name);
@@ -414,16 +504,26 @@ fn report(
         teachers.iter().map(|t| format!("on `{t}`'s labels")).collect::<Vec<_>>().join(" | ")
     );
     out += &format!("|---|---|{}\n", "---|".repeat(teachers.len()));
-    for r in rows {
+    for r in results.rows() {
         let subsets: Vec<String> = r.per_teacher.iter().map(|a| format!("{a:.4}")).collect();
         out += &format!("| {} | {:.4} | {} |\n", r.method, r.accuracy, subsets.join(" | "));
     }
-    if let Some(s) = selection {
-        out += &format!("\nTeacher-selection accuracy of the estimator (highest score owns the gold label): {s:.4}\n");
+    let coverage: Vec<String> =
+        teachers.iter().zip(&results.coverage).map(|(t, c)| format!("`{t}` {c:.3}")).collect();
+    out += &format!(
+        "\nCoverage (the student's accuracy on a teacher's labels over the teacher's own): {}; minimum {:.3}.\n",
+        coverage.join(", "),
+        results.min_coverage
+    );
+    out += "\nTeacher-selection accuracy (the top-scored teacher owns the gold label), on the student's training \
+            texts and on test:\n\n| selector | training texts | test |\n|---|---|---|\n";
+    let selectors = results.selection.estimator.iter().map(|s| ("the estimator", s));
+    for (name, s) in selectors.chain([("concat-argmax (reference)", &results.selection.concat_argmax)]) {
+        out += &format!("| {name} | {:.4} | {:.4} |\n", s.train, s.test);
     }
-    if !warnings.is_empty() {
+    if !results.warnings.is_empty() {
         out += "\n## Warnings\n\n";
-        for w in warnings {
+        for w in &results.warnings {
             out += &format!("- {w}\n");
         }
     }

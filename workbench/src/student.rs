@@ -159,6 +159,7 @@ pub fn train_student(
         seed: settings.seed,
         trainable: true,
         freeze_word_embeddings: settings.freeze_word_embeddings,
+        pooling: settings.pooling,
     };
     let model = match &resume {
         Some(_) => {

@@ -66,18 +66,35 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, variance.sqrt())
 }
 
-/// One line of the comparison: a method's test accuracies over the seeds.
-#[derive(Debug, Clone)]
+/// One line of the comparison: a method's (or a reference's) test accuracies over the seeds.
+#[derive(Debug, Clone, Default)]
 pub struct Summary {
     pub method: String,
     pub accuracies: Vec<f64>,
+    /// Teacher-selection accuracy on test and on the student's training texts.
     pub selection: Vec<f64>,
+    pub selection_train: Vec<f64>,
     pub per_teacher: Vec<Vec<f64>>,
+    pub min_coverage: Vec<f64>,
+}
+
+impl Summary {
+    fn named(method: &str) -> Self {
+        Self { method: method.into(), ..Self::default() }
+    }
+
+    fn add(&mut self, row: &crate::evaluate::ResultRow) {
+        self.accuracies.push(row.accuracy);
+        self.per_teacher.push(row.per_teacher.clone());
+    }
 }
 
 pub struct SweepOutcome {
     pub dir: PathBuf,
     pub summaries: Vec<Summary>,
+    /// Rows that are no student: the teacher-concat ensemble (with the concat-argmax
+    /// selector's accuracy) and the all-label oracle, when configured.
+    pub references: Vec<Summary>,
     pub skipped: usize,
 }
 
@@ -122,13 +139,10 @@ impl Grid {
 pub fn sweep(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<SweepOutcome> {
     let grid = Grid::open(files, sets)?;
     let (mut summaries, mut skipped, mut teachers) = (Vec::new(), 0, Vec::new());
-    for method in &grid.settings.methods {
-        let mut summary = Summary {
-            method: method.name.clone(),
-            accuracies: Vec::new(),
-            selection: Vec::new(),
-            per_teacher: Vec::new(),
-        };
+    // The references do not depend on the method: read from the first method's runs.
+    let (mut concat, mut oracle) = (Summary::named("teacher-concat (reference)"), Summary::named("all-label oracle"));
+    for (index, method) in grid.settings.methods.iter().enumerate() {
+        let mut summary = Summary::named(&method.name);
         for &seed in &grid.settings.seeds {
             let resolved = grid.resolve(method, seed, registry)?;
             let run_dir = run::run_dir(&resolved);
@@ -141,28 +155,29 @@ pub fn sweep(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<
                 tracing::info!(method = %method.name, seed, "sweep run");
                 run::run(&resolved, registry, resume)?;
             }
-            let results: serde_json::Value = serde_json::from_str(
-                &std::fs::read_to_string(run_dir.join("results.json"))
-                    .map_err(Error::io(format!("reading {}/results.json", run_dir.display())))?,
-            )
-            .map_err(|e| Error::Loss(format!("{}/results.json: {e}", run_dir.display())))?;
-            let student = &results["rows"][0];
-            summary.accuracies.push(student["accuracy"].as_f64().unwrap_or(0.0));
-            summary.per_teacher.push(
-                student["per_teacher"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
-                    .unwrap_or_default(),
-            );
-            if let Some(s) = results["selection_accuracy"].as_f64() {
-                summary.selection.push(s);
+            let results = run::RunResults::load(&run_dir)?;
+            summary.add(&results.student);
+            summary.min_coverage.push(results.min_coverage);
+            if let Some(s) = results.selection.estimator {
+                summary.selection.push(s.test);
+                summary.selection_train.push(s.train);
+            }
+            if index == 0 {
+                concat.add(&results.teacher_concat);
+                concat.selection.push(results.selection.concat_argmax.test);
+                concat.selection_train.push(results.selection.concat_argmax.train);
+                if let Some(row) = &results.oracle {
+                    oracle.add(row);
+                }
             }
         }
         summaries.push(summary);
     }
-    write_table(&grid.dir, &summaries, &teachers)?;
+    let references: Vec<Summary> =
+        std::iter::once(concat).chain(Some(oracle).filter(|o| !o.accuracies.is_empty())).collect();
+    write_table(&grid.dir, &summaries, &references, &teachers)?;
     write_chart(&grid.dir.join("comparison.svg"), &summaries)?;
-    Ok(SweepOutcome { dir: grid.dir, summaries, skipped })
+    Ok(SweepOutcome { dir: grid.dir, summaries, references, skipped })
 }
 
 /// `workbench sweep --selection-only`: every method that has an estimator scores the test split
@@ -231,28 +246,38 @@ fn cell(values: &[f64]) -> String {
 }
 
 /// The comparison as Markdown and CSV: union accuracy, accuracy on each teacher's labels (in
-/// `teachers` order, as the runs report them) and selection accuracy, mean ± std over seeds.
-fn write_table(dir: &Path, summaries: &[Summary], teachers: &[String]) -> Result<()> {
+/// `teachers` order, as the runs report them), minimum coverage and selection accuracy on test
+/// and on the training texts, mean ± std over seeds; the references close the table.
+fn write_table(dir: &Path, summaries: &[Summary], references: &[Summary], teachers: &[String]) -> Result<()> {
     let on_labels: String = teachers.iter().map(|t| format!(" on `{t}`'s labels |")).collect();
     let mut markdown = format!(
-        "| method | runs | test accuracy (union) |{on_labels} teacher-selection accuracy |\n|---|---|---|{}---|\n",
+        "| method | runs | test accuracy (union) |{on_labels} min coverage | selection (test) | selection (training texts) |\n\
+         |---|---|---|{}---|---|---|\n",
         "---|".repeat(teachers.len())
     );
     let teacher_columns: String = teachers.iter().map(|t| format!(",on_{t}_mean,on_{t}_std")).collect();
-    let mut csv = format!("method,runs,accuracy_mean,accuracy_std,selection_mean,selection_std{teacher_columns}\n");
-    for s in summaries {
+    let mut csv = format!(
+        "method,runs,accuracy_mean,accuracy_std,selection_mean,selection_std{teacher_columns},\
+         min_coverage_mean,min_coverage_std,selection_train_mean,selection_train_std\n"
+    );
+    let nan_or = |values: &[f64]| if values.is_empty() { (f64::NAN, f64::NAN) } else { mean_std(values) };
+    for s in summaries.iter().chain(references) {
         // Accuracy on teacher i's labels, one value per seed.
         let subset = |i: usize| -> Vec<f64> { s.per_teacher.iter().filter_map(|row| row.get(i).copied()).collect() };
         let subsets: String = (0..teachers.len()).map(|i| format!(" {} |", cell(&subset(i)))).collect();
         markdown += &format!(
-            "| {} | {} | {} |{subsets} {} |\n",
+            "| {} | {} | {} |{subsets} {} | {} | {} |\n",
             s.method,
             s.accuracies.len(),
             cell(&s.accuracies),
-            cell(&s.selection)
+            cell(&s.min_coverage),
+            cell(&s.selection),
+            cell(&s.selection_train)
         );
         let (am, asd) = mean_std(&s.accuracies);
-        let (sm, ssd) = if s.selection.is_empty() { (f64::NAN, f64::NAN) } else { mean_std(&s.selection) };
+        let (sm, ssd) = nan_or(&s.selection);
+        let (cm, csd) = nan_or(&s.min_coverage);
+        let (tm, tsd) = nan_or(&s.selection_train);
         let subset_values: String = (0..teachers.len())
             .map(|i| {
                 let (mean, std) = mean_std(&subset(i));
@@ -260,7 +285,7 @@ fn write_table(dir: &Path, summaries: &[Summary], teachers: &[String]) -> Result
             })
             .collect();
         csv += &format!(
-            "\"{}\",{},{am:.6},{asd:.6},{sm:.6},{ssd:.6}{subset_values}\n",
+            "\"{}\",{},{am:.6},{asd:.6},{sm:.6},{ssd:.6}{subset_values},{cm:.6},{csd:.6},{tm:.6},{tsd:.6}\n",
             s.method.replace('"', "\"\""),
             s.accuracies.len()
         );

@@ -11,7 +11,7 @@ use std::{
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use workbench_models::{BertClassifier, Checkpoint, ClassifierOptions, TextTokenizer};
+use workbench_models::{BertClassifier, Checkpoint, ClassifierOptions, Pooling, TextTokenizer};
 
 use crate::{
     assets,
@@ -73,6 +73,10 @@ pub struct TrainingSettings {
     /// dominated the cost of a training step).
     #[serde(default = "default_true")]
     pub freeze_word_embeddings: bool,
+    /// `cls` or `mean`; absent: the checkpoint's own (mean for the pinned MiniLM, a
+    /// sentence-transformers model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<Pooling>,
 }
 
 fn default_true() -> bool {
@@ -122,6 +126,7 @@ impl TrainingSettings {
             max_grad_norm: default_max_grad_norm(),
             seed: 0,
             freeze_word_embeddings: true,
+            pooling: None,
         }
     }
 }
@@ -263,6 +268,7 @@ pub fn teach(settings: &TrainingSettings, mut splits: Splits, cache: &Path) -> R
         seed: settings.seed,
         trainable: true,
         freeze_word_embeddings: settings.freeze_word_embeddings,
+        pooling: settings.pooling,
     };
     let model = checkpoint.classifier_for(&options, &device)?;
     let index: HashMap<&str, u32> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as u32)).collect();

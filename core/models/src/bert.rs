@@ -8,7 +8,7 @@ use candle_nn::Embedding;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
-use crate::{kernels, Batch, BertConfig, Result};
+use crate::{kernels, Batch, BertConfig, Pooling, Result};
 
 /// The source of dropout masks for one stochastic forward pass; the same seed gives the same
 /// masks, so stochastic passes are reproducible.
@@ -188,14 +188,16 @@ pub(crate) struct Layer {
 pub struct ModelOutput {
     /// `[B, L]`.
     pub logits: Tensor,
-    /// `[B, H]`: the pooler's output for the first token, the input of the classifier.
+    /// `[B, H]`: what the head pools (see [`Pooling`]), the input of the classifier.
     pub pooled: Tensor,
 }
 
 pub struct BertClassifier {
     embeddings: Embeddings,
     pub(crate) layers: Vec<Layer>,
-    pooler: Linear,
+    pooling: Pooling,
+    /// The dense layer before tanh of `cls` pooling; `mean` pooling has none.
+    pooler: Option<Linear>,
     classifier: Linear,
     classifier_dropout: Dropout,
     pub(crate) config: BertConfig,
@@ -386,12 +388,15 @@ impl BertClassifier {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let pooler = p.fresh_linear("pooler.dense", h, h, true)?;
+        let pooling = config.pooling.unwrap_or(Pooling::Cls);
+        let pooler =
+            if pooling == Pooling::Cls { Some(p.fresh_linear("pooler.dense", h, h, true)?) } else { None };
         let classifier = p.fresh_linear("classifier", h, labels.len(), reuse_head)?;
         let ParamBuilder { params, vars, .. } = p;
         Ok(Self {
             embeddings,
             layers,
+            pooling,
             pooler,
             classifier,
             classifier_dropout: Dropout::new(config.classifier_dropout()),
@@ -413,6 +418,10 @@ impl BertClassifier {
 
     pub fn hidden_size(&self) -> usize {
         self.config.hidden_size
+    }
+
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
     }
 
     pub fn num_layers(&self) -> usize {
@@ -446,9 +455,9 @@ impl BertClassifier {
         Ok((hidden, attention_mask(&batch.mask)?))
     }
 
-    /// Runs `layers`; with `last_is_top`, the last of them is the model's top layer and only its
-    /// first position (the one the head reads) is computed, which gives the same logits for
-    /// about a sixth of that layer's work.
+    /// Runs `layers`; with `last_is_top`, the last of them is the model's top layer and, under
+    /// `cls` pooling, only its first position (the one the head reads) is computed, which gives
+    /// the same logits for about a sixth of that layer's work.
     pub(crate) fn encode(
         &self,
         mut hidden: Tensor,
@@ -458,16 +467,29 @@ impl BertClassifier {
         mut pass: Option<&mut StochasticPass>,
     ) -> Result<Tensor> {
         for (index, layer) in layers.iter().enumerate() {
-            let first_only = last_is_top && index + 1 == layers.len();
+            let first_only = last_is_top && index + 1 == layers.len() && self.pooling == Pooling::Cls;
             hidden = layer.attention.forward(&hidden, mask, first_only, pass.as_deref_mut())?;
             hidden = layer.feed_forward.forward(&hidden, pass.as_deref_mut())?;
         }
         Ok(hidden)
     }
 
-    pub(crate) fn head(&self, hidden: &Tensor, pass: Option<&mut StochasticPass>) -> Result<ModelOutput> {
-        let first = hidden.narrow(1, 0, 1)?.squeeze(1)?;
-        let pooled = self.pooler.forward(&first)?.tanh()?;
+    /// Pools the top layer's `hidden` (`[B, T, H]`, or `[B, 1, H]` under `cls`) and classifies;
+    /// `padding` is the `[B, T]` 0/1 mask of real tokens.
+    pub(crate) fn head(
+        &self,
+        hidden: &Tensor,
+        padding: &Tensor,
+        pass: Option<&mut StochasticPass>,
+    ) -> Result<ModelOutput> {
+        let pooled = match &self.pooler {
+            Some(pooler) => pooler.forward(&hidden.narrow(1, 0, 1)?.squeeze(1)?)?.tanh()?,
+            None => {
+                let padding = padding.to_dtype(hidden.dtype())?;
+                let summed = hidden.broadcast_mul(&padding.unsqueeze(2)?)?.sum(1)?;
+                summed.broadcast_div(&padding.sum_keepdim(1)?.clamp(1e-9, f64::INFINITY)?)?
+            }
+        };
         let logits = self.classifier.forward(&self.classifier_dropout.forward(&pooled, pass)?)?;
         Ok(ModelOutput { logits, pooled })
     }
@@ -476,7 +498,7 @@ impl BertClassifier {
     pub fn forward(&self, batch: &Batch, mut pass: Option<&mut StochasticPass>) -> Result<ModelOutput> {
         let (hidden, mask) = self.embed(batch, pass.as_deref_mut())?;
         let hidden = self.encode(hidden, &mask, &self.layers, true, pass.as_deref_mut())?;
-        self.head(&hidden, pass)
+        self.head(&hidden, &batch.mask, pass)
     }
 
     /// `passes` Monte-Carlo dropout passes, `[passes, B, L]`, reproducible from `seed`. The
@@ -509,9 +531,12 @@ impl BertClassifier {
             }
             Some((Tensor::cat(&parts, 0)?, attention_mask(&batch.mask)?, samples))
         };
-        // Only the top layer stochastic: its attention up to the dropout, once per lower sample.
+        // Only the top layer stochastic and only its first position read: its attention up to
+        // the dropout, once per lower sample.
         let shared = match &lower {
-            Some((hidden, mask, samples)) if stochastic_from + 1 == self.layers.len() => {
+            Some((hidden, mask, samples))
+                if stochastic_from + 1 == self.layers.len() && self.pooling == Pooling::Cls =>
+            {
                 Some(self.layers[stochastic_from].attention.share_first_position(hidden, &repeat(mask, *samples)?)?)
             }
             _ => None,
@@ -544,7 +569,7 @@ impl BertClassifier {
                     self.encode(hidden, &mask, &self.layers, true, Some(&mut pass))?
                 }
             };
-            outputs.push(self.head(&hidden, Some(&mut pass))?.logits);
+            outputs.push(self.head(&hidden, &repeat(&batch.mask, copies)?, Some(&mut pass))?.logits);
             done += copies;
         }
         let labels = self.labels.len();

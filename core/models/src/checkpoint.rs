@@ -9,7 +9,7 @@ use std::{
 
 use candle_core::{Device, Tensor};
 
-use crate::{BertClassifier, BertConfig, ModelError, Result, TextTokenizer};
+use crate::{BertClassifier, BertConfig, ModelError, Pooling, Result, TextTokenizer};
 
 /// The tensors of a `model.safetensors`, by name without the `bert.` prefix.
 pub struct Weights {
@@ -60,6 +60,8 @@ pub struct ClassifierOptions {
     /// Keep the word-embedding table fixed while training: it is most of a small model's
     /// parameters, and updating it dominated the cost of a step.
     pub freeze_word_embeddings: bool,
+    /// The head's pooling; `None` takes the checkpoint's own (see [`BertConfig::pooling_in`]).
+    pub pooling: Option<Pooling>,
 }
 
 /// An opened checkpoint directory.
@@ -68,6 +70,8 @@ pub struct Checkpoint {
     pub config: BertConfig,
     pub weights: Weights,
     pub tokenizer: TextTokenizer,
+    /// The pooling the checkpoint asks for.
+    pub pooling: Pooling,
 }
 
 impl Checkpoint {
@@ -89,7 +93,8 @@ impl Checkpoint {
                 ),
             });
         }
-        Ok(Self { dir: dir.into(), config, weights, tokenizer })
+        let pooling = config.pooling_in(dir)?;
+        Ok(Self { dir: dir.into(), config, weights, tokenizer, pooling })
     }
 
     /// The checkpoint's own labels (`id2label`), when it has a classification head.
@@ -102,15 +107,22 @@ impl Checkpoint {
         let labels = self.labels().ok_or_else(|| {
             ModelError::file(&self.dir, "has no classification head (config.json id2label and classifier.weight)")
         })?;
-        let options = ClassifierOptions { labels, layers, seed: 0, trainable, freeze_word_embeddings: false };
-        BertClassifier::build(&self.weights, self.config.clone(), &options, true, device)
+        let options =
+            ClassifierOptions { labels, layers, seed: 0, trainable, freeze_word_embeddings: false, pooling: None };
+        self.build(&options, true, device)
     }
 
     /// The checkpoint's encoder with a head over `options.labels`: the checkpoint's own head
     /// when its labels are the same, a fresh seeded one otherwise.
     pub fn classifier_for(&self, options: &ClassifierOptions, device: &Device) -> Result<BertClassifier> {
         let reuse_head = self.labels().as_deref() == Some(options.labels.as_slice());
-        BertClassifier::build(&self.weights, self.config.clone(), options, reuse_head, device)
+        self.build(options, reuse_head, device)
+    }
+
+    fn build(&self, options: &ClassifierOptions, reuse_head: bool, device: &Device) -> Result<BertClassifier> {
+        let mut config = self.config.clone();
+        config.pooling = Some(options.pooling.unwrap_or(self.pooling));
+        BertClassifier::build(&self.weights, config, options, reuse_head, device)
     }
 
     /// Maps label names to the checkpoint's logit indices, refusing one it does not know.

@@ -14,6 +14,39 @@ fn default_type_vocab() -> usize {
     2
 }
 
+/// How the classifier head reads the encoder's last layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The first token through the pooler dense layer and tanh, as transformers'
+    /// `BertForSequenceClassification`.
+    Cls,
+    /// The mean of the last layer over the attention mask, as sentence-transformers models
+    /// (the pinned MiniLM among them) were trained to be read.
+    Mean,
+}
+
+impl std::fmt::Display for Pooling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pooling::Cls => "cls",
+            Pooling::Mean => "mean",
+        })
+    }
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cls" => Ok(Pooling::Cls),
+            "mean" => Ok(Pooling::Mean),
+            other => Err(format!("unknown pooling `{other}`: use cls or mean")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BertConfig {
     pub vocab_size: usize,
@@ -37,6 +70,10 @@ pub struct BertConfig {
     /// Dropout before the classifier; HF falls back to `hidden_dropout_prob`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classifier_dropout: Option<f32>,
+    /// The head's pooling, written by our export so that a checkpoint reloads identically;
+    /// transformers ignores the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<Pooling>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id2label: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,6 +122,31 @@ impl BertConfig {
     pub fn set_labels(&mut self, labels: &[String]) {
         self.id2label = Some(labels.iter().enumerate().map(|(i, l)| (i.to_string(), l.clone())).collect());
         self.label2id = Some(labels.iter().enumerate().map(|(i, l)| (l.clone(), i)).collect());
+    }
+
+    /// The pooling of the checkpoint directory `dir` holding this config: config.json's
+    /// `pooling`, else a sentence-transformers `1_Pooling/config.json`, else `cls`.
+    pub fn pooling_in(&self, dir: &Path) -> Result<Pooling> {
+        if let Some(pooling) = self.pooling {
+            return Ok(pooling);
+        }
+        let path = dir.join("1_Pooling").join("config.json");
+        if !path.is_file() {
+            return Ok(Pooling::Cls);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::file(&path, e))?;
+        let modes: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+            .map_err(|e| ModelError::file(&path, format!("not a sentence-transformers pooling config: {e}")))?;
+        let on = |key: &str| modes.get(key).and_then(serde_json::Value::as_bool).unwrap_or(false);
+        match (on("pooling_mode_mean_tokens"), on("pooling_mode_cls_token")) {
+            (true, false) => Ok(Pooling::Mean),
+            (false, true) => Ok(Pooling::Cls),
+            _ => Err(ModelError::file(
+                &path,
+                "asks for a pooling other than exactly one of mean or cls tokens; \
+                 set `pooling = \"mean\"` or `\"cls\"` for this model to choose one",
+            )),
+        }
     }
 
     pub fn classifier_dropout(&self) -> f32 {

@@ -11,7 +11,7 @@ mod tokenizer;
 
 pub use bert::{BertClassifier, Dropout, McDepth, ModelOutput, StochasticPass};
 pub use checkpoint::{Checkpoint, ClassifierOptions, Weights};
-pub use config::BertConfig;
+pub use config::{BertConfig, Pooling};
 pub use error::{ModelError, Result};
 pub use tokenizer::{Batch, TextTokenizer};
 

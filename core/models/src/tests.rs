@@ -5,7 +5,7 @@ use std::{collections::HashMap, path::Path};
 use candle_core::{Device, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use crate::{Batch, Checkpoint, ClassifierOptions, McDepth, ModelError, StochasticPass};
+use crate::{Batch, Checkpoint, ClassifierOptions, McDepth, ModelError, Pooling, StochasticPass};
 
 const WORDS: [&str; 12] = ["sport", "ball", "goal", "team", "vote", "law", "party", "state", "the", "a", "big", "news"];
 const HIDDEN: usize = 8;
@@ -90,6 +90,7 @@ fn options(layers: Option<usize>, trainable: bool) -> ClassifierOptions {
         seed: 5,
         trainable,
         freeze_word_embeddings: false,
+        pooling: None,
     }
 }
 
@@ -124,7 +125,7 @@ fn computing_only_the_first_position_of_the_top_layer_gives_the_full_models_logi
     let (hidden, mask) = model.embed(&batch, None).unwrap();
     let every_position = model.encode(hidden, &mask, &model.layers, false, None).unwrap();
     assert_eq!(every_position.dims(), &[3, batch.ids.dim(1).unwrap(), HIDDEN]);
-    let full: Vec<f32> = model.head(&every_position, None).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap();
+    let full: Vec<f32> = model.head(&every_position, &batch.mask, None).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap();
     let first_only = logits(&checkpoint, &model, None);
     for (a, b) in full.iter().zip(&first_only) {
         assert!((a - b).abs() < 1e-6, "{full:?} vs {first_only:?}");
@@ -284,8 +285,16 @@ fn batched_mc_passes_follow_their_seed_and_can_spare_the_lower_layers() {
 
 #[test]
 fn the_top_passes_take_the_stochastic_lower_samples_in_turn() {
+    for pooling in [Pooling::Cls, Pooling::Mean] {
+        top_passes_take_the_lower_samples_in_turn(pooling);
+    }
+}
+
+fn top_passes_take_the_lower_samples_in_turn(pooling: Pooling) {
     let (_dir, checkpoint) = tiny();
-    let model = checkpoint.classifier_for(&options(None, false), &Device::Cpu).unwrap();
+    let model = checkpoint
+        .classifier_for(&ClassifierOptions { pooling: Some(pooling), ..options(None, false) }, &Device::Cpu)
+        .unwrap();
     let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
     let mc = model.mc_logits(&batch, 4, 9, McDepth { top_layers: 1, lower_passes: 2 }).unwrap();
 
@@ -297,7 +306,8 @@ fn the_top_passes_take_the_stochastic_lower_samples_in_turn() {
         model.embed(&Batch { ids: twice(&batch.ids), mask: twice(&batch.mask) }, Some(&mut pass)).unwrap();
     let lower = model.encode(hidden, &mask, &model.layers[..1], false, Some(&mut pass)).unwrap();
     let top = model.encode(twice(&lower), &twice(&mask), &model.layers[1..], true, Some(&mut pass)).unwrap();
-    let expected = model.head(&top, Some(&mut pass)).unwrap().logits.reshape((4, TEXTS.len(), 3)).unwrap();
+    let padding = Tensor::cat(&[&batch.mask, &batch.mask, &batch.mask, &batch.mask], 0).unwrap();
+    let expected = model.head(&top, &padding, Some(&mut pass)).unwrap().logits.reshape((4, TEXTS.len(), 3)).unwrap();
     assert_close(&mc, &expected);
 
     let passes = mc.to_vec3::<f32>().unwrap();
@@ -310,7 +320,7 @@ fn the_top_passes_take_the_stochastic_lower_samples_in_turn() {
     let four = |t: &Tensor| Tensor::cat(&[t, t, t, t], 0).unwrap();
     let mut pass = StochasticPass::new(9);
     let top = model.encode(four(&lower), &four(&mask), &model.layers[1..], true, Some(&mut pass)).unwrap();
-    let expected = model.head(&top, Some(&mut pass)).unwrap().logits.reshape((4, TEXTS.len(), 3)).unwrap();
+    let expected = model.head(&top, &padding, Some(&mut pass)).unwrap().logits.reshape((4, TEXTS.len(), 3)).unwrap();
     assert_close(&once, &expected);
     assert_ne!(once.to_vec3::<f32>().unwrap(), passes, "a deterministic lower part gives other passes");
 }
@@ -319,4 +329,114 @@ fn the_top_passes_take_the_stochastic_lower_samples_in_turn() {
 fn assert_close(got: &Tensor, expected: &Tensor) {
     let difference = (got - expected).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     assert!(difference < 1e-5, "largest difference {difference}");
+}
+
+fn mean_options() -> ClassifierOptions {
+    ClassifierOptions { pooling: Some(Pooling::Mean), ..options(None, false) }
+}
+
+#[test]
+fn pooling_comes_from_config_json_then_the_sentence_transformers_config_then_cls() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_checkpoint(dir.path(), "", None);
+    let open = || Checkpoint::open(dir.path(), 16, &Device::Cpu).map(|c| c.pooling);
+    assert_eq!(open().unwrap(), Pooling::Cls, "no pooling config: transformers' cls head");
+    std::fs::create_dir(dir.path().join("1_Pooling")).unwrap();
+    let modes = |mean: bool, cls: bool, max: bool| {
+        let json = serde_json::json!({ "word_embedding_dimension": HIDDEN, "pooling_mode_cls_token": cls,
+            "pooling_mode_mean_tokens": mean, "pooling_mode_max_tokens": max });
+        std::fs::write(dir.path().join("1_Pooling/config.json"), json.to_string()).unwrap();
+    };
+    modes(true, false, false);
+    assert_eq!(open().unwrap(), Pooling::Mean);
+    modes(false, true, false);
+    assert_eq!(open().unwrap(), Pooling::Cls);
+    modes(false, false, true);
+    let message = open().err().unwrap().to_string();
+    assert_eq!(
+        message,
+        format!(
+            "{}: asks for a pooling other than exactly one of mean or cls tokens; set `pooling = \"mean\"` or `\"cls\"` for this model to choose one",
+            dir.path().join("1_Pooling/config.json").display()
+        )
+    );
+    let mut with_key = config(vocab().len(), None);
+    with_key["pooling"] = serde_json::json!("mean");
+    std::fs::write(dir.path().join("config.json"), with_key.to_string()).unwrap();
+    assert_eq!(open().unwrap(), Pooling::Mean, "config.json's key wins over 1_Pooling");
+}
+
+#[test]
+fn mean_pooling_averages_the_top_layer_over_real_tokens_only() {
+    let (_dir, checkpoint) = tiny();
+    let model = checkpoint.classifier_for(&mean_options(), &Device::Cpu).unwrap();
+    assert_eq!(model.pooling(), Pooling::Mean);
+    assert!(model.params().iter().all(|(name, _)| !name.starts_with("pooler")), "mean pooling has no pooler");
+    let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
+    let (hidden, mask) = model.embed(&batch, None).unwrap();
+    let top = model.encode(hidden, &mask, &model.layers, false, None).unwrap().to_vec3::<f32>().unwrap();
+    let padding = batch.mask.to_dtype(candle_core::DType::F32).unwrap().to_vec2::<f32>().unwrap();
+    let weight = |name: &str| model.params().iter().find(|(n, _)| n == name).unwrap().1.clone();
+    let (w, b) = (weight("classifier.weight").to_vec2::<f32>().unwrap(), weight("classifier.bias").to_vec1::<f32>().unwrap());
+    let output = model.forward(&batch, None).unwrap();
+    let got = output.logits.to_vec2::<f32>().unwrap();
+    for (i, (rows, real)) in top.iter().zip(&padding).enumerate() {
+        // The mean over the real tokens, written out, then the classifier's affine map.
+        let count: f32 = real.iter().sum();
+        let mean: Vec<f32> =
+            (0..HIDDEN).map(|h| rows.iter().zip(real).map(|(row, m)| row[h] * m).sum::<f32>() / count).collect();
+        for (label, (weights, bias)) in w.iter().zip(&b).enumerate() {
+            let expected = weights.iter().zip(&mean).map(|(a, x)| a * x).sum::<f32>() + bias;
+            assert!((got[i][label] - expected).abs() < 1e-5, "text {i} label {label}: {} vs {expected}", got[i][label]);
+        }
+    }
+    // Padding changes nothing: the shortest text alone gives the logits it has in the batch.
+    let alone = checkpoint.tokenizer.batch(&TEXTS[1..2], &Device::Cpu).unwrap();
+    let single = model.forward(&alone, None).unwrap().logits.to_vec2::<f32>().unwrap();
+    assert!(single[0].iter().zip(&got[1]).all(|(a, b)| (a - b).abs() < 1e-5), "{single:?} vs {:?}", got[1]);
+}
+
+#[test]
+fn a_mean_pooled_model_exported_and_reloaded_gives_identical_logits() {
+    let (_dir, checkpoint) = tiny();
+    let model =
+        checkpoint.classifier_for(&ClassifierOptions { trainable: true, ..mean_options() }, &Device::Cpu).unwrap();
+    let saved = tempfile::tempdir().unwrap();
+    model.save(saved.path(), &checkpoint.tokenizer).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(saved.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["pooling"], "mean", "the export records its pooling");
+    let reopened = Checkpoint::open(saved.path(), 16, &Device::Cpu).unwrap();
+    assert_eq!(reopened.pooling, Pooling::Mean);
+    let again = reopened.classifier(None, false, &Device::Cpu).unwrap();
+    assert_eq!(logits(&checkpoint, &model, None), logits(&reopened, &again, None), "bit-identical");
+    let mc = |m: &crate::BertClassifier| {
+        let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
+        m.mc_logits(&batch, 3, 4, McDepth::default()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    assert_eq!(mc(&model), mc(&again), "and identical MC passes");
+    // Mean and cls heads over the same encoder differ.
+    let cls = checkpoint.classifier_for(&options(None, false), &Device::Cpu).unwrap();
+    assert_ne!(logits(&checkpoint, &cls, None), logits(&checkpoint, &model, None));
+}
+
+#[test]
+fn every_parameter_of_a_mean_pooled_model_receives_a_gradient() {
+    let (_dir, checkpoint) = tiny();
+    let model =
+        checkpoint.classifier_for(&ClassifierOptions { trainable: true, ..mean_options() }, &Device::Cpu).unwrap();
+    let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
+    let output = model.forward(&batch, Some(&mut StochasticPass::new(3))).unwrap();
+    let loss =
+        candle_nn::loss::cross_entropy(&output.logits, &Tensor::new(&[0u32, 1, 2], &Device::Cpu).unwrap()).unwrap();
+    let grads = loss.backward().unwrap();
+    assert_eq!(model.vars().len(), 5 + LAYERS * 16 + 2, "no pooler");
+    let without: Vec<&str> = model
+        .params()
+        .iter()
+        .zip(model.vars())
+        .filter(|(_, var)| grads.get(var).is_none_or(|g| g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0))
+        .map(|((name, _), _)| name.as_str())
+        .collect();
+    assert!(without.is_empty(), "parameters without gradient: {without:?}");
 }

@@ -269,14 +269,15 @@ impl SamplingPlan {
     }
 }
 
-/// The sampled probabilities of one teacher.
+/// The sampled outputs of one teacher.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq)]
 pub struct TeacherSamples {
     /// The teacher's name in the config, for messages.
     pub teacher: RString,
-    /// `[S, B, L_t]`, softmax of the sampled logits at temperature 1.
-    pub probs: Tensor,
+    /// `[S, B, L_t]`, the sampled logits: an estimator chooses its own temperature, and
+    /// measures such as the energy read the logits themselves.
+    pub logits: Tensor,
 }
 
 // ----- strategies -----

@@ -32,7 +32,7 @@ pub use roles::*;
 pub use abi_stable;
 
 /// The version of this API, checked by the host at load time.
-pub const API_VERSION: ApiVersion = ApiVersion { major: 2, minor: 0 };
+pub const API_VERSION: ApiVersion = ApiVersion { major: 3, minor: 0 };
 
 /// Version of the plugin API, compared by the host before anything else is read from a plugin.
 #[repr(C)]

@@ -85,9 +85,8 @@ impl Harness {
         self.teachers
             .iter()
             .map(|t| {
-                let probs = t.probs();
-                let shape = vec![1, probs.len(), t.labels.len()];
-                TeacherSamples { teacher: t.name.as_str().into(), probs: Tensor::new(shape, probs.concat()).unwrap() }
+                let shape = vec![1, t.logits.len(), t.labels.len()];
+                TeacherSamples { teacher: t.name.as_str().into(), logits: Tensor::new(shape, t.logits.concat()).unwrap() }
             })
             .collect()
     }

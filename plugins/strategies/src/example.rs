@@ -106,14 +106,45 @@ fn uhc_matches_each_teacher_on_its_own_labels() {
     assert_close(a.target.data(), &[0.25, 0.75, 0.5, 0.5, 1.0, 0.0]);
     let third = 1.0 / 3.0;
     assert_close(b.target.data(), &[third, third, third, 2.0 / 3.0, third, 0.0, 0.125, 0.25, 0.625]);
-    // T = 2 on i0 of A: [0, ln3/2] -> [1, √3] / (1 + √3) = [0.366025, 0.633975].
+    assert_eq!(a.scale, 1.0);
+    // T = 2 on i0 of A: [0, ln3/2] -> [1, √3] / (1 + √3) = [0.366025, 0.633975]; each term
+    // scaled by T² = 4, as vanilla KD's.
     let r = recipe(&Uhc { temperature: 2.0 }, Some(0));
     assert_close(distribution(&r, 0).target.data(), &[0.366025, 0.633975]);
+    assert_eq!((distribution(&r, 0).scale, distribution(&r, 1).scale), (4.0, 4.0));
+}
+
+#[test]
+fn vanilla_kd_merges_a_label_two_teachers_own() {
+    // A owns union {0, 1}, B owns {1, 2}. Concatenation [0, 0 | 0, ln 2] -> [1, 1, 1, 2] / 5;
+    // label 1's two copies add up: [1/5, 2/5, 2/5] over the distinct labels 0, 1, 2.
+    let mut overlapping = input(Some(0));
+    overlapping.union_labels = ["x", "shared", "y"].iter().map(|&l| RString::from(l)).collect();
+    overlapping.teachers[0].label_map = vec![0, 1].into();
+    overlapping.teachers[0].logits = Tensor::from_rows(&[vec![0.0, 0.0]]).unwrap();
+    overlapping.teachers[1].label_map = vec![1, 2].into();
+    overlapping.teachers[1].logits = Tensor::from_rows(&[vec![0.0, 2f32.ln()]]).unwrap();
+    let recipe = VanillaKd { temperature: 1.0 }.recipe(&overlapping).unwrap();
+    recipe.validate(1, 3).unwrap();
+    let term = distribution(&recipe, 0);
+    assert_eq!(term.labels.as_slice(), &[0, 1, 2]);
+    assert_close(term.target.data(), &[0.2, 0.4, 0.4]);
+}
+
+#[test]
+fn muka_margins_can_be_scaled_to_mean_one() {
+    // Margins 0.600001, 0.400001, 0.000001 have mean 1.000003 / 3 = 0.333334; divided by it:
+    // 1.799999, 1.200000, 0.000003. They average 1 by construction.
+    let scaled = Muka { integration: Integration::Hard, margin: true, margin_mean_one: true, temperature: 1.0 };
+    let weights = distribution(&recipe(&scaled, None), 0).weights.as_ref().unwrap().to_vec();
+    assert_close(&weights, &[1.799999, 1.2, 0.000003]);
+    // A single instance is its own mean.
+    assert_close(distribution(&recipe(&scaled, Some(0)), 0).weights.as_ref().unwrap(), &[1.0]);
 }
 
 #[test]
 fn muka_hard_takes_the_most_certain_teacher() {
-    let hard = Muka { integration: Integration::Hard, margin: true, temperature: 1.0 };
+    let hard = Muka { integration: Integration::Hard, margin: true, margin_mean_one: false, temperature: 1.0 };
     let r = recipe(&hard, None);
     let term = distribution(&r, 0);
     assert_eq!(term.labels.as_slice(), &[0, 1, 2, 3, 4]);
@@ -138,7 +169,7 @@ fn muka_hard_equals_the_one_hot_choice_of_teacher() {
     assert_eq!(integration_weights(&[0.8, 0.2], Integration::Hard), vec![1.0, 0.0]);
     assert_eq!(integration_weights(&[0.1, 0.5], Integration::Hard), vec![0.0, 1.0]);
     let hard =
-        distribution(&recipe(&Muka { integration: Integration::Hard, margin: false, temperature: 1.0 }, None), 0)
+        distribution(&recipe(&Muka { integration: Integration::Hard, margin: false, margin_mean_one: false, temperature: 1.0 }, None), 0)
             .clone();
     let uhc = recipe(&Uhc { temperature: 1.0 }, None);
     let (pa, pb) = (distribution(&uhc, 0).target.data(), distribution(&uhc, 1).target.data());
@@ -161,7 +192,7 @@ fn muka_soft_integrates_by_softmax_of_scores() {
     // i1: w = softmax([0.5, 2.5]) = [0.119203, 0.880797]; target = [0.059601, 0.059601,
     //     0.880797 * 2/3, 0.880797 / 3, 0] (the exact zero stays zero).
     // i2: w = [1/2, 1/2]; target = [0.5, 0, 1/16, 1/8, 5/16].
-    let soft = Muka { integration: Integration::Soft { tau: 0.2 }, margin: true, temperature: 1.0 };
+    let soft = Muka { integration: Integration::Soft { tau: 0.2 }, margin: true, margin_mean_one: false, temperature: 1.0 };
     let term = distribution(&recipe(&soft, None), 0).clone();
     assert_close(
         term.target.data(),
@@ -177,11 +208,11 @@ fn muka_soft_integrates_by_softmax_of_scores() {
 #[test]
 fn muka_soft_approaches_hard_as_tau_goes_to_zero() {
     let hard =
-        distribution(&recipe(&Muka { integration: Integration::Hard, margin: true, temperature: 1.0 }, Some(0)), 0)
+        distribution(&recipe(&Muka { integration: Integration::Hard, margin: true, margin_mean_one: false, temperature: 1.0 }, Some(0)), 0)
             .clone();
     let mut previous_gap = f32::INFINITY;
     for tau in [1.0, 0.1, 0.01, 0.001] {
-        let soft = Muka { integration: Integration::Soft { tau }, margin: true, temperature: 1.0 };
+        let soft = Muka { integration: Integration::Soft { tau }, margin: true, margin_mean_one: false, temperature: 1.0 };
         let term = distribution(&recipe(&soft, Some(0)), 0).clone();
         let gap = term.target.data().iter().zip(hard.target.data()).map(|(s, h)| (s - h).abs()).fold(0.0, f32::max);
         assert!(gap < previous_gap, "gap {gap} at tau {tau} did not shrink from {previous_gap}");
@@ -202,7 +233,7 @@ fn margins_are_the_gap_between_the_two_highest_scores() {
 fn muka_without_scores_is_refused() {
     let mut no_scores = input(None);
     no_scores.scores = ROption::RNone;
-    let error = Muka { integration: Integration::Hard, margin: true, temperature: 1.0 }.recipe(&no_scores).unwrap_err();
+    let error = Muka { integration: Integration::Hard, margin: true, margin_mean_one: false, temperature: 1.0 }.recipe(&no_scores).unwrap_err();
     assert!(error.message.contains("configure an estimator"), "{error}");
 }
 

@@ -63,6 +63,12 @@ impl Plugin for StrategiesPlugin {
                         ParamSpec::choice("integration", &["soft", "hard"], "hard: the most certain teacher; soft: softmax(scores / tau)."),
                         ParamSpec::float("tau", 0.2, "Softmax temperature over scores for soft integration.").range(1e-4, 100.0),
                         ParamSpec::bool("margin", true, "Weight each instance by |s(1) - s(2)| + 1e-6."),
+                        ParamSpec::choice(
+                            "margin_scale",
+                            &["raw", "mean-one"],
+                            "raw: the margins as they are (the paper); mean-one: divided by their batch mean, so that \
+                             the loss keeps its size when scores crowd together.",
+                        ),
                         temperature(),
                     ],
                     NEEDS_SCORES,
@@ -100,6 +106,7 @@ impl Plugin for StrategiesPlugin {
                     _ => Integration::Soft { tau: params.float("tau")? as f32 },
                 },
                 margin: params.bool("margin")?,
+                margin_mean_one: params.text("margin_scale")? == "mean-one",
                 temperature,
             }),
             "dfa" => Box::new(Dfa(features()?)),

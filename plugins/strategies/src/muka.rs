@@ -19,6 +19,9 @@ pub enum Integration {
 pub struct Muka {
     pub integration: Integration,
     pub margin: bool,
+    /// Divide the margins by their batch mean, so that they average 1: the loss keeps the size
+    /// it has without margins however the scores crowd (the paper's margins are unnormalised).
+    pub margin_mean_one: bool,
     pub temperature: f32,
 }
 
@@ -67,6 +70,10 @@ impl Strategy for Muka {
                 }
             }
             weights.push(margin(row_scores));
+        }
+        if self.margin_mean_one {
+            let mean = weights.iter().sum::<f32>() / batch.max(1) as f32;
+            weights.iter_mut().for_each(|w| *w /= mean);
         }
         Ok(Recipe {
             terms: vec![Term::Distribution(DistributionTerm {

@@ -1,5 +1,6 @@
 //! UHC (Vongkulbhisal et al. 2019): for each teacher, the student's distribution renormalized
-//! over that teacher's labels matches the teacher there; the terms add up.
+//! over that teacher's labels matches the teacher there; the terms add up, each scaled by T²
+//! as in distillation, so that its gradients keep their size whatever the temperature.
 
 use workbench_plugin_api::{
     abi_stable::std_types::ROption, DistributionTerm, PluginResult, Recipe, Strategy, StrategyInput, Tensor, Term,
@@ -24,7 +25,7 @@ impl Strategy for Uhc {
                     target: Tensor::new(vec![batch, teacher.label_map.len()], target)?,
                     weights: ROption::RNone,
                     temperature: self.temperature,
-                    scale: 1.0,
+                    scale: self.temperature * self.temperature,
                 }))
             })
             .collect::<PluginResult<Vec<_>>>()?;

@@ -1,9 +1,10 @@
 //! Uncertainty estimators. Each maps teacher samples to a certainty score per instance and
-//! teacher, normalized by the teacher's label count so that teachers are comparable.
+//! teacher, normalized by the teacher's label count so that teachers are comparable, then
+//! rescaled over the whole call (see [`Scale`]).
 
 mod measures;
 
-pub use measures::{certainty, Measure};
+pub use measures::{certainty, Measure, Scale, MEASURES, SCALES};
 use workbench_plugin_api::{
     export_plugin, ComponentKind, ComponentSpec, Estimator, ParamSpec, ParamTable, Plugin, PluginError, PluginManifest,
     PluginResult, SamplingPlan, TeacherSamples, Tensor,
@@ -14,18 +15,40 @@ mod tests;
 
 pub struct UncertaintyPlugin;
 
-fn measure_param(choices: &[&str]) -> ParamSpec {
-    ParamSpec::choice(
-        "measure",
-        choices,
-        "entropy: 1 - H(mean p)/ln|L|; mutual-information: 1 - (H(mean p) - mean H(p))/ln|L| (BALD); \
-         max-prob: (max mean p - 1/|L|)/(1 - 1/|L|).",
-    )
+/// The parameters every estimator shares, the measures it offers first.
+fn common_params(measures: &[&str]) -> Vec<ParamSpec> {
+    vec![
+        ParamSpec::choice(
+            "measure",
+            measures,
+            "entropy: 1 - H(mean p)/ln|L|; mutual-information: 1 - (H(mean p) - mean H(p))/ln|L| (BALD); \
+             max-prob: (max mean p - 1/|L|)/(1 - 1/|L|); top-variance: 1 - 4 Var(p[top class]) across \
+             samples; energy: mean T logsumexp(z/T) - T ln|L|; max-logit: mean max z (one pass: the \
+             concat-argmax selector).",
+        ),
+        ParamSpec::float(
+            "temperature",
+            1.0,
+            "Temperature of the teacher distributions the measure reads; set it to the strategy's T for \
+             the paper's form.",
+        )
+        .range(0.05, 100.0),
+        ParamSpec::choice(
+            "scale",
+            &SCALES,
+            "raw: the measure's own values (the paper); standard: (s - mean)/std over every score of the \
+             split; rank: share of the split's scores below s, in [0, 1]. All keep each instance's most \
+             certain teacher; they change the spread soft integration and the margin read.",
+        ),
+    ]
 }
 
 fn component(name: &str, doc: &str, params: Vec<ParamSpec>, plan: SamplingPlan) -> ComponentSpec {
     ComponentSpec::new(name, ComponentKind::Estimator, doc, params, plan.signals())
 }
+
+/// The measures one deterministic pass can feed.
+const SINGLE_PASS_MEASURES: [&str; 4] = ["entropy", "max-prob", "energy", "max-logit"];
 
 impl Plugin for UncertaintyPlugin {
     fn manifest() -> PluginManifest {
@@ -34,16 +57,16 @@ impl Plugin for UncertaintyPlugin {
                 component(
                     "entropy",
                     "Certainty from one deterministic pass per teacher.",
-                    vec![measure_param(&["entropy", "max-prob"])],
+                    common_params(&SINGLE_PASS_MEASURES),
                     SamplingPlan::Deterministic,
                 ),
                 component(
                     "mc-dropout",
                     "Certainty from K stochastic passes with dropout on (Monte-Carlo dropout).",
-                    vec![
-                        ParamSpec::int("passes", 16, "Number of stochastic passes K.").range(2.0, 1024.0),
-                        measure_param(&["entropy", "mutual-information", "max-prob"]),
-                        ParamSpec::int(
+                    [
+                        vec![ParamSpec::int("passes", 16, "Number of stochastic passes K.").range(2.0, 1024.0)],
+                        common_params(&MEASURES),
+                        vec![ParamSpec::int(
                             "top_layers",
                             0,
                             "0: dropout in every layer; N: only the top N layers are stochastic and the lower ones run once.",
@@ -56,14 +79,15 @@ impl Plugin for UncertaintyPlugin {
                              with dropout, and the K top-layer passes take those M samples in turn (cost about M \
                              passes of the lower layers).",
                         )
-                        .range(0.0, 1024.0),
-                    ],
+                        .range(0.0, 1024.0)],
+                    ]
+                    .concat(),
                     stochastic,
                 ),
                 component(
                     "ensemble",
                     "Certainty from the members of ensemble teachers (one deterministic pass per member).",
-                    vec![measure_param(&["entropy", "mutual-information", "max-prob"])],
+                    common_params(&MEASURES),
                     SamplingPlan::Members,
                 )]
     }
@@ -93,16 +117,23 @@ impl Plugin for UncertaintyPlugin {
             "ensemble" => SamplingPlan::Members,
             other => return Err(PluginError::unsupported(format!("no estimator named `{other}`"))),
         };
-        Ok(Box::new(SampleEstimator { plan, measure: Measure::parse(&params.text("measure")?)? }))
+        Ok(Box::new(SampleEstimator {
+            plan,
+            measure: Measure::parse(&params.text("measure")?)?,
+            temperature: params.float("temperature")? as f32,
+            scale: Scale::parse(&params.text("scale")?)?,
+        }))
     }
 }
 
 export_plugin!(UncertaintyPlugin);
 
-/// Scores the samples of a plan with one measure.
+/// Scores the samples of a plan with one measure at one temperature, then rescales them.
 pub struct SampleEstimator {
     pub plan: SamplingPlan,
     pub measure: Measure,
+    pub temperature: f32,
+    pub scale: Scale,
 }
 
 impl Estimator for SampleEstimator {
@@ -112,17 +143,17 @@ impl Estimator for SampleEstimator {
 
     fn score(&self, samples: &[TeacherSamples]) -> PluginResult<Tensor> {
         let batch = match samples.first() {
-            Some(first) if first.probs.shape().len() == 3 => first.probs.shape()[1],
+            Some(first) if first.logits.shape().len() == 3 => first.logits.shape()[1],
             Some(first) => {
                 return Err(PluginError::invalid_input(format!(
                     "teacher samples must be [S, B, L], got shape {:?}",
-                    first.probs.shape()
+                    first.logits.shape()
                 )))
             }
             None => return Err(PluginError::invalid_input("no teacher samples to score")),
         };
         for teacher in samples {
-            let shape = teacher.probs.shape();
+            let shape = teacher.logits.shape();
             if shape.len() != 3 || shape[1] != batch || shape[0] == 0 {
                 return Err(PluginError::invalid_input(format!(
                     "samples of teacher `{}` have shape {shape:?}, expected [S >= 1, {batch}, L]",
@@ -139,10 +170,11 @@ impl Estimator for SampleEstimator {
         let mut scores = Vec::with_capacity(batch * samples.len());
         for b in 0..batch {
             for teacher in samples {
-                let passes: Vec<&[f32]> = (0..teacher.probs.shape()[0]).map(|s| teacher.probs.at(&[s, b])).collect();
-                scores.push(certainty(self.measure, &passes));
+                let passes: Vec<&[f32]> = (0..teacher.logits.shape()[0]).map(|s| teacher.logits.at(&[s, b])).collect();
+                scores.push(certainty(self.measure, &passes, self.temperature));
             }
         }
+        self.scale.apply(&mut scores);
         Tensor::new(vec![batch, samples.len()], scores)
     }
 }

@@ -1,6 +1,10 @@
-//! Certainty measures over the S sampled distributions of one teacher for one instance.
+//! Certainty measures over the S sampled logit rows of one teacher for one instance, and the
+//! scales that put a measure's scores on a footing common to every measure.
 
-use workbench_plugin_api::{math::entropy, PluginError, PluginResult};
+use workbench_plugin_api::{
+    math::{entropy, softmax},
+    PluginError, PluginResult,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Measure {
@@ -10,7 +14,19 @@ pub enum Measure {
     MutualInformation,
     /// (max mean p - 1/L) / (1 - 1/L).
     MaxProb,
+    /// 1 - 4 Var_s(p_s[k]) for the top class k of the mean: how much the passes disagree about
+    /// the teacher's own choice (a probability varies by at most 1/4).
+    TopVariance,
+    /// mean_s T logsumexp(z_s / T) - T ln L: the negative free energy, high where the input
+    /// looks like the teacher's training data; the ln L makes L equal logits score their common
+    /// value whatever L, so teachers with more labels are not favoured.
+    Energy,
+    /// mean_s max z_s: with one deterministic pass, the teacher it ranks first is the one whose
+    /// block holds the argmax of the concatenated logits (the concat-argmax selector).
+    MaxLogit,
 }
+
+pub const MEASURES: [&str; 6] = ["entropy", "mutual-information", "max-prob", "top-variance", "energy", "max-logit"];
 
 impl Measure {
     pub fn parse(name: &str) -> PluginResult<Self> {
@@ -18,34 +34,126 @@ impl Measure {
             "entropy" => Ok(Measure::Entropy),
             "mutual-information" => Ok(Measure::MutualInformation),
             "max-prob" => Ok(Measure::MaxProb),
-            other => Err(PluginError::invalid_input(format!(
-                "unknown measure `{other}`: use entropy, mutual-information or max-prob"
-            ))),
+            "top-variance" => Ok(Measure::TopVariance),
+            "energy" => Ok(Measure::Energy),
+            "max-logit" => Ok(Measure::MaxLogit),
+            other => {
+                Err(PluginError::invalid_input(format!("unknown measure `{other}`: use one of {}", MEASURES.join(", "))))
+            }
         }
     }
 }
 
-/// Certainty in [0, 1] (high = certain) from `passes`, each a distribution over the same L labels.
-pub fn certainty(measure: Measure, passes: &[&[f32]]) -> f32 {
+/// T ln sum_i exp(z_i / T), computed stably.
+fn free_energy(logits: &[f32], temperature: f32) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|&z| ((z - max) / temperature).exp()).sum();
+    max + temperature * sum.ln()
+}
+
+/// Certainty (high = certain) of one teacher for one instance from `passes`, each a row of
+/// logits over the same L labels, read at `temperature`. Entropy, mutual information, max-prob
+/// and top-variance lie in [0, 1]; energy and max-logit are in logit units.
+pub fn certainty(measure: Measure, passes: &[&[f32]], temperature: f32) -> f32 {
     let labels = passes[0].len();
-    if labels < 2 {
-        return 1.0;
+    let count = passes.len() as f32;
+    match measure {
+        Measure::Energy => {
+            let mean = passes.iter().map(|z| free_energy(z, temperature)).sum::<f32>() / count;
+            return mean - temperature * (labels as f32).ln();
+        }
+        Measure::MaxLogit => {
+            return passes.iter().map(|z| z.iter().copied().fold(f32::NEG_INFINITY, f32::max)).sum::<f32>() / count
+        }
+        _ if labels < 2 => return 1.0,
+        _ => {}
     }
+    let probs: Vec<Vec<f32>> = passes.iter().map(|z| softmax(z, temperature)).collect();
     let mut mean = vec![0.0f32; labels];
-    for pass in passes {
-        mean.iter_mut().zip(pass.iter()).for_each(|(m, p)| *m += p / passes.len() as f32);
+    for pass in &probs {
+        mean.iter_mut().zip(pass).for_each(|(m, p)| *m += p / count);
     }
     let log_labels = (labels as f32).ln();
     match measure {
         Measure::Entropy => 1.0 - entropy(&mean) / log_labels,
         Measure::MutualInformation => {
-            let expected_entropy = passes.iter().map(|p| entropy(p)).sum::<f32>() / passes.len() as f32;
+            let expected_entropy = probs.iter().map(|p| entropy(p)).sum::<f32>() / count;
             1.0 - (entropy(&mean) - expected_entropy) / log_labels
         }
         Measure::MaxProb => {
             let max = mean.iter().copied().fold(0.0, f32::max);
             let uniform = 1.0 / labels as f32;
             (max - uniform) / (1.0 - uniform)
+        }
+        Measure::TopVariance => {
+            let top = (0..labels).fold(0, |best, k| if mean[k] > mean[best] { k } else { best });
+            let variance = probs.iter().map(|p| (p[top] - mean[top]).powi(2)).sum::<f32>() / count;
+            1.0 - 4.0 * variance
+        }
+        Measure::Energy | Measure::MaxLogit => unreachable!("returned above"),
+    }
+}
+
+/// How the scores of all instances and teachers of one call are rescaled together. Each is a
+/// monotone map of all scores at once, so every instance keeps its most certain teacher (the
+/// selection); what changes is the spread that soft integration and the margin weights read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// The measure's own values (the paper's form).
+    Raw,
+    /// (s - mean) / std over every score of the call; all zeros when they are all equal.
+    Standard,
+    /// The share of the other scores below s (ties count half), in [0, 1]: spread uniformly
+    /// whatever the measure's own distribution, so a measure whose scores crowd together
+    /// keeps usable margins.
+    Rank,
+}
+
+pub const SCALES: [&str; 3] = ["raw", "standard", "rank"];
+
+impl Scale {
+    pub fn parse(name: &str) -> PluginResult<Self> {
+        match name {
+            "raw" => Ok(Scale::Raw),
+            "standard" => Ok(Scale::Standard),
+            "rank" => Ok(Scale::Rank),
+            other => Err(PluginError::invalid_input(format!("unknown scale `{other}`: use raw, standard or rank"))),
+        }
+    }
+
+    pub fn apply(self, scores: &mut [f32]) {
+        let n = scores.len();
+        match self {
+            Scale::Raw => {}
+            Scale::Standard => {
+                let mean = scores.iter().map(|&s| f64::from(s)).sum::<f64>() / n as f64;
+                let variance = scores.iter().map(|&s| (f64::from(s) - mean).powi(2)).sum::<f64>() / n as f64;
+                let std = variance.sqrt();
+                for s in scores.iter_mut() {
+                    *s = if std > 0.0 { ((f64::from(*s) - mean) / std) as f32 } else { 0.0 };
+                }
+            }
+            Scale::Rank => {
+                if n < 2 {
+                    scores.iter_mut().for_each(|s| *s = 0.5);
+                    return;
+                }
+                let mut order: Vec<usize> = (0..n).collect();
+                order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+                let mut ranks = vec![0.0f32; n];
+                let mut start = 0;
+                while start < n {
+                    let mut end = start;
+                    while end + 1 < n && scores[order[end + 1]] == scores[order[start]] {
+                        end += 1;
+                    }
+                    // `start` scores below, `end - start` other scores tied.
+                    let rank = (start as f32 + 0.5 * (end - start) as f32) / (n - 1) as f32;
+                    order[start..=end].iter().for_each(|&i| ranks[i] = rank);
+                    start = end + 1;
+                }
+                scores.copy_from_slice(&ranks);
+            }
         }
     }
 }
@@ -58,33 +166,108 @@ mod tests {
         assert!((actual - expected).abs() < 1e-5, "got {actual}, expected {expected}");
     }
 
+    /// Logits whose softmax at T = 1 is `probs` (ln 0 = -inf gives an exact zero).
+    fn logits(probs: &[f32]) -> Vec<f32> {
+        probs.iter().map(|p| p.ln()).collect()
+    }
+
+    fn of(measure: Measure, passes: &[&[f32]]) -> f32 {
+        let rows: Vec<Vec<f32>> = passes.iter().map(|p| logits(p)).collect();
+        certainty(measure, &rows.iter().map(Vec::as_slice).collect::<Vec<_>>(), 1.0)
+    }
+
     #[test]
     fn entropy_certainty_by_hand() {
         // uniform over 2: H = ln 2, normalized 1, certainty 0
-        close(certainty(Measure::Entropy, &[&[0.5, 0.5]]), 0.0);
+        close(of(Measure::Entropy, &[&[0.5, 0.5]]), 0.0);
         // one-hot over 3 with exact zeros: H = 0 (0 ln 0 = 0), certainty 1, no NaN
-        close(certainty(Measure::Entropy, &[&[1.0, 0.0, 0.0]]), 1.0);
+        close(of(Measure::Entropy, &[&[1.0, 0.0, 0.0]]), 1.0);
         // [1/4, 3/4]: H = 0.25 ln 4 + 0.75 ln(4/3) = 0.346574 + 0.215762 = 0.562335;
         // / ln 2 = 0.811278; certainty 0.188722
-        close(certainty(Measure::Entropy, &[&[0.25, 0.75]]), 0.188722);
+        close(of(Measure::Entropy, &[&[0.25, 0.75]]), 0.188722);
         // [1/2, 1/2, 0] over 3 labels: H = ln 2 = 0.693147; / ln 3 = 0.630930; certainty 0.369070
-        close(certainty(Measure::Entropy, &[&[0.5, 0.5, 0.0]]), 0.369070);
+        close(of(Measure::Entropy, &[&[0.5, 0.5, 0.0]]), 0.369070);
+    }
+
+    #[test]
+    fn the_temperature_flattens_the_distribution_before_scoring() {
+        // Logits [0, ln 9] at T = 2 are [0, ln 3]: p = [1/4, 3/4], certainty 0.188722 as above;
+        // at T = 1 they give [1/10, 9/10]: H = 0.1 ln 10 + 0.9 ln(10/9) = 0.230259 + 0.094824
+        // = 0.325083, / ln 2 = 0.468996, certainty 0.531004.
+        let row = [0.0, 9f32.ln()];
+        close(certainty(Measure::Entropy, &[&row], 2.0), 0.188722);
+        close(certainty(Measure::Entropy, &[&row], 1.0), 0.531004);
     }
 
     #[test]
     fn max_prob_certainty_by_hand() {
         // (0.75 - 0.5) / (1 - 0.5) = 0.5
-        close(certainty(Measure::MaxProb, &[&[0.25, 0.75]]), 0.5);
+        close(of(Measure::MaxProb, &[&[0.25, 0.75]]), 0.5);
         // (0.5 - 1/3) / (2/3) = 0.25
-        close(certainty(Measure::MaxProb, &[&[0.5, 0.5, 0.0]]), 0.25);
+        close(of(Measure::MaxProb, &[&[0.5, 0.5, 0.0]]), 0.25);
     }
 
     #[test]
     fn mutual_information_by_hand() {
         // passes [1,0] and [0,1]: mean [1/2,1/2], H(mean) = ln 2, each pass H = 0:
         // MI = ln 2, normalized 1, certainty 0
-        close(certainty(Measure::MutualInformation, &[&[1.0, 0.0], &[0.0, 1.0]]), 0.0);
+        close(of(Measure::MutualInformation, &[&[1.0, 0.0], &[0.0, 1.0]]), 0.0);
         // identical passes: MI = 0, certainty 1, even though each pass is uncertain
-        close(certainty(Measure::MutualInformation, &[&[0.5, 0.5], &[0.5, 0.5]]), 1.0);
+        close(of(Measure::MutualInformation, &[&[0.5, 0.5], &[0.5, 0.5]]), 1.0);
+    }
+
+    #[test]
+    fn top_variance_by_hand() {
+        // passes [0.9, 0.1] and [0.5, 0.5]: mean [0.7, 0.3], top class 0; its values 0.9 and
+        // 0.5 vary by ((0.2)^2 + (0.2)^2) / 2 = 0.04; certainty 1 - 0.16 = 0.84.
+        close(of(Measure::TopVariance, &[&[0.9, 0.1], &[0.5, 0.5]]), 0.84);
+        // one-hot passes that flip: top class 0 (first on the tie), values 1 and 0, variance
+        // 1/4, certainty 0; identical passes: certainty 1.
+        close(of(Measure::TopVariance, &[&[1.0, 0.0], &[0.0, 1.0]]), 0.0);
+        close(of(Measure::TopVariance, &[&[0.3, 0.7], &[0.3, 0.7]]), 1.0);
+    }
+
+    #[test]
+    fn energy_by_hand() {
+        // [0, ln 3]: logsumexp = ln 4; minus ln 2 = ln 2 = 0.693147.
+        close(certainty(Measure::Energy, &[&[0.0, 3f32.ln()]], 1.0), 2f32.ln());
+        // Equal logits score their common value for any label count: [5, 5, 5] -> 5 + ln 3 - ln 3.
+        close(certainty(Measure::Energy, &[&[5.0, 5.0, 5.0]], 1.0), 5.0);
+        close(certainty(Measure::Energy, &[&[0.0, 0.0, 0.0]], 1.0), 0.0);
+        // T = 2: [0, ln 9] -> 2 ln(1 + 3) - 2 ln 2 = 2 ln 2 = 1.386294; two passes average:
+        // with [0, 0] (2 ln 2 - 2 ln 2 = 0) gives 0.693147.
+        close(certainty(Measure::Energy, &[&[0.0, 9f32.ln()]], 2.0), 2.0 * 2f32.ln());
+        close(certainty(Measure::Energy, &[&[0.0, 9f32.ln()], &[0.0, 0.0]], 2.0), 2f32.ln());
+    }
+
+    #[test]
+    fn max_logit_by_hand() {
+        close(certainty(Measure::MaxLogit, &[&[1.5, -2.0, 0.25]], 1.0), 1.5);
+        // Averaged over passes: (3 + 1) / 2 = 2; the temperature does not enter.
+        close(certainty(Measure::MaxLogit, &[&[3.0, 0.0], &[-1.0, 1.0]], 4.0), 2.0);
+    }
+
+    #[test]
+    fn scales_by_hand() {
+        // Standard: [1, 2, 3, 6] has mean 3 and std sqrt((4 + 1 + 0 + 9) / 4) = sqrt(3.5) = 1.870829.
+        let mut scores = [1.0, 2.0, 3.0, 6.0];
+        Scale::Standard.apply(&mut scores);
+        for (got, want) in scores.iter().zip([-1.069045, -0.534522, 0.0, 1.603567]) {
+            close(*got, want);
+        }
+        let mut equal = [0.9, 0.9];
+        Scale::Standard.apply(&mut equal);
+        assert_eq!(equal, [0.0, 0.0]);
+        // Rank: [0.99, 0.90, 0.95, 0.95, 0.97]: 0.90 has none below -> 0; the two 0.95 have one
+        // below and one tie -> (1 + 0.5) / 4 = 0.375; 0.97 -> 3/4; 0.99 -> 1.
+        let mut crowded = [0.99, 0.90, 0.95, 0.95, 0.97];
+        Scale::Rank.apply(&mut crowded);
+        assert_eq!(crowded, [1.0, 0.0, 0.375, 0.375, 0.75]);
+        let mut single = [0.3];
+        Scale::Rank.apply(&mut single);
+        assert_eq!(single, [0.5]);
+        let mut raw = [0.3, 7.0];
+        Scale::Raw.apply(&mut raw);
+        assert_eq!(raw, [0.3, 7.0]);
     }
 }

@@ -1,15 +1,16 @@
 //! Hand-computed examples: 2 teachers with 2 and 3 labels, 3 instances, exact zero
-//! probabilities, and a batch of size 1.
+//! probabilities, and a batch of size 1. Samples are written as probabilities and handed over
+//! as their logarithms, whose softmax at T = 1 gives them back.
 
 use workbench_plugin_api::{ParamValue, SamplingPlan, TeacherSamples, Tensor};
 
 use super::*;
 
-/// `[S, B, L]` samples from `passes[s][b]` rows.
+/// `[S, B, L]` samples from `passes[s][b]` probability rows.
 fn samples(teacher: &str, passes: &[&[&[f32]]]) -> TeacherSamples {
     let (s, b, l) = (passes.len(), passes[0].len(), passes[0][0].len());
-    let data: Vec<f32> = passes.iter().flat_map(|p| p.iter().flat_map(|row| row.to_vec())).collect();
-    TeacherSamples { teacher: teacher.into(), probs: Tensor::new(vec![s, b, l], data).unwrap() }
+    let data: Vec<f32> = passes.iter().flat_map(|p| p.iter().flat_map(|row| row.iter().map(|p| p.ln()))).collect();
+    TeacherSamples { teacher: teacher.into(), logits: Tensor::new(vec![s, b, l], data).unwrap() }
 }
 
 fn assert_scores(scores: &Tensor, expected: &[[f32; 2]]) {
@@ -20,7 +21,7 @@ fn assert_scores(scores: &Tensor, expected: &[[f32; 2]]) {
 }
 
 fn estimator(plan: SamplingPlan, measure: Measure) -> SampleEstimator {
-    SampleEstimator { plan, measure }
+    SampleEstimator { plan, measure, temperature: 1.0, scale: Scale::Raw }
 }
 
 const MC: SamplingPlan = SamplingPlan::Stochastic { passes: 2, top_layers: 0, lower_passes: 0 };
@@ -119,6 +120,8 @@ fn mc_dropout_plans_its_depth_and_refuses_lower_passes_it_cannot_use() {
         ParamTable::default()
             .with("passes", ParamValue::Int(16))
             .with("measure", ParamValue::Text("entropy".into()))
+            .with("temperature", ParamValue::Float(1.0))
+            .with("scale", ParamValue::Text("raw".into()))
             .with("top_layers", ParamValue::Int(top))
             .with("lower_passes", ParamValue::Int(lower))
     };
@@ -127,4 +130,50 @@ fn mc_dropout_plans_its_depth_and_refuses_lower_passes_it_cannot_use() {
     let error = |top, lower| UncertaintyPlugin::create_estimator("mc-dropout", &params(top, lower)).err().unwrap();
     assert!(error(0, 2).to_string().contains("`lower_passes` needs `top_layers` > 0"), "{}", error(0, 2));
     assert!(error(1, 17).to_string().contains("more than the 16 `passes`"), "{}", error(1, 17));
+}
+
+#[test]
+fn max_logit_of_one_pass_picks_the_teacher_holding_the_concatenated_argmax() {
+    // Logits A [2, 0], B [1, 3, 0]: the concatenation's argmax (3) is B's -> scores [2, 3].
+    // A [4, 1], B [0, 0, 3.5]: A's 4 -> [4, 3.5].
+    let a = TeacherSamples { teacher: "A".into(), logits: Tensor::new(vec![1, 2, 2], vec![2.0, 0.0, 4.0, 1.0]).unwrap() };
+    let b = TeacherSamples {
+        teacher: "B".into(),
+        logits: Tensor::new(vec![1, 2, 3], vec![1.0, 3.0, 0.0, 0.0, 0.0, 3.5]).unwrap(),
+    };
+    let scores = estimator(SamplingPlan::Deterministic, Measure::MaxLogit).score(&[a.clone(), b.clone()]).unwrap();
+    assert_scores(&scores, &[[2.0, 3.0], [4.0, 3.5]]);
+    // Energy of the same: A [2, 0] -> ln(e^2 + 1) - ln 2 = 2.126928 - 0.693147 = 1.433781;
+    // A [4, 1] -> ln(e^4 + e) - ln 2 = 4.048587 - 0.693147 = 3.355440; B [1, 3, 0] -> ln(e + e^3 + 1)
+    // - ln 3 = 3.169846 - 1.098612 = 2.071234; B [0, 0, 3.5] -> ln(2 + e^3.5) - ln 3 = 3.558641 - 1.098612
+    // = 2.460029.
+    let scores = estimator(SamplingPlan::Deterministic, Measure::Energy).score(&[a, b]).unwrap();
+    assert_scores(&scores, &[[1.433781, 2.071234], [3.355440, 2.460029]]);
+}
+
+#[test]
+fn the_scale_rescales_every_score_of_the_call_together() {
+    // Raw MC entropy scores of the two-pass example: [[0, 1], [0.188722, 0.369070], [0.188722, 0]].
+    // Rank over all six (n - 1 = 5): the two 0s -> 0.5/5 = 0.1; the two 0.188722 -> 2.5/5 = 0.5;
+    // 0.369070 -> 4/5 = 0.8; 1 -> 1.
+    let ranked = SampleEstimator { scale: Scale::Rank, ..estimator(MC, Measure::Entropy) };
+    assert_scores(&ranked.score(&two_pass_samples()).unwrap(), &[[0.1, 1.0], [0.5, 0.8], [0.5, 0.1]]);
+    // Every instance keeps its most certain teacher.
+    let standard = SampleEstimator { scale: Scale::Standard, ..estimator(MC, Measure::Entropy) };
+    let scores = standard.score(&two_pass_samples()).unwrap();
+    let mean: f32 = scores.data().iter().sum::<f32>() / 6.0;
+    assert!(mean.abs() < 1e-6, "standardized scores have mean 0, got {mean}");
+    for b in 0..3 {
+        let (raw, std) = (estimator(MC, Measure::Entropy).score(&two_pass_samples()).unwrap(), scores.at(&[b]).to_vec());
+        assert_eq!(raw.at(&[b])[0] > raw.at(&[b])[1], std[0] > std[1]);
+    }
+}
+
+#[test]
+fn top_variance_reads_disagreement_between_passes() {
+    // A0 flips [1,0]/[0,1]: variance of the top class 1/4 -> 0; A1 repeats -> 1; A2 [1,0] then
+    // [1/2,1/2]: top 0 with values 1 and 1/2, variance 1/16 -> 0.75. B0 repeats -> 1; B1 [1,0,0]
+    // then [0,1,0]: top 0 (first on the tie), variance 1/4 -> 0; B2 repeats -> 1.
+    let scores = estimator(MC, Measure::TopVariance).score(&two_pass_samples()).unwrap();
+    assert_scores(&scores, &[[0.0, 1.0], [1.0, 0.0], [0.75, 1.0]]);
 }

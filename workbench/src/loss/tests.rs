@@ -168,3 +168,32 @@ fn a_feature_term_without_student_hidden_state_is_refused() {
     .unwrap_err();
     assert!(error.to_string().contains("feature term `dfa` needs the student's hidden state"), "{error}");
 }
+
+#[test]
+fn mmd_bandwidths_follow_the_scale_of_the_data() {
+    // x = [0], y = [2]: the one distinct pair is 4 apart (squared), so the base bandwidth is 4;
+    // kernels exp(-d / (4 m)) for m = 1/4, 1/2, 1, 2, 4 give 5 at d = 0 and at d = 4
+    // e^-4 + e^-2 + e^-1 + e^-1/2 + e^-1/4 = 0.018316 + 0.135335 + 0.367879 + 0.606531 + 0.778801
+    // = 1.906862; MMD² = 5 + 5 - 2 * 1.906862 = 6.186276.
+    let x = Tensor::new(&[[0f32]], &Device::Cpu).unwrap();
+    let y = Tensor::new(&[[2f32]], &Device::Cpu).unwrap();
+    assert!((scalar(&mmd(&x, &y).unwrap()) - 6.186276).abs() < 1e-5);
+    // Scaled by 100, the same value: the kernels follow the data instead of fixed widths.
+    let (x100, y100) = ((x * 100.0).unwrap(), (y * 100.0).unwrap());
+    assert!((scalar(&mmd(&x100, &y100).unwrap()) - 6.186276).abs() < 1e-4);
+}
+
+#[test]
+fn feature_matching_moves_the_student_not_the_teacher_code() {
+    // Without reconstruction, the encoder of the teacher features gets no gradient at all: the
+    // code is a fixed target of the matching term. The projection of the student learns.
+    let student = Student::new();
+    for matching in [FeatureMatch::Mse, FeatureMatch::Mmd] {
+        let mut term = feature("dfa", &[vec![1.0, 2.0, 3.0], vec![0.0, -1.0, 0.5]], matching);
+        term.reconstruction_weight = 0.0;
+        let (_, v, adapters) = student.gradient_norms(&recipe(vec![Term::Feature(term)]));
+        // Adapter variables in creation order: encoder, decoder, projection (weight, bias each).
+        assert_eq!(&adapters[..4], &[0.0; 4], "{matching:?}: encoder and decoder get nothing: {adapters:?}");
+        assert!(adapters[4] > 0.0 && v > 0.0, "{matching:?}: projection and student learn: {adapters:?}, {v}");
+    }
+}

@@ -57,7 +57,8 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
     let muka_selection: f64 = rows[2][4].parse().unwrap();
     assert!(muka_selection > 0.0, "muka reports the estimator's selection accuracy");
     assert_eq!(rows[0][4], "NaN", "vanilla-kd has no estimator");
-    assert!(std::fs::read_to_string(sweep.join("comparison.svg")).unwrap().contains("<svg"));
+    let svg = std::fs::read_to_string(sweep.join("comparison.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("teacher-concat (reference)"), "the chart draws the reference");
     let markdown = std::fs::read_to_string(sweep.join("comparison.md")).unwrap();
     assert!(markdown.contains("| muka | 2 | "), "{markdown}");
     assert!(markdown.contains("| on `a`'s labels | on `b`'s labels |"), "{markdown}");

@@ -176,7 +176,7 @@ pub fn sweep(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<
     let references: Vec<Summary> =
         std::iter::once(concat).chain(Some(oracle).filter(|o| !o.accuracies.is_empty())).collect();
     write_table(&grid.dir, &summaries, &references, &teachers)?;
-    write_chart(&grid.dir.join("comparison.svg"), &summaries)?;
+    write_chart(&grid.dir.join("comparison.svg"), &summaries, &references)?;
     Ok(SweepOutcome { dir: grid.dir, summaries, references, skipped })
 }
 
@@ -295,7 +295,8 @@ fn write_table(dir: &Path, summaries: &[Summary], references: &[Summary], teache
     std::fs::write(dir.join("comparison.csv"), csv).map_err(Error::io("writing comparison.csv"))
 }
 
-fn write_chart(path: &Path, summaries: &[Summary]) -> Result<()> {
+/// Bars for the methods (mean ± std), a dashed line across them for each reference.
+fn write_chart(path: &Path, summaries: &[Summary], references: &[Summary]) -> Result<()> {
     let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
         let root = SVGBackend::new(path, (160 + 110 * summaries.len() as u32, 420)).into_drawing_area();
         root.fill(&WHITE)?;
@@ -316,10 +317,13 @@ fn write_chart(path: &Path, summaries: &[Summary]) -> Result<()> {
             .draw()?;
         for (i, s) in summaries.iter().enumerate() {
             let (mean, std) = mean_std(&s.accuracies);
-            chart.draw_series(std::iter::once(Rectangle::new(
+            // Inset from the segment's edges so that neighbouring bars do not touch.
+            let mut bar = Rectangle::new(
                 [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), mean)],
                 BLUE.mix(0.5).filled(),
-            )))?;
+            );
+            bar.set_margin(0, 0, 12, 12);
+            chart.draw_series(std::iter::once(bar))?;
             chart.draw_series(std::iter::once(PathElement::new(
                 vec![
                     (SegmentValue::CenterOf(i), (mean - std).max(0.0)),
@@ -327,6 +331,18 @@ fn write_chart(path: &Path, summaries: &[Summary]) -> Result<()> {
                 ],
                 BLACK.stroke_width(2),
             )))?;
+        }
+        let colors = [RED, GREEN];
+        for (reference, color) in references.iter().zip(colors) {
+            let (mean, _) = mean_std(&reference.accuracies);
+            let across = vec![(SegmentValue::Exact(0), mean), (SegmentValue::Exact(summaries.len()), mean)];
+            chart
+                .draw_series(DashedLineSeries::new(across, 8, 6, color.stroke_width(2)))?
+                .label(format!("{} {mean:.3}", reference.method))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+        }
+        if !references.is_empty() {
+            chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
         }
         root.present()?;
         Ok(())

@@ -298,17 +298,19 @@ fn write_table(dir: &Path, summaries: &[Summary], references: &[Summary], teache
 /// Bars for the methods (mean ± std), a dashed line across them for each reference.
 fn write_chart(path: &Path, summaries: &[Summary], references: &[Summary]) -> Result<()> {
     let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::new(path, (160 + 110 * summaries.len() as u32, 420)).into_drawing_area();
+        let root = SVGBackend::new(path, (160 + 160 * summaries.len() as u32, 440)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .caption("Student test accuracy (mean ± std over seeds)", ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(60)
             .y_label_area_size(50)
-            .build_cartesian_2d((0..summaries.len()).into_segmented(), 0.0..1.0f64)?;
+            // Integer ranges are inclusive in plotters: n methods are the segments of 0..=n-1.
+            .build_cartesian_2d((0..summaries.len() - 1).into_segmented(), 0.0..1.0f64)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .x_label_style(("sans-serif", 11))
             .x_label_formatter(&|x| match x {
                 SegmentValue::CenterOf(i) => summaries.get(*i).map_or_else(String::new, |s| s.method.clone()),
                 _ => String::new(),
@@ -342,7 +344,12 @@ fn write_chart(path: &Path, summaries: &[Summary], references: &[Summary]) -> Re
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
         }
         if !references.is_empty() {
-            chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()?;
         }
         root.present()?;
         Ok(())
@@ -359,6 +366,21 @@ mod tests {
         // mean 2, deviations -1, 0, 1: sample variance 2 / 2 = 1
         assert_eq!(mean_std(&[1.0, 2.0, 3.0]), (2.0, 1.0));
         assert_eq!(mean_std(&[0.5]), (0.5, 0.0));
+    }
+
+    #[test]
+    fn charts_draw_one_or_several_methods_with_their_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let method = |name: &str, accuracy: f64| Summary { accuracies: vec![accuracy], ..Summary::named(name) };
+        let concat = method("teacher-concat (reference)", 0.468);
+        for count in [1, 3] {
+            let summaries: Vec<Summary> = (0..count).map(|i| method(&format!("method {i}"), 0.4 + 0.01 * i as f64)).collect();
+            let path = dir.path().join(format!("chart-{count}.svg"));
+            write_chart(&path, &summaries, std::slice::from_ref(&concat)).unwrap();
+            let svg = std::fs::read_to_string(&path).unwrap();
+            assert!(svg.contains(&format!("method {}", count - 1)), "every method is labelled");
+            assert!(svg.contains("teacher-concat (reference) 0.468"), "the reference line has its legend");
+        }
     }
 
     #[test]

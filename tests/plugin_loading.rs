@@ -101,7 +101,7 @@ fn a_panic_inside_a_plugin_call_is_an_error_naming_plugin_and_call_and_the_host_
             "panicked in Strategy::recipe (component `panicky`)",
             "recipe exploded on a batch of 1",
         ] {
-            assert!(message.contains(&needle), "`{needle}` not in: {message}");
+            assert!(message.contains(needle), "`{needle}` not in: {message}");
         }
     }
     // A second strategy plugin loaded next to it is its own library and still works: softmax of

@@ -92,9 +92,6 @@ impl Summary {
 pub struct SweepOutcome {
     pub dir: PathBuf,
     pub summaries: Vec<Summary>,
-    /// Rows that are no student: the teacher-concat ensemble (with the concat-argmax
-    /// selector's accuracy) and the all-label oracle, when configured.
-    pub references: Vec<Summary>,
     pub skipped: usize,
 }
 
@@ -173,11 +170,13 @@ pub fn sweep(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<
         }
         summaries.push(summary);
     }
+    // Rows that are no student: the teacher-concat ensemble (with the concat-argmax selector's
+    // accuracy) and the all-label oracle, when configured.
     let references: Vec<Summary> =
         std::iter::once(concat).chain(Some(oracle).filter(|o| !o.accuracies.is_empty())).collect();
     write_table(&grid.dir, &summaries, &references, &teachers)?;
     write_chart(&grid.dir.join("comparison.svg"), &summaries, &references)?;
-    Ok(SweepOutcome { dir: grid.dir, summaries, references, skipped })
+    Ok(SweepOutcome { dir: grid.dir, summaries, skipped })
 }
 
 /// `workbench sweep --selection-only`: every method that has an estimator scores the test split

@@ -26,15 +26,6 @@ pub enum Pooling {
     Mean,
 }
 
-impl std::fmt::Display for Pooling {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Pooling::Cls => "cls",
-            Pooling::Mean => "mean",
-        })
-    }
-}
-
 impl std::str::FromStr for Pooling {
     type Err = String;
 

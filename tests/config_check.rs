@@ -165,15 +165,18 @@ fn a_missing_required_parameter_and_a_missing_file_are_refused() {
 }
 
 #[test]
-fn run_without_data_is_refused_after_writing_the_resolved_config() {
+fn run_without_data_is_refused_and_leaves_no_run_directory() {
     let dir = tempfile::tempdir().unwrap();
     let file = config(dir.path(), GOOD);
     let output = dir.path().join("runs");
     let out = run(&mut workbench(&["run", &file, "--set", &format!("output={}", output.display())]));
     assert!(!out.ok);
     assert!(out.stderr.contains("no [data] table: name the dataset the student learns from"), "{}", out.stderr);
-    let written: toml::Table =
-        std::fs::read_to_string(output.join("two-teachers/config.toml")).unwrap().parse().unwrap();
+    assert!(!output.join("two-teachers").exists(), "a run that fails before its first epoch leaves nothing");
+    // The resolved config it would have written is what `config check` prints.
+    let checked = run(&mut workbench(&["config", "check", &file]));
+    assert!(checked.ok, "{}", checked.stderr);
+    let written: toml::Table = checked.stdout.parse().unwrap();
     assert_eq!(written["seed"].as_integer(), Some(3));
     assert_eq!(written["strategy"]["temperature"].as_float(), Some(2.0));
 }

@@ -15,7 +15,12 @@ use figment::{
 use serde::Deserialize;
 use workbench_plugin_api::{ComponentKind, ComponentSpec, ParamKind, ParamSpec, ParamTable, ParamValue, Signals};
 
-use crate::{data::DataConfig, host::Registry, teach::TrainingSettings, Error, Result};
+use crate::{
+    data::DataConfig,
+    host::Registry,
+    teach::{Role, TrainingSettings},
+    Error, Result,
+};
 
 /// Prefix of the environment variables that override config keys; `__` separates key parts
 /// (`WORKBENCH_STRATEGY__TEMPERATURE=2` sets `strategy.temperature`).
@@ -178,6 +183,21 @@ pub fn extract<T: serde::de::DeserializeOwned>(figment: &Figment) -> Result<T> {
     figment.extract().map_err(|e| Error::InvalidConfig { problems: e.into_iter().map(settings_problem).collect() })
 }
 
+/// Reads a `workbench teach` config and refuses values out of range, naming key and source.
+pub fn load_teach(files: &[PathBuf], sets: &[String]) -> Result<crate::teach::TeachConfig> {
+    let figment = sources(files, sets)?;
+    let config: crate::teach::TeachConfig = extract(&figment)?;
+    let found = config.teach.problems(Role::Teacher).into_iter().map(|(key, reason)| (format!("teach.{key}"), reason));
+    let data = config.data.problems().into_iter().map(|(key, reason)| (format!("data.{key}"), reason));
+    let problems: Vec<String> =
+        found.chain(data).map(|(key, reason)| format!("{} = {reason}", key_origin(&figment, &key))).collect();
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(Error::InvalidConfig { problems })
+    }
+}
+
 /// Reads a run config: files, environment and `--set`.
 pub fn load(files: &[PathBuf], sets: &[String]) -> Result<LoadedConfig> {
     let default_name = files
@@ -249,9 +269,11 @@ impl LoadedConfig {
             strategy.as_ref().map(|(c, s)| (c, s)),
             &mut problems,
         );
+        let name = self.settings.name.clone().unwrap_or_else(|| self.default_name.clone());
+        problems.extend(self.settings_problems(&name));
         match (problems.is_empty(), strategy) {
             (true, Some((strategy, _))) => Ok(ResolvedConfig {
-                name: self.settings.name.clone().unwrap_or_else(|| self.default_name.clone()),
+                name,
                 seed: self.settings.seed,
                 threads: self.threads(),
                 plugin_dirs: self.plugin_dirs(),
@@ -276,14 +298,28 @@ impl LoadedConfig {
 
     /// `key` and where its value was set: a file, an environment variable or `--set`.
     fn origin(&self, key: &str, value: &Value) -> String {
-        match self.figment.get_metadata(value.tag()) {
-            Some(metadata) => match &metadata.source {
-                Some(figment::Source::File(path)) => format!("`{key}` in {}", path.display()),
-                _ if metadata.name.starts_with("--set") => format!("`{key}` (from {})", metadata.name),
-                _ => format!("`{key}` (from environment variable {})", env_var(key)),
-            },
-            None => format!("`{key}`"),
+        origin(&self.figment, key, value)
+    }
+
+    /// Settings out of range and run names that are not one directory name.
+    fn settings_problems(&self, name: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(reason) = run_name_problem(name) {
+            problems.push(format!("{} = {reason}", key_origin(&self.figment, "name")));
         }
+        let mut add =
+            |table: &str, found: Vec<crate::teach::Problem>| {
+                problems.extend(found.into_iter().map(|(key, reason)| {
+                    format!("{} = {reason}", key_origin(&self.figment, &format!("{table}.{key}")))
+                }));
+            };
+        if let Some(student) = &self.settings.student {
+            add("student", student.problems(Role::Student));
+        }
+        if let Some(data) = &self.settings.data {
+            add("data", data.problems());
+        }
+        problems
     }
 
     /// Resolves one component table: its plugin and its parameters.
@@ -302,7 +338,12 @@ impl LoadedConfig {
         let plugin_key = format!("{key}.plugin");
         let teach = match (kind, table.get("teach")) {
             (ComponentKind::Teacher, Some(value)) => match value.deserialize::<TrainingSettings>() {
-                Ok(settings) => Some(settings),
+                Ok(settings) => {
+                    problems.extend(settings.problems(Role::Teacher).into_iter().map(|(name, reason)| {
+                        format!("{} = {reason}", key_origin(&self.figment, &format!("{key}.teach.{name}")))
+                    }));
+                    Some(settings)
+                }
                 Err(e) => {
                     problems.push(format!("{}: {}", self.origin(&format!("{key}.teach"), value), e.kind));
                     return None;
@@ -415,6 +456,38 @@ fn check_signals(
                 spec.name
             ));
         }
+    }
+}
+
+/// `key` and where its value was set: a file, an environment variable or `--set`.
+fn origin(figment: &Figment, key: &str, value: &Value) -> String {
+    match figment.get_metadata(value.tag()) {
+        Some(metadata) => match &metadata.source {
+            Some(figment::Source::File(path)) => format!("`{key}` in {}", path.display()),
+            _ if metadata.name.starts_with("--set") => format!("`{key}` (from {})", metadata.name),
+            _ => format!("`{key}` (from environment variable {})", env_var(key)),
+        },
+        None => format!("`{key}`"),
+    }
+}
+
+/// `key` and where it was set, when it was set at all (a default has no origin).
+pub fn key_origin(figment: &Figment, key: &str) -> String {
+    match figment.find_value(key) {
+        Ok(value) => origin(figment, key, &value),
+        Err(_) => format!("`{key}`"),
+    }
+}
+
+/// Why `name` cannot name a run directory under `output`, if it cannot.
+pub fn run_name_problem(name: &str) -> Option<String> {
+    let shown = format!("{name:?}");
+    if name.trim().is_empty() {
+        Some(format!("{shown}: a run needs a name"))
+    } else if name.contains(['/', '\\', '\0']) || name == ".." || name == "." {
+        Some(format!("{shown}: a run name is one directory name under `output` (no `/`, `\\` or `..`)"))
+    } else {
+        None
     }
 }
 

@@ -41,6 +41,10 @@ pub struct DataConfig {
     /// Share of a dataset without a test split (BBC) held out as test.
     #[serde(default = "default_test_fraction")]
     pub test_fraction: f64,
+    /// Texts are cut to this many characters before tokenization: far more than any model
+    /// here reads (512 tokens), and it keeps one huge row from taking minutes and gigabytes.
+    #[serde(default = "default_max_chars")]
+    pub max_chars: usize,
     /// More datasets, loaded the same way and added to every split (cross-dataset setups:
     /// teachers from different datasets, a student over their union, evaluated on the union
     /// of the test sets). Labels of the same name are one label.
@@ -60,9 +64,12 @@ fn default_validation_fraction() -> f64 {
 fn default_test_fraction() -> f64 {
     0.2
 }
+fn default_max_chars() -> usize {
+    20_000
+}
 
 /// What loading noticed and did, for the report.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoadReport {
     /// Rows whose bytes were not valid UTF-8 and were read lossily.
     pub lossy_rows: usize,
@@ -70,6 +77,43 @@ pub struct LoadReport {
     pub duplicates_dropped: usize,
     /// Rows without a label or text.
     pub skipped_rows: usize,
+    /// Texts cut to `max_chars` characters.
+    #[serde(default)]
+    pub truncated_texts: usize,
+    /// Texts that occur in train with more than one label.
+    #[serde(default)]
+    pub conflicting_texts: usize,
+}
+
+impl LoadReport {
+    fn add(&mut self, other: &LoadReport) {
+        self.lossy_rows += other.lossy_rows;
+        self.duplicates_dropped += other.duplicates_dropped;
+        self.skipped_rows += other.skipped_rows;
+        self.truncated_texts += other.truncated_texts;
+        self.conflicting_texts += other.conflicting_texts;
+    }
+}
+
+/// Cuts every text to at most `max_chars` characters; returns how many were cut.
+fn cut_texts(examples: &mut [Example], max_chars: usize) -> usize {
+    let mut cut = 0;
+    for example in examples {
+        if let Some((end, _)) = example.text.char_indices().nth(max_chars) {
+            example.text.truncate(end);
+            cut += 1;
+        }
+    }
+    cut
+}
+
+/// How many distinct texts carry more than one label.
+fn conflicting_texts(examples: &[Example]) -> usize {
+    let mut labels: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for e in examples {
+        labels.entry(e.text.as_str()).or_default().insert(e.label.as_str());
+    }
+    labels.values().filter(|l| l.len() > 1).count()
 }
 
 #[derive(Debug, Clone, Default)]
@@ -159,6 +203,7 @@ fn read_bbc(root: &Path, report: &mut LoadReport) -> Result<Vec<Example>> {
 
 /// A user file: CSV, TSV (by extension) or JSON lines, with configurable column names.
 pub fn read_file(path: &Path, text_column: &str, label_column: &str, report: &mut LoadReport) -> Result<Vec<Example>> {
+    std::fs::metadata(path).map_err(Error::io(format!("reading dataset file {}", path.display())))?;
     let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let bad = |line: usize, reason: String| Error::Data { path: path.into(), line, reason };
     match extension.as_str() {
@@ -249,8 +294,43 @@ pub fn per_class(examples: Vec<Example>, limit: usize, seed: u64) -> Vec<Example
 }
 
 impl DataConfig {
+    /// Values out of range, as (key under `data`, reason), found before anything loads.
+    pub fn problems(&self) -> Vec<crate::teach::Problem> {
+        let mut problems = Vec::new();
+        let fraction = self.validation_fraction;
+        if !(0.0..1.0).contains(&fraction) {
+            problems
+                .push(("validation_fraction".into(), format!("{fraction}: a share of train, at least 0 and below 1")));
+        }
+        let fraction = self.test_fraction;
+        if !(fraction > 0.0 && fraction < 1.0) {
+            problems.push(("test_fraction".into(), format!("{fraction}: a share of the data, above 0 and below 1")));
+        }
+        for (key, limit) in [("per_class", self.per_class), ("test_per_class", self.test_per_class)] {
+            if limit == Some(0) {
+                problems.push((key.into(), "0: keep at least 1 example per class".into()));
+            }
+        }
+        if self.max_chars == 0 {
+            problems.push(("max_chars".into(), "0: keep at least 1 character of each text".into()));
+        }
+        for (i, extra) in self.also.iter().enumerate() {
+            problems.extend(extra.problems().into_iter().map(|(key, reason)| (format!("also[{i}].{key}"), reason)));
+        }
+        problems
+    }
+
     /// Loads the splits; built-in datasets come from the asset cache (fetched when missing).
+    /// Refuses an empty train or test split and a one-class train split.
     pub fn load(&self, cache: &Path, seed: u64) -> Result<Splits> {
+        let mut splits = self.load_parts(cache, seed)?;
+        self.check(&mut splits)?;
+        Ok(splits)
+    }
+
+    /// This dataset and every `also` dataset, merged, before the checks that only the whole
+    /// can pass.
+    fn load_parts(&self, cache: &Path, seed: u64) -> Result<Splits> {
         let mut report = LoadReport::default();
         let (mut train, mut test, validation) = match self.dataset.as_str() {
             "20newsgroups" | "r8" => {
@@ -293,24 +373,77 @@ impl DataConfig {
         if let Some(limit) = self.test_per_class {
             test = per_class(test, limit, seed ^ 0x7e57);
         }
-        let validation = match validation {
+        let mut validation = match validation {
             Some(v) => v,
             None => carve(&mut train, self.validation_fraction, seed ^ 0x5a11d),
         };
         if report.lossy_rows > 0 {
             tracing::warn!(rows = report.lossy_rows, dataset = %self.dataset, "rows with invalid UTF-8 were read lossily");
         }
+        for split in [&mut train, &mut validation, &mut test] {
+            report.truncated_texts += cut_texts(split, self.max_chars);
+        }
+        if report.truncated_texts > 0 {
+            tracing::warn!(texts = report.truncated_texts, max_chars = self.max_chars, dataset = %self.dataset, "texts cut to `data.max_chars` characters");
+        }
         let mut splits = Splits { train, validation, test, report };
         for extra in &self.also {
-            let more = extra.load(cache, seed)?;
+            let more = extra.load_parts(cache, seed)?;
             splits.train.extend(more.train);
             splits.validation.extend(more.validation);
             splits.test.extend(more.test);
-            splits.report.lossy_rows += more.report.lossy_rows;
-            splits.report.duplicates_dropped += more.report.duplicates_dropped;
-            splits.report.skipped_rows += more.report.skipped_rows;
+            splits.report.add(&more.report);
         }
         Ok(splits)
+    }
+
+    /// Where a split comes from, for messages: the file, or the built-in dataset.
+    fn source(&self, split: &str) -> String {
+        let file = match split {
+            "train" => self.train.as_ref(),
+            "test" => self.test.as_ref(),
+            _ => self.validation.as_ref(),
+        };
+        match file {
+            Some(path) if self.dataset == "files" => format!("{} (`data.{split}`)", path.display()),
+            _ => format!("dataset `{}`", self.dataset),
+        }
+    }
+
+    /// Refuses splits no run can use; warns about texts with conflicting labels.
+    fn check(&self, splits: &mut Splits) -> Result<()> {
+        let refuse = |reason: String| Err(Error::InvalidConfig { problems: vec![reason] });
+        for (name, split) in [("train", &splits.train), ("test", &splits.test)] {
+            if split.is_empty() {
+                return refuse(format!(
+                    "the {name} split of {} has no usable rows ({} skipped without text or label)",
+                    self.source(name),
+                    splits.report.skipped_rows
+                ));
+            }
+        }
+        if let [only] = splits.labels().as_slice() {
+            return refuse(format!(
+                "the train split of {} has one class only (`{only}`, {} rows): a classifier needs at least 2",
+                self.source("train"),
+                splits.train.len()
+            ));
+        }
+        if splits.validation.is_empty() {
+            tracing::warn!(
+                "the validation split is empty (`data.validation_fraction` = {}): the last epoch is kept",
+                self.validation_fraction
+            );
+        }
+        splits.report.conflicting_texts = conflicting_texts(&splits.train);
+        if splits.report.conflicting_texts > 0 {
+            tracing::warn!(
+                texts = splits.report.conflicting_texts,
+                "texts in the train split of {} carry more than one label",
+                self.source("train")
+            );
+        }
+        Ok(())
     }
 }
 
@@ -352,7 +485,10 @@ mod tests {
         let rows = read_file(&csv, "body", "topic", &mut report).unwrap();
         assert_eq!(rows[0], Example { text: "hello, world".into(), label: "greet".into() });
         assert_eq!(rows[1].text, "bad \u{fffd} byte");
-        assert_eq!(report, LoadReport { lossy_rows: 1, duplicates_dropped: 0, skipped_rows: 1 });
+        assert_eq!(
+            report,
+            LoadReport { lossy_rows: 1, duplicates_dropped: 0, skipped_rows: 1, ..LoadReport::default() }
+        );
 
         let tsv = dir.path().join("d.tsv");
         std::fs::write(&tsv, "text\tlabel\nsome text\tx\n").unwrap();
@@ -384,6 +520,7 @@ mod tests {
             test_per_class: None,
             validation_fraction: 0.0,
             test_fraction: 0.2,
+            max_chars: 20_000,
             also: Vec::new(),
         };
         let mut config = files(file("a.csv", "x1,a\nx2,a\n"), file("at.csv", "x3,a\n"));

@@ -177,8 +177,22 @@ pub struct TeacherHandle {
 }
 
 impl TeacherHandle {
+    /// What the teacher declares, refused when its labels are empty or repeat a name (a
+    /// repeated label would silently merge two classes in the union).
     pub fn info(&self) -> Result<TeacherInfo> {
-        self.origin.check("Teacher::info", self.inner.info())
+        const CALL: &str = "Teacher::info";
+        let info = self.origin.check(CALL, self.inner.info())?;
+        if info.labels.is_empty() {
+            return Err(self.origin.invalid(CALL, "the teacher declares no labels".into()));
+        }
+        let mut seen = BTreeSet::new();
+        if let Some(repeated) = info.labels.iter().find(|l| !seen.insert(l.as_str())) {
+            return Err(self.origin.invalid(CALL, format!("the teacher declares the label `{repeated}` twice")));
+        }
+        if info.labels.iter().any(|l| l.trim().is_empty()) {
+            return Err(self.origin.invalid(CALL, "the teacher declares an empty label name".into()));
+        }
+        Ok(info)
     }
 
     /// Runs the teacher and checks that its output has the shape the request implies.

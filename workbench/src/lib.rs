@@ -6,6 +6,7 @@ pub mod config;
 pub mod data;
 mod error;
 pub mod evaluate;
+pub mod files;
 pub mod host;
 pub mod logging;
 pub mod loss;

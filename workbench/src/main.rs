@@ -9,7 +9,6 @@ use workbench::{
     config::{self, LoadedConfig},
     host::{HostSettings, Registry},
     logging,
-    teach::TeachConfig,
 };
 use workbench_plugin_api::ComponentKind;
 
@@ -182,11 +181,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", resolved.to_toml());
         }
         Command::Teach(args) => {
-            let config: TeachConfig = config::extract(&config::sources(&args.files, &args.sets)?)?;
+            let config = config::load_teach(&args.files, &args.sets)?;
             set_threads(config.threads);
             let cache = assets::cache_dir(config.cache.as_deref());
+            workbench::teach::check_model(&config.teach, "teach", &cache)?;
             let splits = config.data.load(&cache, config.teach.seed)?;
-            let outcome = workbench::teach::teach(&config.teach, splits, &cache)?;
+            let outcome = workbench::teach::teach(&config.teach, splits, &cache, "teach")?;
             println!(
                 "teacher over {} labels written to {}: best epoch {}, validation accuracy {:.4}, test accuracy on its labels {:.4}",
                 outcome.labels.len(),
@@ -267,7 +267,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("  {:<40} {:.4}", "minimum coverage", results.min_coverage);
             if let Some(selection) = results.selection.estimator {
-                println!("  {:<40} {:.4} / {:.4}", "selection (training texts / test)", selection.train, selection.test);
+                println!(
+                    "  {:<40} {:.4} / {:.4}",
+                    "selection (training texts / test)", selection.train, selection.test
+                );
             }
             let concat = results.selection.concat_argmax;
             println!("  {:<40} {:.4} / {:.4}", "concat-argmax selection", concat.train, concat.test);

@@ -3,6 +3,7 @@
 //! run directory: resolved config, manifest, metrics, report and the student checkpoint.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -13,9 +14,10 @@ use serde_json::json;
 use workbench_plugin_api::{ComponentKind, LabelSpace, ParamValue, SamplingPlan, TeacherSamples, Tensor};
 
 use crate::{
-    config::ResolvedConfig,
+    config::{ComponentChoice, ResolvedConfig},
     data::{Example, Splits},
     evaluate::{accuracy, concat_predictions, row, teacher_predictions, ResultRow},
+    files::{lock_holder, write_atomically, FileLock},
     host::{PluginLibrary, Registry, TeacherHandle},
     metrics::{adequate_picks, concat_argmax_scores, selection_accuracy, share},
     signals::{teacher_hash, texts_hash, Provenance, SignalCache, TeacherSignalSet},
@@ -61,6 +63,9 @@ pub struct RunResults {
     /// The smallest coverage: near 0 when the student has lost a teacher's classes.
     pub min_coverage: f64,
     pub best_epoch: usize,
+    /// Rows left out because no teacher owns their label.
+    #[serde(default)]
+    pub unowned: UnownedRows,
     pub warnings: Vec<String>,
 }
 
@@ -112,27 +117,42 @@ struct Teacher {
     identity: String,
 }
 
-/// Trains the teachers whose config has a `teach` table and whose checkpoint is missing.
-fn ensure_teachers(config: &ResolvedConfig, splits: &Splits) -> Result<()> {
+/// The checkpoint directory a teacher's `checkpoints` parameter names first, if any.
+fn first_checkpoint(choice: &ComponentChoice) -> Option<PathBuf> {
+    match choice.params.get("checkpoints") {
+        Ok(ParamValue::TextList(list)) => list.first().map(|p| PathBuf::from(p.as_str())),
+        _ => None,
+    }
+}
+
+/// Every teacher table with its config key: the teachers in order, then the oracle.
+fn teacher_tables(config: &ResolvedConfig) -> impl Iterator<Item = (String, &ComponentChoice)> {
     let oracle = config.oracle.iter().map(|o| ("oracle".to_string(), o));
-    for (name, choice) in config.teachers.iter().map(|(n, c)| (n.clone(), c)).chain(oracle) {
-        let Some(teach) = &choice.teach else { continue };
-        let checkpoint = match choice.params.get("checkpoints") {
-            Ok(ParamValue::TextList(list)) if !list.is_empty() => PathBuf::from(list[0].as_str()),
-            _ => {
+    config.teachers.iter().map(|(n, c)| (format!("teachers.{n}"), c)).chain(oracle)
+}
+
+/// Trains the teachers whose config has a `teach` table and whose checkpoint is not complete;
+/// refuses a complete one the table no longer describes, and one left half-trained.
+fn ensure_teachers(config: &ResolvedConfig, splits: &Splits) -> Result<()> {
+    for (key, choice) in teacher_tables(config) {
+        let Some(checkpoint) = first_checkpoint(choice) else {
+            if choice.teach.is_some() {
                 return Err(Error::InvalidConfig {
-                    problems: vec![format!(
-                        "`teachers.{name}.teach` needs `checkpoints` naming where the teacher goes"
-                    )],
-                })
+                    problems: vec![format!("`{key}.teach` needs `checkpoints` naming where the teacher goes")],
+                });
             }
-        };
-        if checkpoint.join("model.safetensors").is_file() {
             continue;
+        };
+        let Some(teach) = &choice.teach else {
+            crate::teach::refuse_incomplete(&checkpoint)?;
+            continue;
+        };
+        if !crate::teach::is_complete(&checkpoint) {
+            tracing::info!(teacher = %key, dir = %checkpoint.display(), "training the missing teacher");
         }
-        tracing::info!(teacher = %name, dir = %checkpoint.display(), "training the missing teacher");
+        // Trains when missing, or checks that the table still describes the trained teacher.
         let settings = crate::teach::TrainingSettings { output: Some(checkpoint), ..teach.clone() };
-        crate::teach::teach(&settings, splits.clone(), &config.cache)?;
+        crate::teach::teach(&settings, splits.clone(), &config.cache, &format!("{key}.teach"))?;
     }
     Ok(())
 }
@@ -152,6 +172,12 @@ fn prepare(config: &ResolvedConfig, registry: &Registry) -> Result<Prepared> {
             "no [data] table: name the dataset the student learns from (e.g. dataset = \"20newsgroups\")".into()
         ],
     })?;
+    crate::teach::check_model(&config.student, "student", &config.cache)?;
+    for (key, choice) in teacher_tables(config) {
+        if let Some(teach) = &choice.teach {
+            crate::teach::check_model(teach, &format!("{key}.teach"), &config.cache)?;
+        }
+    }
     let splits = data.load(&config.cache, config.data_seed)?;
     ensure_teachers(config, &splits)?;
 
@@ -159,7 +185,8 @@ fn prepare(config: &ResolvedConfig, registry: &Registry) -> Result<Prepared> {
     for (name, choice) in &config.teachers {
         let handle = registry.create_teacher(&choice.component, &choice.params)?;
         let info = handle.info()?;
-        teachers.push(Teacher { name: name.clone(), handle, info, identity: teacher_hash(choice)? });
+        let identity = teacher_identity(registry, choice)?;
+        teachers.push(Teacher { name: name.clone(), handle, info, identity });
     }
     let estimator =
         config.estimator.as_ref().map(|e| registry.create_estimator(&e.component, &e.params)).transpose()?;
@@ -181,13 +208,31 @@ fn prepare(config: &ResolvedConfig, registry: &Registry) -> Result<Prepared> {
     Ok(Prepared { splits, teachers, estimator, labels })
 }
 
+/// What identifies a teacher's outputs: its parameters, the files they name and the plugin
+/// library's own bytes (a rebuilt plugin may compute other outputs from the same files).
+fn teacher_identity(registry: &Registry, choice: &ComponentChoice) -> Result<String> {
+    let (library, _) = registry.find(ComponentKind::Teacher, &choice.component)?;
+    teacher_hash(choice, &library.sha256()?)
+}
+
 fn texts(examples: &[Example]) -> Vec<RString> {
     examples.iter().map(|e| RString::from(e.text.as_str())).collect()
 }
 
-/// Union indices of the examples' labels; examples outside the union are dropped.
-fn gold(examples: &[Example], labels: &LabelSpace) -> (Vec<Example>, Vec<u32>) {
-    examples.iter().filter_map(|e| labels.index_of(&e.label).map(|i| (e.clone(), i))).unzip()
+/// Union indices of the examples' labels; examples outside the union are dropped and counted.
+fn gold(examples: &[Example], labels: &LabelSpace, dropped: &mut usize) -> (Vec<Example>, Vec<u32>) {
+    let kept: (Vec<Example>, Vec<u32>) =
+        examples.iter().filter_map(|e| labels.index_of(&e.label).map(|i| (e.clone(), i))).unzip();
+    *dropped = examples.len() - kept.0.len();
+    kept
+}
+
+/// Rows of each split whose label no teacher owns: left out of training and evaluation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnownedRows {
+    pub train: usize,
+    pub validation: usize,
+    pub test: usize,
 }
 
 struct Signals {
@@ -266,12 +311,34 @@ fn used_libraries(config: &ResolvedConfig, registry: &Registry) -> Result<Vec<Ar
 }
 
 fn write(path: &Path, contents: &str) -> Result<()> {
-    std::fs::write(path, contents).map_err(Error::io(format!("writing {}", path.display())))
+    write_atomically(path, contents)
 }
 
 /// Runs a config end to end into its run directory; `resume` continues a killed run.
 pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result<RunOutcome> {
     let dir = run_dir(config);
+    let fresh = !dir.exists();
+    let result = run_in(config, registry, resume, &dir);
+    if result.is_err() && fresh && matches!(saved_state(&dir), Ok(None)) {
+        // A run that failed before its first epoch has nothing to resume: it leaves no directory.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path) -> Result<RunOutcome> {
+    let dir = dir.to_path_buf();
+    std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating run directory {}", dir.display())))?;
+    let lock_path = dir.join(".lock");
+    let Some(_lock) = FileLock::try_acquire(&lock_path)? else {
+        return Err(Error::InvalidConfig {
+            problems: vec![format!(
+                "run {} is in use by another workbench process (pid {}); wait for it or choose another `name`",
+                dir.display(),
+                lock_holder(&lock_path)
+            )],
+        });
+    };
     if is_complete(&dir) {
         return Err(Error::InvalidConfig {
             problems: vec![format!("run {} is already complete; choose another `name` or remove it", dir.display())],
@@ -286,8 +353,23 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
             )],
         });
     }
-    std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating run directory {}", dir.display())))?;
-    write(&dir.join("config.toml"), &config.to_toml())?;
+    let resolved = config.to_toml();
+    let written = dir.join("config.toml");
+    if resume && written.is_file() {
+        let before = std::fs::read_to_string(&written).map_err(Error::io(format!("reading {}", written.display())))?;
+        let changed = changed_keys(&before, &resolved);
+        if !changed.is_empty() {
+            return Err(Error::InvalidConfig {
+                problems: vec![format!(
+                    "cannot resume {}: its config differs in {}; resume with the config it was started with, or start a new run under another `name`",
+                    dir.display(),
+                    changed.join(", ")
+                )],
+            });
+        }
+    } else {
+        write(&written, &resolved)?;
+    }
 
     let Prepared { splits, mut teachers, estimator, labels } = prepare(config, registry)?;
     let strategy = registry.create_strategy(&config.strategy.component, &config.strategy.params)?;
@@ -301,9 +383,26 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
         "run ready"
     );
 
-    let (train_examples, train_gold) = gold(&splits.train, &labels);
-    let (validation, _) = gold(&splits.validation, &labels);
-    let (test, test_gold) = gold(&splits.test, &labels);
+    let mut unowned = UnownedRows::default();
+    let (train_examples, train_gold) = gold(&splits.train, &labels, &mut unowned.train);
+    let (validation, _) = gold(&splits.validation, &labels, &mut unowned.validation);
+    let (test, test_gold) = gold(&splits.test, &labels, &mut unowned.test);
+    if unowned != UnownedRows::default() {
+        tracing::warn!(
+            train = unowned.train,
+            validation = unowned.validation,
+            test = unowned.test,
+            "rows whose label no teacher owns are left out"
+        );
+    }
+    if train_examples.is_empty() || test.is_empty() {
+        return Err(Error::InvalidConfig {
+            problems: vec![format!(
+                "no train or no test rows carry a label of the teachers ({} train and {} test rows left out): check that the data's labels are the teachers' ({})",
+                unowned.train, unowned.test, labels.labels.join(", ")
+            )],
+        });
+    }
     let train_texts = texts(&train_examples);
     let test_texts = texts(&test);
     let train_signals = signals(config, &mut teachers, estimator.as_ref(), &train_texts, want_hidden, "train")?;
@@ -322,10 +421,10 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
     let test_refs: Vec<&str> = test.iter().map(|e| e.text.as_str()).collect();
     let student_predictions =
         crate::train::predict(&outcome.model, &outcome.tokenizer, &test_refs, 64, &candle_core::Device::Cpu)?;
-    let student =
-        row(&format!("student ({})", config.strategy.component), &student_predictions, &test_gold, &labels);
+    let student = row(&format!("student ({})", config.strategy.component), &student_predictions, &test_gold, &labels);
     let test_logits: Vec<&Tensor> = test_signals.deterministic.iter().map(|s| &s.logits).collect();
-    let teacher_concat = row("teacher-concat ensemble", &concat_predictions(&test_logits, &labels), &test_gold, &labels);
+    let teacher_concat =
+        row("teacher-concat ensemble", &concat_predictions(&test_logits, &labels), &test_gold, &labels);
     let teacher_rows: Vec<ResultRow> = teachers
         .iter()
         .zip(test_logits.iter().zip(&labels.maps))
@@ -340,7 +439,7 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
             "oracle",
             &mut handle,
             &info,
-            &teacher_hash(choice)?,
+            &teacher_identity(registry, choice)?,
             &test_texts,
             SamplingPlan::Deterministic,
             config.mc_seed,
@@ -353,9 +452,8 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
         None
     };
     let selected = |scores: &Tensor, gold: &[u32]| f64::from(selection_accuracy(scores, gold, &labels.maps));
-    let concat_scores = |signals: &Signals| {
-        concat_argmax_scores(&signals.deterministic.iter().map(|s| &s.logits).collect::<Vec<_>>())
-    };
+    let concat_scores =
+        |signals: &Signals| concat_argmax_scores(&signals.deterministic.iter().map(|s| &s.logits).collect::<Vec<_>>());
     let selection = SelectionReport {
         estimator: train_signals.scores.as_ref().zip(test_signals.scores.as_ref()).map(|(train, test)| {
             SplitSelection { train: selected(train, &train_gold), test: selected(test, &test_gold) }
@@ -423,11 +521,47 @@ pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result
         coverage,
         min_coverage,
         best_epoch: outcome.state.best_epoch,
+        unowned,
         warnings,
     };
     write(&dir.join("results.json"), &serde_json::to_string_pretty(&results).expect("JSON serializes"))?;
     write(&dir.join("report.md"), &report(config, &names, &results, &outcome.state))?;
     Ok(RunOutcome { dir, labels, results })
+}
+
+/// The keys (dotted) whose values differ between two resolved configs, with both values;
+/// `threads` is left out, since it changes only the speed.
+pub fn changed_keys(before: &str, after: &str) -> Vec<String> {
+    fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+        match value {
+            toml::Value::Table(table) => {
+                for (key, value) in table {
+                    let key = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    flatten(&key, value, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let parse = |text: &str| {
+        let mut keys = BTreeMap::new();
+        if let Ok(table) = text.parse::<toml::Table>() {
+            flatten("", &toml::Value::Table(table), &mut keys);
+        }
+        keys.remove("threads");
+        keys
+    };
+    let (before, after) = (parse(before), parse(after));
+    let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|k| {
+            let shown = |v: Option<&String>| v.cloned().unwrap_or_else(|| "(absent)".into());
+            format!("`{k}` ({} then, {} now)", shown(before.get(k)), shown(after.get(k)))
+        })
+        .collect()
 }
 
 /// What an estimator achieves on the test split, without a student.
@@ -450,7 +584,7 @@ pub fn selection_only(config: &ResolvedConfig, registry: &Registry) -> Result<Se
     let Some(estimator) = estimator else {
         return Err(Error::InvalidConfig { problems: vec!["no `estimator` table: nothing selects a teacher".into()] });
     };
-    let (test, test_gold) = gold(&splits.test, &labels);
+    let (test, test_gold) = gold(&splits.test, &labels, &mut 0);
     let started = std::time::Instant::now();
     let scored = signals(config, &mut teachers, Some(&estimator), &texts(&test), false, "test")?;
     let computed = scored.provenance.iter().any(|p| p["provenance"] == json!(Provenance::Computed));
@@ -508,8 +642,7 @@ fn report(
         let subsets: Vec<String> = r.per_teacher.iter().map(|a| format!("{a:.4}")).collect();
         out += &format!("| {} | {:.4} | {} |\n", r.method, r.accuracy, subsets.join(" | "));
     }
-    let coverage: Vec<String> =
-        teachers.iter().zip(&results.coverage).map(|(t, c)| format!("`{t}` {c:.3}")).collect();
+    let coverage: Vec<String> = teachers.iter().zip(&results.coverage).map(|(t, c)| format!("`{t}` {c:.3}")).collect();
     out += &format!(
         "\nCoverage (the student's accuracy on a teacher's labels over the teacher's own): {}; minimum {:.3}.\n",
         coverage.join(", "),
@@ -520,6 +653,13 @@ fn report(
     let selectors = results.selection.estimator.iter().map(|s| ("the estimator", s));
     for (name, s) in selectors.chain([("concat-argmax (reference)", &results.selection.concat_argmax)]) {
         out += &format!("| {name} | {:.4} | {:.4} |\n", s.train, s.test);
+    }
+    let unowned = results.unowned;
+    if unowned != UnownedRows::default() {
+        out += &format!(
+            "\nRows left out because no teacher owns their label: {} train, {} validation, {} test.\n",
+            unowned.train, unowned.validation, unowned.test
+        );
     }
     if !results.warnings.is_empty() {
         out += "\n## Warnings\n\n";

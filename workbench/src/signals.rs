@@ -11,12 +11,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 use workbench_plugin_api::{ForwardRequest, ParamValue, Sampling, SamplingPlan, TeacherInfo, Tensor};
 
-use crate::{config::ComponentChoice, host::TeacherHandle, Error, Result};
+use crate::{config::ComponentChoice, files::FileLock, host::TeacherHandle, Error, Result};
 
-/// Hashes a teacher's identity: its component, parameters, and every file its text parameters
-/// name (a checkpoint directory is hashed file by file).
-pub fn teacher_hash(choice: &ComponentChoice) -> Result<String> {
+/// Hashes a teacher's identity: its plugin library's sha256, its component, parameters, and
+/// every file its text parameters name (a checkpoint directory is hashed file by file, leaving
+/// out the training records, which hold wall-clock times).
+pub fn teacher_hash(choice: &ComponentChoice, plugin_sha256: &str) -> Result<String> {
     let mut hasher = Sha256::new();
+    hasher.update(plugin_sha256.as_bytes());
     hasher.update(choice.component.as_bytes());
     for param in choice.params.entries.iter() {
         hasher.update(param.name.as_bytes());
@@ -38,7 +40,7 @@ fn hash_path(hasher: &mut Sha256, path: &Path) -> Result<()> {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(Error::io(format!("reading {}", path.display())))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_none_or(|x| x != "jsonl"))
+            .filter(|p| p.extension().is_none_or(|x| x != "jsonl") && !p.ends_with(crate::teach::RECORD))
             .collect();
         entries.sort();
         for entry in entries {
@@ -109,20 +111,22 @@ fn save(path: &Path, signals: &TeacherSignalSet) -> Result<()> {
     if let Some(hidden) = &signals.hidden {
         tensors.insert("hidden".to_string(), CandleTensor::from_slice(hidden.data(), hidden.shape(), &device)?);
     }
-    // Unique per process: two runs computing the same signal each write their own file.
-    let partial = path.with_extension(format!("partial-{}", std::process::id()));
-    candle_core::safetensors::save(&tensors, &partial)?;
-    std::fs::rename(&partial, path).map_err(Error::io(format!("writing {}", path.display())))
+    Ok(workbench_models::save_safetensors(&tensors, path)?)
 }
 
 fn plain(tensor: &CandleTensor) -> Result<Tensor> {
     Ok(Tensor::new(tensor.dims().to_vec(), tensor.flatten_all()?.to_vec1::<f32>()?).expect("same shape"))
 }
 
-fn load(path: &Path) -> Result<TeacherSignalSet> {
-    let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
-    let logits = plain(tensors.get("logits").ok_or_else(|| Error::Loss(format!("{} has no logits", path.display())))?)?;
-    let hidden = tensors.get("hidden").map(plain).transpose()?;
+/// Reads a cache entry; `Err` carries why it is unusable.
+fn load(path: &Path, texts: usize, labels: usize, want_hidden: bool) -> std::result::Result<TeacherSignalSet, String> {
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| e.to_string())?;
+    let logits = plain(tensors.get("logits").ok_or("it has no logits")?).map_err(|e| e.to_string())?;
+    let hidden = tensors.get("hidden").map(plain).transpose().map_err(|e| e.to_string())?;
+    let shape = logits.shape();
+    if shape.len() != 3 || shape[1] != texts || shape[2] != labels || (want_hidden && hidden.is_none()) {
+        return Err(format!("logits of shape {shape:?} do not fit {texts} texts and {labels} labels"));
+    }
     Ok(TeacherSignalSet { logits, hidden })
 }
 
@@ -156,9 +160,18 @@ impl SignalCache {
             )
             .as_bytes(),
         );
-        let path = self.dir.join(format!("{:x}.safetensors", hasher.finalize()));
+        let key = format!("{:x}", hasher.finalize());
+        let path = self.dir.join(format!("{key}.safetensors"));
+        // One process computes an entry; another that wants it waits and then reads it.
+        let _lock = FileLock::acquire(&self.dir.join("locks").join(&key), &format!("teacher `{name}` signals"))?;
         if path.is_file() {
-            return Ok((load(&path)?, Provenance::Cached));
+            match load(&path, texts.len(), info.labels.len(), want_hidden) {
+                Ok(signals) => return Ok((signals, Provenance::Cached)),
+                Err(reason) => {
+                    tracing::warn!(entry = %path.display(), "removing a corrupt cache entry ({reason}) and computing it again");
+                    std::fs::remove_file(&path).map_err(Error::io(format!("removing {}", path.display())))?;
+                }
+            }
         }
         std::fs::create_dir_all(&self.dir).map_err(Error::io(format!("creating {}", self.dir.display())))?;
         let sampling = plan.request(mc_seed);

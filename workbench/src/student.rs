@@ -88,8 +88,7 @@ pub struct StudentOutcome {
 fn save_tensors(path: &Path, tensors: &[CandleTensor]) -> Result<()> {
     let named: HashMap<String, CandleTensor> =
         tensors.iter().enumerate().map(|(i, t)| (format!("t{i:05}"), t.clone())).collect();
-    candle_core::safetensors::save(&named, path)?;
-    Ok(())
+    Ok(workbench_models::save_safetensors(&named, path)?)
 }
 
 fn load_tensors(path: &Path) -> Result<Vec<CandleTensor>> {
@@ -241,7 +240,7 @@ pub fn train_student(
         // Rewritten from the saved state, so that a resumed run never repeats or loses a line.
         let lines: String =
             state.epochs.iter().map(|r| serde_json::to_string(r).expect("record serializes") + "\n").collect();
-        std::fs::write(&metrics_path, lines).map_err(Error::io(format!("writing {}", metrics_path.display())))?;
+        crate::files::write_atomically(&metrics_path, lines)?;
     }
     bar.finish_and_clear();
     let best = Checkpoint::open(&run.join("student"), settings.max_length, &device)?;

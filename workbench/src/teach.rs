@@ -2,7 +2,7 @@
 //! the oracle) and write a Hugging Face checkpoint with its metrics.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     io::Write,
     path::{Path, PathBuf},
     time::Instant,
@@ -16,6 +16,7 @@ use workbench_models::{BertClassifier, Checkpoint, ClassifierOptions, Pooling, T
 use crate::{
     assets,
     data::{DataConfig, Example, Splits},
+    files::FileLock,
     train::{accuracy, clip_gradients, dropout_pass, shuffled_batches, AdamW, AdamWSettings, LinearSchedule},
     Error, Result,
 };
@@ -131,6 +132,92 @@ impl TrainingSettings {
     }
 }
 
+/// Which model a settings table trains: a teacher learns its own labels into its own
+/// directory; the student learns the union, so those keys mean nothing there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Teacher,
+    Student,
+}
+
+/// A setting out of range: the key (under its table) and why.
+pub type Problem = (String, String);
+
+impl TrainingSettings {
+    /// Values no training could use, found before any model or data loads.
+    pub fn problems(&self, role: Role) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, key: &str, reason: String| {
+            if !ok {
+                problems.push((key.to_string(), reason));
+            }
+        };
+        let rate = self.learning_rate;
+        check(rate.is_finite() && rate > 0.0, "learning_rate", format!("{rate}: must be a finite number above 0"));
+        check(self.batch_size >= 1, "batch_size", "0: must be at least 1".into());
+        check(self.epochs >= 1, "epochs", "0: must be at least 1".into());
+        check(self.max_length >= 2, "max_length", format!("{}: must be at least 2 ([CLS] and [SEP])", self.max_length));
+        check(self.layers != Some(0), "layers", "0: keep at least 1 encoder layer".into());
+        let warmup = self.warmup;
+        check((0.0..=1.0).contains(&warmup), "warmup", format!("{warmup}: a share of the steps, from 0 to 1"));
+        let decay = self.weight_decay;
+        check(decay.is_finite() && decay >= 0.0, "weight_decay", format!("{decay}: must be a finite number >= 0"));
+        let norm = self.max_grad_norm;
+        check(norm.is_finite() && norm > 0.0, "max_grad_norm", format!("{norm}: must be a finite number above 0"));
+        if role == Role::Student {
+            let teacher_only = "a teacher's key: the student learns the union of the teachers' labels";
+            check(self.labels.is_none(), "labels", teacher_only.into());
+            check(self.block.is_none(), "block", teacher_only.into());
+            check(
+                self.output.is_none(),
+                "output",
+                "a teacher's key: the student is written into the run directory".into(),
+            );
+        }
+        problems
+    }
+
+    /// What the base checkpoint cannot give (more layers or positions than it has); reads its
+    /// config.json only.
+    pub fn model_problems(&self, cache: &Path) -> Result<Vec<Problem>> {
+        let dir = model_dir(&self.model, cache)?;
+        let path = dir.join("config.json");
+        if !path.is_file() {
+            return Ok(vec![(
+                "model".into(),
+                format!("{:?}: not a checkpoint directory ({} is missing)", self.model, path.display()),
+            )]);
+        }
+        let config = workbench_models::BertConfig::load(&path)?;
+        let mut problems = Vec::new();
+        if let Some(layers) = self.layers.filter(|&l| l > config.num_hidden_layers) {
+            problems.push((
+                "layers".into(),
+                format!("{layers}: the model has {} encoder layers", config.num_hidden_layers),
+            ));
+        }
+        if self.max_length > config.max_position_embeddings {
+            problems.push((
+                "max_length".into(),
+                format!("{}: the model has {} positions", self.max_length, config.max_position_embeddings),
+            ));
+        }
+        Ok(problems)
+    }
+}
+
+/// Refuses settings the base checkpoint cannot give, naming each key under `table`
+/// (`student`, `teachers.a.teach`).
+pub fn check_model(settings: &TrainingSettings, table: &str, cache: &Path) -> Result<()> {
+    let problems = settings.model_problems(cache)?;
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidConfig {
+        problems: problems.into_iter().map(|(key, reason)| format!("`{table}.{key}` = {reason}")).collect(),
+    })
+}
+
 /// The checkpoint directory a `model` setting names.
 pub fn model_dir(model: &str, cache: &Path) -> Result<PathBuf> {
     if model == assets::MINILM.name {
@@ -139,7 +226,7 @@ pub fn model_dir(model: &str, cache: &Path) -> Result<PathBuf> {
     Ok(PathBuf::from(model))
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochMetrics {
     pub epoch: usize,
     pub train_loss: f64,
@@ -148,7 +235,7 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TeachOutcome {
     pub output: PathBuf,
     pub labels: Vec<String>,
@@ -176,7 +263,7 @@ pub fn label_block(sorted: &[String], index: usize, blocks: usize) -> Result<Vec
 }
 
 /// Checks the requested labels against the data and keeps only their examples.
-pub fn select_labels(splits: &mut Splits, settings: &TrainingSettings) -> Result<Vec<String>> {
+pub fn select_labels(splits: &mut Splits, settings: &TrainingSettings, table: &str) -> Result<Vec<String>> {
     let available = splits.labels();
     let requested = match settings.block {
         Some([index, blocks]) => Some(label_block(&available, index, blocks)?),
@@ -188,7 +275,7 @@ pub fn select_labels(splits: &mut Splits, settings: &TrainingSettings) -> Result
             if !unknown.is_empty() {
                 return Err(Error::InvalidConfig {
                     problems: vec![format!(
-                        "`teach.labels`: {unknown:?} not in the training data; its labels: {}",
+                        "`{table}.labels`: {unknown:?} not in the training data; its labels: {}",
                         available.join(", ")
                     )],
                 });
@@ -197,6 +284,11 @@ pub fn select_labels(splits: &mut Splits, settings: &TrainingSettings) -> Result
         }
         None => available,
     };
+    if let [only] = labels.as_slice() {
+        return Err(Error::InvalidConfig {
+            problems: vec![format!("`{table}` names one label (`{only}`): a teacher needs at least 2 classes")],
+        });
+    }
     splits.restrict(&labels);
     Ok(labels)
 }
@@ -251,15 +343,142 @@ fn train_epoch(
     Ok(total / batches.len().max(1) as f64)
 }
 
-/// Fine-tunes and writes the best checkpoint (by validation accuracy) to `output`.
-pub fn teach(settings: &TrainingSettings, mut splits: Splits, cache: &Path) -> Result<TeachOutcome> {
+/// The completion record of a trained teacher, written last: a directory without it is a
+/// training that did not finish.
+pub const RECORD: &str = "teach.json";
+
+/// `teach.json`: what was trained, from what, and how well.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TeachRecord {
+    outcome: TeachOutcome,
+    settings: TrainingSettings,
+    data_report: crate::data::LoadReport,
+    /// sha256 of the training texts and labels; absent in records of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    train_sha256: Option<String>,
+}
+
+/// The lock that lets one process at a time train into `checkpoint`: a sibling file, since
+/// the directory itself appears only when training completes.
+pub fn lock_path(checkpoint: &Path) -> PathBuf {
+    let mut name = checkpoint.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    checkpoint.with_file_name(name)
+}
+
+/// Whether `dir` holds a teacher whose training completed.
+pub fn is_complete(dir: &Path) -> bool {
+    dir.join(RECORD).is_file() && dir.join("model.safetensors").is_file()
+}
+
+/// Refuses a directory the workbench began to train into and never completed (a killed run
+/// of an older version): used as a checkpoint, it would pass a half-trained teacher off as one.
+pub fn refuse_incomplete(dir: &Path) -> Result<()> {
+    if dir.join("metrics.jsonl").is_file() && !dir.join(RECORD).is_file() {
+        return Err(Error::InvalidConfig {
+            problems: vec![format!(
+                "{} holds a teacher whose training never completed (metrics.jsonl without {RECORD}); remove it, or add a `teach` table to train it again",
+                dir.display()
+            )],
+        });
+    }
+    Ok(())
+}
+
+fn train_hash(train: &[Example]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for e in train {
+        for part in [&e.label, &e.text] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+    }
+    format!("{:x}", hasher.finalize())
+}
+
+fn read_record(dir: &Path) -> Result<TeachRecord> {
+    let path = dir.join(RECORD);
+    let text = std::fs::read_to_string(&path).map_err(Error::io(format!("reading {}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| Error::InvalidConfig {
+        problems: vec![format!(
+            "{}: not a teacher record of this workbench ({e}); remove {} to train it again",
+            path.display(),
+            dir.display()
+        )],
+    })
+}
+
+/// The settings that decide what a teacher learns, as JSON: the directory and how the labels
+/// were named (a list or a block) are left out, the labels themselves are compared apart.
+fn recipe_json(settings: &TrainingSettings) -> BTreeMap<String, serde_json::Value> {
+    let mut json: BTreeMap<String, serde_json::Value> =
+        serde_json::from_value(serde_json::to_value(settings).expect("settings serialize")).expect("an object");
+    for key in ["output", "labels", "block"] {
+        json.remove(key);
+    }
+    json
+}
+
+/// Refuses a complete teacher that `settings` (under `table`) no longer describe: other labels,
+/// another recipe or other training texts.
+fn check_matches(
+    record: &TeachRecord,
+    settings: &TrainingSettings,
+    labels: &[String],
+    train: &[Example],
+    dir: &Path,
+    table: &str,
+) -> Result<()> {
+    let mut differences = Vec::new();
+    if record.outcome.labels != labels {
+        differences.push(format!("labels ({} then, {} now)", record.outcome.labels.join(", "), labels.join(", ")));
+    }
+    let (then, now) = (recipe_json(&record.settings), recipe_json(settings));
+    let keys: std::collections::BTreeSet<&String> = then.keys().chain(now.keys()).collect();
+    for key in keys.into_iter().filter(|k| then.get(*k) != now.get(*k)) {
+        let shown = |v: Option<&serde_json::Value>| v.map_or_else(|| "absent".to_string(), ToString::to_string);
+        differences.push(format!("`{key}` ({} then, {} now)", shown(then.get(key)), shown(now.get(key))));
+    }
+    if record.train_sha256.as_ref().is_some_and(|hash| *hash != train_hash(train)) {
+        differences.push("the training texts (the data settings changed)".into());
+    }
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidConfig {
+        problems: vec![format!(
+            "`{table}` no longer describes the teacher in {}: it differs in {}; remove the directory to train it again, or name a new one in `checkpoints`",
+            dir.display(),
+            differences.join(", ")
+        )],
+    })
+}
+
+/// Fine-tunes and publishes the best checkpoint (by validation accuracy) as `output`: training
+/// goes into a sibling directory renamed into place with its record, so that `output` is
+/// complete or absent. One process at a time trains into `output`; another that waited finds
+/// the teacher done and, if `settings` (under `table`) still describe it, returns its record.
+pub fn teach(settings: &TrainingSettings, mut splits: Splits, cache: &Path, table: &str) -> Result<TeachOutcome> {
     let device = Device::Cpu;
     let output = settings.output.clone().ok_or_else(|| Error::InvalidConfig {
-        problems: vec!["`teach.output`: name the checkpoint directory to write".into()],
+        problems: vec![format!("`{table}.output`: name the checkpoint directory to write")],
     })?;
-    let labels = select_labels(&mut splits, settings)?;
+    let labels = select_labels(&mut splits, settings, table)?;
     if splits.train.is_empty() {
         return Err(Error::InvalidConfig { problems: vec!["no training examples for the chosen labels".into()] });
+    }
+    let _lock = FileLock::acquire(&lock_path(&output), &format!("training the teacher {}", output.display()))?;
+    if is_complete(&output) {
+        let record = read_record(&output)?;
+        check_matches(&record, settings, &labels, &splits.train, &output, table)?;
+        tracing::info!(dir = %output.display(), "the teacher is trained already");
+        return Ok(record.outcome);
+    }
+    let published = output;
+    let output = crate::files::partial_sibling(&published);
+    if output.exists() {
+        std::fs::remove_dir_all(&output).map_err(Error::io(format!("removing {}", output.display())))?;
     }
     let checkpoint = Checkpoint::open(&model_dir(&settings.model, cache)?, settings.max_length, &device)?;
     let options = ClassifierOptions {
@@ -330,21 +549,33 @@ pub fn teach(settings: &TrainingSettings, mut splits: Splits, cache: &Path) -> R
         epochs.push(metrics);
     }
     bar.finish_and_clear();
+    drop(metrics_file);
     let best_model = Checkpoint::open(&output, settings.max_length, &device)?;
     let test_accuracy =
         accuracy(&best_model.classifier(None, false, &device)?, &best_model.tokenizer, &splits.test, 64, &device)?;
     let outcome = TeachOutcome {
-        output: output.clone(),
+        output: published.clone(),
         labels,
         epochs,
         best_epoch: best.0,
         validation_accuracy: best.1,
         test_accuracy,
     };
-    let summary = serde_json::json!({ "outcome": outcome, "settings": settings, "data_report": splits.report });
-    let summary_path = output.join("teach.json");
-    std::fs::write(&summary_path, serde_json::to_string_pretty(&summary).expect("summary serializes"))
-        .map_err(Error::io(format!("writing {}", summary_path.display())))?;
+    let record = TeachRecord {
+        outcome: outcome.clone(),
+        settings: TrainingSettings { output: Some(published.clone()), ..settings.clone() },
+        data_report: splits.report.clone(),
+        train_sha256: Some(train_hash(&splits.train)),
+    };
+    crate::files::write_atomically(
+        &output.join(RECORD),
+        serde_json::to_string_pretty(&record).expect("record serializes"),
+    )?;
+    if published.exists() {
+        // What is there never completed (it has no record): the finished teacher replaces it.
+        std::fs::remove_dir_all(&published).map_err(Error::io(format!("removing {}", published.display())))?;
+    }
+    std::fs::rename(&output, &published).map_err(Error::io(format!("publishing {}", published.display())))?;
     Ok(outcome)
 }
 

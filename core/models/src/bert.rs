@@ -336,7 +336,13 @@ impl BertClassifier {
         device: &Device,
     ) -> Result<Self> {
         if let Some(keep) = options.layers {
-            config.num_hidden_layers = config.num_hidden_layers.min(keep.max(1));
+            if keep == 0 || keep > config.num_hidden_layers {
+                return Err(crate::ModelError::InvalidRequest(format!(
+                    "cannot keep {keep} encoder layers of a checkpoint with {} (choose 1 to {})",
+                    config.num_hidden_layers, config.num_hidden_layers
+                )));
+            }
+            config.num_hidden_layers = keep;
         }
         let labels = options.labels.clone();
         config.set_labels(&labels);

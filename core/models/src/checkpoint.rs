@@ -141,6 +141,16 @@ impl Checkpoint {
     }
 }
 
+/// Writes `tensors` to `path` as safetensors: written beside and renamed, so that a killed save
+/// never leaves a truncated file, and created with the user's umask (candle's own writer goes
+/// through a private temporary file and leaves mode 0600).
+pub fn save_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let bytes = safetensors::serialize(tensors, None).map_err(|e| ModelError::file(path, e))?;
+    let partial = path.with_extension(format!("partial-{}", std::process::id()));
+    std::fs::write(&partial, bytes).map_err(|e| ModelError::file(&partial, e))?;
+    std::fs::rename(&partial, path).map_err(|e| ModelError::file(path, e))
+}
+
 impl BertClassifier {
     /// Writes a Hugging Face `BertForSequenceClassification` directory: model.safetensors
     /// (`bert.`-prefixed encoder, `classifier` head), config.json with id2label and label2id,
@@ -155,11 +165,7 @@ impl BertClassifier {
                 (key, tensor.clone())
             })
             .collect();
-        let weights = dir.join("model.safetensors");
-        // Written beside and renamed, so that a killed save never leaves a truncated file.
-        let partial = dir.join("model.safetensors.partial");
-        candle_core::safetensors::save(&tensors, &partial).map_err(|e| ModelError::file(&partial, e))?;
-        std::fs::rename(&partial, &weights).map_err(|e| ModelError::file(&weights, e))?;
+        save_safetensors(&tensors, &dir.join("model.safetensors"))?;
         let mut config = self.config.clone();
         config.extra.insert("architectures".into(), serde_json::json!(["BertForSequenceClassification"]));
         config.extra.insert("model_type".into(), serde_json::json!("bert"));

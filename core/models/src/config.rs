@@ -98,7 +98,44 @@ impl BertConfig {
                 format!("hidden_act `{}` is not supported (only gelu)", config.hidden_act),
             ));
         }
+        config.check_labels().map_err(|reason| ModelError::file(path, reason))?;
         Ok(config)
+    }
+
+    /// `id2label` must number its labels 0..n without gaps, name each once, and agree with
+    /// `label2id` where both are given: otherwise a class would silently vanish from the union.
+    fn check_labels(&self) -> std::result::Result<(), String> {
+        let Some(id2label) = &self.id2label else { return Ok(()) };
+        let mut ids = Vec::with_capacity(id2label.len());
+        for id in id2label.keys() {
+            ids.push(id.parse::<usize>().map_err(|_| format!("id2label key `{id}` is not a class index"))?);
+        }
+        ids.sort_unstable();
+        if let Some(missing) = (0..ids.len()).find(|&i| ids[i] != i) {
+            return Err(format!(
+                "id2label has no class {missing}: indices must run from 0 to {} without gaps",
+                ids.len() - 1
+            ));
+        }
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        for (id, label) in id2label {
+            if let Some(first) = seen.insert(label, id) {
+                return Err(format!(
+                    "id2label names `{label}` twice (classes {first} and {id}): every class needs its own label"
+                ));
+            }
+        }
+        if let Some(label2id) = &self.label2id {
+            for (id, label) in id2label {
+                match label2id.get(label) {
+                    Some(&other) if other.to_string() != *id => {
+                        return Err(format!("label2id gives `{label}` class {other}, but id2label gives it class {id}"))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Label names in logit order, from `id2label`.

@@ -16,6 +16,10 @@ pub enum ModelError {
     #[error("label `{label}` is not known to the checkpoint {path} (its labels: {known})")]
     UnknownLabel { label: String, path: PathBuf, known: String },
 
+    /// Options the checkpoint cannot satisfy (more layers than it has).
+    #[error("{0}")]
+    InvalidRequest(String),
+
     #[error("tokenization failed: {0}")]
     Tokenize(String),
 

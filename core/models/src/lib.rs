@@ -10,7 +10,7 @@ mod kernels;
 mod tokenizer;
 
 pub use bert::{BertClassifier, Dropout, McDepth, ModelOutput, StochasticPass};
-pub use checkpoint::{Checkpoint, ClassifierOptions, Weights};
+pub use checkpoint::{save_safetensors, Checkpoint, ClassifierOptions, Weights};
 pub use config::{BertConfig, Pooling};
 pub use error::{ModelError, Result};
 pub use tokenizer::{Batch, TextTokenizer};

@@ -1,0 +1,115 @@
+//! Files that killed and concurrent runs cannot corrupt: whole-file writes that appear at once
+//! (written beside, then renamed) and advisory locks that say who waits for whom.
+
+use std::{
+    fs::{File, TryLockError},
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use crate::{Error, Result};
+
+/// Writes `bytes` to `path` so that readers see the old file or the new one, never a part:
+/// a sibling file unique to this process, then a rename. Created with the user's umask.
+pub fn write_atomically(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+    let partial = partial_sibling(path);
+    std::fs::write(&partial, bytes).map_err(Error::io(format!("writing {}", partial.display())))?;
+    std::fs::rename(&partial, path).map_err(Error::io(format!("writing {}", path.display())))
+}
+
+/// `<path>.partial-<pid>`: where this process prepares what becomes `path`.
+pub fn partial_sibling(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".partial-{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// An advisory exclusive lock on a file, released when dropped (or when the process dies, so
+/// a killed holder never leaves a stale lock).
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+}
+
+fn open_lock_file(path: &Path) -> Result<File> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(Error::io(format!("creating {}", parent.display())))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(Error::io(format!("opening lock file {}", path.display())))
+}
+
+impl FileLock {
+    /// Takes the lock, waiting while another process holds it; `what` says in the log what
+    /// the wait is for.
+    pub fn acquire(path: &Path, what: &str) -> Result<Self> {
+        let file = open_lock_file(path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                tracing::info!(lock = %path.display(), "waiting for another workbench process: {what}");
+                file.lock().map_err(Error::io(format!("locking {}", path.display())))?;
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io(format!("locking {}", path.display()))(e)),
+        }
+        Ok(Self::held(file))
+    }
+
+    /// Takes the lock if no other process holds it.
+    pub fn try_acquire(path: &Path) -> Result<Option<Self>> {
+        let file = open_lock_file(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Self::held(file))),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()))(e)),
+        }
+    }
+
+    /// Records the holder's pid in the file, for whoever finds it locked.
+    fn held(mut file: File) -> Self {
+        let _ = file.set_len(0).and_then(|()| writeln!(file, "{}", std::process::id()));
+        Self { _file: file }
+    }
+}
+
+/// The pid recorded in a lock file, for messages.
+pub fn lock_holder(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_lock_refuses_a_second_holder_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/x.lock");
+        let first = FileLock::try_acquire(&path).unwrap().expect("free");
+        assert!(FileLock::try_acquire(&path).unwrap().is_none(), "a second handle of the same file is refused");
+        assert_eq!(lock_holder(&path), std::process::id().to_string());
+        drop(first);
+        assert!(FileLock::try_acquire(&path).unwrap().is_some());
+    }
+
+    #[test]
+    fn atomic_writes_replace_whole_files_with_the_umask_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.json");
+        write_atomically(&path, "one").unwrap();
+        write_atomically(&path, "two").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no partial file left");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_ne!(mode, 0o600, "written like any other file, not private");
+    }
+}

@@ -532,3 +532,92 @@ fn a_teacher_killed_during_training_is_never_used_and_trains_again_to_the_same_w
         "bit-identical to an uninterrupted training"
     );
 }
+
+/// The test hook that aborts the workbench at a named point, as a kill there would.
+const KILL_AT: &str = "KILL_WORKBENCH_AT";
+
+/// Runs `args` with the process aborted at `point`; checks that it died there.
+fn killed_at(point: &str, args: &[&str]) {
+    let out = workbench(args).env(KILL_AT, point).stdout(Stdio::null()).stderr(Stdio::piped()).output().unwrap();
+    assert_eq!(out.status.code(), None, "killed (by a signal) at {point}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn runs_killed_at_each_critical_point_resume_to_the_results_of_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kill.toml");
+    let mc = "[strategy]\nplugin = \"muka\"\n[estimator]\nplugin = \"mc-dropout\"\npasses = 3\n";
+    std::fs::write(&config, experiment(dir.path(), 2) + mc).unwrap();
+    let config = config.to_str().unwrap();
+    let whole = run(&mut workbench(&["run", config, "--set", "name=whole"]));
+    assert!(whole.ok, "{}", whole.stderr);
+    let fresh_cache = |name: &str| {
+        let cache = dir.path().join(format!("cache-{name}"));
+        std::fs::create_dir_all(&cache).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("cache/assets"), cache.join("assets")).unwrap();
+        format!("cache={}", cache.display())
+    };
+    // (point, extra settings that make the point reachable: a missing teacher, an empty cache)
+    let scenarios = [
+        ("teacher-epoch", vec![format!("teachers.a.checkpoints=[\"{}/teacher-a-again\"]", dir.path().display())]),
+        ("signal-written", vec![fresh_cache("signals")]),
+        ("student-step", Vec::new()),
+        ("state-save", Vec::new()),
+    ];
+    for (point, sets) in scenarios {
+        let mut args = vec!["run".to_string(), config.to_string(), "--set".into(), format!("name={point}")];
+        for set in &sets {
+            args.extend(["--set".to_string(), set.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        killed_at(point, &args);
+        let run_dir = dir.path().join("runs").join(point);
+        let stopped = ["state", "state.old"].iter().any(|d| run_dir.join(d).join("state.json").is_file());
+        let resumed = if stopped {
+            run(&mut workbench(&["run", "--resume", run_dir.to_str().unwrap()]))
+        } else {
+            run(&mut workbench(&args))
+        };
+        assert!(resumed.ok, "{point}: {}", resumed.stderr);
+        let (got, want) = (results(&run_dir), results(&dir.path().join("runs/whole")));
+        for part in ["student", "teacher_concat", "teachers", "selection", "coverage", "best_epoch"] {
+            assert_eq!(got[part], want[part], "{point}: the same {part} as the uninterrupted run");
+        }
+        let metrics = |run: &Path| std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        let losses = |text: String| -> Vec<String> {
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["train_loss"].to_string())
+                .collect()
+        };
+        assert_eq!(losses(metrics(&run_dir)), losses(metrics(&dir.path().join("runs/whole"))), "{point}: losses");
+    }
+    let partial: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".partial-"))
+        .collect();
+    assert!(partial.len() <= 1, "at most the killed teacher's own partial directory: {partial:?}");
+}
+
+#[test]
+fn a_sweep_killed_after_its_first_run_completes_the_rest_to_the_same_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep =
+        "[sweep]\nseeds = [0]\n[[sweep.methods]]\nname = \"vanilla-kd\"\nstrategy = { plugin = \"vanilla-kd\" }\n\
+                 [[sweep.methods]]\nname = \"uhc\"\nstrategy = { plugin = \"uhc\" }\n";
+    let config = dir.path().join("sweep.toml");
+    std::fs::write(&config, experiment(dir.path(), 1) + sweep).unwrap();
+    let whole = run(&mut workbench(&["sweep", config.to_str().unwrap(), "--set", "name=whole"]));
+    assert!(whole.ok, "{}", whole.stderr);
+    killed_at("run-complete", &["sweep", config.to_str().unwrap(), "--set", "name=killed"]);
+    let killed = dir.path().join("runs/killed");
+    assert!(
+        killed.join("vanilla-kd-seed0/report.md").is_file() && !killed.join("uhc-seed0").join("report.md").exists()
+    );
+    let again = run(&mut workbench(&["sweep", config.to_str().unwrap(), "--set", "name=killed"]));
+    assert!(again.ok, "{}", again.stderr);
+    assert!(again.stdout.contains("2 runs (1 already complete)"), "{}", again.stdout);
+    let table =
+        |name: &str| std::fs::read_to_string(dir.path().join("runs").join(name).join("comparison.csv")).unwrap();
+    assert_eq!(table("killed"), table("whole"));
+}

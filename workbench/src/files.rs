@@ -76,6 +76,15 @@ impl FileLock {
     }
 }
 
+/// Test hook: with `KILL_WORKBENCH_AT=<point>` in the environment the process aborts at that
+/// point, as a kill there would (no destructor runs). The kill tests stop runs exactly where
+/// a crash does the most harm; the variable is outside the `WORKBENCH_` config prefix.
+pub fn kill_point(point: &str) {
+    if std::env::var_os("KILL_WORKBENCH_AT").is_some_and(|p| p == point) {
+        std::process::abort();
+    }
+}
+
 /// The pid recorded in a lock file, for messages.
 pub fn lock_holder(path: &Path) -> String {
     std::fs::read_to_string(path)

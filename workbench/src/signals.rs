@@ -210,6 +210,7 @@ impl SignalCache {
             .then(|| Tensor::new(vec![texts.len(), hidden.len() / texts.len().max(1)], hidden).expect("rows"));
         let signals = TeacherSignalSet { logits, hidden };
         save(&path, &signals)?;
+        crate::files::kill_point("signal-written");
         Ok((signals, Provenance::Computed))
     }
 }

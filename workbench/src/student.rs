@@ -2,7 +2,11 @@
 //! recipe becomes a loss against the student; state is saved after every epoch so that a
 //! killed run resumes where it stopped and ends with the same numbers.
 
-use std::{collections::HashMap, path::Path, time::Instant};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
 use abi_stable::std_types::{ROption, RString};
 use candle_core::{Device, Tensor as CandleTensor};
@@ -122,15 +126,30 @@ impl Trainer {
         if target.exists() {
             std::fs::rename(&target, &old).map_err(Error::io("replacing training state"))?;
         }
+        // Killed here, `state.old` holds the previous state and is read in its place.
+        if state.epochs_done > 1 {
+            crate::files::kill_point("state-save");
+        }
         std::fs::rename(&partial, &target).map_err(Error::io("replacing training state"))?;
         let _ = std::fs::remove_dir_all(&old);
         Ok(())
     }
 }
 
-/// Reads `<run>/state/state.json`, if a previous run left one.
+/// The directory of the last complete state save: `state`, or `state.old` when a save was
+/// killed between moving the old state aside and moving the new one in.
+fn state_dir(run: &Path) -> PathBuf {
+    let current = run.join("state");
+    let previous = run.join("state.old");
+    if !current.join("state.json").is_file() && previous.join("state.json").is_file() {
+        return previous;
+    }
+    current
+}
+
+/// Reads the saved training state, if a previous run left one.
 pub fn saved_state(run: &Path) -> Result<Option<TrainingState>> {
-    let path = run.join("state/state.json");
+    let path = state_dir(run).join("state.json");
     if !path.is_file() {
         return Ok(None);
     }
@@ -162,7 +181,7 @@ pub fn train_student(
     };
     let model = match &resume {
         Some(_) => {
-            let saved = Checkpoint::open(&run.join("state/student"), settings.max_length, &device)?;
+            let saved = Checkpoint::open(&state_dir(run).join("student"), settings.max_length, &device)?;
             saved.classifier_for(&ClassifierOptions { layers: None, ..options }, &device)?
         }
         None => base.classifier_for(&options, &device)?,
@@ -187,8 +206,8 @@ pub fn train_student(
     let mut state =
         TrainingState { epochs_done: 0, step: 0, best_epoch: 0, best_validation_accuracy: -1.0, epochs: Vec::new() };
     if let Some(saved) = resume {
-        optimizer.restore(&load_tensors(&run.join("state/optimizer.safetensors"))?, saved.step)?;
-        adapters.restore(&load_tensors(&run.join("state/adapters.safetensors"))?)?;
+        optimizer.restore(&load_tensors(&state_dir(run).join("optimizer.safetensors"))?, saved.step)?;
+        adapters.restore(&load_tensors(&state_dir(run).join("adapters.safetensors"))?)?;
         tracing::info!(epochs_done = saved.epochs_done, "resuming student training");
         state = saved;
     }
@@ -218,6 +237,9 @@ pub fn train_student(
             let mut grads = loss.backward()?;
             clip_gradients(&mut grads, &vars, settings.max_grad_norm)?;
             trainer.optimizer.step(&grads, schedule.learning_rate(state.step))?;
+            if epoch > 0 {
+                crate::files::kill_point("student-step");
+            }
             let value = loss.to_scalar::<f32>()? as f64;
             total_loss += value;
             state.step += 1;

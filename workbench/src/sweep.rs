@@ -151,6 +151,7 @@ pub fn sweep(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<
                 let resume = crate::student::saved_state(&run_dir)?.is_some();
                 tracing::info!(method = %method.name, seed, "sweep run");
                 run::run(&resolved, registry, resume)?;
+                crate::files::kill_point("run-complete");
             }
             let results = run::RunResults::load(&run_dir)?;
             summary.add(&results.student);

@@ -545,6 +545,7 @@ pub fn teach(settings: &TrainingSettings, mut splits: Splits, cache: &Path, tabl
         if crate::train::improves(validation_accuracy, best.1) {
             best = (epoch + 1, validation_accuracy);
             model.save(&output, &checkpoint.tokenizer)?;
+            crate::files::kill_point("teacher-epoch");
         }
         epochs.push(metrics);
     }

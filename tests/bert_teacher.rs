@@ -23,7 +23,7 @@ fn the_bert_teacher_runs_every_kind_of_pass() {
             .with("max_length", ParamValue::Int(16))
             .with("batch_size", ParamValue::Int(2))
     };
-    let mut teacher = registry.create_teacher("bert", &params(2)).unwrap();
+    let mut teacher = registry.create_teacher("bert", None, &params(2)).unwrap();
     let info = teacher.info().unwrap();
     assert_eq!(info.labels.iter().map(|l| l.as_str()).collect::<Vec<_>>(), ["science", "sport"]);
     assert_eq!((info.members, info.hidden_size), (2, 384));
@@ -65,7 +65,7 @@ fn a_checkpoint_without_a_classification_head_is_refused_by_name() {
         .with("checkpoints", ParamValue::TextList(vec![RString::from(minilm.to_str().unwrap())].into()))
         .with("max_length", ParamValue::Int(16))
         .with("batch_size", ParamValue::Int(2));
-    let message = registry.create_teacher("bert", &params).err().expect("refused").to_string();
+    let message = registry.create_teacher("bert", None, &params).err().expect("refused").to_string();
     assert!(message.contains("has no classification head"), "{message}");
     assert!(message.contains("plugin `workbench-bert-teacher`"), "{message}");
 }

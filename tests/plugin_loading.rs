@@ -91,7 +91,7 @@ fn a_plugin_built_against_another_api_major_is_refused_with_both_versions() {
 #[test]
 fn a_panic_inside_a_plugin_call_is_an_error_naming_plugin_and_call_and_the_host_carries_on() {
     let registry = Registry::discover(&[fixture_dir().to_path_buf(), plugin_dir()], &HostSettings::default());
-    let panicky = registry.create_strategy("panicky", &ParamTable::default()).unwrap();
+    let panicky = registry.create_strategy("panicky", None, &ParamTable::default()).unwrap();
     for _ in 0..2 {
         let error = panicky.recipe(&strategy_input()).unwrap_err();
         let message = error.to_string();
@@ -107,7 +107,7 @@ fn a_panic_inside_a_plugin_call_is_an_error_naming_plugin_and_call_and_the_host_
     // A second strategy plugin loaded next to it is its own library and still works: softmax of
     // [0, ln 3] is [1/4, 3/4].
     let kd = registry
-        .create_strategy("vanilla-kd", &ParamTable::default().with("temperature", ParamValue::Float(1.0)))
+        .create_strategy("vanilla-kd", None, &ParamTable::default().with("temperature", ParamValue::Float(1.0)))
         .unwrap();
     let recipe = kd.recipe(&strategy_input()).unwrap();
     let Term::Distribution(term) = &recipe.terms[0] else { panic!("expected a distribution term") };
@@ -135,7 +135,7 @@ fn broken_strategy_output_is_refused_naming_the_plugin() {
         ("label", "label index 2 is outside the union of 2 labels"),
     ] {
         let params = ParamTable::default().with("fault", ParamValue::Text(fault.into()));
-        let strategy = registry.create_strategy("faulty", &params).unwrap();
+        let strategy = registry.create_strategy("faulty", None, &params).unwrap();
         let message = strategy.recipe(&strategy_input()).unwrap_err().to_string();
         assert!(
             message.contains("plugin `faulty-strategy` returned an invalid result from Strategy::recipe"),

@@ -254,6 +254,17 @@ fn cases() -> Vec<Case> {
         case("teacher-cannot-sample", "needs stochastic passes, but teacher", run_with_plugins("[teachers.c]\nplugin = \"frozen\"\nlabels = [\"chess\", \"go\"]\n[estimator]\nplugin = \"mc-dropout\"\n[strategy]\nplugin = \"muka\"\n")),
         case("teacher-no-labels", "returned an invalid result from Teacher::info (component `fixed-logits`): the teacher declares no labels", run_with_fixed_teacher("labels = []\nrows = [[]]")),
         case("teacher-repeated-label", "the teacher declares the label `chess` twice", run_with_fixed_teacher("labels = [\"chess\", \"chess\"]\nrows = [[1.0, 2.0]]")),
+        case("component-ambiguous", "2 plugins provide a teacher named `fixed-logits`", |w, d| {
+            let copy = private_fixed_teacher(d);
+            let mut args = run_with_fixed_teacher("labels = [\"chess\", \"go\"]\nrows = [[1.0, 2.0]]")(w, d);
+            let config = std::fs::read_to_string(&args[1]).unwrap();
+            let config = format!("plugin_dirs = [\"{}\"]\n{config}", copy.parent().unwrap().display());
+            args[1] = write(&d.join("ambiguous.toml"), &config);
+            args
+        }),
+        case("library-without-component", "`library` names no loaded plugin that provides it", run_with_fixed_teacher("library = \"/nowhere\"\nlabels = [\"chess\", \"go\"]\nrows = [[1.0, 2.0]]")),
+        case("plugin-pin-mismatch", "not the pinned deadbeef: the library changed since it was pinned", run_with(&["plugin_sha256.workbench-bert-teacher=deadbeef"])),
+        case("plugin-pin-unknown", "`plugin_sha256.nope` (from --set plugin_sha256.nope): no plugin named `nope` is loaded", run_with(&["plugin_sha256.nope=deadbeef"])),
         // Run directories.
         case("run-complete", "is already complete; choose another `name` or remove it", |w, _| vec!["run".into(), w.base.display().to_string()]),
         case("run-stopped", "holds a stopped run; continue it with `workbench run --resume", |w, d| {
@@ -413,8 +424,8 @@ fn a_rebuilt_teacher_plugin_never_serves_the_old_signals() {
             "name = \"fixed\"\noutput = \"{out}\"\ncache = \"{cache}\"\nplugin_dirs = [\"{plugins}\"]\n\
              [data]\ndataset = \"files\"\ntrain = \"{dir}/train.csv\"\ntest = \"{dir}/test.csv\"\n\
              [student]\nlayers = 1\nepochs = 1\nmax_length = 16\n\
-             [teachers.a]\nplugin = \"fixed-logits\"\nlabels = [\"sport\"]\nrows = [[1.0]]\n\
-             [teachers.b]\nplugin = \"fixed-logits\"\nlabels = [\"science\"]\nrows = [[2.0]]\n\
+             [teachers.a]\nplugin = \"fixed-logits\"\nlibrary = \"{plugins}\"\nlabels = [\"sport\"]\nrows = [[1.0]]\n\
+             [teachers.b]\nplugin = \"fixed-logits\"\nlibrary = \"{plugins}\"\nlabels = [\"science\"]\nrows = [[2.0]]\n\
              [strategy]\nplugin = \"vanilla-kd\"\n",
             out = dir.path().join("runs").display(),
             cache = dir.path().join("cache").display(),

@@ -30,7 +30,7 @@ fn a_strategy_built_outside_the_workspace_loads_by_path_and_runs_through_the_har
     registry.add(PluginLibrary::load(&library, &HostSettings::default()).expect("the template loads"));
     assert!(registry.failures().is_empty());
     let strategy = registry
-        .create_strategy("confident-kd", &ParamTable::default().with("temperature", ParamValue::Float(1.0)))
+        .create_strategy("confident-kd", None, &ParamTable::default().with("temperature", ParamValue::Float(1.0)))
         .unwrap();
 
     // news: [0, ln3] -> [1/4, 3/4], then [ln9, 0] -> [0.9, 0.1]; science: [ln4, 0] -> [0.8, 0.2], then [0, 0].

@@ -103,6 +103,9 @@ struct Settings {
     mc_seed: u64,
     #[serde(default)]
     data_seed: u64,
+    /// Plugin name -> the sha256 its library must have.
+    #[serde(default)]
+    plugin_sha256: BTreeMap<String, String>,
     #[allow(dead_code)]
     sweep: Option<serde::de::IgnoredAny>,
     #[allow(dead_code)]
@@ -128,6 +131,9 @@ pub struct LoadedConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ComponentChoice {
     pub component: String,
+    /// The plugin library (a file, or the directory holding it) to take the component from,
+    /// when several provide it.
+    pub library: Option<PathBuf>,
     pub params: ParamTable,
     /// Teachers only: how to train the teacher when its checkpoint does not exist yet.
     pub teach: Option<TrainingSettings>,
@@ -158,6 +164,8 @@ pub struct ResolvedConfig {
     pub strategy: ComponentChoice,
     /// A teacher over all labels, evaluated as a reference row.
     pub oracle: Option<ComponentChoice>,
+    /// Plugin name -> the sha256 its library must have (checked at validation).
+    pub plugin_sha256: BTreeMap<String, String>,
 }
 
 /// Merges the files (in order), the environment and the `--set` assignments.
@@ -271,6 +279,7 @@ impl LoadedConfig {
         );
         let name = self.settings.name.clone().unwrap_or_else(|| self.default_name.clone());
         problems.extend(self.settings_problems(&name));
+        problems.extend(self.pin_problems(registry));
         match (problems.is_empty(), strategy) {
             (true, Some((strategy, _))) => Ok(ResolvedConfig {
                 name,
@@ -291,6 +300,7 @@ impl LoadedConfig {
                 estimator: estimator.map(|(choice, _)| choice),
                 strategy,
                 oracle,
+                plugin_sha256: self.settings.plugin_sha256.clone(),
             }),
             _ => Err(Error::InvalidConfig { problems }),
         }
@@ -299,6 +309,42 @@ impl LoadedConfig {
     /// `key` and where its value was set: a file, an environment variable or `--set`.
     fn origin(&self, key: &str, value: &Value) -> String {
         origin(&self.figment, key, value)
+    }
+
+    /// A path set in a config file, relative to that file's directory (like `plugin_dirs`);
+    /// from the environment or `--set`, relative to the working directory.
+    fn relative_to_source(&self, value: &Value, path: &str) -> PathBuf {
+        let path = PathBuf::from(path);
+        match self.figment.get_metadata(value.tag()).and_then(|m| m.source.as_ref()) {
+            Some(figment::Source::File(file)) if path.is_relative() => {
+                file.parent().map_or(path.clone(), |dir| dir.join(&path))
+            }
+            _ => path,
+        }
+    }
+
+    /// Plugins whose library is not the binary `plugin_sha256` pins.
+    fn pin_problems(&self, registry: &Registry) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (name, pinned) in &self.settings.plugin_sha256 {
+            let key = format!("plugin_sha256.{name}");
+            let libraries: Vec<_> = registry.libraries().iter().filter(|l| l.name() == name).collect();
+            if libraries.is_empty() {
+                problems.push(format!("{}: no plugin named `{name}` is loaded", key_origin(&self.figment, &key)));
+            }
+            for library in libraries {
+                match library.sha256() {
+                    Ok(actual) if actual == pinned.to_ascii_lowercase() => {}
+                    Ok(actual) => problems.push(format!(
+                        "{}: plugin `{name}` ({}) has sha256 {actual}, not the pinned {pinned}: the library changed since it was pinned",
+                        key_origin(&self.figment, &key),
+                        library.path.display()
+                    )),
+                    Err(e) => problems.push(format!("{}: {e}", key_origin(&self.figment, &key))),
+                }
+            }
+        }
+        problems
     }
 
     /// Settings out of range and run names that are not one directory name.
@@ -369,7 +415,19 @@ impl LoadedConfig {
                 return None;
             }
         };
-        let spec = match registry.find(kind, &component) {
+        let library = match table.get("library") {
+            Some(value @ Value::String(_, path)) => Some(self.relative_to_source(value, path)),
+            Some(other) => {
+                problems.push(format!(
+                    "{}: expected the path of a plugin library or its directory, found {}",
+                    self.origin(&format!("{key}.library"), other),
+                    describe(other)
+                ));
+                return None;
+            }
+            None => None,
+        };
+        let spec = match registry.find(kind, &component, library.as_deref()) {
             Ok((_, spec)) => spec.clone(),
             Err(e) => {
                 problems.push(format!("{}: {e}", self.origin(&plugin_key, &table["plugin"])));
@@ -378,7 +436,8 @@ impl LoadedConfig {
         };
         let before = problems.len();
         let mut params = ParamTable::default();
-        let reserved = |name: &str| name == "plugin" || (kind == ComponentKind::Teacher && name == "teach");
+        let reserved =
+            |name: &str| name == "plugin" || name == "library" || (kind == ComponentKind::Teacher && name == "teach");
         for (name, value) in table.iter().filter(|(name, _)| !reserved(name)) {
             let param_key = format!("{key}.{name}");
             let Some(param) = spec.params.iter().find(|p| p.name == name.as_str()) else {
@@ -421,7 +480,7 @@ impl LoadedConfig {
                 .filter_map(|p| params.entries.iter().find(|e| e.name == p.name).cloned())
                 .collect(),
         };
-        (problems.len() == before).then_some((ComponentChoice { component, params, teach }, spec))
+        (problems.len() == before).then_some((ComponentChoice { component, library, params, teach }, spec))
     }
 }
 
@@ -585,6 +644,9 @@ impl ComponentChoice {
     fn to_toml(&self) -> toml::Value {
         let mut table = toml::Table::new();
         table.insert("plugin".into(), toml::Value::String(self.component.clone()));
+        if let Some(library) = &self.library {
+            table.insert("library".into(), path_value(library));
+        }
         for param in self.params.entries.iter() {
             table.insert(param.name.to_string(), toml_value(&param.value));
         }
@@ -620,6 +682,10 @@ impl ResolvedConfig {
         root.insert("strategy".into(), self.strategy.to_toml());
         if let Some(oracle) = &self.oracle {
             root.insert("oracle".into(), oracle.to_toml());
+        }
+        if !self.plugin_sha256.is_empty() {
+            let pins = self.plugin_sha256.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))).collect();
+            root.insert("plugin_sha256".into(), toml::Value::Table(pins));
         }
         toml::to_string(&root).expect("a TOML table always serializes")
     }

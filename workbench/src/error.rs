@@ -41,8 +41,12 @@ pub enum Error {
     #[error("plugin `{plugin}` returned an invalid result from {call}: {reason}")]
     InvalidPluginOutput { plugin: String, call: String, reason: String },
 
-    #[error("two plugins provide a {kind} named `{name}`: {first} and {second}; the first is used")]
-    DuplicateComponent { kind: ComponentKind, name: String, first: PathBuf, second: PathBuf },
+    #[error(
+        "{} plugins provide a {kind} named `{name}`: {}; name the one to use with `library = \"FILE or DIRECTORY\"` in its table",
+        libraries.len(),
+        libraries.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and ")
+    )]
+    AmbiguousComponent { kind: ComponentKind, name: String, libraries: Vec<PathBuf> },
 
     #[error("no {kind} named `{name}` among the loaded plugins{hint}")]
     UnknownComponent { kind: ComponentKind, name: String, hint: String },

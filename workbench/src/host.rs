@@ -312,18 +312,18 @@ impl Registry {
         registry
     }
 
-    /// Adds a library; a component name already provided by another library is reported as a
-    /// failure and the earlier one kept.
+    /// Adds a library. A component name that another library provides too is fine until a
+    /// config asks for it without saying which library to take.
     pub fn add(&mut self, library: PluginLibrary) {
         for spec in library.manifest.components.iter() {
-            if let Ok((first, _)) = self.find(spec.kind, &spec.name) {
-                self.failures.push(Error::DuplicateComponent {
-                    kind: spec.kind,
-                    name: spec.name.to_string(),
-                    first: first.path.clone(),
-                    second: library.path.clone(),
-                });
-                return;
+            if let Some((first, _)) = self.components().find(|(_, c)| c.kind == spec.kind && c.name == spec.name) {
+                tracing::debug!(
+                    "{} and {} both provide the {} `{}`",
+                    first.path.display(),
+                    library.path.display(),
+                    spec.kind,
+                    spec.name
+                );
             }
         }
         self.libraries.push(Arc::new(library));
@@ -341,10 +341,40 @@ impl Registry {
         self.libraries.iter().flat_map(|lib| lib.manifest.components.iter().map(move |c| (lib, c)))
     }
 
-    /// The component of `kind` named `name`, or an error listing what is available.
-    pub fn find(&self, kind: ComponentKind, name: &str) -> Result<(&Arc<PluginLibrary>, &ComponentSpec)> {
-        if let Some(found) = self.components().find(|(_, c)| c.kind == kind && c.name == name) {
-            return Ok(found);
+    /// The component of `kind` named `name`, from the library file `library` or one in the
+    /// directory `library` when given; an error when no library or several provide it.
+    pub fn find(
+        &self,
+        kind: ComponentKind,
+        name: &str,
+        library: Option<&Path>,
+    ) -> Result<(&Arc<PluginLibrary>, &ComponentSpec)> {
+        let wanted = library.map(|l| l.canonicalize().unwrap_or_else(|_| l.to_path_buf()));
+        let from_wanted = |lib: &PluginLibrary| {
+            let path = lib.path.canonicalize().unwrap_or_else(|_| lib.path.clone());
+            wanted.as_ref().is_none_or(|w| path == *w || path.parent() == Some(w.as_path()))
+        };
+        let found: Vec<_> =
+            self.components().filter(|(lib, c)| c.kind == kind && c.name == name && from_wanted(lib)).collect();
+        match found.as_slice() {
+            [one] => return Ok(*one),
+            [] => {}
+            several => {
+                return Err(Error::AmbiguousComponent {
+                    kind,
+                    name: name.into(),
+                    libraries: several.iter().map(|(lib, _)| lib.path.clone()).collect(),
+                })
+            }
+        }
+        if let Some(library) = library {
+            if self.components().any(|(_, c)| c.kind == kind && c.name == name) {
+                return Err(Error::UnknownComponent {
+                    kind,
+                    name: name.into(),
+                    hint: format!(" in {}: `library` names no loaded plugin that provides it", library.display()),
+                });
+            }
         }
         let available: Vec<&str> =
             self.components().filter(|(_, c)| c.kind == kind).map(|(_, c)| c.name.as_str()).collect();
@@ -369,27 +399,27 @@ impl Registry {
         Err(Error::UnknownComponent { kind, name: name.into(), hint })
     }
 
-    fn origin(&self, kind: ComponentKind, name: &str) -> Result<Origin> {
-        let (library, _) = self.find(kind, name)?;
+    fn origin(&self, kind: ComponentKind, name: &str, library: Option<&Path>) -> Result<Origin> {
+        let (library, _) = self.find(kind, name, library)?;
         Ok(Origin { library: Arc::clone(library), component: name.into() })
     }
 
-    pub fn create_teacher(&self, name: &str, params: &ParamTable) -> Result<TeacherHandle> {
-        let origin = self.origin(ComponentKind::Teacher, name)?;
+    pub fn create_teacher(&self, name: &str, library: Option<&Path>, params: &ParamTable) -> Result<TeacherHandle> {
+        let origin = self.origin(ComponentKind::Teacher, name, library)?;
         let inner =
             origin.check("create_teacher", (origin.library.module.create_teacher())(RStr::from(name), params))?;
         Ok(TeacherHandle { origin, inner })
     }
 
-    pub fn create_estimator(&self, name: &str, params: &ParamTable) -> Result<EstimatorHandle> {
-        let origin = self.origin(ComponentKind::Estimator, name)?;
+    pub fn create_estimator(&self, name: &str, library: Option<&Path>, params: &ParamTable) -> Result<EstimatorHandle> {
+        let origin = self.origin(ComponentKind::Estimator, name, library)?;
         let inner =
             origin.check("create_estimator", (origin.library.module.create_estimator())(RStr::from(name), params))?;
         Ok(EstimatorHandle { origin, inner })
     }
 
-    pub fn create_strategy(&self, name: &str, params: &ParamTable) -> Result<StrategyHandle> {
-        let origin = self.origin(ComponentKind::Strategy, name)?;
+    pub fn create_strategy(&self, name: &str, library: Option<&Path>, params: &ParamTable) -> Result<StrategyHandle> {
+        let origin = self.origin(ComponentKind::Strategy, name, library)?;
         let inner =
             origin.check("create_strategy", (origin.library.module.create_strategy())(RStr::from(name), params))?;
         Ok(StrategyHandle { origin, inner })

@@ -183,13 +183,16 @@ fn prepare(config: &ResolvedConfig, registry: &Registry) -> Result<Prepared> {
 
     let mut teachers = Vec::new();
     for (name, choice) in &config.teachers {
-        let handle = registry.create_teacher(&choice.component, &choice.params)?;
+        let handle = registry.create_teacher(&choice.component, choice.library.as_deref(), &choice.params)?;
         let info = handle.info()?;
         let identity = teacher_identity(registry, choice)?;
         teachers.push(Teacher { name: name.clone(), handle, info, identity });
     }
-    let estimator =
-        config.estimator.as_ref().map(|e| registry.create_estimator(&e.component, &e.params)).transpose()?;
+    let estimator = config
+        .estimator
+        .as_ref()
+        .map(|e| registry.create_estimator(&e.component, e.library.as_deref(), &e.params))
+        .transpose()?;
     if let Some(plan) = estimator.as_ref().map(|e| e.plan()).transpose()? {
         if plan == SamplingPlan::Members {
             if let Some(t) = teachers.iter().find(|t| t.info.members < 2) {
@@ -211,7 +214,7 @@ fn prepare(config: &ResolvedConfig, registry: &Registry) -> Result<Prepared> {
 /// What identifies a teacher's outputs: its parameters, the files they name and the plugin
 /// library's own bytes (a rebuilt plugin may compute other outputs from the same files).
 fn teacher_identity(registry: &Registry, choice: &ComponentChoice) -> Result<String> {
-    let (library, _) = registry.find(ComponentKind::Teacher, &choice.component)?;
+    let (library, _) = registry.find(ComponentKind::Teacher, &choice.component, choice.library.as_deref())?;
     teacher_hash(choice, &library.sha256()?)
 }
 
@@ -302,7 +305,7 @@ fn used_libraries(config: &ResolvedConfig, registry: &Registry) -> Result<Vec<Ar
     let strategy = std::iter::once((ComponentKind::Strategy, &config.strategy));
     let mut libraries: Vec<Arc<PluginLibrary>> = Vec::new();
     for (kind, choice) in teachers.chain(estimator).chain(strategy) {
-        let (library, _) = registry.find(kind, &choice.component)?;
+        let (library, _) = registry.find(kind, &choice.component, choice.library.as_deref())?;
         if !libraries.iter().any(|l| Arc::ptr_eq(l, library)) {
             libraries.push(Arc::clone(library));
         }
@@ -372,8 +375,13 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
     }
 
     let Prepared { splits, mut teachers, estimator, labels } = prepare(config, registry)?;
-    let strategy = registry.create_strategy(&config.strategy.component, &config.strategy.params)?;
-    let (_, strategy_spec) = registry.find(ComponentKind::Strategy, &config.strategy.component)?;
+    let strategy = registry.create_strategy(
+        &config.strategy.component,
+        config.strategy.library.as_deref(),
+        &config.strategy.params,
+    )?;
+    let (_, strategy_spec) =
+        registry.find(ComponentKind::Strategy, &config.strategy.component, config.strategy.library.as_deref())?;
     let want_hidden = strategy_spec.signals.hidden_states;
     tracing::info!(
         teachers = teachers.len(),
@@ -433,7 +441,7 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
         })
         .collect();
     let oracle = if let Some(choice) = &config.oracle {
-        let mut handle = registry.create_teacher(&choice.component, &choice.params)?;
+        let mut handle = registry.create_teacher(&choice.component, choice.library.as_deref(), &choice.params)?;
         let info = handle.info()?;
         let (signals, _) = SignalCache::new(&config.cache).get(
             "oracle",

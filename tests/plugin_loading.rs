@@ -127,6 +127,32 @@ fn a_library_that_is_not_a_plugin_is_refused_by_name() {
 }
 
 #[test]
+fn a_library_without_the_handshake_is_never_loaded_so_its_constructors_never_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = support::fixture("constructor_only");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(&library, plugins.join(library.file_name().unwrap())).unwrap();
+    let marker = dir.path().join("constructor-ran");
+    // The fixture works: loading it runs its constructor.
+    let loaded = std::process::Command::new("python3")
+        .args(["-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1])"])
+        .arg(&library)
+        .env("CONSTRUCTOR_MARKER", &marker)
+        .status();
+    if loaded.is_ok_and(|s| s.success()) {
+        assert!(marker.is_file(), "the fixture's constructor runs when it is loaded");
+        std::fs::remove_file(&marker).unwrap();
+    } else {
+        eprintln!("SKIPPED the fixture self-check: no python3 to load it with");
+    }
+    let out = run(workbench(&["--plugin-dir", plugins.to_str().unwrap(), "plugins", "list"])
+        .env("CONSTRUCTOR_MARKER", &marker));
+    assert!(out.ok, "{}", out.stderr);
+    assert!(!marker.exists(), "the host loaded a library that is not a plugin");
+}
+
+#[test]
 fn broken_strategy_output_is_refused_naming_the_plugin() {
     let registry = Registry::discover(&[fixture_dir().to_path_buf()], &HostSettings::default());
     for (fault, reason) in [

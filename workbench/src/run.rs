@@ -19,9 +19,10 @@ use crate::{
     evaluate::{accuracy, concat_predictions, row, teacher_predictions, ResultRow},
     files::{lock_holder, write_atomically, FileLock},
     host::{PluginLibrary, Registry, TeacherHandle},
+    learner::saved_state,
     metrics::{adequate_picks, concat_argmax_scores, selection_accuracy, share},
     signals::{teacher_hash, texts_hash, Provenance, SignalCache, TeacherSignalSet},
-    student::{saved_state, train_student, TrainingSignals},
+    student::{train_student, TrainingSignals},
     Error, Result,
 };
 
@@ -625,7 +626,7 @@ fn report(
     config: &ResolvedConfig,
     teachers: &[String],
     results: &RunResults,
-    state: &crate::student::TrainingState,
+    state: &crate::learner::TrainingState,
 ) -> String {
     let mut out = format!("# Run `{}`\n\n", config.name);
     out += &format!(

@@ -148,7 +148,7 @@ pub fn sweep(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<
                 skipped += 1;
                 tracing::info!(run = %run_dir.display(), "already complete, skipped");
             } else {
-                let resume = crate::student::saved_state(&run_dir)?.is_some();
+                let resume = crate::learner::saved_state(&run_dir)?.is_some();
                 tracing::info!(method = %method.name, seed, "sweep run");
                 run::run(&resolved, registry, resume)?;
                 crate::files::kill_point("run-complete");

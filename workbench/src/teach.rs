@@ -3,21 +3,20 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    io::Write,
     path::{Path, PathBuf},
-    time::Instant,
 };
 
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use workbench_models::{BertClassifier, Checkpoint, ClassifierOptions, Pooling, TextTokenizer};
+use workbench_models::{Checkpoint, ClassifierOptions, Pooling};
 
 use crate::{
     assets,
     data::{DataConfig, Example, Splits},
     files::FileLock,
-    train::{accuracy, clip_gradients, dropout_pass, shuffled_batches, AdamW, AdamWSettings, LinearSchedule},
+    learner::{remove_state, EpochRecord, Learner, Objective},
+    train::accuracy,
     Error, Result,
 };
 
@@ -227,19 +226,10 @@ pub fn model_dir(model: &str, cache: &Path) -> Result<PathBuf> {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    pub train_loss: f64,
-    pub validation_accuracy: f64,
-    pub learning_rate: f64,
-    pub seconds: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TeachOutcome {
     pub output: PathBuf,
     pub labels: Vec<String>,
-    pub epochs: Vec<EpochMetrics>,
+    pub epochs: Vec<EpochRecord>,
     pub best_epoch: usize,
     pub validation_accuracy: f64,
     /// Accuracy on the test examples of the teacher's own labels.
@@ -293,11 +283,6 @@ pub fn select_labels(splits: &mut Splits, settings: &TrainingSettings, table: &s
     Ok(labels)
 }
 
-fn targets(examples: &[&Example], index: &HashMap<&str, u32>, device: &Device) -> Result<Tensor> {
-    let ids: Vec<u32> = examples.iter().map(|e| index[e.label.as_str()]).collect();
-    Ok(Tensor::from_vec(ids, examples.len(), device)?)
-}
-
 pub(crate) fn progress(total: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total as u64).with_message(what.to_string());
     bar.set_style(
@@ -305,42 +290,6 @@ pub(crate) fn progress(total: usize, what: &str) -> ProgressBar {
             .expect("a valid template"),
     );
     bar
-}
-
-/// One epoch of supervised fine-tuning; returns the mean training loss.
-#[allow(clippy::too_many_arguments)]
-fn train_epoch(
-    model: &BertClassifier,
-    tokenizer: &TextTokenizer,
-    train: &[Example],
-    index: &HashMap<&str, u32>,
-    optimizer: &mut AdamW,
-    schedule: &LinearSchedule,
-    settings: &TrainingSettings,
-    epoch: usize,
-    step: &mut usize,
-    bar: &ProgressBar,
-) -> Result<f64> {
-    let device = model.device();
-    let batches = shuffled_batches(train.len(), settings.batch_size, settings.seed.wrapping_add(epoch as u64));
-    let mut total = 0.0;
-    for indices in &batches {
-        let examples: Vec<&Example> = indices.iter().map(|&i| &train[i]).collect();
-        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-        let batch = tokenizer.batch(&texts, device)?;
-        let mut pass = dropout_pass(settings.seed, *step);
-        let logits = model.forward(&batch, Some(&mut pass))?.logits;
-        let loss = candle_nn::loss::cross_entropy(&logits, &targets(&examples, index, device)?)?;
-        let mut grads = loss.backward()?;
-        clip_gradients(&mut grads, model.vars(), settings.max_grad_norm)?;
-        optimizer.step(&grads, schedule.learning_rate(*step))?;
-        let value = loss.to_scalar::<f32>()? as f64;
-        total += value;
-        *step += 1;
-        bar.inc(1);
-        bar.set_message(format!("epoch {} loss {value:.3}", epoch + 1));
-    }
-    Ok(total / batches.len().max(1) as f64)
 }
 
 /// The completion record of a trained teacher, written last: a directory without it is a
@@ -476,10 +425,22 @@ pub fn teach(settings: &TrainingSettings, mut splits: Splits, cache: &Path, tabl
         return Ok(record.outcome);
     }
     let published = output;
-    let output = crate::files::partial_sibling(&published);
-    if output.exists() {
-        std::fs::remove_dir_all(&output).map_err(Error::io(format!("removing {}", output.display())))?;
+    // Trained beside the final place, under a name that outlives the process (the lock keeps
+    // it to one process at a time), so that a killed training resumes from its last epoch.
+    let partial = partial_dir(&published);
+    let recipe = serde_json::to_string_pretty(&serde_json::json!({
+        "settings": TrainingSettings { output: None, ..settings.clone() },
+        "labels": labels,
+        "train_sha256": train_hash(&splits.train),
+    }))
+    .expect("the recipe serializes");
+    let recipe_path = partial.join("recipe.json");
+    if partial.exists() && std::fs::read_to_string(&recipe_path).ok().as_deref() != Some(recipe.as_str()) {
+        // Left by a training of something else, or killed before its first epoch: start over.
+        std::fs::remove_dir_all(&partial).map_err(Error::io(format!("removing {}", partial.display())))?;
     }
+    std::fs::create_dir_all(&partial).map_err(Error::io(format!("creating {}", partial.display())))?;
+    crate::files::write_atomically(&recipe_path, &recipe)?;
     let checkpoint = Checkpoint::open(&model_dir(&settings.model, cache)?, settings.max_length, &device)?;
     let options = ClassifierOptions {
         labels: labels.clone(),
@@ -489,77 +450,27 @@ pub fn teach(settings: &TrainingSettings, mut splits: Splits, cache: &Path, tabl
         freeze_word_embeddings: settings.freeze_word_embeddings,
         pooling: settings.pooling,
     };
-    let model = checkpoint.classifier_for(&options, &device)?;
-    let index: HashMap<&str, u32> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as u32)).collect();
-    let steps_per_epoch = splits.train.len().div_ceil(settings.batch_size.max(1));
-    let total = steps_per_epoch * settings.epochs;
-    let schedule = LinearSchedule {
-        peak: settings.learning_rate,
-        warmup: ((total as f64) * settings.warmup).round() as usize,
-        total,
-    };
-    let mut optimizer =
-        AdamW::new(model.vars(), AdamWSettings { weight_decay: settings.weight_decay, ..AdamWSettings::default() })?;
-    std::fs::create_dir_all(&output).map_err(Error::io(format!("creating {}", output.display())))?;
-    let metrics_path = output.join("metrics.jsonl");
-    let mut metrics_file =
-        std::fs::File::create(&metrics_path).map_err(Error::io(format!("creating {}", metrics_path.display())))?;
+    let learner = Learner { settings, dir: &partial, best: &partial, what: "teaching" };
+    let model = learner.model(&checkpoint, &options, &device)?;
     tracing::info!(
         labels = labels.len(),
         train = splits.train.len(),
         validation = splits.validation.len(),
         layers = model.num_layers(),
-        steps = total,
         "fine-tuning a teacher"
     );
-    let bar = progress(total, "teaching");
-    let (mut step, mut epochs, mut best) = (0, Vec::new(), (0usize, -1.0f64));
-    for epoch in 0..settings.epochs {
-        let started = Instant::now();
-        let train_loss = train_epoch(
-            &model,
-            &checkpoint.tokenizer,
-            &splits.train,
-            &index,
-            &mut optimizer,
-            &schedule,
-            settings,
-            epoch,
-            &mut step,
-            &bar,
-        )?;
-        let validation_accuracy = accuracy(&model, &checkpoint.tokenizer, &splits.validation, 64, &device)?;
-        let metrics = EpochMetrics {
-            epoch: epoch + 1,
-            train_loss,
-            validation_accuracy,
-            learning_rate: schedule.learning_rate(step.saturating_sub(1)),
-            seconds: started.elapsed().as_secs_f64(),
-        };
-        writeln!(metrics_file, "{}", serde_json::to_string(&metrics).expect("metrics serialize"))
-            .map_err(Error::io(format!("writing {}", metrics_path.display())))?;
-        bar.println(format!(
-            "epoch {}: train loss {train_loss:.4}, validation accuracy {validation_accuracy:.4}",
-            epoch + 1
-        ));
-        if crate::train::improves(validation_accuracy, best.1) {
-            best = (epoch + 1, validation_accuracy);
-            model.save(&output, &checkpoint.tokenizer)?;
-            crate::files::kill_point("teacher-epoch");
-        }
-        epochs.push(metrics);
-    }
-    bar.finish_and_clear();
-    drop(metrics_file);
-    let best_model = Checkpoint::open(&output, settings.max_length, &device)?;
+    let texts: Vec<&str> = splits.train.iter().map(|e| e.text.as_str()).collect();
+    let mut objective = LabelObjective::new(&labels, &splits.train, &device)?;
+    let state = learner.train(&model, &checkpoint.tokenizer, &texts, &splits.validation, &mut objective)?;
+    let best_model = Checkpoint::open(&partial, settings.max_length, &device)?;
     let test_accuracy =
         accuracy(&best_model.classifier(None, false, &device)?, &best_model.tokenizer, &splits.test, 64, &device)?;
     let outcome = TeachOutcome {
         output: published.clone(),
         labels,
-        epochs,
-        best_epoch: best.0,
-        validation_accuracy: best.1,
+        epochs: state.epochs,
+        best_epoch: state.best_epoch,
+        validation_accuracy: state.best_validation_accuracy,
         test_accuracy,
     };
     let record = TeachRecord {
@@ -568,16 +479,47 @@ pub fn teach(settings: &TrainingSettings, mut splits: Splits, cache: &Path, tabl
         data_report: splits.report.clone(),
         train_sha256: Some(train_hash(&splits.train)),
     };
+    remove_state(&partial)?;
+    std::fs::remove_file(&recipe_path).map_err(Error::io(format!("removing {}", recipe_path.display())))?;
     crate::files::write_atomically(
-        &output.join(RECORD),
+        &partial.join(RECORD),
         serde_json::to_string_pretty(&record).expect("record serializes"),
     )?;
     if published.exists() {
         // What is there never completed (it has no record): the finished teacher replaces it.
         std::fs::remove_dir_all(&published).map_err(Error::io(format!("removing {}", published.display())))?;
     }
-    std::fs::rename(&output, &published).map_err(Error::io(format!("publishing {}", published.display())))?;
+    std::fs::rename(&partial, &published).map_err(Error::io(format!("publishing {}", published.display())))?;
     Ok(outcome)
+}
+
+/// `<checkpoint>.partial`: where the teacher for `checkpoint` is trained.
+pub fn partial_dir(checkpoint: &Path) -> PathBuf {
+    let mut name = checkpoint.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    checkpoint.with_file_name(name)
+}
+
+/// A teacher's objective: cross-entropy against the label of each training example.
+struct LabelObjective {
+    /// The class index of every training example.
+    targets: Vec<u32>,
+    device: Device,
+}
+
+impl LabelObjective {
+    fn new(labels: &[String], train: &[Example], device: &Device) -> Result<Self> {
+        let index: HashMap<&str, u32> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as u32)).collect();
+        Ok(Self { targets: train.iter().map(|e| index[e.label.as_str()]).collect(), device: device.clone() })
+    }
+}
+
+impl Objective for LabelObjective {
+    fn loss(&mut self, indices: &[usize], output: &workbench_models::ModelOutput) -> Result<Tensor> {
+        let targets: Vec<u32> = indices.iter().map(|&i| self.targets[i]).collect();
+        let targets = Tensor::from_vec(targets, indices.len(), &self.device)?;
+        Ok(candle_nn::loss::cross_entropy(&output.logits, &targets)?)
+    }
 }
 
 #[cfg(test)]

@@ -132,7 +132,8 @@ fn run_on_test_file(contents: &'static str) -> impl Fn(&World, &Path) -> Vec<Str
 
 /// A run with an extra plugin directory (the purpose-built broken plugins) and `tables`
 /// appended to the base config (later tables replace the base's).
-fn run_with_plugins(tables: &'static str) -> impl Fn(&World, &Path) -> Vec<String> + 'static {
+fn run_with_plugins(tables: impl Into<String>) -> impl Fn(&World, &Path) -> Vec<String> + 'static {
+    let tables = tables.into();
     move |world, case_dir| {
         let name = case_dir.file_name().unwrap().to_string_lossy().into_owned();
         let base = std::fs::read_to_string(&world.base).unwrap();
@@ -384,6 +385,7 @@ fn a_corrupt_cache_entry_is_named_removed_and_computed_again() {
             std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
         }
     }
+    // Its run goes outside the world, whose tree the bad-input test watches.
     let out = run(&mut workbench(&[
         "run",
         world.base.to_str().unwrap(),
@@ -391,10 +393,12 @@ fn a_corrupt_cache_entry_is_named_removed_and_computed_again() {
         "name=healed",
         "--set",
         &format!("cache={}", cache.display()),
+        "--set",
+        &format!("output={}", copy.path().join("runs").display()),
     ]));
     assert!(out.ok, "{}", out.stderr);
     assert!(out.stderr.contains("removing a corrupt cache entry"), "{}", out.stderr);
-    let healed = world.dir.join("runs/healed");
+    let healed = copy.path().join("runs/healed");
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(healed.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["assets"]["minilm"].as_str().map(str::len), Some(64), "the asset's record hash: {manifest}");
@@ -625,4 +629,61 @@ fn a_sweep_killed_after_its_first_run_completes_the_rest_to_the_same_table() {
     let table =
         |name: &str| std::fs::read_to_string(dir.path().join("runs").join(name).join("comparison.csv")).unwrap();
     assert_eq!(table("killed"), table("whole"));
+}
+
+#[test]
+fn isolated_plugins_contain_an_abort_in_the_handshake() {
+    let plugins = fixture_dir().to_str().unwrap();
+    let out =
+        run(workbench(&["--isolate-plugins", "--plugin-dir", plugins, "plugins", "list"])
+            .env("ABORT_IN_HANDSHAKE", "1"));
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("libbroken_aborting_handshake.so: its worker process was killed by signal 6 (SIGABRT: the plugin aborted) during loading the library"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.contains("aborting      strategy") && out.stdout.contains("vanilla-kd"), "{}", out.stdout);
+}
+
+#[test]
+fn an_isolated_plugin_that_aborts_or_hangs_fails_its_call_naming_plugin_and_call() {
+    let world = world();
+    for (strategy, extra, expected) in [
+        ("aborting", None, "plugin `broken-misbehaving` ("),
+        ("aborting", None, "failed in Strategy::recipe (component `aborting`): its worker process was killed by signal 6 (SIGABRT: the plugin aborted) during Strategy::recipe"),
+        ("hanging", Some("2"), "failed in Strategy::recipe (component `hanging`): its worker process did not answer Strategy::recipe within 2 s and was stopped"),
+    ] {
+        // Outside the world, whose tree the bad-input test watches.
+        let private = tempfile::tempdir().unwrap();
+        let case_dir = private.path().join(format!("isolated-{strategy}"));
+        std::fs::create_dir_all(&case_dir).unwrap();
+        let tables = format!("[strategy]\nplugin = \"{strategy}\"\n");
+        let mut args = run_with_plugins(tables)(world, &case_dir);
+        args.extend(["--set".to_string(), format!("output={}", private.path().join("runs").display())]);
+        args.insert(0, "--isolate-plugins".into());
+        if let Some(seconds) = extra {
+            args.splice(0..0, ["--plugin-timeout".to_string(), seconds.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let started = std::time::Instant::now();
+        let out = run(&mut workbench(&args));
+        assert!(!out.ok, "{strategy} must fail");
+        assert!(out.stderr.contains(expected), "{strategy}: {}", out.stderr);
+        assert!(started.elapsed().as_secs() < 120, "{strategy}: took {:?}", started.elapsed());
+    }
+}
+
+#[test]
+fn an_isolated_run_ends_with_the_results_of_one_in_process() {
+    let world = world();
+    let private = tempfile::tempdir().unwrap();
+    let output = format!("output={}", private.path().display());
+    let base = world.base.to_str().unwrap();
+    let out = run(&mut workbench(&["--isolate-plugins", "run", base, "--set", "name=isolated", "--set", &output]));
+    assert!(out.ok, "{}", out.stderr);
+    let (isolated, tiny) = (results(&private.path().join("isolated")), results(&world.dir.join("runs/tiny")));
+    for part in ["student", "teacher_concat", "teachers", "selection", "coverage"] {
+        assert_eq!(isolated[part], tiny[part], "{part}");
+    }
 }

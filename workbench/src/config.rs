@@ -106,6 +106,11 @@ struct Settings {
     /// Plugin name -> the sha256 its library must have.
     #[serde(default)]
     plugin_sha256: BTreeMap<String, String>,
+    /// Run every plugin library in a worker process of its own.
+    #[serde(default)]
+    isolate_plugins: bool,
+    /// With isolated plugins: seconds a plugin call may take.
+    plugin_timeout: Option<u64>,
     #[allow(dead_code)]
     sweep: Option<serde::de::IgnoredAny>,
     #[allow(dead_code)]
@@ -228,6 +233,11 @@ impl LoadedConfig {
 
     pub fn threads(&self) -> usize {
         crate::host::thread_budget(self.settings.threads)
+    }
+
+    /// Whether the config asks for isolated plugins, and the call timeout it sets (seconds).
+    pub fn plugin_isolation(&self) -> (bool, Option<u64>) {
+        (self.settings.isolate_plugins, self.settings.plugin_timeout)
     }
 
     /// Checks every component and parameter against the plugins' manifests; reports all

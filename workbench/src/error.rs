@@ -9,6 +9,10 @@ pub enum Error {
     #[error("cannot load plugin library {path}: {reason}")]
     LoadFailed { path: PathBuf, reason: String },
 
+    /// A plugin library's worker could not load it; the worker's message names the library.
+    #[error("{0}")]
+    WorkerLoad(String),
+
     #[error(
         "{path} is not a workbench plugin: it exports no `workbench_plugin_handshake` symbol \
          (plugins are built with `workbench_plugin_api::export_plugin!`)"

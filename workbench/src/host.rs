@@ -4,6 +4,7 @@
 
 use std::{
     collections::BTreeSet,
+    io::{Read, Write},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -15,11 +16,15 @@ use abi_stable::{
 use sha2::{Digest, Sha256};
 use workbench_plugin_api::{
     ffi::{EstimatorBox, Handshake, PluginModuleRef, StrategyBox, TeacherBox, HANDSHAKE_SYMBOL},
-    ComponentKind, ComponentSpec, ForwardRequest, HostContext, LogLevel, ParamTable, PluginError, PluginManifest,
-    Recipe, Sampling, SamplingPlan, StrategyInput, TeacherInfo, TeacherOutput, TeacherSamples, Tensor, API_VERSION,
+    ComponentKind, ComponentSpec, ForwardRequest, HostContext, LogLevel, ParamTable, PluginError, PluginErrorKind,
+    PluginManifest, Recipe, Sampling, SamplingPlan, StrategyInput, TeacherInfo, TeacherOutput, TeacherSamples, Tensor,
+    API_VERSION,
 };
 
-use crate::{Error, Result};
+use crate::{
+    isolation::{read_frame, write_frame, Request, Response, Worker},
+    Error, Result,
+};
 
 /// What the host tells every plugin it loads.
 #[derive(Debug, Clone, Copy)]
@@ -28,11 +33,14 @@ pub struct HostSettings {
     /// pool gets the whole budget rather than a share of it.
     pub threads: usize,
     pub max_log_level: LogLevel,
+    /// `Some(timeout)`: every plugin library runs in a worker process of its own, and a call
+    /// that takes longer than the timeout fails; `None`: plugins run inside the host.
+    pub isolation: Option<std::time::Duration>,
 }
 
 impl Default for HostSettings {
     fn default() -> Self {
-        Self { threads: available_threads(), max_log_level: LogLevel::Info }
+        Self { threads: available_threads(), max_log_level: LogLevel::Info, isolation: None }
     }
 }
 
@@ -53,7 +61,13 @@ pub fn available_threads() -> usize {
 pub struct PluginLibrary {
     pub path: PathBuf,
     pub manifest: PluginManifest,
-    module: PluginModuleRef,
+    access: Access,
+}
+
+/// Where a library's code runs.
+enum Access {
+    InProcess(PluginModuleRef),
+    Worker(Arc<Worker>),
 }
 
 impl std::fmt::Debug for PluginLibrary {
@@ -107,8 +121,20 @@ fn layout_summary(report: &str) -> String {
 
 impl PluginLibrary {
     /// Loads a plugin: handshake and API version first, then type layout, then `init` and the
-    /// manifest.
+    /// manifest; in a worker process of its own when `settings` ask for isolation.
     pub fn load(path: &Path, settings: &HostSettings) -> Result<Self> {
+        let Some(timeout) = settings.isolation else {
+            return Self::load_here(path, settings);
+        };
+        if !exports_handshake(path)? {
+            return Err(Error::NotAPlugin { path: path.into() });
+        }
+        let (worker, manifest) = Worker::spawn(path, settings, timeout)?;
+        Ok(Self { path: path.into(), manifest, access: Access::Worker(Arc::new(worker)) })
+    }
+
+    /// Loads the plugin into this process.
+    fn load_here(path: &Path, settings: &HostSettings) -> Result<Self> {
         let (package, package_version, plugin_api) =
             read_handshake(path)?.ok_or_else(|| Error::NotAPlugin { path: path.into() })?;
         if !API_VERSION.accepts(plugin_api) {
@@ -148,7 +174,7 @@ impl PluginLibrary {
         };
         module.init()(context).into_result().map_err(|e| call_error("init", e))?;
         let manifest = module.manifest()().into_result().map_err(|e| call_error("manifest", e))?;
-        Ok(Self { path: path.into(), manifest, module })
+        Ok(Self { path: path.into(), manifest, access: Access::InProcess(module) })
     }
 
     pub fn name(&self) -> &str {
@@ -186,12 +212,41 @@ impl Origin {
     fn invalid(&self, call: &str, reason: String) -> Error {
         Error::InvalidPluginOutput { plugin: self.library.name().into(), call: self.call_name(call), reason }
     }
+
+    /// Sends `request` to the worker and takes the answer `expected` picks out of it.
+    fn remote<T>(
+        &self,
+        worker: &Worker,
+        call: &str,
+        request: Request,
+        expected: impl FnOnce(Response) -> Option<T>,
+    ) -> Result<T> {
+        let failed = |message: String| Error::PluginCall {
+            plugin: self.library.name().into(),
+            path: self.library.path.clone(),
+            call: self.call_name(call),
+            source: PluginError::new(PluginErrorKind::Other, message),
+        };
+        match worker.call(call, &request).map_err(failed)? {
+            Response::Failed(source) => self.check(call, RResult::RErr(source)),
+            response => {
+                let shown = format!("{response:?}");
+                expected(response).ok_or_else(|| self.invalid(call, format!("the worker answered {shown:.80}")))
+            }
+        }
+    }
+}
+
+/// A plugin object, in this process or in a library's worker (by its id there).
+enum Instance<T> {
+    Local(T),
+    Remote(Arc<Worker>, u32),
 }
 
 /// A teacher created by a plugin.
 pub struct TeacherHandle {
     origin: Origin,
-    inner: TeacherBox,
+    inner: Instance<TeacherBox>,
 }
 
 impl TeacherHandle {
@@ -199,7 +254,15 @@ impl TeacherHandle {
     /// repeated label would silently merge two classes in the union).
     pub fn info(&self) -> Result<TeacherInfo> {
         const CALL: &str = "Teacher::info";
-        let info = self.origin.check(CALL, self.inner.info())?;
+        let info = match &self.inner {
+            Instance::Local(teacher) => self.origin.check(CALL, teacher.info())?,
+            Instance::Remote(worker, id) => {
+                self.origin.remote(worker, CALL, Request::TeacherInfo { id: *id }, |r| match r {
+                    Response::Info(info) => Some(info),
+                    _ => None,
+                })?
+            }
+        };
         if info.labels.is_empty() {
             return Err(self.origin.invalid(CALL, "the teacher declares no labels".into()));
         }
@@ -221,7 +284,17 @@ impl TeacherHandle {
         info: &TeacherInfo,
     ) -> Result<TeacherOutput> {
         const CALL: &str = "Teacher::forward";
-        let output = self.origin.check(CALL, self.inner.forward(RSlice::from_slice(texts), request))?;
+        let output = match &mut self.inner {
+            Instance::Local(teacher) => self.origin.check(CALL, teacher.forward(RSlice::from_slice(texts), request))?,
+            Instance::Remote(worker, id) => {
+                let texts = texts.iter().map(|t| t.to_string()).collect();
+                let request = Request::TeacherForward { id: *id, texts, request: *request };
+                self.origin.remote(worker, CALL, request, |r| match r {
+                    Response::Output(output) => Some(output),
+                    _ => None,
+                })?
+            }
+        };
         let passes = match request.sampling {
             Sampling::Deterministic => 1,
             Sampling::Stochastic { passes, .. } => passes as usize,
@@ -244,18 +317,36 @@ impl TeacherHandle {
 /// An uncertainty estimator created by a plugin.
 pub struct EstimatorHandle {
     origin: Origin,
-    inner: EstimatorBox,
+    inner: Instance<EstimatorBox>,
 }
 
 impl EstimatorHandle {
     pub fn plan(&self) -> Result<SamplingPlan> {
-        self.origin.check("Estimator::plan", self.inner.plan())
+        const CALL: &str = "Estimator::plan";
+        match &self.inner {
+            Instance::Local(estimator) => self.origin.check(CALL, estimator.plan()),
+            Instance::Remote(worker, id) => {
+                self.origin.remote(worker, CALL, Request::EstimatorPlan { id: *id }, |r| match r {
+                    Response::Plan(plan) => Some(plan),
+                    _ => None,
+                })
+            }
+        }
     }
 
     /// Scores the samples of every teacher, checking for a finite `[B, T]` result.
     pub fn score(&self, samples: &[TeacherSamples]) -> Result<Tensor> {
         const CALL: &str = "Estimator::score";
-        let scores = self.origin.check(CALL, self.inner.score(RSlice::from_slice(samples)))?;
+        let scores = match &self.inner {
+            Instance::Local(estimator) => self.origin.check(CALL, estimator.score(RSlice::from_slice(samples)))?,
+            Instance::Remote(worker, id) => {
+                let request = Request::EstimatorScore { id: *id, samples: samples.to_vec() };
+                self.origin.remote(worker, CALL, request, |r| match r {
+                    Response::Scores(scores) => Some(scores),
+                    _ => None,
+                })?
+            }
+        };
         let batch = samples.first().map_or(0, |s| s.logits.shape().get(1).copied().unwrap_or(0));
         scores
             .expect_shape("scores", &[batch, samples.len()])
@@ -268,14 +359,23 @@ impl EstimatorHandle {
 /// An amalgamation strategy created by a plugin.
 pub struct StrategyHandle {
     origin: Origin,
-    inner: StrategyBox,
+    inner: Instance<StrategyBox>,
 }
 
 impl StrategyHandle {
     /// Asks for a recipe and refuses one the host could not turn into a loss.
     pub fn recipe(&self, input: &StrategyInput) -> Result<Recipe> {
         const CALL: &str = "Strategy::recipe";
-        let recipe = self.origin.check(CALL, self.inner.recipe(input))?;
+        let recipe = match &self.inner {
+            Instance::Local(strategy) => self.origin.check(CALL, strategy.recipe(input))?,
+            Instance::Remote(worker, id) => {
+                let request = Request::StrategyRecipe { id: *id, input: input.clone() };
+                self.origin.remote(worker, CALL, request, |r| match r {
+                    Response::Recipe(recipe) => Some(recipe),
+                    _ => None,
+                })?
+            }
+        };
         recipe
             .validate(input.batch_size(), input.union_labels.len())
             .map_err(|reason| self.origin.invalid(CALL, reason))?;
@@ -422,24 +522,121 @@ impl Registry {
         Ok(Origin { library: Arc::clone(library), component: name.into() })
     }
 
+    /// Asks the plugin (here, or its worker) to create a component: `local` makes it in this
+    /// process, `request` in the worker.
+    fn create<T>(
+        &self,
+        kind: ComponentKind,
+        name: &str,
+        library: Option<&Path>,
+        local: impl FnOnce(&PluginModuleRef) -> RResult<T, PluginError>,
+        request: Request,
+    ) -> Result<(Origin, Instance<T>)> {
+        let origin = self.origin(kind, name, library)?;
+        let call = format!("create_{kind}");
+        let instance = match &origin.library.access {
+            Access::InProcess(module) => Instance::Local(origin.check(&call, local(module))?),
+            Access::Worker(worker) => {
+                let id = origin.remote(worker, &call, request, |r| match r {
+                    Response::Created(id) => Some(id),
+                    _ => None,
+                })?;
+                Instance::Remote(Arc::clone(worker), id)
+            }
+        };
+        Ok((origin, instance))
+    }
+
     pub fn create_teacher(&self, name: &str, library: Option<&Path>, params: &ParamTable) -> Result<TeacherHandle> {
-        let origin = self.origin(ComponentKind::Teacher, name, library)?;
-        let inner =
-            origin.check("create_teacher", (origin.library.module.create_teacher())(RStr::from(name), params))?;
+        let request = Request::CreateTeacher { name: name.into(), params: params.clone() };
+        let local = |module: &PluginModuleRef| (module.create_teacher())(RStr::from(name), params);
+        let (origin, inner) = self.create(ComponentKind::Teacher, name, library, local, request)?;
         Ok(TeacherHandle { origin, inner })
     }
 
     pub fn create_estimator(&self, name: &str, library: Option<&Path>, params: &ParamTable) -> Result<EstimatorHandle> {
-        let origin = self.origin(ComponentKind::Estimator, name, library)?;
-        let inner =
-            origin.check("create_estimator", (origin.library.module.create_estimator())(RStr::from(name), params))?;
+        let request = Request::CreateEstimator { name: name.into(), params: params.clone() };
+        let local = |module: &PluginModuleRef| (module.create_estimator())(RStr::from(name), params);
+        let (origin, inner) = self.create(ComponentKind::Estimator, name, library, local, request)?;
         Ok(EstimatorHandle { origin, inner })
     }
 
     pub fn create_strategy(&self, name: &str, library: Option<&Path>, params: &ParamTable) -> Result<StrategyHandle> {
-        let origin = self.origin(ComponentKind::Strategy, name, library)?;
-        let inner =
-            origin.check("create_strategy", (origin.library.module.create_strategy())(RStr::from(name), params))?;
+        let request = Request::CreateStrategy { name: name.into(), params: params.clone() };
+        let local = |module: &PluginModuleRef| (module.create_strategy())(RStr::from(name), params);
+        let (origin, inner) = self.create(ComponentKind::Strategy, name, library, local, request)?;
         Ok(StrategyHandle { origin, inner })
     }
+}
+
+/// The worker side of process isolation: loads the library at `path` into this process, says
+/// so (or why not), then answers calls from `input` on `output` until the host closes `input`.
+pub fn serve_worker(
+    path: &Path,
+    settings: &HostSettings,
+    input: &mut impl Read,
+    output: &mut impl Write,
+) -> Result<()> {
+    let io_error = Error::io("talking to the host");
+    let library = match PluginLibrary::load_here(path, settings) {
+        Ok(library) => library,
+        Err(e) => return write_frame(output, &Response::LoadFailed(e.to_string())).map_err(io_error),
+    };
+    let Access::InProcess(module) = library.access else { unreachable!("loaded here") };
+    write_frame(output, &Response::Loaded(library.manifest.clone())).map_err(Error::io("talking to the host"))?;
+    let (mut teachers, mut estimators, mut strategies) = (Vec::new(), Vec::new(), Vec::new());
+    fn created<T>(objects: &mut Vec<T>, result: RResult<T, PluginError>) -> Response {
+        match result {
+            RResult::ROk(object) => {
+                objects.push(object);
+                Response::Created(objects.len() as u32 - 1)
+            }
+            RResult::RErr(e) => Response::Failed(e),
+        }
+    }
+    fn answer<T>(result: RResult<T, PluginError>, wrap: impl FnOnce(T) -> Response) -> Response {
+        match result {
+            RResult::ROk(value) => wrap(value),
+            RResult::RErr(e) => Response::Failed(e),
+        }
+    }
+    let unknown = |id: u32| Response::Failed(PluginError::new(PluginErrorKind::Other, format!("no object {id}")));
+    while let Some(request) = read_frame::<Request>(input).map_err(Error::io("reading a call from the host"))? {
+        let response = match request {
+            Request::CreateTeacher { name, params } => {
+                created(&mut teachers, (module.create_teacher())(RStr::from(name.as_str()), &params))
+            }
+            Request::CreateEstimator { name, params } => {
+                created(&mut estimators, (module.create_estimator())(RStr::from(name.as_str()), &params))
+            }
+            Request::CreateStrategy { name, params } => {
+                created(&mut strategies, (module.create_strategy())(RStr::from(name.as_str()), &params))
+            }
+            Request::TeacherInfo { id } => match teachers.get(id as usize) {
+                Some(teacher) => answer(teacher.info(), Response::Info),
+                None => unknown(id),
+            },
+            Request::TeacherForward { id, texts, request } => match teachers.get_mut(id as usize) {
+                Some(teacher) => {
+                    let texts: Vec<RString> = texts.into_iter().map(RString::from).collect();
+                    answer(teacher.forward(RSlice::from_slice(&texts), &request), Response::Output)
+                }
+                None => unknown(id),
+            },
+            Request::EstimatorPlan { id } => match estimators.get(id as usize) {
+                Some(estimator) => answer(estimator.plan(), Response::Plan),
+                None => unknown(id),
+            },
+            Request::EstimatorScore { id, samples } => match estimators.get(id as usize) {
+                Some(estimator) => answer(estimator.score(RSlice::from_slice(&samples)), Response::Scores),
+                None => unknown(id),
+            },
+            Request::StrategyRecipe { id, input } => match strategies.get(id as usize) {
+                Some(strategy) => answer(strategy.recipe(&input), Response::Recipe),
+                None => unknown(id),
+            },
+        };
+        write_frame(output, &response).map_err(Error::io("answering the host"))?;
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@ mod error;
 pub mod evaluate;
 pub mod files;
 pub mod host;
+pub mod isolation;
 pub mod learner;
 pub mod logging;
 pub mod loss;

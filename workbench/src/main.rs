@@ -28,6 +28,13 @@ struct Cli {
     /// Extra directory to search for plugins (repeatable); searched before the built-in one.
     #[arg(long = "plugin-dir", value_name = "DIR", global = true)]
     plugin_dirs: Vec<PathBuf>,
+    /// Run every plugin library in a worker process of its own: an abort or crash inside a
+    /// plugin becomes an error naming the plugin and the call (also `isolate_plugins = true`).
+    #[arg(long, global = true)]
+    isolate_plugins: bool,
+    /// With isolated plugins: seconds a plugin call may take before its worker is stopped.
+    #[arg(long, value_name = "SECONDS", global = true)]
+    plugin_timeout: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,6 +59,15 @@ enum Command {
     /// Fetch the pinned real assets (model and datasets) into the cache.
     #[command(subcommand)]
     Assets(AssetsCommand),
+    /// The worker process of an isolated plugin library (started by the workbench itself).
+    #[command(hide = true)]
+    PluginWorker {
+        library: PathBuf,
+        #[arg(long)]
+        threads: usize,
+        #[arg(long)]
+        log_level: String,
+    },
 }
 
 #[derive(Args)]
@@ -166,9 +182,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let plugin_dirs = |extra: Vec<PathBuf>| -> Vec<PathBuf> {
         cli.plugin_dirs.iter().cloned().chain(extra).chain(Registry::default_dir()).collect()
     };
+    let isolation = |(isolate, timeout): (bool, Option<u64>)| {
+        let timeout = cli.plugin_timeout.or(timeout).unwrap_or(DEFAULT_PLUGIN_TIMEOUT);
+        (cli.isolate_plugins || isolate).then(|| std::time::Duration::from_secs(timeout))
+    };
     match cli.command {
+        Command::PluginWorker { library, threads, log_level } => {
+            set_threads(threads);
+            let settings = HostSettings { threads, max_log_level: log_level_named(&log_level), isolation: None };
+            let mut frames = std::io::BufWriter::new(frames_out()?);
+            workbench::host::serve_worker(&library, &settings, &mut std::io::stdin().lock(), &mut frames)?;
+        }
         Command::Plugins(command) => {
-            let settings = HostSettings { max_log_level, ..HostSettings::default() };
+            let settings =
+                HostSettings { max_log_level, isolation: isolation((false, None)), ..HostSettings::default() };
             let registry = discover(&plugin_dirs(Vec::new()), &settings);
             match command {
                 PluginsCommand::List => list_plugins(&registry),
@@ -176,7 +203,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Config(ConfigCommand::Check(args)) => {
-            let (loaded, registry) = load_config(&args, max_log_level, plugin_dirs)?;
+            let (loaded, registry) = load_config(&args, max_log_level, plugin_dirs, isolation)?;
             let resolved = loaded.validate(&registry)?;
             print!("{}", resolved.to_toml());
         }
@@ -198,7 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Logits(args) => print_logits(&args)?,
         Command::Sweep(SweepArgs { config: args, selection_only }) => {
-            let (_, registry) = load_config(&args, max_log_level, plugin_dirs)?;
+            let (_, registry) = load_config(&args, max_log_level, plugin_dirs, isolation)?;
             if selection_only {
                 let dir = workbench::sweep::selection_only(&args.files, &args.sets, &registry)?;
                 print!("{}", std::fs::read_to_string(dir.join("selection.md"))?);
@@ -252,7 +279,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 None => args.files.clone(),
             };
             let args = ConfigArgs { files, sets: args.sets };
-            let (loaded, registry) = load_config(&args, max_log_level, plugin_dirs)?;
+            let (loaded, registry) = load_config(&args, max_log_level, plugin_dirs, isolation)?;
             let resolved = loaded.validate(&registry)?;
             let outcome = workbench::run::run(&resolved, &registry, resume)?;
             println!(
@@ -285,13 +312,38 @@ fn load_config(
     args: &ConfigArgs,
     max_log_level: workbench_plugin_api::LogLevel,
     plugin_dirs: impl FnOnce(Vec<PathBuf>) -> Vec<PathBuf>,
+    isolation: impl FnOnce((bool, Option<u64>)) -> Option<std::time::Duration>,
 ) -> anyhow::Result<(LoadedConfig, Registry)> {
     let loaded = config::load(&args.files, &args.sets)?;
     let threads = loaded.threads();
     set_threads(threads);
-    let settings = HostSettings { threads, max_log_level };
+    let settings = HostSettings { threads, max_log_level, isolation: isolation(loaded.plugin_isolation()) };
     let registry = discover(&plugin_dirs(loaded.plugin_dirs()), &settings);
     Ok((loaded, registry))
+}
+
+/// Seconds an isolated plugin's call may take, unless the config or `--plugin-timeout` says.
+const DEFAULT_PLUGIN_TIMEOUT: u64 = 600;
+
+fn log_level_named(name: &str) -> workbench_plugin_api::LogLevel {
+    use workbench_plugin_api::LogLevel;
+    [LogLevel::Error, LogLevel::Warn, LogLevel::Info, LogLevel::Debug, LogLevel::Trace]
+        .into_iter()
+        .find(|level| format!("{level:?}") == name)
+        .unwrap_or(LogLevel::Info)
+}
+
+/// The worker's channel to the host: the original stdout. Whatever the plugin prints goes to
+/// stderr from here on, so that it can never corrupt a frame.
+fn frames_out() -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsFd;
+    let frames = std::io::stdout().as_fd().try_clone_to_owned()?;
+    // SAFETY: dup2 on the process's own standard descriptors; no Rust object owns fd 1 apart
+    // from stdout's handle, which keeps writing to fd 1 (now stderr).
+    if unsafe { libc::dup2(2, 1) } < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(std::fs::File::from(frames))
 }
 
 /// Sizes every compute pool, the host's and each plugin's: every cdylib that links rayon

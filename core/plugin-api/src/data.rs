@@ -9,7 +9,7 @@ use crate::{ApiVersion, ParamSpec, PluginError, PluginResult};
 
 /// A dense row-major `f32` tensor: the only numeric type that crosses the boundary.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub struct Tensor {
     shape: RVec<usize>,
     data: RVec<f32>,
@@ -91,7 +91,7 @@ impl Tensor {
 
 /// The three roles a component can play.
 #[repr(u8)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ComponentKind {
     Teacher,
     Estimator,
@@ -117,7 +117,7 @@ impl std::fmt::Display for ComponentKind {
 /// Teacher signals. For a teacher: what it can produce. For an estimator or strategy: what it
 /// needs. The host matches the two when it checks a config, before any model loads.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Signals {
     /// Seeded stochastic passes (dropout on).
     pub stochastic_passes: bool,
@@ -131,7 +131,7 @@ pub struct Signals {
 
 /// One component of a plugin, as declared in its manifest.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct ComponentSpec {
     /// The name configs use to refer to it, unique among all loaded plugins.
     pub name: RString,
@@ -150,7 +150,7 @@ impl ComponentSpec {
 
 /// What a plugin declares about itself; read by the host before anything is created.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone)]
 pub struct PluginManifest {
     pub name: RString,
     pub version: RString,
@@ -166,7 +166,7 @@ impl PluginManifest {
 
 /// Severity of a log line forwarded from a plugin to the host.
 #[repr(u8)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
     Error,
     Warn,
@@ -192,7 +192,7 @@ pub struct HostContext {
 
 /// What a loaded teacher reports about itself.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub struct TeacherInfo {
     /// Its label names, in the order of its logits.
     pub labels: RVec<RString>,
@@ -205,7 +205,7 @@ pub struct TeacherInfo {
 
 /// How the host asks a teacher to run.
 #[repr(u8)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sampling {
     /// One pass with dropout off; members, if any, are averaged.
     Deterministic,
@@ -219,7 +219,7 @@ pub enum Sampling {
 }
 
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ForwardRequest {
     pub sampling: Sampling,
     /// Also return the pooled hidden state of the deterministic pass.
@@ -228,7 +228,7 @@ pub struct ForwardRequest {
 
 /// A teacher's answer to a [`ForwardRequest`] over `B` texts.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub struct TeacherOutput {
     /// `[S, B, L]`: S = 1 for a deterministic pass, the number of passes or members otherwise.
     pub logits: Tensor,
@@ -240,7 +240,7 @@ pub struct TeacherOutput {
 
 /// The passes an estimator needs from every teacher; the host runs them.
 #[repr(u8)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SamplingPlan {
     Deterministic,
     Stochastic { passes: u32, top_layers: u32, lower_passes: u32 },
@@ -271,7 +271,7 @@ impl SamplingPlan {
 
 /// The sampled outputs of one teacher.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub struct TeacherSamples {
     /// The teacher's name in the config, for messages.
     pub teacher: RString,
@@ -284,7 +284,7 @@ pub struct TeacherSamples {
 
 /// Everything a strategy sees of one teacher for one batch.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub struct TeacherSignals {
     pub name: RString,
     /// For each of the teacher's labels, its index in the union label space.
@@ -297,7 +297,7 @@ pub struct TeacherSignals {
 
 /// The input of a strategy for one batch of `B` instances.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub struct StrategyInput {
     /// Names of the union labels; the student predicts over these.
     pub union_labels: RVec<RString>,
@@ -316,7 +316,7 @@ impl StrategyInput {
 ///
 /// Loss: `scale * mean_b(weight_b * KL(target_b || softmax(student_logits_b[labels] / temperature)))`.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub struct DistributionTerm {
     /// Union label indices; the student's logits are restricted to these, in this order.
     pub labels: RVec<u32>,
@@ -330,7 +330,7 @@ pub struct DistributionTerm {
 
 /// How a feature term compares student and teacher features in the shared space.
 #[repr(u8)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeatureMatch {
     /// Mean squared error, instance by instance.
     Mse,
@@ -344,7 +344,7 @@ pub enum FeatureMatch {
 /// decoder back) and a projection of the student's hidden state to `code_dim`. Loss:
 /// `weight * match(project(student), encode(target)) + reconstruction_weight * mse(decode(encode(target)), target)`.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub struct FeatureTerm {
     /// Identifies the adapters, stable across batches.
     pub name: RString,
@@ -357,7 +357,7 @@ pub struct FeatureTerm {
 }
 
 #[repr(u8)]
-#[derive(StableAbi, Debug, Clone, PartialEq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub enum Term {
     Distribution(DistributionTerm),
     Feature(FeatureTerm),
@@ -365,7 +365,7 @@ pub enum Term {
 
 /// The supervision a strategy asks for; the host turns it into a differentiable loss.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq, Default)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct Recipe {
     pub terms: RVec<Term>,
 }

@@ -2,7 +2,7 @@ use abi_stable::{std_types::RString, StableAbi};
 
 /// What went wrong inside a plugin, as a value that crosses the boundary.
 #[repr(u8)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PluginErrorKind {
     /// The input given to the plugin is unusable (bad shape, unknown label, bad parameter).
     InvalidInput,
@@ -18,7 +18,7 @@ pub enum PluginErrorKind {
 
 /// An error returned by a plugin.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct PluginError {
     pub kind: PluginErrorKind,
     pub message: RString,

@@ -36,7 +36,7 @@ pub const API_VERSION: ApiVersion = ApiVersion { major: 3, minor: 0 };
 
 /// Version of the plugin API, compared by the host before anything else is read from a plugin.
 #[repr(C)]
-#[derive(abi_stable::StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(abi_stable::StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApiVersion {
     pub major: u32,
     pub minor: u32,

@@ -8,7 +8,7 @@ use abi_stable::{
 use crate::{PluginError, PluginResult};
 
 #[repr(u8)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamKind {
     Bool,
     Int,
@@ -35,7 +35,7 @@ impl ParamKind {
 }
 
 #[repr(u8)]
-#[derive(StableAbi, Debug, Clone, PartialEq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub enum ParamValue {
     Bool(bool),
     Int(i64),
@@ -87,7 +87,7 @@ impl std::fmt::Display for ParamValue {
 
 /// One declared parameter: name, type, default (none = required), range or choices, one-line doc.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub struct ParamSpec {
     pub name: RString,
     pub kind: ParamKind,
@@ -205,7 +205,7 @@ impl ParamSpec {
 }
 
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub struct Param {
     pub name: RString,
     pub value: ParamValue,
@@ -213,7 +213,7 @@ pub struct Param {
 
 /// Validated parameters with defaults filled in, handed to a plugin's constructor.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq, Default)]
+#[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct ParamTable {
     pub entries: RVec<Param>,
 }

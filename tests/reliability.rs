@@ -171,9 +171,9 @@ fn cases() -> Vec<Case> {
         case("warmup-above-one", "`student.warmup` (from --set student.warmup) = 1.5: a share of the steps, from 0 to 1", run_with(&["student.warmup=1.5"])),
         case("weight-decay-negative", "`student.weight_decay` (from --set student.weight_decay) = -1: must be a finite number >= 0", run_with(&["student.weight_decay=-1.0"])),
         case("grad-norm-zero", "`student.max_grad_norm` (from --set student.max_grad_norm) = 0: must be a finite number above 0", run_with(&["student.max_grad_norm=0.0"])),
-        case("student-labels", "`student.labels` (from --set student.labels) = a teacher's key: the student learns the union", run_with(&["student.labels=[\"sport\"]"])),
-        case("student-block", "`student.block` (from --set student.block) = a teacher's key", run_with(&["student.block=[0, 2]"])),
-        case("student-output", "`student.output` (from --set student.output) = a teacher's key: the student is written into the run directory", run_with(&["student.output=elsewhere"])),
+        case("student-labels", "`student.labels` (from --set student.labels): unknown key; did you mean `layers`? known keys: model, layers, epochs", run_with(&["student.labels=[\"sport\"]"])),
+        case("student-block", "`student.block` (from --set student.block): unknown key", run_with(&["student.block=[0, 2]"])),
+        case("student-output", "`student.output` (from --set student.output): unknown key", run_with(&["student.output=elsewhere"])),
         case("student-unknown-key", "unknown key; did you mean `learning_rate`?", run_with(&["student.learningrate=0.1"])),
         case("student-wrong-type", "`student.epochs`", run_with(&["student.epochs=\"three\""])),
         // Data settings.
@@ -192,6 +192,11 @@ fn cases() -> Vec<Case> {
         case("teach-max-length-too-long", "`teachers.b.teach.max_length` = 100000: the model has 512 positions", run_with(&["teachers.b.teach.max_length=100000"])),
         case("teach-changed-recipe", "`teachers.a.teach` no longer describes the teacher in", run_with(&["teachers.a.teach.epochs=3"])),
         case("teach-changed-labels", "it differs in labels (science, sport then, sport, politics now)", run_with(&["teachers.a.teach.labels=[\"sport\", \"politics\"]"])),
+        case(
+            "teach-unknown-key",
+            "`teachers.a.teach.epohcs` (from --set teachers.a.teach.epohcs) = unknown key; did you mean `epochs`?",
+            run_with(&["teachers.a.teach.epohcs=3"]),
+        ),
         case("teach-unknown-label", "`teachers.a.teach.labels`: [\"chess\"] not in the training data", run_with(&["teachers.a.teach.labels=[\"chess\", \"sport\"]"])),
         // Run names.
         case("name-parent", "`name` (from --set name) = \"../escape\": a run name is one directory name", |w, d| { let mut a = run_with(&[])(w, d); a.push("--set".into()); a.push("name=../escape".into()); a }),

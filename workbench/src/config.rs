@@ -18,7 +18,7 @@ use workbench_plugin_api::{ComponentKind, ComponentSpec, ParamKind, ParamSpec, P
 use crate::{
     data::DataConfig,
     host::Registry,
-    teach::{Role, TrainingSettings},
+    teach::{TeachSettings, TrainingSettings},
     Error, Result,
 };
 
@@ -141,7 +141,7 @@ pub struct ComponentChoice {
     pub library: Option<PathBuf>,
     pub params: ParamTable,
     /// Teachers only: how to train the teacher when its checkpoint does not exist yet.
-    pub teach: Option<TrainingSettings>,
+    pub teach: Option<TeachSettings>,
 }
 
 /// A configuration resolved from all sources and validated against the loaded plugins.
@@ -200,7 +200,7 @@ pub fn extract<T: serde::de::DeserializeOwned>(figment: &Figment) -> Result<T> {
 pub fn load_teach(files: &[PathBuf], sets: &[String]) -> Result<crate::teach::TeachConfig> {
     let figment = sources(files, sets)?;
     let config: crate::teach::TeachConfig = extract(&figment)?;
-    let found = config.teach.problems(Role::Teacher).into_iter().map(|(key, reason)| (format!("teach.{key}"), reason));
+    let found = config.teach.problems().into_iter().map(|(key, reason)| (format!("teach.{key}"), reason));
     let data = config.data.problems().into_iter().map(|(key, reason)| (format!("data.{key}"), reason));
     let problems: Vec<String> =
         found.chain(data).map(|(key, reason)| format!("{} = {reason}", key_origin(&figment, &key))).collect();
@@ -370,7 +370,7 @@ impl LoadedConfig {
                 }));
             };
         if let Some(student) = &self.settings.student {
-            add("student", student.problems(Role::Student));
+            add("student", student.problems());
         }
         if let Some(data) = &self.settings.data {
             add("data", data.problems());
@@ -393,9 +393,9 @@ impl LoadedConfig {
         };
         let plugin_key = format!("{key}.plugin");
         let teach = match (kind, table.get("teach")) {
-            (ComponentKind::Teacher, Some(value)) => match value.deserialize::<TrainingSettings>() {
+            (ComponentKind::Teacher, Some(value)) => match value.deserialize::<TeachSettings>() {
                 Ok(settings) => {
-                    problems.extend(settings.problems(Role::Teacher).into_iter().map(|(name, reason)| {
+                    problems.extend(settings.problems().into_iter().map(|(name, reason)| {
                         format!("{} = {reason}", key_origin(&self.figment, &format!("{key}.teach.{name}")))
                     }));
                     Some(settings)

@@ -466,6 +466,30 @@ mod tests {
     }
 
     #[test]
+    fn texts_are_cut_at_a_character_boundary_and_counted() {
+        let mut rows = vec![
+            Example { text: "héllo wörld".into(), label: "a".into() },
+            Example { text: "tiny".into(), label: "b".into() },
+        ];
+        assert_eq!(cut_texts(&mut rows, 5), 1);
+        assert_eq!(rows[0].text, "héllo", "five characters, not five bytes");
+        assert_eq!(rows[1].text, "tiny");
+        let mut huge = vec![Example { text: "x".repeat(20_000_000), label: "a".into() }];
+        assert_eq!(cut_texts(&mut huge, 20_000), 1);
+        assert_eq!(huge[0].text.len(), 20_000);
+    }
+
+    #[test]
+    fn texts_with_more_than_one_label_are_counted_once_each() {
+        let rows: Vec<Example> =
+            [("same", "a"), ("same", "b"), ("same", "a"), ("other", "a"), ("other", "a"), ("x", "c")]
+                .iter()
+                .map(|(text, label)| Example { text: (*text).into(), label: (*label).into() })
+                .collect();
+        assert_eq!(conflicting_texts(&rows), 1);
+    }
+
+    #[test]
     fn carving_is_stratified_and_seeded() {
         let mut train = examples(&[("a", 10), ("b", 20)]);
         let validation = carve(&mut train, 0.1, 3);

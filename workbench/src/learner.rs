@@ -253,3 +253,55 @@ impl Learner<'_> {
         Ok(state)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_state_reads_back_bit_for_bit() {
+        let awkward = [0.1 + 0.2, 1e-300, f64::MIN_POSITIVE, 0.8466666666666667, 1.0 / 3.0, 5e-324];
+        let state = TrainingState {
+            epochs_done: 2,
+            step: 7,
+            best_epoch: 1,
+            best_validation_accuracy: awkward[3],
+            epochs: awkward
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| EpochRecord {
+                    epoch: i,
+                    train_loss: x,
+                    validation_accuracy: -x,
+                    learning_rate: x * 3.0,
+                    seconds: x / 7.0,
+                })
+                .collect(),
+        };
+        let back: TrainingState = serde_json::from_str(&serde_json::to_string_pretty(&state).unwrap()).unwrap();
+        let bits = |s: &TrainingState| -> Vec<u64> {
+            s.epochs
+                .iter()
+                .flat_map(|e| [e.train_loss, e.validation_accuracy, e.learning_rate, e.seconds])
+                .map(f64::to_bits)
+                .collect()
+        };
+        assert_eq!(bits(&back), bits(&state));
+        assert_eq!(back, state);
+    }
+
+    #[test]
+    fn a_state_save_killed_between_its_renames_is_read_from_the_previous_state() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(saved_state(dir.path()).unwrap(), None);
+        let old = dir.path().join("state.old");
+        std::fs::create_dir_all(&old).unwrap();
+        let state = TrainingState { epochs_done: 1, ..TrainingState::new() };
+        std::fs::write(old.join("state.json"), serde_json::to_string(&state).unwrap()).unwrap();
+        assert_eq!(saved_state(dir.path()).unwrap(), Some(state), "`state` is gone, `state.old` holds the last one");
+        std::fs::create_dir_all(dir.path().join("state")).unwrap();
+        std::fs::write(dir.path().join("state/state.json"), "{ torn").unwrap();
+        let error = saved_state(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("state.json: a corrupt training state"), "{error}");
+    }
+}

@@ -211,8 +211,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = config::load_teach(&args.files, &args.sets)?;
             set_threads(config.threads);
             let cache = assets::cache_dir(config.cache.as_deref());
-            workbench::teach::check_model(&config.teach, "teach", &cache)?;
-            let splits = config.data.load(&cache, config.teach.seed)?;
+            workbench::teach::check_model(&config.teach.recipe, "teach", &cache)?;
+            let splits = config.data.load(&cache, config.teach.recipe.seed)?;
             let outcome = workbench::teach::teach(&config.teach, splits, &cache, "teach")?;
             println!(
                 "teacher over {} labels written to {}: best epoch {}, validation accuracy {:.4}, test accuracy on its labels {:.4}",

@@ -152,7 +152,7 @@ fn ensure_teachers(config: &ResolvedConfig, splits: &Splits) -> Result<()> {
             tracing::info!(teacher = %key, dir = %checkpoint.display(), "training the missing teacher");
         }
         // Trains when missing, or checks that the table still describes the trained teacher.
-        let settings = crate::teach::TrainingSettings { output: Some(checkpoint), ..teach.clone() };
+        let settings = teach.writing_to(checkpoint);
         crate::teach::teach(&settings, splits.clone(), &config.cache, &format!("{key}.teach"))?;
     }
     Ok(())
@@ -176,7 +176,7 @@ fn prepare(config: &ResolvedConfig, registry: &Registry) -> Result<Prepared> {
     crate::teach::check_model(&config.student, "student", &config.cache)?;
     for (key, choice) in teacher_tables(config) {
         if let Some(teach) = &choice.teach {
-            crate::teach::check_model(teach, &format!("{key}.teach"), &config.cache)?;
+            crate::teach::check_model(&teach.recipe, &format!("{key}.teach"), &config.cache)?;
         }
     }
     let splits = data.load(&config.cache, config.data_seed)?;

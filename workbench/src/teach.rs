@@ -29,12 +29,12 @@ pub struct TeachConfig {
     /// Threads; 0 means every core.
     #[serde(default)]
     pub threads: usize,
-    pub teach: TrainingSettings,
+    pub teach: TeachSettings,
     pub data: DataConfig,
 }
 
-/// How to fine-tune a model: a teacher (`[teach]`, or `teach` in a run's teacher table) or the
-/// student (`[student]`).
+/// How to fine-tune a model: the student's settings (`[student]`), and the recipe of a
+/// teacher's (see [`TeachSettings`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingSettings {
@@ -43,13 +43,6 @@ pub struct TrainingSettings {
     pub model: String,
     /// Keep only the first N encoder layers (a fast small model from the same weights).
     pub layers: Option<usize>,
-    /// Teachers: the labels to learn; all labels of the training data when absent (the oracle).
-    pub labels: Option<Vec<String>>,
-    /// Teachers: `[i, n]` takes the i-th of n contiguous blocks of the sorted labels (the
-    /// paper's split), instead of `labels`.
-    pub block: Option<[usize; 2]>,
-    /// Teachers: where the checkpoint goes.
-    pub output: Option<PathBuf>,
     #[serde(default = "default_epochs")]
     pub epochs: usize,
     /// Small models want more than BERT-base's 2e-5 (DESIGN.md, section 7).
@@ -77,6 +70,25 @@ pub struct TrainingSettings {
     /// sentence-transformers model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pooling: Option<Pooling>,
+}
+
+/// How to train a teacher (`[teach]`, or `teach` in a run's teacher table): which labels,
+/// where the checkpoint goes, and the recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeachSettings {
+    /// The labels to learn; all labels of the training data when absent (the oracle).
+    pub labels: Option<Vec<String>>,
+    /// `[i, n]` takes the i-th of n contiguous blocks of the sorted labels (the paper's
+    /// split), instead of `labels`.
+    pub block: Option<[usize; 2]>,
+    /// Where the checkpoint goes.
+    pub output: Option<PathBuf>,
+    #[serde(flatten)]
+    pub recipe: TrainingSettings,
+    /// Keys neither part knows (serde cannot refuse them through a flattened part); refused
+    /// by [`TeachSettings::problems`].
+    #[serde(flatten, skip_serializing)]
+    unknown: BTreeMap<String, serde_json::Value>,
 }
 
 fn default_true() -> bool {
@@ -114,9 +126,6 @@ impl TrainingSettings {
         Self {
             model: default_model(),
             layers: Some(3),
-            labels: None,
-            block: None,
-            output: None,
             epochs: 3,
             learning_rate: default_learning_rate(),
             batch_size: default_batch_size(),
@@ -131,20 +140,12 @@ impl TrainingSettings {
     }
 }
 
-/// Which model a settings table trains: a teacher learns its own labels into its own
-/// directory; the student learns the union, so those keys mean nothing there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Teacher,
-    Student,
-}
-
 /// A setting out of range: the key (under its table) and why.
 pub type Problem = (String, String);
 
 impl TrainingSettings {
     /// Values no training could use, found before any model or data loads.
-    pub fn problems(&self, role: Role) -> Vec<Problem> {
+    pub fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut check = |ok: bool, key: &str, reason: String| {
             if !ok {
@@ -163,16 +164,6 @@ impl TrainingSettings {
         check(decay.is_finite() && decay >= 0.0, "weight_decay", format!("{decay}: must be a finite number >= 0"));
         let norm = self.max_grad_norm;
         check(norm.is_finite() && norm > 0.0, "max_grad_norm", format!("{norm}: must be a finite number above 0"));
-        if role == Role::Student {
-            let teacher_only = "a teacher's key: the student learns the union of the teachers' labels";
-            check(self.labels.is_none(), "labels", teacher_only.into());
-            check(self.block.is_none(), "block", teacher_only.into());
-            check(
-                self.output.is_none(),
-                "output",
-                "a teacher's key: the student is written into the run directory".into(),
-            );
-        }
         problems
     }
 
@@ -202,6 +193,32 @@ impl TrainingSettings {
             ));
         }
         Ok(problems)
+    }
+}
+
+impl TeachSettings {
+    /// The same training, into `output`.
+    pub fn writing_to(&self, output: PathBuf) -> Self {
+        Self { output: Some(output), ..self.clone() }
+    }
+
+    /// The recipe's problems and every key neither part knows.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut problems = self.recipe.problems();
+        if !self.unknown.is_empty() {
+            let mut known: Vec<String> = ["labels", "block", "output", "pooling"].map(String::from).to_vec();
+            if let Ok(serde_json::Value::Object(recipe)) = serde_json::to_value(&self.recipe) {
+                known.extend(recipe.keys().cloned());
+            }
+            known.sort();
+            known.dedup();
+            for key in self.unknown.keys() {
+                let hint = crate::config::closest(key, known.iter().map(String::as_str))
+                    .map_or_else(String::new, |c| format!("did you mean `{c}`? "));
+                problems.push((key.clone(), format!("unknown key; {hint}known keys: {}", known.join(", "))));
+            }
+        }
+        problems
     }
 }
 
@@ -253,7 +270,7 @@ pub fn label_block(sorted: &[String], index: usize, blocks: usize) -> Result<Vec
 }
 
 /// Checks the requested labels against the data and keeps only their examples.
-pub fn select_labels(splits: &mut Splits, settings: &TrainingSettings, table: &str) -> Result<Vec<String>> {
+pub fn select_labels(splits: &mut Splits, settings: &TeachSettings, table: &str) -> Result<Vec<String>> {
     let available = splits.labels();
     let requested = match settings.block {
         Some([index, blocks]) => Some(label_block(&available, index, blocks)?),
@@ -300,7 +317,7 @@ pub const RECORD: &str = "teach.json";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TeachRecord {
     outcome: TeachOutcome,
-    settings: TrainingSettings,
+    settings: TeachSettings,
     data_report: crate::data::LoadReport,
     /// sha256 of the training texts and labels; absent in records of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -360,20 +377,15 @@ fn read_record(dir: &Path) -> Result<TeachRecord> {
 
 /// The settings that decide what a teacher learns, as JSON: the directory and how the labels
 /// were named (a list or a block) are left out, the labels themselves are compared apart.
-fn recipe_json(settings: &TrainingSettings) -> BTreeMap<String, serde_json::Value> {
-    let mut json: BTreeMap<String, serde_json::Value> =
-        serde_json::from_value(serde_json::to_value(settings).expect("settings serialize")).expect("an object");
-    for key in ["output", "labels", "block"] {
-        json.remove(key);
-    }
-    json
+fn recipe_json(settings: &TeachSettings) -> BTreeMap<String, serde_json::Value> {
+    serde_json::from_value(serde_json::to_value(&settings.recipe).expect("settings serialize")).expect("an object")
 }
 
 /// Refuses a complete teacher that `settings` (under `table`) no longer describe: other labels,
 /// another recipe or other training texts.
 fn check_matches(
     record: &TeachRecord,
-    settings: &TrainingSettings,
+    settings: &TeachSettings,
     labels: &[String],
     train: &[Example],
     dir: &Path,
@@ -408,19 +420,20 @@ fn check_matches(
 /// goes into a sibling directory renamed into place with its record, so that `output` is
 /// complete or absent. One process at a time trains into `output`; another that waited finds
 /// the teacher done and, if `settings` (under `table`) still describe it, returns its record.
-pub fn teach(settings: &TrainingSettings, mut splits: Splits, cache: &Path, table: &str) -> Result<TeachOutcome> {
+pub fn teach(teach: &TeachSettings, mut splits: Splits, cache: &Path, table: &str) -> Result<TeachOutcome> {
     let device = Device::Cpu;
-    let output = settings.output.clone().ok_or_else(|| Error::InvalidConfig {
+    let settings = &teach.recipe;
+    let output = teach.output.clone().ok_or_else(|| Error::InvalidConfig {
         problems: vec![format!("`{table}.output`: name the checkpoint directory to write")],
     })?;
-    let labels = select_labels(&mut splits, settings, table)?;
+    let labels = select_labels(&mut splits, teach, table)?;
     if splits.train.is_empty() {
         return Err(Error::InvalidConfig { problems: vec!["no training examples for the chosen labels".into()] });
     }
     let _lock = FileLock::acquire(&lock_path(&output), &format!("training the teacher {}", output.display()))?;
     if is_complete(&output) {
         let record = read_record(&output)?;
-        check_matches(&record, settings, &labels, &splits.train, &output, table)?;
+        check_matches(&record, teach, &labels, &splits.train, &output, table)?;
         tracing::info!(dir = %output.display(), "the teacher is trained already");
         return Ok(record.outcome);
     }
@@ -429,7 +442,7 @@ pub fn teach(settings: &TrainingSettings, mut splits: Splits, cache: &Path, tabl
     // it to one process at a time), so that a killed training resumes from its last epoch.
     let partial = partial_dir(&published);
     let recipe = serde_json::to_string_pretty(&serde_json::json!({
-        "settings": TrainingSettings { output: None, ..settings.clone() },
+        "settings": settings,
         "labels": labels,
         "train_sha256": train_hash(&splits.train),
     }))
@@ -475,7 +488,7 @@ pub fn teach(settings: &TrainingSettings, mut splits: Splits, cache: &Path, tabl
     };
     let record = TeachRecord {
         outcome: outcome.clone(),
-        settings: TrainingSettings { output: Some(published.clone()), ..settings.clone() },
+        settings: TeachSettings { output: Some(published.clone()), ..teach.clone() },
         data_report: splits.report.clone(),
         train_sha256: Some(train_hash(&splits.train)),
     };

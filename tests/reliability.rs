@@ -692,3 +692,30 @@ fn an_isolated_run_ends_with_the_results_of_one_in_process() {
         assert_eq!(isolated[part], tiny[part], "{part}");
     }
 }
+
+#[test]
+fn weights_signals_and_results_are_written_with_the_users_umask_not_privately() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = world();
+    let signals = std::fs::read_dir(world.dir.join("cache/signals"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .expect("a cached signal");
+    let files = [
+        world.dir.join("teacher-a/model.safetensors"),
+        world.dir.join("teacher-a/teach.json"),
+        world.dir.join("runs/tiny/student/model.safetensors"),
+        world.dir.join("runs/tiny/results.json"),
+        signals,
+    ];
+    // A plain new file shows what the umask allows (0644 under the usual 022); candle's own
+    // writer gave 0600 whatever the umask.
+    let reference = tempfile::tempdir().unwrap();
+    std::fs::write(reference.path().join("plain"), "x").unwrap();
+    let expected = std::fs::metadata(reference.path().join("plain")).unwrap().permissions().mode() & 0o777;
+    for file in files {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, expected, "{}: mode {mode:o}", file.display());
+    }
+}

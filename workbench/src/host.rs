@@ -62,6 +62,8 @@ pub struct PluginLibrary {
     pub path: PathBuf,
     pub manifest: PluginManifest,
     access: Access,
+    /// The file's sha256, read once: every teacher's cache key, the pins and the manifest ask.
+    sha256: std::sync::OnceLock<String>,
 }
 
 /// Where a library's code runs.
@@ -130,7 +132,7 @@ impl PluginLibrary {
             return Err(Error::NotAPlugin { path: path.into() });
         }
         let (worker, manifest) = Worker::spawn(path, settings, timeout)?;
-        Ok(Self { path: path.into(), manifest, access: Access::Worker(Arc::new(worker)) })
+        Ok(Self { path: path.into(), manifest, access: Access::Worker(Arc::new(worker)), sha256: Default::default() })
     }
 
     /// Loads the plugin into this process.
@@ -174,17 +176,21 @@ impl PluginLibrary {
         };
         module.init()(context).into_result().map_err(|e| call_error("init", e))?;
         let manifest = module.manifest()().into_result().map_err(|e| call_error("manifest", e))?;
-        Ok(Self { path: path.into(), manifest, access: Access::InProcess(module) })
+        Ok(Self { path: path.into(), manifest, access: Access::InProcess(module), sha256: Default::default() })
     }
 
     pub fn name(&self) -> &str {
         &self.manifest.name
     }
 
-    /// sha256 of the library file, recorded in run manifests.
+    /// sha256 of the library file (read on first use), recorded in run manifests and in every
+    /// signal-cache key of its teachers.
     pub fn sha256(&self) -> Result<String> {
+        if let Some(hash) = self.sha256.get() {
+            return Ok(hash.clone());
+        }
         let bytes = std::fs::read(&self.path).map_err(Error::io(format!("reading {}", self.path.display())))?;
-        Ok(format!("{:x}", Sha256::digest(bytes)))
+        Ok(self.sha256.get_or_init(|| format!("{:x}", Sha256::digest(bytes))).clone())
     }
 }
 

@@ -548,6 +548,20 @@ pub fn key_origin(figment: &Figment, key: &str) -> String {
     }
 }
 
+/// The keys whose values differ between two settings, each as "`key` (old then, new now)";
+/// a key on one side only shows `absent` on the other.
+pub fn changed_entries<V: PartialEq + std::fmt::Display>(
+    before: &BTreeMap<String, V>,
+    after: &BTreeMap<String, V>,
+) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let shown = |v: Option<&V>| v.map_or_else(|| "absent".to_string(), ToString::to_string);
+    keys.into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|k| format!("`{k}` ({} then, {} now)", shown(before.get(k)), shown(after.get(k))))
+        .collect()
+}
+
 /// Why `name` cannot name a run directory under `output`, if it cannot.
 pub fn run_name_problem(name: &str) -> Option<String> {
     let shown = format!("{name:?}");

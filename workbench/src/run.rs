@@ -563,15 +563,7 @@ pub fn changed_keys(before: &str, after: &str) -> Vec<String> {
         keys.remove("threads");
         keys
     };
-    let (before, after) = (parse(before), parse(after));
-    let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
-    keys.into_iter()
-        .filter(|k| before.get(*k) != after.get(*k))
-        .map(|k| {
-            let shown = |v: Option<&String>| v.cloned().unwrap_or_else(|| "(absent)".into());
-            format!("`{k}` ({} then, {} now)", shown(before.get(k)), shown(after.get(k)))
-        })
-        .collect()
+    crate::config::changed_entries(&parse(before), &parse(after))
 }
 
 /// What an estimator achieves on the test split, without a student.

@@ -395,12 +395,7 @@ fn check_matches(
     if record.outcome.labels != labels {
         differences.push(format!("labels ({} then, {} now)", record.outcome.labels.join(", "), labels.join(", ")));
     }
-    let (then, now) = (recipe_json(&record.settings), recipe_json(settings));
-    let keys: std::collections::BTreeSet<&String> = then.keys().chain(now.keys()).collect();
-    for key in keys.into_iter().filter(|k| then.get(*k) != now.get(*k)) {
-        let shown = |v: Option<&serde_json::Value>| v.map_or_else(|| "absent".to_string(), ToString::to_string);
-        differences.push(format!("`{key}` ({} then, {} now)", shown(then.get(key)), shown(now.get(key))));
-    }
+    differences.extend(crate::config::changed_entries(&recipe_json(&record.settings), &recipe_json(settings)));
     if record.train_sha256.as_ref().is_some_and(|hash| *hash != train_hash(train)) {
         differences.push("the training texts (the data settings changed)".into());
     }

@@ -19,8 +19,13 @@ pub fn write_atomically(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
 
 /// `<path>.partial-<pid>`: where this process prepares what becomes `path`.
 pub fn partial_sibling(path: &Path) -> PathBuf {
+    sibling(path, &format!(".partial-{}", std::process::id()))
+}
+
+/// `path` with `suffix` appended to its file name: a file or directory beside it.
+pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".partial-{}", std::process::id()));
+    name.push(suffix);
     path.with_file_name(name)
 }
 

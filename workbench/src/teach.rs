@@ -327,9 +327,7 @@ struct TeachRecord {
 /// The lock that lets one process at a time train into `checkpoint`: a sibling file, since
 /// the directory itself appears only when training completes.
 pub fn lock_path(checkpoint: &Path) -> PathBuf {
-    let mut name = checkpoint.file_name().unwrap_or_default().to_os_string();
-    name.push(".lock");
-    checkpoint.with_file_name(name)
+    crate::files::sibling(checkpoint, ".lock")
 }
 
 /// Whether `dir` holds a teacher whose training completed.
@@ -503,9 +501,7 @@ pub fn teach(teach: &TeachSettings, mut splits: Splits, cache: &Path, table: &st
 
 /// `<checkpoint>.partial`: where the teacher for `checkpoint` is trained.
 pub fn partial_dir(checkpoint: &Path) -> PathBuf {
-    let mut name = checkpoint.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    checkpoint.with_file_name(name)
+    crate::files::sibling(checkpoint, ".partial")
 }
 
 /// A teacher's objective: cross-entropy against the label of each training example.

@@ -69,7 +69,8 @@ pub fn verified() -> BTreeMap<&'static str, String> {
     VERIFIED.lock().map(|v| v.clone()).unwrap_or_default()
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+/// sha256 of a file, read in chunks.
+pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path).map_err(Error::io(format!("opening {}", path.display())))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];

@@ -13,7 +13,6 @@ use abi_stable::{
     library::{lib_header_from_path, LibraryError, RawLibrary},
     std_types::{RResult, RSlice, RStr, RString},
 };
-use sha2::{Digest, Sha256};
 use workbench_plugin_api::{
     ffi::{EstimatorBox, Handshake, PluginModuleRef, StrategyBox, TeacherBox, HANDSHAKE_SYMBOL},
     ComponentKind, ComponentSpec, ForwardRequest, HostContext, LogLevel, ParamTable, PluginError, PluginErrorKind,
@@ -189,8 +188,8 @@ impl PluginLibrary {
         if let Some(hash) = self.sha256.get() {
             return Ok(hash.clone());
         }
-        let bytes = std::fs::read(&self.path).map_err(Error::io(format!("reading {}", self.path.display())))?;
-        Ok(self.sha256.get_or_init(|| format!("{:x}", Sha256::digest(bytes))).clone())
+        let hash = crate::assets::sha256_file(&self.path)?;
+        Ok(self.sha256.get_or_init(|| hash).clone())
     }
 }
 

@@ -72,8 +72,14 @@ fn plan_key(plan: SamplingPlan) -> String {
 
 /// Hash of an ordered list of texts.
 pub fn texts_hash(texts: &[RString]) -> String {
+    strings_hash(texts.iter().map(RString::as_str))
+}
+
+/// Hash of an ordered sequence of strings, each prefixed by its length so that no two
+/// sequences share a hash by splitting differently.
+pub fn strings_hash<'a>(strings: impl IntoIterator<Item = &'a str>) -> String {
     let mut hasher = Sha256::new();
-    for text in texts {
+    for text in strings {
         hasher.update((text.len() as u64).to_le_bytes());
         hasher.update(text.as_bytes());
     }

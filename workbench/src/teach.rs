@@ -350,15 +350,7 @@ pub fn refuse_incomplete(dir: &Path) -> Result<()> {
 }
 
 fn train_hash(train: &[Example]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    for e in train {
-        for part in [&e.label, &e.text] {
-            hasher.update((part.len() as u64).to_le_bytes());
-            hasher.update(part.as_bytes());
-        }
-    }
-    format!("{:x}", hasher.finalize())
+    crate::signals::strings_hash(train.iter().flat_map(|e| [e.label.as_str(), e.text.as_str()]))
 }
 
 fn read_record(dir: &Path) -> Result<TeachRecord> {

@@ -76,6 +76,10 @@ pub enum Error {
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 
+    /// Submitting to or asking Slurm failed.
+    #[error("Slurm: {0}")]
+    Slurm(String),
+
     #[error("loss: {0}")]
     Loss(String),
 }

@@ -161,8 +161,25 @@ struct SweepArgs {
     config: ConfigArgs,
     /// Only score the test split with each method's estimator and compare teacher-selection
     /// accuracies (selection.md, selection.csv); no student is trained.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["status", "job", "executor"])]
     selection_only: bool,
+    /// Where the jobs run: `local` (the default) or `slurm` (submitted with sbatch); also
+    /// `sweep.executor` in the config.
+    #[arg(long, value_name = "local|slurm")]
+    executor: Option<workbench::sweep::Executor>,
+    /// Local executor: jobs run at a time, each a process with its share of the threads (also
+    /// `sweep.jobs`; default 1: one after another in this process).
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Print what would run (local: the jobs in order; slurm: the sbatch scripts) and run nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Show every cell (method x seed): done, running, failed or pending.
+    #[arg(long, conflicts_with_all = ["job", "dry_run"])]
+    status: bool,
+    /// Run one job of the sweep's graph (started by the executors).
+    #[arg(long, hide = true, value_name = "ID")]
+    job: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -224,22 +241,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Logits(args) => print_logits(&args)?,
-        Command::Sweep(SweepArgs { config: args, selection_only }) => {
-            let (_, registry) = load_config(&args, max_log_level, plugin_dirs, isolation)?;
-            if selection_only {
-                let dir = workbench::sweep::selection_only(&args.files, &args.sets, &registry)?;
-                print!("{}", std::fs::read_to_string(dir.join("selection.md"))?);
-                println!("selection.md, selection.csv in {}", dir.display());
-            } else {
-                let outcome = workbench::sweep::sweep(&args.files, &args.sets, &registry)?;
-                print!("{}", std::fs::read_to_string(outcome.dir.join("comparison.md"))?);
-                println!(
-                    "{} runs ({} already complete) in {}; comparison.md, comparison.csv, comparison.svg",
-                    outcome.summaries.iter().map(|s| s.accuracies.len()).sum::<usize>(),
-                    outcome.skipped,
-                    outcome.dir.display()
-                );
-            }
+        Command::Sweep(sweep) => {
+            let args = &sweep.config;
+            let global = job_options(&cli.plugin_dirs, cli.isolate_plugins, cli.plugin_timeout, cli.verbose, cli.quiet)?;
+            let (_, registry) = load_config(args, max_log_level, plugin_dirs, isolation)?;
+            run_sweep(&sweep, global, &registry)?;
         }
         Command::Assets(AssetsCommand::Fetch { names, cache }) => {
             let cache = assets::cache_dir(cache.as_deref());
@@ -304,6 +310,104 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn run_sweep(sweep: &SweepArgs, global: Vec<String>, registry: &Registry) -> anyhow::Result<()> {
+    use workbench::sweep::{self, slurm::Submitted, SweepOutcome};
+    let ConfigArgs { files, sets } = &sweep.config;
+    if sweep.selection_only {
+        let dir = sweep::selection_only(files, sets, registry)?;
+        print!("{}", std::fs::read_to_string(dir.join("selection.md"))?);
+        println!("selection.md, selection.csv in {}", dir.display());
+        return Ok(());
+    }
+    if let Some(job) = &sweep.job {
+        let outcome = sweep::run_job(files, sets, registry, job)?;
+        println!("job `{job}`: {outcome:?}");
+        return Ok(());
+    }
+    if sweep.status {
+        print!("{}", sweep::status::render(&sweep::status(files, sets, registry)?));
+        return Ok(());
+    }
+    let files = files.iter().map(std::path::absolute).collect::<std::io::Result<Vec<_>>>()?;
+    let command = sweep::JobCommand { program: std::env::current_exe()?, global, files, sets: sets.clone() };
+    let request = sweep::SweepRequest {
+        executor: sweep.executor,
+        jobs: sweep.jobs,
+        dry_run: sweep.dry_run,
+        command,
+    };
+    match sweep::sweep(&request, registry)? {
+        SweepOutcome::Ran { dir, comparison, skipped, failures } => {
+            print!("{}", std::fs::read_to_string(dir.join("comparison.md"))?);
+            println!(
+                "{} runs ({skipped} already complete) in {}; comparison.md, comparison.csv, comparison.svg",
+                comparison.summaries.iter().map(|s| s.accuracies.len()).sum::<usize>(),
+                dir.display()
+            );
+            if !failures.is_empty() {
+                let lines: Vec<String> = failures.iter().map(|f| format!("  - `{}`: {}", f.job, f.reason)).collect();
+                bail!(
+                    "{} of the sweep's jobs did not complete:\n{}\nRun the sweep again to retry them (complete cells are kept); `--status` shows every cell.",
+                    failures.len(),
+                    lines.join("\n")
+                );
+            }
+        }
+        SweepOutcome::Planned(jobs) => {
+            for job in jobs {
+                println!("{job}");
+            }
+        }
+        SweepOutcome::Submitted { dir, submitted } => match submitted {
+            Submitted::DryRun(scripts) => print!("{scripts}"),
+            Submitted::Nothing { already_queued: 0 } => {
+                println!("every cell is complete; comparison.md, comparison.csv, comparison.svg in {}", dir.display())
+            }
+            Submitted::Nothing { already_queued } => println!(
+                "nothing to submit: {already_queued} cells are still queued or running from an earlier submission"
+            ),
+            Submitted::Jobs { record, already_queued, scripts } => {
+                let ids: Vec<String> = record.jobs.iter().map(|(job, id)| format!("{job}={id}")).collect();
+                println!(
+                    "submission {}: {} Slurm jobs ({}), {} student runs{}; scripts in {}, logs in {}; `--status` follows them",
+                    record.submission,
+                    record.jobs.len(),
+                    ids.join(", "),
+                    record.cells.len(),
+                    if already_queued > 0 { format!(" ({already_queued} more still queued from before)") } else { String::new() },
+                    scripts.display(),
+                    dir.join("slurm/logs").display()
+                );
+            }
+        },
+    }
+    Ok(())
+}
+
+/// The global options a sweep's jobs are started with: this invocation's, with absolute
+/// plugin directories.
+fn job_options(
+    plugin_dirs: &[PathBuf],
+    isolate: bool,
+    timeout: Option<u64>,
+    verbose: u8,
+    quiet: u8,
+) -> anyhow::Result<Vec<String>> {
+    let mut options = Vec::new();
+    for dir in plugin_dirs {
+        options.extend(["--plugin-dir".to_string(), std::path::absolute(dir)?.display().to_string()]);
+    }
+    if isolate {
+        options.push("--isolate-plugins".into());
+    }
+    if let Some(seconds) = timeout {
+        options.extend(["--plugin-timeout".to_string(), seconds.to_string()]);
+    }
+    options.extend((0..verbose).map(|_| "-v".to_string()));
+    options.extend((0..quiet).map(|_| "-q".to_string()));
+    Ok(options)
 }
 
 /// Reads the config and loads the plugins it can use, with the thread budget set before any

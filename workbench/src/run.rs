@@ -136,26 +136,68 @@ fn teacher_tables(config: &ResolvedConfig) -> impl Iterator<Item = (String, &Com
 /// refuses a complete one the table no longer describes, and one left half-trained.
 fn ensure_teachers(config: &ResolvedConfig, splits: &Splits) -> Result<()> {
     for (key, choice) in teacher_tables(config) {
-        let Some(checkpoint) = first_checkpoint(choice) else {
-            if choice.teach.is_some() {
-                return Err(Error::InvalidConfig {
-                    problems: vec![format!("`{key}.teach` needs `checkpoints` naming where the teacher goes")],
-                });
-            }
-            continue;
-        };
-        let Some(teach) = &choice.teach else {
-            crate::teach::refuse_incomplete(&checkpoint)?;
-            continue;
-        };
-        if !crate::teach::is_complete(&checkpoint) {
-            tracing::info!(teacher = %key, dir = %checkpoint.display(), "training the missing teacher");
-        }
-        // Trains when missing, or checks that the table still describes the trained teacher.
-        let settings = teach.writing_to(checkpoint);
-        crate::teach::teach(&settings, splits.clone(), &config.cache, &format!("{key}.teach"))?;
+        ensure_teacher(config, &key, choice, splits)?;
     }
     Ok(())
+}
+
+/// Trains one teacher when its checkpoint is missing (true when it did), or checks that its
+/// `teach` table still describes the trained teacher.
+fn ensure_teacher(config: &ResolvedConfig, key: &str, choice: &ComponentChoice, splits: &Splits) -> Result<bool> {
+    let Some(checkpoint) = first_checkpoint(choice) else {
+        if choice.teach.is_some() {
+            return Err(Error::InvalidConfig {
+                problems: vec![format!("`{key}.teach` needs `checkpoints` naming where the teacher goes")],
+            });
+        }
+        return Ok(false);
+    };
+    let Some(teach) = &choice.teach else {
+        crate::teach::refuse_incomplete(&checkpoint)?;
+        return Ok(false);
+    };
+    let missing = !crate::teach::is_complete(&checkpoint);
+    if missing {
+        tracing::info!(teacher = %key, dir = %checkpoint.display(), "training the missing teacher");
+    }
+    let settings = teach.writing_to(checkpoint);
+    crate::teach::teach(&settings, splits.clone(), &config.cache, &format!("{key}.teach"))?;
+    Ok(missing)
+}
+
+/// The config keys of the teachers that are trained from a `teach` table: `teachers.NAME`
+/// and `oracle`.
+pub fn taught_teachers(config: &ResolvedConfig) -> Vec<String> {
+    teacher_tables(config).filter(|(_, choice)| choice.teach.is_some()).map(|(key, _)| key).collect()
+}
+
+/// Whether the teacher under config key `key` has a complete checkpoint (or needs none).
+pub fn teacher_is_ready(config: &ResolvedConfig, key: &str) -> bool {
+    teacher_tables(config)
+        .find(|(k, _)| k == key)
+        .is_some_and(|(_, choice)| first_checkpoint(choice).is_none_or(|dir| crate::teach::is_complete(&dir)))
+}
+
+/// A sweep's teacher job: trains the teacher under config key `key` when it is missing; true
+/// when it did.
+pub fn train_teacher(config: &ResolvedConfig, key: &str) -> Result<bool> {
+    let (key, choice) = teacher_tables(config).find(|(k, _)| k == key).ok_or_else(|| Error::InvalidConfig {
+        problems: vec![format!("no teacher table `{key}` in the config")],
+    })?;
+    let data = data_config(config)?;
+    if let Some(teach) = &choice.teach {
+        crate::teach::check_model(&teach.recipe, &format!("{key}.teach"), &config.cache)?;
+    }
+    let splits = data.load(&config.cache, config.data_seed)?;
+    ensure_teacher(config, &key, choice, &splits)
+}
+
+fn data_config(config: &ResolvedConfig) -> Result<&crate::data::DataConfig> {
+    config.data.as_ref().ok_or_else(|| Error::InvalidConfig {
+        problems: vec![
+            "no [data] table: name the dataset the student learns from (e.g. dataset = \"20newsgroups\")".into()
+        ],
+    })
 }
 
 /// The data, the teachers (trained first where missing) and the estimator of a config.
@@ -168,11 +210,7 @@ struct Prepared {
 }
 
 fn prepare(config: &ResolvedConfig, registry: &Registry) -> Result<Prepared> {
-    let data = config.data.as_ref().ok_or_else(|| Error::InvalidConfig {
-        problems: vec![
-            "no [data] table: name the dataset the student learns from (e.g. dataset = \"20newsgroups\")".into()
-        ],
-    })?;
+    let data = data_config(config)?;
     crate::teach::check_model(&config.student, "student", &config.cache)?;
     for (key, choice) in teacher_tables(config) {
         if let Some(teach) = &choice.teach {
@@ -239,6 +277,40 @@ pub struct UnownedRows {
     pub test: usize,
 }
 
+/// The rows the student learns from and is tested on: those whose label a teacher owns.
+struct StudentExamples {
+    train: Vec<Example>,
+    train_gold: Vec<u32>,
+    validation: Vec<Example>,
+    test: Vec<Example>,
+    test_gold: Vec<u32>,
+    unowned: UnownedRows,
+}
+
+fn student_examples(splits: &Splits, labels: &LabelSpace) -> Result<StudentExamples> {
+    let mut unowned = UnownedRows::default();
+    let (train, train_gold) = gold(&splits.train, labels, &mut unowned.train);
+    let (validation, _) = gold(&splits.validation, labels, &mut unowned.validation);
+    let (test, test_gold) = gold(&splits.test, labels, &mut unowned.test);
+    if unowned != UnownedRows::default() {
+        tracing::warn!(
+            train = unowned.train,
+            validation = unowned.validation,
+            test = unowned.test,
+            "rows whose label no teacher owns are left out"
+        );
+    }
+    if train.is_empty() || test.is_empty() {
+        return Err(Error::InvalidConfig {
+            problems: vec![format!(
+                "no train or no test rows carry a label of the teachers ({} train and {} test rows left out): check that the data's labels are the teachers' ({})",
+                unowned.train, unowned.test, labels.labels.join(", ")
+            )],
+        });
+    }
+    Ok(StudentExamples { train, train_gold, validation, test, test_gold, unowned })
+}
+
 struct Signals {
     deterministic: Vec<TeacherSignalSet>,
     scores: Option<Tensor>,
@@ -298,6 +370,113 @@ fn signals(
         None => None,
     };
     Ok(Signals { deterministic, scores, provenance })
+}
+
+/// The oracle's deterministic signals over the test texts, with its labels.
+fn oracle_signals(
+    config: &ResolvedConfig,
+    registry: &Registry,
+    choice: &ComponentChoice,
+    test_texts: &[RString],
+) -> Result<(TeacherSignalSet, workbench_plugin_api::TeacherInfo, Provenance)> {
+    let mut handle = registry.create_teacher(&choice.component, choice.library.as_deref(), &choice.params)?;
+    let info = handle.info()?;
+    let (signals, provenance) = SignalCache::new(&config.cache).get(
+        "oracle",
+        &mut handle,
+        &info,
+        &teacher_identity(registry, choice)?,
+        test_texts,
+        SamplingPlan::Deterministic,
+        config.mc_seed,
+        false,
+    )?;
+    Ok((signals, info, provenance))
+}
+
+/// The split whose texts a teacher's signals cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Split {
+    Train,
+    Test,
+}
+
+impl Split {
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        }
+    }
+}
+
+/// One cached teacher output: which teacher (its config key, `teachers.NAME` or `oracle`),
+/// over which split, under which sampling plan, with hidden states or not.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SignalRequest {
+    pub teacher: String,
+    pub split: Split,
+    pub plan: SamplingPlan,
+    pub hidden: bool,
+}
+
+/// The signals each teacher output a run of `config` reads; `hidden` when its strategy needs
+/// hidden states, `plan` its estimator's sampling plan.
+pub fn signal_requests(config: &ResolvedConfig, plan: Option<SamplingPlan>, hidden: bool) -> Vec<SignalRequest> {
+    let mut requests = Vec::new();
+    for name in config.teachers.keys() {
+        let teacher = format!("teachers.{name}");
+        let request = |split, plan, hidden| SignalRequest { teacher: teacher.clone(), split, plan, hidden };
+        requests.push(request(Split::Train, SamplingPlan::Deterministic, hidden));
+        requests.push(request(Split::Test, SamplingPlan::Deterministic, false));
+        if let Some(plan) = plan.filter(|p| *p != SamplingPlan::Deterministic) {
+            requests.push(request(Split::Train, plan, false));
+            requests.push(request(Split::Test, plan, false));
+        }
+    }
+    if config.oracle.is_some() {
+        requests.push(SignalRequest {
+            teacher: "oracle".into(),
+            split: Split::Test,
+            plan: SamplingPlan::Deterministic,
+            hidden: false,
+        });
+    }
+    requests
+}
+
+/// A sweep's signal job: computes one teacher output into the cache (or finds it there), the
+/// same entry a run of `config` reads.
+pub fn teacher_signals(config: &ResolvedConfig, registry: &Registry, request: &SignalRequest) -> Result<Provenance> {
+    let Prepared { splits, mut teachers, labels, .. } = prepare(config, registry)?;
+    let examples = student_examples(&splits, &labels)?;
+    let texts = texts(match request.split {
+        Split::Train => &examples.train,
+        Split::Test => &examples.test,
+    });
+    if request.teacher == "oracle" {
+        let choice = config.oracle.as_ref().ok_or_else(|| Error::InvalidConfig {
+            problems: vec!["no [oracle] table in the config".into()],
+        })?;
+        return Ok(oracle_signals(config, registry, choice, &texts)?.2);
+    }
+    let teacher = teachers
+        .iter_mut()
+        .find(|t| request.teacher.strip_prefix("teachers.") == Some(t.name.as_str()))
+        .ok_or_else(|| Error::InvalidConfig {
+            problems: vec![format!("no teacher table `{}` in the config", request.teacher)],
+        })?;
+    let (_, provenance) = SignalCache::new(&config.cache).get(
+        &teacher.name,
+        &mut teacher.handle,
+        &teacher.info,
+        &teacher.identity,
+        &texts,
+        request.plan,
+        config.mc_seed,
+        request.hidden,
+    )?;
+    Ok(provenance)
 }
 
 fn used_libraries(config: &ResolvedConfig, registry: &Registry) -> Result<Vec<Arc<PluginLibrary>>> {
@@ -392,26 +571,8 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
         "run ready"
     );
 
-    let mut unowned = UnownedRows::default();
-    let (train_examples, train_gold) = gold(&splits.train, &labels, &mut unowned.train);
-    let (validation, _) = gold(&splits.validation, &labels, &mut unowned.validation);
-    let (test, test_gold) = gold(&splits.test, &labels, &mut unowned.test);
-    if unowned != UnownedRows::default() {
-        tracing::warn!(
-            train = unowned.train,
-            validation = unowned.validation,
-            test = unowned.test,
-            "rows whose label no teacher owns are left out"
-        );
-    }
-    if train_examples.is_empty() || test.is_empty() {
-        return Err(Error::InvalidConfig {
-            problems: vec![format!(
-                "no train or no test rows carry a label of the teachers ({} train and {} test rows left out): check that the data's labels are the teachers' ({})",
-                unowned.train, unowned.test, labels.labels.join(", ")
-            )],
-        });
-    }
+    let StudentExamples { train: train_examples, train_gold, validation, test, test_gold, unowned } =
+        student_examples(&splits, &labels)?;
     let train_texts = texts(&train_examples);
     let test_texts = texts(&test);
     let train_signals = signals(config, &mut teachers, estimator.as_ref(), &train_texts, want_hidden, "train")?;
@@ -442,18 +603,7 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
         })
         .collect();
     let oracle = if let Some(choice) = &config.oracle {
-        let mut handle = registry.create_teacher(&choice.component, choice.library.as_deref(), &choice.params)?;
-        let info = handle.info()?;
-        let (signals, _) = SignalCache::new(&config.cache).get(
-            "oracle",
-            &mut handle,
-            &info,
-            &teacher_identity(registry, choice)?,
-            &test_texts,
-            SamplingPlan::Deterministic,
-            config.mc_seed,
-            false,
-        )?;
+        let (signals, info, _) = oracle_signals(config, registry, choice, &test_texts)?;
         // The oracle's labels map to the union by name; one outside the union is never right.
         let map: Vec<u32> = info.labels.iter().map(|l| labels.index_of(l).unwrap_or(u32::MAX)).collect();
         Some(row("all-label oracle", &teacher_predictions(&signals.logits, &map), &test_gold, &labels))

@@ -1,6 +1,13 @@
 //! `workbench sweep`: a grid of methods (strategy and estimator choices) over seeds, sharing
 //! the cached teacher signals, skipping runs already complete, and writing a comparison table
-//! (Markdown and CSV, mean ± std per method) and an SVG bar chart with error bars.
+//! (Markdown and CSV, mean ± std per method) and an SVG bar chart with error bars. The grid is
+//! a graph of jobs ([`graph`]) that runs on this machine ([`local`]) or on a Slurm cluster
+//! ([`slurm`]); [`status`] tells where each cell stands.
+
+pub mod graph;
+pub mod local;
+pub mod slurm;
+pub mod status;
 
 use std::path::{Path, PathBuf};
 
@@ -13,12 +20,39 @@ use serde::Deserialize;
 
 use crate::{config, host::Registry, run, Error, Result};
 
-/// `[sweep]`: the seeds and the methods to compare.
+/// `[sweep]`: the seeds and the methods to compare, and where the jobs run.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SweepSettings {
     pub seeds: Vec<u64>,
     pub methods: Vec<Method>,
+    /// `local` (the default) or `slurm`; `--executor` overrides.
+    pub executor: Option<Executor>,
+    /// Local workers, each a `workbench` process with its share of the threads; `--jobs`
+    /// overrides. 1 (the default) runs the jobs one after another in this process.
+    pub jobs: Option<usize>,
+    #[serde(default)]
+    pub slurm: slurm::SlurmSettings,
+}
+
+/// Where a sweep's jobs run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Executor {
+    Local,
+    Slurm,
+}
+
+impl std::str::FromStr for Executor {
+    type Err = String;
+
+    fn from_str(name: &str) -> std::result::Result<Self, String> {
+        match name {
+            "local" => Ok(Executor::Local),
+            "slurm" => Ok(Executor::Slurm),
+            other => Err(format!("no executor `{other}`; use `local` or `slurm`")),
+        }
+    }
 }
 
 /// One method: a strategy table and, when it needs scores, an estimator table; they replace
@@ -51,7 +85,7 @@ impl Provider for RunKeys {
     }
 }
 
-fn slug(name: &str) -> String {
+pub(crate) fn slug(name: &str) -> String {
     let slug: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     slug.split('-').filter(|s| !s.is_empty()).collect::<Vec<_>>().join("-")
@@ -89,22 +123,16 @@ impl Summary {
     }
 }
 
-pub struct SweepOutcome {
-    pub dir: PathBuf,
-    pub summaries: Vec<Summary>,
-    pub skipped: usize,
-}
-
 /// A sweep config read: its base figment, settings and output directory.
-struct Grid {
+pub struct Grid {
     base: Figment,
     name: String,
-    dir: PathBuf,
-    settings: SweepSettings,
+    pub dir: PathBuf,
+    pub settings: SweepSettings,
 }
 
 impl Grid {
-    fn open(files: &[PathBuf], sets: &[String]) -> Result<Self> {
+    pub fn open(files: &[PathBuf], sets: &[String]) -> Result<Self> {
         let base = config::sources(files, sets)?;
         let file: SweepFile = config::extract(&base)?;
         if file.sweep.methods.is_empty() || file.sweep.seeds.is_empty() {
@@ -132,52 +160,154 @@ impl Grid {
     }
 }
 
-/// Runs the grid: every method over every seed, skipping the runs already complete.
-pub fn sweep(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<SweepOutcome> {
+/// How a job starts as a process of its own: the `workbench` binary, the global options this
+/// sweep was started with, and the same config files and `--set`s, so that every job resolves
+/// the same config whichever executor starts it.
+#[derive(Debug, Clone)]
+pub struct JobCommand {
+    pub program: PathBuf,
+    /// Options before the subcommand (`--plugin-dir DIR`, `--isolate-plugins`, ...).
+    pub global: Vec<String>,
+    /// Absolute paths: a job may start in another directory or on another node.
+    pub files: Vec<PathBuf>,
+    pub sets: Vec<String>,
+}
+
+impl JobCommand {
+    /// `GLOBAL... sweep FILES... --set KEY=VALUE...`
+    pub fn base_args(&self) -> Vec<String> {
+        let files = self.files.iter().map(|f| f.display().to_string());
+        let sets = self.sets.iter().flat_map(|s| ["--set".to_string(), s.clone()]);
+        self.global.iter().cloned().chain(["sweep".to_string()]).chain(files).chain(sets).collect()
+    }
+
+    /// The arguments of one job with its thread count.
+    pub fn job_args(&self, job: &str, threads: &str) -> Vec<String> {
+        let mut args = self.base_args();
+        args.extend(["--set".into(), format!("threads={threads}"), "--job".into(), job.into()]);
+        args
+    }
+}
+
+/// How `workbench sweep` was asked to run.
+pub struct SweepRequest {
+    pub executor: Option<Executor>,
+    pub jobs: Option<usize>,
+    pub dry_run: bool,
+    /// Also the config files and `--set`s of the sweep itself.
+    pub command: JobCommand,
+}
+
+/// What `workbench sweep` did.
+pub enum SweepOutcome {
+    /// The local executor ran what was left; the comparison is written.
+    Ran {
+        dir: PathBuf,
+        comparison: Comparison,
+        /// Cells complete before this sweep started.
+        skipped: usize,
+        failures: Vec<local::Failure>,
+    },
+    /// The jobs went to Slurm (or nothing was left to submit).
+    Submitted { dir: PathBuf, submitted: slurm::Submitted },
+    /// `--dry-run` with the local executor: the jobs it would run, in order.
+    Planned(Vec<String>),
+}
+
+/// Runs the sweep with its executor: whatever is not complete yet.
+pub fn sweep(request: &SweepRequest, registry: &Registry) -> Result<SweepOutcome> {
+    let grid = Grid::open(&request.command.files, &request.command.sets)?;
+    let graph = graph::Graph::plan(&grid, registry)?;
+    match request.executor.or(grid.settings.executor).unwrap_or(Executor::Local) {
+        Executor::Slurm => {
+            let submitted = slurm::submit(&grid, &graph, &request.command, request.dry_run)?;
+            if let slurm::Submitted::Nothing { already_queued: 0 } = submitted {
+                // Every cell is complete: the comparison is brought up to date here.
+                aggregate(&grid, &graph)?;
+            }
+            Ok(SweepOutcome::Submitted { dir: grid.dir, submitted })
+        }
+        Executor::Local => {
+            let workers = request.jobs.or(grid.settings.jobs).unwrap_or(1);
+            if workers == 0 {
+                return Err(Error::InvalidConfig { problems: vec!["`sweep.jobs` (--jobs) must be at least 1".into()] });
+            }
+            let pending = graph.pending(&[]);
+            if request.dry_run {
+                return Ok(SweepOutcome::Planned(pending.jobs.iter().map(graph::Job::id).collect()));
+            }
+            let skipped = graph.cells.iter().filter(|c| c.is_complete()).count();
+            let failures = local::execute(&grid, &graph, registry, &pending, workers, &request.command)?;
+            let comparison = aggregate(&grid, &graph)?;
+            Ok(SweepOutcome::Ran { dir: grid.dir, comparison, skipped, failures })
+        }
+    }
+}
+
+/// `workbench sweep --job ID`: one job of the sweep's graph, in this process.
+pub fn run_job(files: &[PathBuf], sets: &[String], registry: &Registry, id: &str) -> Result<graph::Outcome> {
     let grid = Grid::open(files, sets)?;
-    let (mut summaries, mut skipped, mut teachers) = (Vec::new(), 0, Vec::new());
-    // The references do not depend on the method: read from the first method's runs.
+    let graph = graph::Graph::plan(&grid, registry)?;
+    let job = graph.find(id).ok_or_else(|| Error::InvalidConfig {
+        problems: vec![format!("the sweep has no job `{id}` (`workbench sweep --dry-run` lists them)")],
+    })?;
+    graph::execute_and_record(&grid, &graph, &job, registry)
+}
+
+/// `workbench sweep --status`: every cell's state.
+pub fn status(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<Vec<status::CellStatus>> {
+    let grid = Grid::open(files, sets)?;
+    let graph = graph::Graph::plan(&grid, registry)?;
+    status::cells(&grid, &graph)
+}
+
+/// The comparison of the complete cells, as written to the sweep directory.
+pub struct Comparison {
+    pub summaries: Vec<Summary>,
+    /// The cells without results, as `method seed N`.
+    pub missing: Vec<String>,
+}
+
+/// Reads every complete cell's results and writes the comparison (Markdown, CSV, chart); the
+/// cells without results are listed as missing.
+pub fn aggregate(grid: &Grid, graph: &graph::Graph) -> Result<Comparison> {
+    let mut summaries: Vec<Summary> = grid.settings.methods.iter().map(|m| Summary::named(&m.name)).collect();
+    let mut missing = Vec::new();
+    // The references do not depend on the method: read from each seed's first complete run.
     let (mut concat, mut oracle) = (Summary::named("teacher-concat (reference)"), Summary::named("all-label oracle"));
-    for (index, method) in grid.settings.methods.iter().enumerate() {
-        let mut summary = Summary::named(&method.name);
-        for &seed in &grid.settings.seeds {
-            let resolved = grid.resolve(method, seed, registry)?;
-            let run_dir = run::run_dir(&resolved);
-            teachers = resolved.teachers.keys().cloned().collect();
-            if run::is_complete(&run_dir) {
-                skipped += 1;
-                tracing::info!(run = %run_dir.display(), "already complete, skipped");
-            } else {
-                let resume = crate::learner::saved_state(&run_dir)?.is_some();
-                tracing::info!(method = %method.name, seed, "sweep run");
-                run::run(&resolved, registry, resume)?;
-                crate::files::kill_point("run-complete");
-            }
-            let results = run::RunResults::load(&run_dir)?;
-            summary.add(&results.student);
-            summary.min_coverage.push(results.min_coverage);
-            if let Some(s) = results.selection.estimator {
-                summary.selection.push(s.test);
-                summary.selection_train.push(s.train);
-            }
-            if index == 0 {
-                concat.add(&results.teacher_concat);
-                concat.selection.push(results.selection.concat_argmax.test);
-                concat.selection_train.push(results.selection.concat_argmax.train);
-                if let Some(row) = &results.oracle {
-                    oracle.add(row);
-                }
+    let mut referenced = Vec::new();
+    for cell in &graph.cells {
+        let method = &grid.settings.methods[cell.method];
+        if !cell.is_complete() {
+            missing.push(format!("`{}` seed {}", method.name, cell.seed));
+            continue;
+        }
+        let results = run::RunResults::load(&cell.run_dir())?;
+        let summary = &mut summaries[cell.method];
+        summary.add(&results.student);
+        summary.min_coverage.push(results.min_coverage);
+        if let Some(s) = results.selection.estimator {
+            summary.selection.push(s.test);
+            summary.selection_train.push(s.train);
+        }
+        if !referenced.contains(&cell.seed) {
+            referenced.push(cell.seed);
+            concat.add(&results.teacher_concat);
+            concat.selection.push(results.selection.concat_argmax.test);
+            concat.selection_train.push(results.selection.concat_argmax.train);
+            if let Some(row) = &results.oracle {
+                oracle.add(row);
             }
         }
-        summaries.push(summary);
     }
     // Rows that are no student: the teacher-concat ensemble (with the concat-argmax selector's
     // accuracy) and the all-label oracle, when configured.
     let references: Vec<Summary> =
         std::iter::once(concat).chain(Some(oracle).filter(|o| !o.accuracies.is_empty())).collect();
-    write_table(&grid.dir, &summaries, &references, &teachers)?;
+    let teachers: Vec<String> = graph.cells[0].config.teachers.keys().cloned().collect();
+    write_table(&grid.dir, &summaries, &references, &teachers, &missing)?;
     write_chart(&grid.dir.join("comparison.svg"), &summaries, &references)?;
-    Ok(SweepOutcome { dir: grid.dir, summaries, skipped })
+    Ok(Comparison { summaries, missing })
 }
 
 /// `workbench sweep --selection-only`: every method that has an estimator scores the test split
@@ -248,7 +378,13 @@ fn cell(values: &[f64]) -> String {
 /// The comparison as Markdown and CSV: union accuracy, accuracy on each teacher's labels (in
 /// `teachers` order, as the runs report them), minimum coverage and selection accuracy on test
 /// and on the training texts, mean ± std over seeds; the references close the table.
-fn write_table(dir: &Path, summaries: &[Summary], references: &[Summary], teachers: &[String]) -> Result<()> {
+fn write_table(
+    dir: &Path,
+    summaries: &[Summary],
+    references: &[Summary],
+    teachers: &[String],
+    missing: &[String],
+) -> Result<()> {
     let on_labels: String = teachers.iter().map(|t| format!(" on `{t}`'s labels |")).collect();
     let mut markdown = format!(
         "| method | runs | test accuracy (union) |{on_labels} min coverage | selection (test) | selection (training texts) |\n\
@@ -288,6 +424,12 @@ fn write_table(dir: &Path, summaries: &[Summary], references: &[Summary], teache
             "\"{}\",{},{am:.6},{asd:.6},{sm:.6},{ssd:.6}{subset_values},{cm:.6},{csd:.6},{tm:.6},{tsd:.6}\n",
             s.method.replace('"', "\"\""),
             s.accuracies.len()
+        );
+    }
+    if !missing.is_empty() {
+        markdown += &format!(
+            "\nMissing cells (no results yet): {}. `workbench sweep --status` tells why; submitting the sweep again runs them.\n",
+            missing.join(", ")
         );
     }
     std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;

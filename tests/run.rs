@@ -107,18 +107,29 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
     assert!(report.contains("| concat-argmax (reference) | "), "{report}");
     assert!(report.contains("Coverage (the student's accuracy on a teacher's labels over the teacher's own): `a` "));
 
-    // Every teacher signal (teacher, split, sampling plan) was computed by exactly one run.
+    // Every teacher signal (teacher, split, sampling plan) was computed once, by its own job
+    // of the sweep's graph; the runs read them all from the cache.
     let manifests = manifests(&sweep);
     assert_eq!(manifests.len(), 6);
-    let mut computed: BTreeMap<String, usize> = BTreeMap::new();
+    let mut read: BTreeMap<String, usize> = BTreeMap::new();
     for manifest in &manifests {
         for signal in manifest["signals"].as_array().unwrap() {
-            let key = format!("{} {} {}", signal["teacher"], signal["split"], signal["plan"]);
-            *computed.entry(key).or_default() += usize::from(signal["provenance"] == "computed");
+            assert_eq!(signal["provenance"], "cached", "{signal}");
+            *read.entry(format!("{} {} {}", signal["teacher"], signal["split"], signal["plan"])).or_default() += 1;
         }
     }
-    assert_eq!(computed.len(), 2 * 2 * 2, "deterministic and MC signals of 2 teachers on 2 splits: {computed:?}");
+    assert_eq!(read.len(), 2 * 2 * 2, "deterministic and MC signals of 2 teachers on 2 splits: {read:?}");
+    let log = std::fs::read_to_string(sweep.join("jobs.jsonl")).unwrap();
+    let mut computed: BTreeMap<String, usize> = BTreeMap::new();
+    for record in log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()) {
+        let job = record["job"].as_str().unwrap();
+        if job.starts_with("signals:") {
+            *computed.entry(job.to_string()).or_default() += usize::from(record["outcome"] == "computed");
+        }
+    }
+    assert_eq!(computed.len(), 2 * 2 * 2, "one job per signal: {computed:?}");
     assert!(computed.values().all(|&n| n == 1), "each computed once: {computed:?}");
+    assert!(computed.contains_key("signals:teachers.a:train:mc4-top0-lower0"), "{computed:?}");
 
     // Again: every run is complete and skipped.
     let again = run(&mut workbench(&["sweep", config.to_str().unwrap()]));

@@ -146,8 +146,9 @@ fn a_library_without_the_handshake_is_never_loaded_so_its_constructors_never_run
     } else {
         eprintln!("SKIPPED the fixture self-check: no python3 to load it with");
     }
-    let out = run(workbench(&["--plugin-dir", plugins.to_str().unwrap(), "plugins", "list"])
-        .env("CONSTRUCTOR_MARKER", &marker));
+    let out =
+        run(workbench(&["--plugin-dir", plugins.to_str().unwrap(), "plugins", "list"])
+            .env("CONSTRUCTOR_MARKER", &marker));
     assert!(out.ok, "{}", out.stderr);
     assert!(!marker.exists(), "the host loaded a library that is not a plugin");
 }

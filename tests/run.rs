@@ -82,7 +82,8 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
     let first = results("vanilla-kd-seed0");
     let coverage: Vec<f64> = (0..2)
         .map(|i| {
-            first["student"]["per_teacher"][i].as_f64().unwrap() / first["teachers"][i]["per_teacher"][i].as_f64().unwrap()
+            first["student"]["per_teacher"][i].as_f64().unwrap()
+                / first["teachers"][i]["per_teacher"][i].as_f64().unwrap()
         })
         .collect();
     assert_eq!(first["coverage"].as_array().unwrap().len(), 2);
@@ -219,10 +220,11 @@ fn a_killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
         assert_eq!(results("killed")[part], results("whole")[part], "the same test metrics: {part}");
     }
     let whole = results("whole");
-    let methods: Vec<&str> = [&whole["student"], &whole["teacher_concat"], &whole["teachers"][0], &whole["teachers"][1], &whole["oracle"]]
-        .iter()
-        .map(|r| r["method"].as_str().unwrap())
-        .collect();
+    let methods: Vec<&str> =
+        [&whole["student"], &whole["teacher_concat"], &whole["teachers"][0], &whole["teachers"][1], &whole["oracle"]]
+            .iter()
+            .map(|r| r["method"].as_str().unwrap())
+            .collect();
     assert_eq!(
         methods,
         [

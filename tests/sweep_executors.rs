@@ -187,12 +187,19 @@ fn a_sweep_submitted_to_slurm_matches_the_local_executor_and_resumes_a_cancelled
     assert!(line.contains("failed") && line.contains("submitting again resumes it"), "{}", status.stdout);
     assert!(status.stdout.contains("4 cells: 3 done, 0 running, 1 failed, 0 pending"), "{}", status.stdout);
     let partial = read(&runs.join("comparison.md"));
-    assert!(partial.contains("Missing cells (no results yet): "), "the aggregation reports the missing cell: {partial}");
+    assert!(
+        partial.contains("Missing cells (no results yet): "),
+        "the aggregation reports the missing cell: {partial}"
+    );
 
     // Submitting again runs the cancelled cell only, from its last saved epoch.
     let again = sweep("slurm", &["--executor", "slurm"]);
     assert!(again.ok, "{}", again.stderr);
     assert!(again.stdout.contains("submission 2: ") && again.stdout.contains(", 1 student runs"), "{}", again.stdout);
+    let second: serde_json::Value =
+        serde_json::from_str(read(&runs.join("slurm/submissions.jsonl")).lines().nth(1).unwrap()).unwrap();
+    let jobs: Vec<&String> = second["jobs"].as_object().unwrap().keys().collect();
+    assert_eq!(jobs, ["aggregate", "students"], "the signals its cell reads are done: {second}");
     slurm.wait_idle(Duration::from_secs(600));
     let status = sweep("slurm", &["--status"]);
     assert!(status.stdout.contains("4 cells: 4 done, 0 running, 0 failed, 0 pending"), "{}", status.stdout);
@@ -286,13 +293,24 @@ student = { cpus = 4, memory = "8G", time = "3:00:00", extra = ["--exclusive"] }
         assert!(student.contains(line), "`{line}` in {student}");
     }
     let teacher = scripts.split("# sbatch").find(|s| s.contains(" teacher-teachers-a.sh")).unwrap();
-    assert!(teacher.contains("#SBATCH --cpus-per-task=1\n#SBATCH --partition=cpu\n#SBATCH --time=1:00:00\n"), "{teacher}");
+    assert!(
+        teacher.contains("#SBATCH --cpus-per-task=1\n#SBATCH --partition=cpu\n#SBATCH --time=1:00:00\n"),
+        "{teacher}"
+    );
     assert!(!teacher.contains("--dependency") && !teacher.contains("--mem"), "{teacher}");
     let aggregate = scripts.split("# sbatch").find(|s| s.contains(" aggregate.sh")).unwrap();
     assert!(aggregate.contains("--dependency=afterany:<signals:"), "{aggregate}");
     assert!(!dir.path().join("runs").exists(), "a dry run writes nothing");
 
-    let wrong = run(&mut workbench(&["sweep", config, "--executor", "slurm", "--dry-run", "--set", "sweep.slurm.student.gpus=1"]));
+    let wrong = run(&mut workbench(&[
+        "sweep",
+        config,
+        "--executor",
+        "slurm",
+        "--dry-run",
+        "--set",
+        "sweep.slurm.student.gpus=1",
+    ]));
     assert!(!wrong.ok);
     assert!(wrong.stderr.contains("gpus") && wrong.stderr.contains("sweep.slurm.student"), "{}", wrong.stderr);
 }

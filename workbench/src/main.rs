@@ -243,7 +243,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logits(args) => print_logits(&args)?,
         Command::Sweep(sweep) => {
             let args = &sweep.config;
-            let global = job_options(&cli.plugin_dirs, cli.isolate_plugins, cli.plugin_timeout, cli.verbose, cli.quiet)?;
+            let global =
+                job_options(&cli.plugin_dirs, cli.isolate_plugins, cli.plugin_timeout, cli.verbose, cli.quiet)?;
             let (_, registry) = load_config(args, max_log_level, plugin_dirs, isolation)?;
             run_sweep(&sweep, global, &registry)?;
         }
@@ -332,12 +333,7 @@ fn run_sweep(sweep: &SweepArgs, global: Vec<String>, registry: &Registry) -> any
     }
     let files = files.iter().map(std::path::absolute).collect::<std::io::Result<Vec<_>>>()?;
     let command = sweep::JobCommand { program: std::env::current_exe()?, global, files, sets: sets.clone() };
-    let request = sweep::SweepRequest {
-        executor: sweep.executor,
-        jobs: sweep.jobs,
-        dry_run: sweep.dry_run,
-        command,
-    };
+    let request = sweep::SweepRequest { executor: sweep.executor, jobs: sweep.jobs, dry_run: sweep.dry_run, command };
     match sweep::sweep(&request, registry)? {
         SweepOutcome::Ran { dir, comparison, skipped, failures } => {
             print!("{}", std::fs::read_to_string(dir.join("comparison.md"))?);

@@ -181,9 +181,9 @@ pub fn teacher_is_ready(config: &ResolvedConfig, key: &str) -> bool {
 /// A sweep's teacher job: trains the teacher under config key `key` when it is missing; true
 /// when it did.
 pub fn train_teacher(config: &ResolvedConfig, key: &str) -> Result<bool> {
-    let (key, choice) = teacher_tables(config).find(|(k, _)| k == key).ok_or_else(|| Error::InvalidConfig {
-        problems: vec![format!("no teacher table `{key}` in the config")],
-    })?;
+    let (key, choice) = teacher_tables(config)
+        .find(|(k, _)| k == key)
+        .ok_or_else(|| Error::InvalidConfig { problems: vec![format!("no teacher table `{key}` in the config")] })?;
     let data = data_config(config)?;
     if let Some(teach) = &choice.teach {
         crate::teach::check_model(&teach.recipe, &format!("{key}.teach"), &config.cache)?;
@@ -455,17 +455,16 @@ pub fn teacher_signals(config: &ResolvedConfig, registry: &Registry, request: &S
         Split::Test => &examples.test,
     });
     if request.teacher == "oracle" {
-        let choice = config.oracle.as_ref().ok_or_else(|| Error::InvalidConfig {
-            problems: vec!["no [oracle] table in the config".into()],
-        })?;
+        let choice = config
+            .oracle
+            .as_ref()
+            .ok_or_else(|| Error::InvalidConfig { problems: vec!["no [oracle] table in the config".into()] })?;
         return Ok(oracle_signals(config, registry, choice, &texts)?.2);
     }
-    let teacher = teachers
-        .iter_mut()
-        .find(|t| request.teacher.strip_prefix("teachers.") == Some(t.name.as_str()))
-        .ok_or_else(|| Error::InvalidConfig {
-            problems: vec![format!("no teacher table `{}` in the config", request.teacher)],
-        })?;
+    let teacher =
+        teachers.iter_mut().find(|t| request.teacher.strip_prefix("teachers.") == Some(t.name.as_str())).ok_or_else(
+            || Error::InvalidConfig { problems: vec![format!("no teacher table `{}` in the config", request.teacher)] },
+        )?;
     let (_, provenance) = SignalCache::new(&config.cache).get(
         &teacher.name,
         &mut teacher.handle,

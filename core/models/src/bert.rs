@@ -395,8 +395,7 @@ impl BertClassifier {
             })
             .collect::<Result<Vec<_>>>()?;
         let pooling = config.pooling.unwrap_or(Pooling::Cls);
-        let pooler =
-            if pooling == Pooling::Cls { Some(p.fresh_linear("pooler.dense", h, h, true)?) } else { None };
+        let pooler = if pooling == Pooling::Cls { Some(p.fresh_linear("pooler.dense", h, h, true)?) } else { None };
         let classifier = p.fresh_linear("classifier", h, labels.len(), reuse_head)?;
         let ParamBuilder { params, vars, .. } = p;
         Ok(Self {

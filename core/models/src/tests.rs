@@ -125,7 +125,8 @@ fn computing_only_the_first_position_of_the_top_layer_gives_the_full_models_logi
     let (hidden, mask) = model.embed(&batch, None).unwrap();
     let every_position = model.encode(hidden, &mask, &model.layers, false, None).unwrap();
     assert_eq!(every_position.dims(), &[3, batch.ids.dim(1).unwrap(), HIDDEN]);
-    let full: Vec<f32> = model.head(&every_position, &batch.mask, None).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap();
+    let full: Vec<f32> =
+        model.head(&every_position, &batch.mask, None).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap();
     let first_only = logits(&checkpoint, &model, None);
     for (a, b) in full.iter().zip(&first_only) {
         assert!((a - b).abs() < 1e-6, "{full:?} vs {first_only:?}");
@@ -377,7 +378,8 @@ fn mean_pooling_averages_the_top_layer_over_real_tokens_only() {
     let top = model.encode(hidden, &mask, &model.layers, false, None).unwrap().to_vec3::<f32>().unwrap();
     let padding = batch.mask.to_dtype(candle_core::DType::F32).unwrap().to_vec2::<f32>().unwrap();
     let weight = |name: &str| model.params().iter().find(|(n, _)| n == name).unwrap().1.clone();
-    let (w, b) = (weight("classifier.weight").to_vec2::<f32>().unwrap(), weight("classifier.bias").to_vec1::<f32>().unwrap());
+    let (w, b) =
+        (weight("classifier.weight").to_vec2::<f32>().unwrap(), weight("classifier.bias").to_vec1::<f32>().unwrap());
     let output = model.forward(&batch, None).unwrap();
     let got = output.logits.to_vec2::<f32>().unwrap();
     for (i, (rows, real)) in top.iter().zip(&padding).enumerate() {
@@ -435,7 +437,9 @@ fn every_parameter_of_a_mean_pooled_model_receives_a_gradient() {
         .params()
         .iter()
         .zip(model.vars())
-        .filter(|(_, var)| grads.get(var).is_none_or(|g| g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0))
+        .filter(|(_, var)| {
+            grads.get(var).is_none_or(|g| g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() == 0.0)
+        })
         .map(|((name, _), _)| name.as_str())
         .collect();
     assert!(without.is_empty(), "parameters without gradient: {without:?}");

@@ -86,7 +86,10 @@ impl Harness {
             .iter()
             .map(|t| {
                 let shape = vec![1, t.logits.len(), t.labels.len()];
-                TeacherSamples { teacher: t.name.as_str().into(), logits: Tensor::new(shape, t.logits.concat()).unwrap() }
+                TeacherSamples {
+                    teacher: t.name.as_str().into(),
+                    logits: Tensor::new(shape, t.logits.concat()).unwrap(),
+                }
             })
             .collect()
     }

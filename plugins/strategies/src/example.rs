@@ -168,9 +168,14 @@ fn muka_hard_equals_the_one_hot_choice_of_teacher() {
     // Hard integration is soft integration with one-hot weights on the argmax teacher.
     assert_eq!(integration_weights(&[0.8, 0.2], Integration::Hard), vec![1.0, 0.0]);
     assert_eq!(integration_weights(&[0.1, 0.5], Integration::Hard), vec![0.0, 1.0]);
-    let hard =
-        distribution(&recipe(&Muka { integration: Integration::Hard, margin: false, margin_mean_one: false, temperature: 1.0 }, None), 0)
-            .clone();
+    let hard = distribution(
+        &recipe(
+            &Muka { integration: Integration::Hard, margin: false, margin_mean_one: false, temperature: 1.0 },
+            None,
+        ),
+        0,
+    )
+    .clone();
     let uhc = recipe(&Uhc { temperature: 1.0 }, None);
     let (pa, pb) = (distribution(&uhc, 0).target.data(), distribution(&uhc, 1).target.data());
     let choice = [0, 1, 0];
@@ -192,7 +197,8 @@ fn muka_soft_integrates_by_softmax_of_scores() {
     // i1: w = softmax([0.5, 2.5]) = [0.119203, 0.880797]; target = [0.059601, 0.059601,
     //     0.880797 * 2/3, 0.880797 / 3, 0] (the exact zero stays zero).
     // i2: w = [1/2, 1/2]; target = [0.5, 0, 1/16, 1/8, 5/16].
-    let soft = Muka { integration: Integration::Soft { tau: 0.2 }, margin: true, margin_mean_one: false, temperature: 1.0 };
+    let soft =
+        Muka { integration: Integration::Soft { tau: 0.2 }, margin: true, margin_mean_one: false, temperature: 1.0 };
     let term = distribution(&recipe(&soft, None), 0).clone();
     assert_close(
         term.target.data(),
@@ -207,12 +213,18 @@ fn muka_soft_integrates_by_softmax_of_scores() {
 
 #[test]
 fn muka_soft_approaches_hard_as_tau_goes_to_zero() {
-    let hard =
-        distribution(&recipe(&Muka { integration: Integration::Hard, margin: true, margin_mean_one: false, temperature: 1.0 }, Some(0)), 0)
-            .clone();
+    let hard = distribution(
+        &recipe(
+            &Muka { integration: Integration::Hard, margin: true, margin_mean_one: false, temperature: 1.0 },
+            Some(0),
+        ),
+        0,
+    )
+    .clone();
     let mut previous_gap = f32::INFINITY;
     for tau in [1.0, 0.1, 0.01, 0.001] {
-        let soft = Muka { integration: Integration::Soft { tau }, margin: true, margin_mean_one: false, temperature: 1.0 };
+        let soft =
+            Muka { integration: Integration::Soft { tau }, margin: true, margin_mean_one: false, temperature: 1.0 };
         let term = distribution(&recipe(&soft, Some(0)), 0).clone();
         let gap = term.target.data().iter().zip(hard.target.data()).map(|(s, h)| (s - h).abs()).fold(0.0, f32::max);
         assert!(gap < previous_gap, "gap {gap} at tau {tau} did not shrink from {previous_gap}");
@@ -233,7 +245,9 @@ fn margins_are_the_gap_between_the_two_highest_scores() {
 fn muka_without_scores_is_refused() {
     let mut no_scores = input(None);
     no_scores.scores = ROption::RNone;
-    let error = Muka { integration: Integration::Hard, margin: true, margin_mean_one: false, temperature: 1.0 }.recipe(&no_scores).unwrap_err();
+    let error = Muka { integration: Integration::Hard, margin: true, margin_mean_one: false, temperature: 1.0 }
+        .recipe(&no_scores)
+        .unwrap_err();
     assert!(error.message.contains("configure an estimator"), "{error}");
 }
 

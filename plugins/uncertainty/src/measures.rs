@@ -37,9 +37,10 @@ impl Measure {
             "top-variance" => Ok(Measure::TopVariance),
             "energy" => Ok(Measure::Energy),
             "max-logit" => Ok(Measure::MaxLogit),
-            other => {
-                Err(PluginError::invalid_input(format!("unknown measure `{other}`: use one of {}", MEASURES.join(", "))))
-            }
+            other => Err(PluginError::invalid_input(format!(
+                "unknown measure `{other}`: use one of {}",
+                MEASURES.join(", ")
+            ))),
         }
     }
 }

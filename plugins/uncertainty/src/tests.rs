@@ -136,7 +136,8 @@ fn mc_dropout_plans_its_depth_and_refuses_lower_passes_it_cannot_use() {
 fn max_logit_of_one_pass_picks_the_teacher_holding_the_concatenated_argmax() {
     // Logits A [2, 0], B [1, 3, 0]: the concatenation's argmax (3) is B's -> scores [2, 3].
     // A [4, 1], B [0, 0, 3.5]: A's 4 -> [4, 3.5].
-    let a = TeacherSamples { teacher: "A".into(), logits: Tensor::new(vec![1, 2, 2], vec![2.0, 0.0, 4.0, 1.0]).unwrap() };
+    let a =
+        TeacherSamples { teacher: "A".into(), logits: Tensor::new(vec![1, 2, 2], vec![2.0, 0.0, 4.0, 1.0]).unwrap() };
     let b = TeacherSamples {
         teacher: "B".into(),
         logits: Tensor::new(vec![1, 2, 3], vec![1.0, 3.0, 0.0, 0.0, 0.0, 3.5]).unwrap(),
@@ -164,7 +165,8 @@ fn the_scale_rescales_every_score_of_the_call_together() {
     let mean: f32 = scores.data().iter().sum::<f32>() / 6.0;
     assert!(mean.abs() < 1e-6, "standardized scores have mean 0, got {mean}");
     for b in 0..3 {
-        let (raw, std) = (estimator(MC, Measure::Entropy).score(&two_pass_samples()).unwrap(), scores.at(&[b]).to_vec());
+        let (raw, std) =
+            (estimator(MC, Measure::Entropy).score(&two_pass_samples()).unwrap(), scores.at(&[b]).to_vec());
         assert_eq!(raw.at(&[b])[0] > raw.at(&[b])[1], std[0] > std[1]);
     }
 }

@@ -4,6 +4,7 @@
 //! same jobs through [`execute`], in the `workbench` binary, on the same resolved configs.
 
 use std::{
+    collections::BTreeSet,
     io::Write,
     path::{Path, PathBuf},
     time::Instant,
@@ -167,8 +168,10 @@ impl Graph {
     }
 
     /// What is left: missing teachers, the cells not complete (minus `except`, those another
-    /// submission is still running) and the signals those cells read.
-    pub fn pending(&self, except: &[usize]) -> Pending {
+    /// submission is still running) and the signals those cells read, less those a job has
+    /// computed or found already (`succeeded`, from the job log) from a teacher that is not
+    /// trained again. A run computes any signal it finds missing all the same.
+    pub fn pending(&self, except: &[usize], succeeded: &BTreeSet<String>) -> Pending {
         let cells: Vec<usize> =
             (0..self.cells.len()).filter(|i| !except.contains(i) && !self.cells[*i].is_complete()).collect();
         let teachers: Vec<Job> = self
@@ -178,8 +181,13 @@ impl Graph {
             .cloned()
             .map(Job::Teacher)
             .collect();
-        let signals: Vec<&SignalRequest> =
-            self.signals.iter().filter(|r| cells.iter().any(|&c| self.cells[c].signals.contains(r))).collect();
+        let retrained = |request: &SignalRequest| teachers.contains(&Job::Teacher(request.teacher.clone()));
+        let signals: Vec<&SignalRequest> = self
+            .signals
+            .iter()
+            .filter(|r| cells.iter().any(|&c| self.cells[c].signals.contains(r)))
+            .filter(|r| retrained(r) || !succeeded.contains(&Job::Signals((*r).clone()).id()))
+            .collect();
         let mut jobs = teachers.clone();
         let mut needs = vec![Vec::new(); teachers.len()];
         let all_teachers: Vec<usize> = (0..teachers.len()).collect();
@@ -187,12 +195,11 @@ impl Graph {
             jobs.push(Job::Signals((*request).clone()));
             needs.push(all_teachers.clone());
         }
-        let signal_index = |request: &SignalRequest| {
-            teachers.len() + signals.iter().position(|r| *r == request).expect("a pending cell's signal is pending")
-        };
+        let signal_index =
+            |request: &SignalRequest| signals.iter().position(|r| *r == request).map(|i| teachers.len() + i);
         for &cell in &cells {
             jobs.push(Job::Student(cell));
-            let mut waits: Vec<usize> = self.cells[cell].signals.iter().map(signal_index).collect();
+            let mut waits: Vec<usize> = self.cells[cell].signals.iter().filter_map(signal_index).collect();
             waits.extend(&all_teachers);
             needs.push(waits);
         }
@@ -308,9 +315,22 @@ pub fn records(sweep_dir: &Path) -> Result<Vec<JobRecord>> {
     text.lines()
         .enumerate()
         .map(|(i, line)| {
-            serde_json::from_str(line).map_err(|e| Error::Data { path: path.clone(), line: i + 1, reason: e.to_string() })
+            serde_json::from_str(line).map_err(|e| Error::Data {
+                path: path.clone(),
+                line: i + 1,
+                reason: e.to_string(),
+            })
         })
         .collect()
+}
+
+/// The jobs whose latest execution succeeded.
+pub fn succeeded(sweep_dir: &Path) -> Result<BTreeSet<String>> {
+    let mut latest = std::collections::BTreeMap::new();
+    for record in records(sweep_dir)? {
+        latest.insert(record.job, record.outcome.is_some());
+    }
+    Ok(latest.into_iter().filter(|(_, ok)| *ok).map(|(job, _)| job).collect())
 }
 
 pub fn host_name() -> String {

@@ -61,7 +61,8 @@ pub fn execute(
                 let job = pending.jobs[i].clone();
                 tracing::info!(job = %job.id(), "job started");
                 if workers == 1 {
-                    let result = graph::execute_and_record(grid, graph, &job, registry).map(|_| ()).map_err(|e| e.to_string());
+                    let result =
+                        graph::execute_and_record(grid, graph, &job, registry).map(|_| ()).map_err(|e| e.to_string());
                     done_tx.send((i, result)).expect("the scheduler listens");
                 } else {
                     let done_tx = done_tx.clone();
@@ -78,16 +79,18 @@ pub fn execute(
             let (i, result) = done_rx.recv().expect("a running job reports");
             running -= 1;
             let job = &pending.jobs[i];
+            let ended = state.iter().filter(|s| matches!(s, State::Done | State::Failed(_))).count() + 1;
+            let progress = format!("{ended}/{count}");
             match result {
                 Ok(()) => {
-                    tracing::info!(job = %job.id(), "job done");
+                    tracing::info!(job = %job.id(), progress, "job done");
                     state[i] = State::Done;
                     if matches!(job, Job::Student(_)) {
                         crate::files::kill_point("run-complete");
                     }
                 }
                 Err(reason) => {
-                    tracing::error!(job = %job.id(), "job failed: {reason}");
+                    tracing::error!(job = %job.id(), progress, "job failed: {reason}");
                     state[i] = State::Failed(reason);
                 }
             }
@@ -156,4 +159,32 @@ fn run_process(
         return Err(format!("killed by signal {signal} (log: {})", log.display()));
     }
     Err(format!("{last} (log: {})", log.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_fails_every_job_that_waits_for_it_directly_or_not_and_no_other() {
+        let jobs = vec![
+            Job::Teacher("teachers.a".into()),
+            Job::Teacher("teachers.b".into()),
+            Job::Student(0),
+            Job::Student(1),
+        ];
+        // student 0 waits for teacher a; student 1 waits for student 0 and teacher b.
+        let pending = Pending { jobs, needs: vec![vec![], vec![], vec![0], vec![2, 1]] };
+        let mut state = vec![State::Failed("boom".into()), State::Done, State::Waiting, State::Waiting];
+        fail_dependents(&pending, &mut state);
+        assert_eq!(
+            state,
+            [
+                State::Failed("boom".into()),
+                State::Done,
+                State::Failed("not run: `teacher:teachers.a` failed".into()),
+                State::Failed("not run: `student:0` failed".into()),
+            ]
+        );
+    }
 }

@@ -232,7 +232,7 @@ pub fn sweep(request: &SweepRequest, registry: &Registry) -> Result<SweepOutcome
             if workers == 0 {
                 return Err(Error::InvalidConfig { problems: vec!["`sweep.jobs` (--jobs) must be at least 1".into()] });
             }
-            let pending = graph.pending(&[]);
+            let pending = graph.pending(&[], &graph::succeeded(&grid.dir)?);
             if request.dry_run {
                 return Ok(SweepOutcome::Planned(pending.jobs.iter().map(graph::Job::id).collect()));
             }
@@ -516,13 +516,40 @@ mod tests {
         let method = |name: &str, accuracy: f64| Summary { accuracies: vec![accuracy], ..Summary::named(name) };
         let concat = method("teacher-concat (reference)", 0.468);
         for count in [1, 3] {
-            let summaries: Vec<Summary> = (0..count).map(|i| method(&format!("method {i}"), 0.4 + 0.01 * i as f64)).collect();
+            let summaries: Vec<Summary> =
+                (0..count).map(|i| method(&format!("method {i}"), 0.4 + 0.01 * i as f64)).collect();
             let path = dir.path().join(format!("chart-{count}.svg"));
             write_chart(&path, &summaries, std::slice::from_ref(&concat)).unwrap();
             let svg = std::fs::read_to_string(&path).unwrap();
             assert!(svg.contains(&format!("method {}", count - 1)), "every method is labelled");
             assert!(svg.contains("teacher-concat (reference) 0.468"), "the reference line has its legend");
         }
+    }
+
+    #[test]
+    fn a_job_starts_with_the_sweeps_options_files_and_sets_then_its_threads_and_id() {
+        let command = JobCommand {
+            program: "/bin/workbench".into(),
+            global: vec!["--plugin-dir".into(), "/p".into()],
+            files: vec!["/c/a.toml".into(), "/c/b.toml".into()],
+            sets: vec!["name=x".into()],
+        };
+        assert_eq!(
+            command.job_args("student:3", "2"),
+            [
+                "--plugin-dir",
+                "/p",
+                "sweep",
+                "/c/a.toml",
+                "/c/b.toml",
+                "--set",
+                "name=x",
+                "--set",
+                "threads=2",
+                "--job",
+                "student:3"
+            ]
+        );
     }
 
     #[test]

@@ -94,7 +94,11 @@ pub fn submissions(grid: &Grid) -> Result<Vec<SubmissionRecord>> {
     text.lines()
         .enumerate()
         .map(|(i, line)| {
-            serde_json::from_str(line).map_err(|e| Error::Data { path: path.clone(), line: i + 1, reason: e.to_string() })
+            serde_json::from_str(line).map_err(|e| Error::Data {
+                path: path.clone(),
+                line: i + 1,
+                reason: e.to_string(),
+            })
         })
         .collect()
 }
@@ -141,7 +145,8 @@ pub fn job_states(ids: &[String]) -> BTreeMap<String, JobState> {
     }
     let unknown: Vec<&str> = arrays.iter().copied().filter(|a| !states.keys().any(|k| k.starts_with(a))).collect();
     if !unknown.is_empty() {
-        let sacct = Command::new("sacct").args(["-n", "-P", "-X", "-o", "JobID,State", "-j", &unknown.join(",")]).output();
+        let sacct =
+            Command::new("sacct").args(["-n", "-P", "-X", "-o", "JobID,State", "-j", &unknown.join(",")]).output();
         if let Some(output) = sacct.ok().filter(|o| o.status.success()) {
             for line in String::from_utf8_lossy(&output.stdout).lines() {
                 if let Some((id, state)) = line.split_once('|') {
@@ -190,7 +195,7 @@ pub enum Submitted {
 pub fn submit(grid: &Grid, graph: &Graph, command: &JobCommand, dry_run: bool) -> Result<Submitted> {
     let settings = &grid.settings.slurm;
     let queued = if dry_run { Vec::new() } else { active_cells(grid)? };
-    let pending = graph.pending(&queued);
+    let pending = graph.pending(&queued, &super::graph::succeeded(&grid.dir)?);
     if pending.jobs.is_empty() {
         return Ok(Submitted::Nothing { already_queued: queued.len() });
     }
@@ -233,12 +238,22 @@ pub fn submit(grid: &Grid, graph: &Graph, command: &JobCommand, dry_run: bool) -
         let file = format!("{}.sh", super::slug(&id));
         match job {
             Job::Teacher(_) => {
-                scripts.push(Script { name: id.clone(), file, text: script(job.kind(), &id, &quote(&id)?, None)?, after: None });
+                scripts.push(Script {
+                    name: id.clone(),
+                    file,
+                    text: script(job.kind(), &id, &quote(&id)?, None)?,
+                    after: None,
+                });
                 teachers.push(id);
             }
             Job::Signals(_) => {
                 let after = (!teachers.is_empty()).then(|| ("afterok", teachers.clone()));
-                scripts.push(Script { name: id.clone(), file, text: script(job.kind(), &id, &quote(&id)?, None)?, after });
+                scripts.push(Script {
+                    name: id.clone(),
+                    file,
+                    text: script(job.kind(), &id, &quote(&id)?, None)?,
+                    after,
+                });
                 signals.push(id);
             }
             Job::Student(cell) => cells.push(*cell),
@@ -300,7 +315,10 @@ pub fn submit(grid: &Grid, graph: &Graph, command: &JobCommand, dry_run: bool) -
                 if record.jobs.is_empty() {
                     String::new()
                 } else {
-                    format!(" (jobs already submitted: {})", record.jobs.values().cloned().collect::<Vec<_>>().join(", "))
+                    format!(
+                        " (jobs already submitted: {})",
+                        record.jobs.values().cloned().collect::<Vec<_>>().join(", ")
+                    )
                 }
             )));
         }
@@ -338,4 +356,53 @@ fn quote(arg: &str) -> Result<String> {
 /// Where the sweep's Slurm files go, for messages.
 pub fn logs_dir(grid: &Grid) -> PathBuf {
     grid.dir.join("slurm").join("logs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kinds_own_resources_win_over_all_and_extra_options_add_up() {
+        let settings: SlurmSettings = toml::from_str(
+            r#"
+            all = { partition = "cpu", time = "1:00:00", cpus = 2, extra = ["--qos=normal"], setup = "module load gcc" }
+            student = { cpus = 8, memory = "16G", extra = ["--exclusive"], setup = "source env" }
+            "#,
+        )
+        .unwrap();
+        let student = settings.resources(JobKind::Student);
+        assert_eq!(
+            student,
+            JobResources {
+                partition: Some("cpu".into()),
+                time: Some("1:00:00".into()),
+                cpus: Some(8),
+                memory: Some("16G".into()),
+                extra: vec!["--qos=normal".into(), "--exclusive".into()],
+                setup: Some("source env".into()),
+            }
+        );
+        let teacher = settings.resources(JobKind::Teacher);
+        assert_eq!((teacher.cpus, teacher.memory, teacher.extra), (Some(2), None, vec!["--qos=normal".to_string()]));
+        assert!(toml::from_str::<SlurmSettings>("student = { gpus = 1 }").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn queued_and_running_jobs_are_active_and_ended_ones_are_not() {
+        let state = |s: &str| JobState { state: s.into(), reason: String::new() };
+        for active in ["PENDING", "RUNNING", "COMPLETING"] {
+            assert!(state(active).is_active(), "{active}");
+        }
+        for ended in ["COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY"] {
+            assert!(!state(ended).is_active(), "{ended}");
+        }
+    }
+
+    #[test]
+    fn arguments_are_quoted_for_the_shell_only_where_needed() {
+        assert_eq!(quote("teacher:teachers.a").unwrap(), "teacher:teachers.a");
+        assert_eq!(quote("name=my run").unwrap(), "'name=my run'");
+        assert_eq!(quote("it's").unwrap(), "\"it's\"");
+    }
 }

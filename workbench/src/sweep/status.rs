@@ -55,7 +55,8 @@ pub fn cells(grid: &Grid, graph: &Graph) -> Result<Vec<CellStatus>> {
         let slurm_state = slurm_jobs.get(&index).and_then(|id| Some((id, states.get(id)?)));
         let last_record = records.iter().rev().find(|r| r.job == Job::Student(index).id());
         let (state, detail) = if cell.is_complete() {
-            let accuracy = crate::run::RunResults::load(&dir).map(|r| format!("test accuracy {:.4}", r.student.accuracy));
+            let accuracy =
+                crate::run::RunResults::load(&dir).map(|r| format!("test accuracy {:.4}", r.student.accuracy));
             (CellState::Done, accuracy.unwrap_or_default())
         } else if let Some((id, job)) = slurm_state.filter(|(_, job)| job.is_active()) {
             match job.state.as_str() {
@@ -73,7 +74,12 @@ pub fn cells(grid: &Grid, graph: &Graph) -> Result<Vec<CellStatus>> {
         } else {
             (CellState::Pending, "not started".into())
         };
-        out.push(CellStatus { method: grid.settings.methods[cell.method].name.clone(), seed: cell.seed, state, detail });
+        out.push(CellStatus {
+            method: grid.settings.methods[cell.method].name.clone(),
+            seed: cell.seed,
+            state,
+            detail,
+        });
     }
     Ok(out)
 }

@@ -81,6 +81,37 @@ impl FileLock {
     }
 }
 
+/// Appends `record` as one JSON line; a lock beside the file keeps concurrent writers' lines
+/// whole (also across nodes whose shared file system honours locks).
+pub fn append_json_line(path: &Path, record: &impl serde::Serialize) -> Result<()> {
+    let _lock = FileLock::acquire(&sibling(path, ".lock"), &format!("appending to {}", path.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(Error::io(format!("opening {}", path.display())))?;
+    let line = serde_json::to_string(record).expect("a record serializes") + "\n";
+    file.write_all(line.as_bytes()).map_err(Error::io(format!("writing {}", path.display())))
+}
+
+/// Every line of a JSON-lines file, oldest first; none when the file does not exist.
+pub fn read_json_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(path).map_err(Error::io(format!("reading {}", path.display())))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line).map_err(|e| Error::Data {
+                path: path.to_path_buf(),
+                line: i + 1,
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// Test hook: with `KILL_WORKBENCH_AT=<point>` in the environment the process aborts at that
 /// point, as a kill there would (no destructor runs). The kill tests stop runs exactly where
 /// a crash does the most harm; the variable is outside the `WORKBENCH_` config prefix.

@@ -5,7 +5,6 @@
 
 use std::{
     collections::BTreeSet,
-    io::Write,
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -16,7 +15,6 @@ use workbench_plugin_api::{ComponentKind, SamplingPlan};
 use super::Grid;
 use crate::{
     config::ResolvedConfig,
-    files::FileLock,
     host::Registry,
     learner::saved_state,
     run::{self, SignalRequest},
@@ -292,36 +290,14 @@ fn log_path(sweep_dir: &Path) -> PathBuf {
     sweep_dir.join("jobs.jsonl")
 }
 
-/// Appends a record; a lock keeps concurrent jobs' lines whole.
+/// Appends a record to the job log.
 pub fn record(sweep_dir: &Path, record: &JobRecord) -> Result<()> {
-    let path = log_path(sweep_dir);
-    let _lock = FileLock::acquire(&crate::files::sibling(&path, ".lock"), "the sweep's job log")?;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(Error::io(format!("opening {}", path.display())))?;
-    let line = serde_json::to_string(record).expect("a record serializes") + "\n";
-    file.write_all(line.as_bytes()).map_err(Error::io(format!("writing {}", path.display())))
+    crate::files::append_json_line(&log_path(sweep_dir), record)
 }
 
 /// Every record of the job log, oldest first.
 pub fn records(sweep_dir: &Path) -> Result<Vec<JobRecord>> {
-    let path = log_path(sweep_dir);
-    if !path.is_file() {
-        return Ok(Vec::new());
-    }
-    let text = std::fs::read_to_string(&path).map_err(Error::io(format!("reading {}", path.display())))?;
-    text.lines()
-        .enumerate()
-        .map(|(i, line)| {
-            serde_json::from_str(line).map_err(|e| Error::Data {
-                path: path.clone(),
-                line: i + 1,
-                reason: e.to_string(),
-            })
-        })
-        .collect()
+    crate::files::read_json_lines(&log_path(sweep_dir))
 }
 
 /// The jobs whose latest execution succeeded.

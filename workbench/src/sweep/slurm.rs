@@ -86,21 +86,7 @@ fn submissions_path(grid: &Grid) -> PathBuf {
 
 /// Every submission of this sweep, oldest first.
 pub fn submissions(grid: &Grid) -> Result<Vec<SubmissionRecord>> {
-    let path = submissions_path(grid);
-    if !path.is_file() {
-        return Ok(Vec::new());
-    }
-    let text = std::fs::read_to_string(&path).map_err(Error::io(format!("reading {}", path.display())))?;
-    text.lines()
-        .enumerate()
-        .map(|(i, line)| {
-            serde_json::from_str(line).map_err(|e| Error::Data {
-                path: path.clone(),
-                line: i + 1,
-                reason: e.to_string(),
-            })
-        })
-        .collect()
+    crate::files::read_json_lines(&submissions_path(grid))
 }
 
 /// The latest Slurm job (array task) of each cell.
@@ -330,20 +316,8 @@ pub fn submit(grid: &Grid, graph: &Graph, command: &JobCommand, dry_run: bool) -
     if let Some(array) = record.jobs.get("students") {
         record.cells = cells.iter().map(|&c| (c, format!("{array}_{c}"))).collect();
     }
-    append_record(grid, &record)?;
+    crate::files::append_json_line(&submissions_path(grid), &record)?;
     Ok(Submitted::Jobs { record, already_queued: queued.len(), scripts: dir })
-}
-
-fn append_record(grid: &Grid, record: &SubmissionRecord) -> Result<()> {
-    use std::io::Write;
-    let path = submissions_path(grid);
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(Error::io(format!("opening {}", path.display())))?;
-    let line = serde_json::to_string(record).expect("a record serializes") + "\n";
-    file.write_all(line.as_bytes()).map_err(Error::io(format!("writing {}", path.display())))
 }
 
 /// An argument quoted for the shell.

@@ -216,3 +216,66 @@ plugin = "dfa"
     );
     assert!(out.stderr.contains("strategy `muka` needs certainty scores: add an [estimator] table"), "{}", out.stderr);
 }
+
+const SWEEP: &str = r#"
+[sweep]
+seeds = [0, 1]
+
+[[sweep.methods]]
+name = "kd"
+strategy = { plugin = "vanilla-kd", temprature = 2.0 }
+
+[[sweep.methods]]
+name = "muka"
+strategy = { plugin = "muka" }
+estimator = { plugin = "entropi" }
+
+[[sweep.methods]]
+name = "uhc"
+strategy = { plugin = "uhc" }
+"#;
+
+#[test]
+fn a_sweep_file_is_checked_method_by_method() {
+    let base = GOOD.split("[estimator]").next().unwrap();
+    let (out, _) = check(&format!("{base}{SWEEP}"), &[]);
+    assert!(!out.ok);
+    let problems: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("  - ")).collect();
+    assert_eq!(problems.len(), 3, "{}", out.stderr);
+    assert!(problems[0].starts_with("  - method `kd`: `strategy.temprature` in "), "{}", out.stderr);
+    assert!(problems[0].contains("did you mean `temperature`?"), "{}", out.stderr);
+    assert!(problems[1].starts_with("  - method `muka`: `estimator.plugin` in "), "{}", out.stderr);
+    assert!(problems[1].contains("no estimator named `entropi`"), "{}", out.stderr);
+    assert!(problems[2].starts_with("  - method `muka`: strategy `muka` needs certainty scores"), "{}", out.stderr);
+
+    let fixed = SWEEP.replace("temprature", "temperature").replace("entropi", "entropy");
+    let (out, _) = check(&format!("{base}{fixed}"), &[]);
+    assert!(out.ok, "{}", out.stderr);
+    let methods: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("# method ")).collect();
+    assert_eq!(methods, ["# method `kd`", "# method `muka`", "# method `uhc`"]);
+    let first: toml::Table = out.stdout.split("# method `muka`").next().unwrap().parse().unwrap();
+    assert_eq!(first["name"].as_str(), Some("kd-seed0"));
+    assert_eq!(first["strategy"]["temperature"].as_float(), Some(2.0));
+
+    let clash = fixed.replace("name = \"uhc\"", "name = \"KD\"");
+    let (out, _) = check(&format!("{base}{clash}"), &[]);
+    assert!(
+        out.stderr.contains("`sweep.methods`: `kd` and `KD` would share the run directories `kd-seed*`; rename one"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn an_errors_cause_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.csv");
+    let text = format!("{GOOD}\n[data]\ndataset = \"files\"\ntrain = \"{0}\"\ntest = \"{0}\"\n", missing.display());
+    let file = config(dir.path(), &text);
+    let out = run(&mut workbench(&["run", &file]));
+    assert!(!out.ok);
+    assert_eq!(
+        out.stderr.lines().last().unwrap(),
+        format!("error: reading dataset file {}: No such file or directory (os error 2)", missing.display())
+    );
+}

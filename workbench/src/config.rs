@@ -111,7 +111,6 @@ struct Settings {
     isolate_plugins: bool,
     /// With isolated plugins: seconds a plugin call may take.
     plugin_timeout: Option<u64>,
-    #[allow(dead_code)]
     sweep: Option<serde::de::IgnoredAny>,
     #[allow(dead_code)]
     oracle: Option<serde::de::IgnoredAny>,
@@ -229,6 +228,11 @@ impl LoadedConfig {
     /// Plugin directories named by the config, relative to the file that names them.
     pub fn plugin_dirs(&self) -> Vec<PathBuf> {
         self.settings.plugin_dirs.iter().map(RelativePathBuf::relative).collect()
+    }
+
+    /// Whether this is a sweep file (a `[sweep]` table): a base config and methods.
+    pub fn is_sweep(&self) -> bool {
+        self.settings.sweep.is_some()
     }
 
     pub fn threads(&self) -> usize {

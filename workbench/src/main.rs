@@ -188,10 +188,23 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", describe(&error));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each printed once: many of our messages already name their
+/// cause, which the chain would repeat.
+fn describe(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+    }
+    message
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -221,8 +234,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config(ConfigCommand::Check(args)) => {
             let (loaded, registry) = load_config(&args, max_log_level, plugin_dirs, isolation)?;
-            let resolved = loaded.validate(&registry)?;
-            print!("{}", resolved.to_toml());
+            if loaded.is_sweep() {
+                for (method, resolved) in workbench::sweep::check(&args.files, &args.sets, &registry)? {
+                    println!("# method `{method}`\n{}", resolved.to_toml());
+                }
+            } else {
+                print!("{}", loaded.validate(&registry)?.to_toml());
+            }
         }
         Command::Teach(args) => {
             let config = config::load_teach(&args.files, &args.sets)?;

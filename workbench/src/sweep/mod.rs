@@ -140,6 +140,20 @@ impl Grid {
                 problems: vec!["`sweep.methods` and `sweep.seeds` must not be empty".into()],
             });
         }
+        let mut problems = Vec::new();
+        for (i, method) in file.sweep.methods.iter().enumerate() {
+            if let Some(earlier) = file.sweep.methods[..i].iter().find(|m| slug(&m.name) == slug(&method.name)) {
+                problems.push(format!(
+                    "`sweep.methods`: `{}` and `{}` would share the run directories `{}-seed*`; rename one",
+                    earlier.name,
+                    method.name,
+                    slug(&method.name)
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Error::InvalidConfig { problems });
+        }
         let name = file.name.unwrap_or_else(|| "sweep".into());
         let dir = file.output.unwrap_or_else(|| PathBuf::from("runs")).join(&name);
         Ok(Self { base, name, dir, settings: file.sweep })
@@ -241,6 +255,27 @@ pub fn sweep(request: &SweepRequest, registry: &Registry) -> Result<SweepOutcome
             let comparison = aggregate(&grid, &graph)?;
             Ok(SweepOutcome::Ran { dir: grid.dir, comparison, skipped, failures })
         }
+    }
+}
+
+/// `workbench config check` of a sweep file: every method's config resolved and validated
+/// (with the first seed), all problems at once, each naming its method.
+pub fn check(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<Vec<(String, config::ResolvedConfig)>> {
+    let grid = Grid::open(files, sets)?;
+    let (mut resolved, mut problems) = (Vec::new(), Vec::new());
+    for method in &grid.settings.methods {
+        match grid.resolve(method, grid.settings.seeds[0], registry) {
+            Ok(config) => resolved.push((method.name.clone(), config)),
+            Err(Error::InvalidConfig { problems: found }) => {
+                problems.extend(found.into_iter().map(|p| format!("method `{}`: {p}", method.name)))
+            }
+            Err(other) => problems.push(format!("method `{}`: {other}", method.name)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(resolved)
+    } else {
+        Err(Error::InvalidConfig { problems })
     }
 }
 

@@ -15,7 +15,10 @@ use figment::{
     value::{Dict, Map, Value},
     Figment, Metadata, Profile, Provider,
 };
-use plotters::prelude::*;
+use plotters::{
+    prelude::*,
+    style::text_anchor::{HPos, Pos, VPos},
+};
 use serde::Deserialize;
 
 use crate::{config, host::Registry, run, Error, Result};
@@ -341,7 +344,7 @@ pub fn aggregate(grid: &Grid, graph: &graph::Graph) -> Result<Comparison> {
         std::iter::once(concat).chain(Some(oracle).filter(|o| !o.accuracies.is_empty())).collect();
     let teachers: Vec<String> = graph.cells[0].config.teachers.keys().cloned().collect();
     write_table(&grid.dir, &summaries, &references, &teachers, &missing)?;
-    write_chart(&grid.dir.join("comparison.svg"), &summaries, &references)?;
+    write_chart(&grid.dir.join("comparison.svg"), &summaries, &references, &teachers)?;
     Ok(Comparison { summaries, missing })
 }
 
@@ -472,61 +475,87 @@ fn write_table(
     std::fs::write(dir.join("comparison.csv"), csv).map_err(Error::io("writing comparison.csv"))
 }
 
-/// Bars for the methods (mean ± std), a dashed line across them for each reference.
-fn write_chart(path: &Path, summaries: &[Summary], references: &[Summary]) -> Result<()> {
+/// Per method, a group of bars: the union accuracy (mean ± std over seeds) and the accuracy on
+/// each teacher's labels beside it; a dashed line across all groups for each reference. The
+/// y axis leaves room above 1.0 for the legend.
+fn write_chart(path: &Path, summaries: &[Summary], references: &[Summary], teachers: &[String]) -> Result<()> {
+    let groups = summaries.len();
+    let bars = 1 + teachers.len();
     let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::new(path, (160 + 160 * summaries.len() as u32, 440)).into_drawing_area();
+        let width = 180 + (groups * (40 + 36 * bars)) as u32;
+        let root = SVGBackend::new(path, (width.max(520), 460)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .caption("Student test accuracy (mean ± std over seeds)", ("sans-serif", 18))
             .margin(12)
-            .x_label_area_size(60)
+            .x_label_area_size(40)
             .y_label_area_size(50)
-            // Integer ranges are inclusive in plotters: n methods are the segments of 0..=n-1.
-            .build_cartesian_2d((0..summaries.len() - 1).into_segmented(), 0.0..1.0f64)?;
+            .build_cartesian_2d(0.0..groups as f64, 0.0..1.3f64)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_label_style(("sans-serif", 11))
-            .x_label_formatter(&|x| match x {
-                SegmentValue::CenterOf(i) => summaries.get(*i).map_or_else(String::new, |s| s.method.clone()),
-                _ => String::new(),
-            })
+            .disable_x_axis()
+            .y_labels(14)
+            .y_label_formatter(&|y| if *y <= 1.0 + 1e-9 { format!("{y:.1}") } else { String::new() })
             .y_desc("accuracy")
             .draw()?;
-        for (i, s) in summaries.iter().enumerate() {
+        // Each group fills 80% of its unit: `bars` bars side by side, gaps between groups.
+        let bar_width = 0.8 / bars as f64;
+        let left = |group: usize, bar: usize| group as f64 + 0.1 + bar as f64 * bar_width;
+        // Okabe-Ito colours after the union's blue, told apart with colour-blind eyes too.
+        let palette = [RGBColor(230, 159, 0), RGBColor(86, 180, 233), RGBColor(204, 121, 167), RGBColor(213, 94, 0)];
+        let colors: Vec<RGBColor> =
+            std::iter::once(BLUE).chain((0..teachers.len()).map(|i| palette[i % palette.len()])).collect();
+        let mean_on = |s: &Summary, teacher: usize| {
+            mean_std(&s.per_teacher.iter().filter_map(|row| row.get(teacher).copied()).collect::<Vec<_>>()).0
+        };
+        for bar in 0..bars {
+            let color = colors[bar];
+            let rectangles = summaries.iter().enumerate().map(|(group, s)| {
+                let height = if bar == 0 { mean_std(&s.accuracies).0 } else { mean_on(s, bar - 1) };
+                let x = left(group, bar);
+                Rectangle::new(
+                    [(x, 0.0), (x + bar_width * 0.9, height)],
+                    color.mix(if bar == 0 { 0.7 } else { 0.5 }).filled(),
+                )
+            });
+            let label = if bar == 0 { "union".to_string() } else { format!("on {}'s labels", teachers[bar - 1]) };
+            chart
+                .draw_series(rectangles)?
+                .label(label)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.mix(0.6).filled()));
+        }
+        for (group, s) in summaries.iter().enumerate() {
             let (mean, std) = mean_std(&s.accuracies);
-            // Inset from the segment's edges so that neighbouring bars do not touch.
-            let mut bar = Rectangle::new(
-                [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), mean)],
-                BLUE.mix(0.5).filled(),
-            );
-            bar.set_margin(0, 0, 12, 12);
-            chart.draw_series(std::iter::once(bar))?;
+            let x = left(group, 0) + bar_width * 0.45;
             chart.draw_series(std::iter::once(PathElement::new(
-                vec![
-                    (SegmentValue::CenterOf(i), (mean - std).max(0.0)),
-                    (SegmentValue::CenterOf(i), (mean + std).min(1.0)),
-                ],
+                vec![(x, (mean - std).max(0.0)), (x, (mean + std).min(1.0))],
                 BLACK.stroke_width(2),
             )))?;
         }
-        let colors = [RED, GREEN];
-        for (reference, color) in references.iter().zip(colors) {
+        for (reference, color) in references.iter().zip([RED, GREEN]) {
             let (mean, _) = mean_std(&reference.accuracies);
-            let across = vec![(SegmentValue::Exact(0), mean), (SegmentValue::Exact(summaries.len()), mean)];
             chart
-                .draw_series(DashedLineSeries::new(across, 8, 6, color.stroke_width(2)))?
+                .draw_series(DashedLineSeries::new(
+                    vec![(0.0, mean), (groups as f64, mean)],
+                    8,
+                    6,
+                    color.stroke_width(2),
+                ))?
                 .label(format!("{} {mean:.3}", reference.method))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
         }
-        if !references.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()?;
+        // Method names under their groups, in pixels below the axis.
+        for (group, s) in summaries.iter().enumerate() {
+            let (x, y) = chart.backend_coord(&(group as f64 + 0.5, 0.0));
+            let style = TextStyle::from(("sans-serif", 12)).pos(Pos::new(HPos::Center, VPos::Top));
+            root.draw(&Text::new(s.method.clone(), (x, y + 8), style))?;
         }
         root.present()?;
         Ok(())
@@ -554,10 +583,13 @@ mod tests {
             let summaries: Vec<Summary> =
                 (0..count).map(|i| method(&format!("method {i}"), 0.4 + 0.01 * i as f64)).collect();
             let path = dir.path().join(format!("chart-{count}.svg"));
-            write_chart(&path, &summaries, std::slice::from_ref(&concat)).unwrap();
+            write_chart(&path, &summaries, std::slice::from_ref(&concat), &["a".to_string(), "b".to_string()]).unwrap();
             let svg = std::fs::read_to_string(&path).unwrap();
             assert!(svg.contains(&format!("method {}", count - 1)), "every method is labelled");
             assert!(svg.contains("teacher-concat (reference) 0.468"), "the reference line has its legend");
+            assert!(svg.contains("on b&apos;s labels"), "each teacher's subset has its bars");
+            // One rectangle per method and bar (union, a, b), plus the legend's and backgrounds.
+            assert!(svg.matches("<rect").count() >= 3 * count, "{svg}");
         }
     }
 

@@ -279,3 +279,26 @@ fn an_errors_cause_is_printed_once() {
         format!("error: reading dataset file {}: No such file or directory (os error 2)", missing.display())
     );
 }
+
+#[test]
+fn predict_prints_a_teachers_distribution_and_the_estimators_score_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = config(dir.path(), GOOD);
+    let out = run(&mut workbench(&["predict", &file, "--teacher", "news", "--json", "any text"]));
+    assert!(out.ok, "{}", out.stderr);
+    let line: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    // softmax([2, -1]) = [1 / (1 + e^-3), e^-3 / (1 + e^-3)]; entropy certainty 1 - H / ln 2.
+    let p = 1.0 / (1.0 + (-3.0f64).exp());
+    let entropy = -(p * p.ln() + (1.0 - p) * (1.0 - p).ln());
+    assert_eq!(line["probabilities"][0][0], "politics");
+    assert!((line["probabilities"][0][1].as_f64().unwrap() - p).abs() < 1e-6, "{line}");
+    assert!((line["score"].as_f64().unwrap() - (1.0 - entropy / 2f64.ln())).abs() < 1e-6, "{line}");
+    let table = run(&mut workbench(&["predict", &file, "--teacher", "news", "some text"]));
+    assert_eq!(table.stdout, "\"some text\"  (estimator score 0.7246)\n  politics  0.9526\n  sport     0.0474\n");
+    let wrong = run(&mut workbench(&["predict", &file, "--teacher", "sports", "x"]));
+    assert!(
+        wrong.stderr.contains("the config has no teacher `sports`; its teachers: news, science"),
+        "{}",
+        wrong.stderr
+    );
+}

@@ -13,6 +13,7 @@ pub mod learner;
 pub mod logging;
 pub mod loss;
 pub mod metrics;
+pub mod predict;
 pub mod run;
 pub mod signals;
 pub mod student;

@@ -53,6 +53,9 @@ enum Command {
     Sweep(SweepArgs),
     /// Fine-tune a teacher on some (or all) labels of a dataset; writes a Hugging Face checkpoint.
     Teach(ConfigArgs),
+    /// Run one teacher of a config on a few texts: its distribution over its labels and, when
+    /// the config has an estimator, the estimator's certainty score.
+    Predict(PredictArgs),
     /// Print a checkpoint's logits for some texts as JSON, with the token ids it used (for
     /// comparisons with other implementations).
     Logits(LogitsArgs),
@@ -81,6 +84,25 @@ struct RunArgs {
     /// Continue a stopped run from its directory (its config.toml is used).
     #[arg(long, value_name = "DIR", conflicts_with = "files")]
     resume: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// Config file in TOML (a run or a sweep config; a sweep's first method is used).
+    #[arg(value_name = "CONFIG")]
+    config: PathBuf,
+    /// The teacher: a key of `[teachers]`, or `oracle`.
+    #[arg(long)]
+    teacher: String,
+    /// Override a key, e.g. --set estimator.passes=16.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Texts to run.
+    #[arg(required = true)]
+    texts: Vec<String>,
 }
 
 #[derive(Args)]
@@ -259,6 +281,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Logits(args) => print_logits(&args)?,
+        Command::Predict(args) => {
+            let config = ConfigArgs { files: vec![args.config.clone()], sets: args.sets.clone() };
+            let (loaded, registry) = load_config(&config, max_log_level, plugin_dirs, isolation)?;
+            let resolved = if loaded.is_sweep() {
+                workbench::sweep::check(&config.files, &config.sets, &registry)?.swap_remove(0).1
+            } else {
+                loaded.validate(&registry)?
+            };
+            let predictions = workbench::predict::predict(&resolved, &registry, &args.teacher, &args.texts)?;
+            print_predictions(&predictions, args.json);
+        }
         Command::Sweep(sweep) => {
             let args = &sweep.config;
             let global =
@@ -476,6 +509,21 @@ fn discover(dirs: &[PathBuf], settings: &HostSettings) -> Registry {
         tracing::warn!("{failure}");
     }
     registry
+}
+
+fn print_predictions(predictions: &[workbench::predict::Prediction], json: bool) {
+    for prediction in predictions {
+        if json {
+            println!("{}", serde_json::to_string(prediction).expect("a prediction serializes"));
+            continue;
+        }
+        let score = prediction.score.map_or_else(String::new, |s| format!("  (estimator score {s:.4})"));
+        println!("{:?}{score}", prediction.text);
+        let width = prediction.probabilities.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+        for (label, probability) in &prediction.probabilities {
+            println!("  {label:<width$}  {probability:.4}");
+        }
+    }
 }
 
 fn print_logits(args: &LogitsArgs) -> anyhow::Result<()> {

@@ -1,0 +1,68 @@
+//! `workbench predict`: one teacher of a config on a few texts, for a look at what a teacher
+//! plugin does: its distribution over its labels and, when the config has an estimator, the
+//! certainty score the estimator gives it.
+
+use abi_stable::std_types::RString;
+use workbench_plugin_api::{math::softmax, ForwardRequest, Sampling, SamplingPlan, TeacherSamples};
+
+use crate::{config::ResolvedConfig, host::Registry, Error, Result};
+
+/// A teacher's answer for one text.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Prediction {
+    pub text: String,
+    /// Every label with its probability (softmax at T = 1), most probable first.
+    pub probabilities: Vec<(String, f32)>,
+    /// The estimator's certainty score, when the config has an estimator.
+    pub score: Option<f32>,
+}
+
+/// Runs the teacher named `teacher` (a key of `[teachers]`, or `oracle`) on `texts`.
+pub fn predict(
+    config: &ResolvedConfig,
+    registry: &Registry,
+    teacher: &str,
+    texts: &[String],
+) -> Result<Vec<Prediction>> {
+    let choice = match teacher {
+        "oracle" => config.oracle.as_ref(),
+        name => config.teachers.get(name),
+    }
+    .ok_or_else(|| {
+        let names: Vec<&str> =
+            config.teachers.keys().map(String::as_str).chain(config.oracle.as_ref().map(|_| "oracle")).collect();
+        Error::InvalidConfig {
+            problems: vec![format!("the config has no teacher `{teacher}`; its teachers: {}", names.join(", "))],
+        }
+    })?;
+    let mut handle = registry.create_teacher(&choice.component, choice.library.as_deref(), &choice.params)?;
+    let info = handle.info()?;
+    let inputs: Vec<RString> = texts.iter().map(|t| RString::from(t.as_str())).collect();
+    let deterministic = ForwardRequest { sampling: Sampling::Deterministic, want_hidden: false };
+    let logits = handle.forward(&inputs, &deterministic, &info)?.logits;
+    let scores = match &config.estimator {
+        Some(e) => {
+            let estimator = registry.create_estimator(&e.component, e.library.as_deref(), &e.params)?;
+            let sampled = match estimator.plan()? {
+                SamplingPlan::Deterministic => logits.clone(),
+                plan => {
+                    let request = ForwardRequest { sampling: plan.request(config.mc_seed), want_hidden: false };
+                    handle.forward(&inputs, &request, &info)?.logits
+                }
+            };
+            let samples = [TeacherSamples { teacher: teacher.into(), logits: sampled }];
+            Some(estimator.score(&samples)?)
+        }
+        None => None,
+    };
+    Ok(texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let mut probabilities: Vec<(String, f32)> =
+                info.labels.iter().map(|l| l.to_string()).zip(softmax(logits.at(&[0, i]), 1.0)).collect();
+            probabilities.sort_by(|a, b| b.1.total_cmp(&a.1));
+            Prediction { text: text.clone(), probabilities, score: scores.as_ref().map(|s| s.at(&[i])[0]) }
+        })
+        .collect())
+}

@@ -15,6 +15,7 @@ pub mod loss;
 pub mod metrics;
 pub mod predict;
 pub mod run;
+pub mod scaffold;
 pub mod signals;
 pub mod student;
 pub mod sweep;

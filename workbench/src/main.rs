@@ -41,8 +41,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Inspect the available plugins.
-    #[command(subcommand)]
+    /// Inspect the available plugins, or start a new one.
+    #[command(subcommand, alias = "plugin")]
     Plugins(PluginsCommand),
     /// Work with experiment configs.
     #[command(subcommand)]
@@ -158,6 +158,21 @@ enum PluginsCommand {
         /// Component name, as used in configs (e.g. vanilla-kd).
         name: String,
     },
+    /// Make a plugin crate (one component of this kind, with a unit test) that builds where it
+    /// is created: `cargo build --release`, then `--plugin-dir NAME/target/release`.
+    New {
+        /// Crate and component name: lowercase letters, digits and `-`.
+        name: String,
+        /// teacher, estimator or strategy.
+        #[arg(long, value_parser = component_kind)]
+        kind: ComponentKind,
+        /// Directory to create the crate in (default: the working directory).
+        #[arg(long, default_value = ".")]
+        path: PathBuf,
+        /// Take the plugin API from this git repository instead of this workbench's source.
+        #[arg(long, value_name = "URL")]
+        git: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -248,10 +263,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugins(command) => {
             let settings =
                 HostSettings { max_log_level, isolation: isolation((false, None)), ..HostSettings::default() };
-            let registry = discover(&plugin_dirs(Vec::new()), &settings);
+            let registry = || discover(&plugin_dirs(Vec::new()), &settings);
             match command {
-                PluginsCommand::List => list_plugins(&registry),
-                PluginsCommand::Show { name } => show_plugin(&registry, &name)?,
+                PluginsCommand::List => list_plugins(&registry()),
+                PluginsCommand::Show { name } => show_plugin(&registry(), &name)?,
+                PluginsCommand::New { name, kind, path, git } => scaffold_plugin(&name, kind, &path, git)?,
             }
         }
         Command::Config(ConfigCommand::Check(args)) => {
@@ -471,6 +487,30 @@ fn load_config(
     let settings = HostSettings { threads, max_log_level, isolation: isolation(loaded.plugin_isolation()) };
     let registry = discover(&plugin_dirs(loaded.plugin_dirs()), &settings);
     Ok((loaded, registry))
+}
+
+fn scaffold_plugin(name: &str, kind: ComponentKind, path: &std::path::Path, git: Option<String>) -> anyhow::Result<()> {
+    use workbench::scaffold::{new_plugin, ApiSource};
+    let api = match git {
+        Some(url) => ApiSource::Git(url),
+        None => ApiSource::this_workbench().ok_or_else(|| {
+            anyhow::anyhow!("this workbench's source is not at its build path any more: give --git URL")
+        })?,
+    };
+    let root = new_plugin(name, kind, path, &api)?;
+    println!(
+        "{kind} plugin `{name}` in {dir}: `cargo test` there runs its unit test; `cargo build --release` makes the \
+         library; `workbench --plugin-dir {dir}/target/release plugins show {name}` finds it",
+        dir = root.display()
+    );
+    Ok(())
+}
+
+fn component_kind(name: &str) -> Result<ComponentKind, String> {
+    [ComponentKind::Teacher, ComponentKind::Estimator, ComponentKind::Strategy]
+        .into_iter()
+        .find(|kind| kind.to_string() == name)
+        .ok_or_else(|| format!("`{name}` is no plugin kind: use teacher, estimator or strategy"))
 }
 
 /// Seconds an isolated plugin's call may take, unless the config or `--plugin-timeout` says.

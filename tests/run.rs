@@ -146,7 +146,7 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
     assert_eq!(lines[0], "method,estimator,selection_accuracy,on_a,on_b,seconds");
     assert_eq!(lines.len(), 2, "only `muka` has an estimator: {csv}");
     let fields: Vec<&str> = lines[1].split(',').collect();
-    assert_eq!(fields[..2], ["\"muka\"", "\"mc-dropout passes=4\""]);
+    assert_eq!(fields[..2], ["muka", "mc-dropout passes=4"]);
     let accuracy: f64 = fields[2].parse().unwrap();
     assert!((accuracy - muka_selection).abs() < 1e-6, "{accuracy} vs the sweep's {muka_selection}");
     let (on_a, on_b): (f64, f64) = (fields[3].parse().unwrap(), fields[4].parse().unwrap());

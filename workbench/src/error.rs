@@ -80,8 +80,20 @@ pub enum Error {
     #[error("Slurm: {0}")]
     Slurm(String),
 
-    #[error("loss: {0}")]
-    Loss(String),
+    /// A file the workbench wrote earlier that it cannot use (another version's, or damaged).
+    #[error("{}: {reason}", path.display())]
+    Artefact { path: PathBuf, reason: String },
+
+    /// A saved training state that does not fit the run resuming from it.
+    #[error("the saved training state does not fit this run: {0}; remove the run's `state` directory to train from the start")]
+    SavedState(String),
+
+    /// A strategy's recipe the host cannot turn into a loss.
+    #[error("the strategy's recipe: {0}")]
+    Recipe(String),
+
+    #[error("drawing {}: {reason}", path.display())]
+    Chart { path: PathBuf, reason: String },
 }
 
 fn verb(kind: PluginErrorKind) -> &'static str {

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use workbench_plugin_api::{LabelSpace, Tensor};
 
+use crate::metrics::argmax;
+
 /// Accuracy of union-label `predictions` against `gold`, on the instances whose gold label is
 /// in `subset` (all instances when `None`).
 pub fn accuracy(predictions: &[u32], gold: &[u32], subset: Option<&[u32]>) -> f64 {
@@ -19,10 +21,6 @@ pub fn accuracy(predictions: &[u32], gold: &[u32], subset: Option<&[u32]>) -> f6
     chosen.iter().filter(|(p, g)| p == g).count() as f64 / chosen.len() as f64
 }
 
-fn argmax(row: &[f32]) -> usize {
-    (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best })
-}
-
 /// A teacher's own prediction mapped to the union: argmax of its deterministic logits `[1, N, L]`.
 pub fn teacher_predictions(logits: &Tensor, map: &[u32]) -> Vec<u32> {
     let n = logits.shape()[1];
@@ -34,12 +32,9 @@ pub fn concat_predictions(teachers: &[&Tensor], labels: &LabelSpace) -> Vec<u32>
     let n = teachers.first().map_or(0, |t| t.shape()[1]);
     (0..n)
         .map(|i| {
-            let row: Vec<(f32, u32)> = teachers
-                .iter()
-                .zip(&labels.maps)
-                .flat_map(|(t, map)| t.at(&[0, i]).iter().copied().zip(map.iter().copied()))
-                .collect();
-            row.iter().copied().fold((f32::NEG_INFINITY, 0), |best, x| if x.0 > best.0 { x } else { best }).1
+            let logits: Vec<f32> = teachers.iter().flat_map(|t| t.at(&[0, i]).iter().copied()).collect();
+            let union: Vec<u32> = labels.maps.iter().flatten().copied().collect();
+            union[argmax(&logits)]
         })
         .collect()
 }

@@ -84,12 +84,12 @@ pub fn saved_state(dir: &Path) -> Result<Option<TrainingState>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&path).map_err(Error::io(format!("reading {}", path.display())))?;
-    serde_json::from_str(&text).map(Some).map_err(|e| Error::InvalidConfig {
-        problems: vec![format!(
-            "{}: a corrupt training state ({e}); remove {} to start the training over",
-            path.display(),
+    serde_json::from_str(&text).map(Some).map_err(|e| Error::Artefact {
+        path: path.clone(),
+        reason: format!(
+            "a corrupt training state ({e}); remove {} to start the training over",
             state_dir(dir).display()
-        )],
+        ),
     })
 }
 

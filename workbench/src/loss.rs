@@ -72,8 +72,8 @@ impl FeatureAdapters {
     /// Overwrites the adapters' values (same creation order), when resuming.
     pub fn restore(&self, values: &[Tensor]) -> Result<()> {
         if values.len() != self.vars.len() {
-            return Err(Error::Loss(format!(
-                "saved adapters have {} tensors, expected {}",
+            return Err(Error::SavedState(format!(
+                "its feature adapters have {} tensors, expected {}",
                 values.len(),
                 self.vars.len()
             )));
@@ -108,7 +108,7 @@ impl FeatureAdapters {
         let adapter = &self.adapters[term.name.as_str()];
         let expected = adapter.encoder.weight().dims2()?.1;
         if expected != width {
-            return Err(Error::Loss(format!(
+            return Err(Error::Recipe(format!(
                 "feature term `{}` changed width from {expected} to {width} between batches",
                 term.name
             )));
@@ -187,7 +187,7 @@ pub fn recipe_loss(recipe: &Recipe, student: &StudentOutput<'_>, adapters: &mut 
             Term::Distribution(d) => distribution_loss(d, student.logits)?,
             Term::Feature(f) => {
                 let hidden = student.hidden.ok_or_else(|| {
-                    Error::Loss(format!("feature term `{}` needs the student's hidden state", f.name))
+                    Error::Recipe(format!("feature term `{}` needs the student's hidden state", f.name))
                 })?;
                 feature_loss(f, hidden, adapters)?
             }

@@ -2,18 +2,16 @@
 
 use workbench_plugin_api::Tensor;
 
+/// The index of the largest value; ties go to the first (as MUKA's hard integration breaks them).
+pub fn argmax(row: &[f32]) -> usize {
+    (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best })
+}
+
 /// For each instance, whether the highest-scored teacher is one whose label set contains the
 /// gold label. `scores` is `[B, T]`; `gold` holds union label indices; `maps[t]` the union
 /// indices of teacher t's labels. Ties go to the first teacher, as in MUKA's hard integration.
 pub fn adequate_picks(scores: &Tensor, gold: &[u32], maps: &[Vec<u32>]) -> Vec<bool> {
-    gold.iter()
-        .enumerate()
-        .map(|(b, label)| {
-            let row = scores.at(&[b]);
-            let best = (0..row.len()).fold(0, |best, t| if row[t] > row[best] { t } else { best });
-            maps[best].contains(label)
-        })
-        .collect()
+    gold.iter().enumerate().map(|(b, label)| maps[argmax(scores.at(&[b]))].contains(label)).collect()
 }
 
 /// The concat-argmax selector as scores `[N, T]`: each teacher's largest deterministic logit

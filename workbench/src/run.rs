@@ -80,8 +80,9 @@ impl RunResults {
     pub fn load(run: &Path) -> Result<Self> {
         let path = run.join("results.json");
         let text = std::fs::read_to_string(&path).map_err(Error::io(format!("reading {}", path.display())))?;
-        serde_json::from_str(&text).map_err(|e| {
-            Error::Loss(format!("{}: not a results file of this workbench version ({e}); run it again", path.display()))
+        serde_json::from_str(&text).map_err(|e| Error::Artefact {
+            path: path.clone(),
+            reason: format!("not a results file of this workbench version ({e}); run it again"),
         })
     }
 }

@@ -60,8 +60,8 @@ impl AdamW {
     /// Restores what [`AdamW::state`] returned, for the same variables in the same order.
     pub fn restore(&mut self, moments: &[Tensor], steps: usize) -> Result<()> {
         if moments.len() != 2 * self.moments.len() {
-            return Err(crate::Error::Loss(format!(
-                "saved optimizer state has {} tensors, expected {}",
+            return Err(crate::Error::SavedState(format!(
+                "its optimizer state has {} tensors, expected {}",
                 moments.len(),
                 2 * self.moments.len()
             )));
@@ -186,9 +186,12 @@ pub fn accuracy(
     }
     let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
     let predictions = predict(model, tokenizer, &texts, batch_size, device)?;
-    let correct =
-        predictions.iter().zip(examples).filter(|(&p, e)| model.labels().get(p as usize) == Some(&e.label)).count();
-    Ok(correct as f64 / examples.len() as f64)
+    // A label the model does not have is never predicted.
+    let gold: Vec<u32> = examples
+        .iter()
+        .map(|e| model.labels().iter().position(|l| *l == e.label).map_or(u32::MAX, |i| i as u32))
+        .collect();
+    Ok(crate::evaluate::accuracy(&predictions, &gold, None))
 }
 
 #[cfg(test)]

@@ -373,25 +373,28 @@ pub fn selection_only(files: &[PathBuf], sets: &[String], registry: &Registry) -
         own_class.join(", "),
         "---|".repeat(teachers.len())
     );
-    let on_columns: String = teachers.iter().map(|t| format!(",on_{t}")).collect();
-    let mut csv = format!("method,estimator,selection_accuracy{on_columns},seconds\n");
+    let mut csv = CsvTable::new(
+        ["method", "estimator", "selection_accuracy"]
+            .map(String::from)
+            .into_iter()
+            .chain(teachers.iter().map(|t| format!("on_{t}")))
+            .chain(["seconds".to_string()]),
+    );
     for (method, outcome) in &outcomes {
         let estimator = method.estimator.as_ref().map(describe).unwrap_or_default();
         let seconds = outcome.seconds.map_or("cached".into(), |s| format!("{s:.0}"));
         let on_cells: String = outcome.by_teacher.iter().map(|a| format!(" {a:.4} |")).collect();
         markdown += &format!("| {} | {estimator} | {:.4} |{on_cells} {seconds} |\n", method.name, outcome.accuracy);
-        let on_values: String = outcome.by_teacher.iter().map(|a| format!(",{a:.6}")).collect();
-        csv += &format!(
-            "\"{}\",\"{}\",{:.6}{on_values},{}\n",
-            method.name.replace('"', "\"\""),
-            estimator.replace('"', "\"\""),
-            outcome.accuracy,
-            outcome.seconds.map_or(String::new(), |s| format!("{s:.3}"))
+        csv.row(
+            [method.name.clone(), estimator, format!("{:.6}", outcome.accuracy)]
+                .into_iter()
+                .chain(outcome.by_teacher.iter().map(|a| format!("{a:.6}")))
+                .chain([outcome.seconds.map_or(String::new(), |s| format!("{s:.3}"))]),
         );
     }
     std::fs::create_dir_all(&grid.dir).map_err(Error::io(format!("creating {}", grid.dir.display())))?;
     std::fs::write(grid.dir.join("selection.md"), markdown).map_err(Error::io("writing selection.md"))?;
-    std::fs::write(grid.dir.join("selection.csv"), csv).map_err(Error::io("writing selection.csv"))?;
+    csv.write(&grid.dir.join("selection.csv"))?;
     Ok(grid.dir)
 }
 
@@ -429,10 +432,15 @@ fn write_table(
          |---|---|---|{}---|---|---|\n",
         "---|".repeat(teachers.len())
     );
-    let teacher_columns: String = teachers.iter().map(|t| format!(",on_{t}_mean,on_{t}_std")).collect();
-    let mut csv = format!(
-        "method,runs,accuracy_mean,accuracy_std,selection_mean,selection_std{teacher_columns},\
-         min_coverage_mean,min_coverage_std,selection_train_mean,selection_train_std\n"
+    let mut csv = CsvTable::new(
+        ["method", "runs", "accuracy_mean", "accuracy_std", "selection_mean", "selection_std"]
+            .map(String::from)
+            .into_iter()
+            .chain(teachers.iter().flat_map(|t| [format!("on_{t}_mean"), format!("on_{t}_std")]))
+            .chain(
+                ["min_coverage_mean", "min_coverage_std", "selection_train_mean", "selection_train_std"]
+                    .map(String::from),
+            ),
     );
     let nan_or = |values: &[f64]| if values.is_empty() { (f64::NAN, f64::NAN) } else { mean_std(values) };
     for s in summaries.iter().chain(references) {
@@ -448,20 +456,16 @@ fn write_table(
             cell(&s.selection),
             cell(&s.selection_train)
         );
-        let (am, asd) = mean_std(&s.accuracies);
-        let (sm, ssd) = nan_or(&s.selection);
-        let (cm, csd) = nan_or(&s.min_coverage);
-        let (tm, tsd) = nan_or(&s.selection_train);
-        let subset_values: String = (0..teachers.len())
-            .map(|i| {
-                let (mean, std) = mean_std(&subset(i));
-                format!(",{mean:.6},{std:.6}")
-            })
-            .collect();
-        csv += &format!(
-            "\"{}\",{},{am:.6},{asd:.6},{sm:.6},{ssd:.6}{subset_values},{cm:.6},{csd:.6},{tm:.6},{tsd:.6}\n",
-            s.method.replace('"', "\"\""),
-            s.accuracies.len()
+        let pair = |(mean, std): (f64, f64)| [format!("{mean:.6}"), format!("{std:.6}")];
+        let subsets = (0..teachers.len()).flat_map(|i| pair(mean_std(&subset(i))));
+        csv.row(
+            [s.method.clone(), s.accuracies.len().to_string()]
+                .into_iter()
+                .chain(pair(mean_std(&s.accuracies)))
+                .chain(pair(nan_or(&s.selection)))
+                .chain(subsets)
+                .chain(pair(nan_or(&s.min_coverage)))
+                .chain(pair(nan_or(&s.selection_train))),
         );
     }
     if !missing.is_empty() {
@@ -472,7 +476,27 @@ fn write_table(
     }
     std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
     std::fs::write(dir.join("comparison.md"), markdown).map_err(Error::io("writing comparison.md"))?;
-    std::fs::write(dir.join("comparison.csv"), csv).map_err(Error::io("writing comparison.csv"))
+    csv.write(&dir.join("comparison.csv"))
+}
+
+/// A CSV table, quoted by the csv crate.
+struct CsvTable(csv::Writer<Vec<u8>>);
+
+impl CsvTable {
+    fn new(header: impl IntoIterator<Item = String>) -> Self {
+        let mut table = CsvTable(csv::Writer::from_writer(Vec::new()));
+        table.row(header);
+        table
+    }
+
+    fn row(&mut self, cells: impl IntoIterator<Item = String>) {
+        self.0.write_record(cells.into_iter().collect::<Vec<_>>()).expect("writing to memory cannot fail");
+    }
+
+    fn write(self, path: &Path) -> Result<()> {
+        let bytes = self.0.into_inner().expect("writing to memory cannot fail");
+        crate::files::write_atomically(path, bytes)
+    }
 }
 
 /// Per method, a group of bars: the union accuracy (mean ± std over seeds) and the accuracy on
@@ -560,7 +584,7 @@ fn write_chart(path: &Path, summaries: &[Summary], references: &[Summary], teach
         root.present()?;
         Ok(())
     };
-    draw().map_err(|e| Error::Loss(format!("drawing {}: {e}", path.display())))
+    draw().map_err(|e| Error::Chart { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 #[cfg(test)]
@@ -616,6 +640,20 @@ mod tests {
                 "--job",
                 "student:3"
             ]
+        );
+    }
+
+    #[test]
+    fn csv_cells_are_quoted_where_they_need_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = CsvTable::new(["method", "accuracy"].map(String::from));
+        table.row(["MUKA (soft, \"rank\")".to_string(), "0.500000".to_string()]);
+        table.row(["uhc".to_string(), "NaN".to_string()]);
+        let path = dir.path().join("t.csv");
+        table.write(&path).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "method,accuracy\n\"MUKA (soft, \"\"rank\"\")\",0.500000\nuhc,NaN\n"
         );
     }
 

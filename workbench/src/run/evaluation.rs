@@ -1,0 +1,124 @@
+//! Judging a run: teacher selection on the training texts and on test, the warnings that say
+//! when a comparison means little, and an estimator's selection without a student.
+
+use serde_json::json;
+use workbench_plugin_api::{LabelSpace, Tensor};
+
+use super::{
+    prepare::{gold, prepare, texts, Prepared},
+    signals::{signals, Signals},
+    SelectionReport, SplitSelection,
+};
+use crate::{
+    config::ResolvedConfig,
+    evaluate::{accuracy, teacher_predictions, ResultRow},
+    host::Registry,
+    metrics::{adequate_picks, concat_argmax_scores, selection_accuracy, share},
+    signals::Provenance,
+    Error, Result,
+};
+
+/// Below these, the report warns: weak teachers or a weak selection make the comparison
+/// meaningless (DESIGN.md, section 7), and a student below the coverage has all but lost a
+/// teacher's classes.
+const WEAK_TEACHER: f64 = 0.7;
+const WEAK_SELECTION: f64 = 0.6;
+const WEAK_COVERAGE: f64 = 0.7;
+
+/// How often the estimator (when there is one) and the concat-argmax selector pick a teacher
+/// that owns the gold label, on the student's training texts and on test.
+pub(super) fn selection_report(
+    train: &Signals,
+    test: &Signals,
+    train_gold: &[u32],
+    test_gold: &[u32],
+    labels: &LabelSpace,
+) -> SelectionReport {
+    let selected = |scores: &Tensor, gold: &[u32]| f64::from(selection_accuracy(scores, gold, &labels.maps));
+    let concat_scores =
+        |signals: &Signals| concat_argmax_scores(&signals.deterministic.iter().map(|s| &s.logits).collect::<Vec<_>>());
+    SelectionReport {
+        estimator: train.scores.as_ref().zip(test.scores.as_ref()).map(|(train, test)| SplitSelection {
+            train: selected(train, train_gold),
+            test: selected(test, test_gold),
+        }),
+        concat_argmax: SplitSelection {
+            train: selected(&concat_scores(train), train_gold),
+            test: selected(&concat_scores(test), test_gold),
+        },
+    }
+}
+
+/// What makes the comparison mean little: weak teachers, a weak selection, lost classes.
+pub(super) fn warnings(
+    teachers: &[String],
+    teacher_rows: &[ResultRow],
+    selection: &SelectionReport,
+    coverage: &[f64],
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (i, teacher) in teachers.iter().enumerate() {
+        let own = teacher_rows[i].per_teacher[i];
+        if own < WEAK_TEACHER {
+            warnings.push(format!(
+                "teacher `{teacher}` reaches only {own:.3} on its own classes: the comparison means little with weak teachers"
+            ));
+        }
+    }
+    if let Some(s) = selection.estimator.filter(|s| s.test < WEAK_SELECTION) {
+        warnings.push(format!("the estimator picks an adequate teacher for only {:.3} of the test instances", s.test));
+    }
+    for (teacher, c) in teachers.iter().zip(coverage).filter(|(_, &c)| c < WEAK_COVERAGE) {
+        warnings.push(format!(
+            "the student keeps only {c:.3} of teacher `{teacher}`'s accuracy on its classes (coverage below {WEAK_COVERAGE})"
+        ));
+    }
+    warnings
+}
+
+/// What an estimator achieves on the test split, without a student.
+pub struct SelectionOutcome {
+    /// How often the highest-scored teacher owns the gold label.
+    pub accuracy: f64,
+    /// Each teacher's name and accuracy on the test instances of its own labels.
+    pub own_class: Vec<(String, f64)>,
+    /// Per teacher, the selection accuracy on the test instances of its labels: a low one
+    /// beside a high one means the other teacher is picked almost everywhere.
+    pub by_teacher: Vec<f64>,
+    /// Wall time of the scoring; `None` when every signal came from the cache.
+    pub seconds: Option<f64>,
+}
+
+/// Scores the test split with the config's estimator and measures its teacher-selection
+/// accuracy; no student is trained and no run directory is written.
+pub fn selection_only(config: &ResolvedConfig, registry: &Registry) -> Result<SelectionOutcome> {
+    let Prepared { splits, mut teachers, estimator, labels } = prepare(config, registry)?;
+    let Some(estimator) = estimator else {
+        return Err(Error::InvalidConfig { problems: vec!["no `estimator` table: nothing selects a teacher".into()] });
+    };
+    let (test, test_gold) = gold(&splits.test, &labels, &mut 0);
+    let started = std::time::Instant::now();
+    let scored = signals(config, &mut teachers, Some(&estimator), &texts(&test), false, "test")?;
+    let computed = scored.provenance.iter().any(|p| p["provenance"] == json!(Provenance::Computed));
+    let scores = scored.scores.expect("an estimator scores");
+    let own_class = teachers
+        .iter()
+        .zip(scored.deterministic.iter().zip(&labels.maps))
+        .map(|(teacher, (signals, map))| {
+            let predictions = teacher_predictions(&signals.logits, map);
+            (teacher.name.clone(), accuracy(&predictions, &test_gold, Some(map)))
+        })
+        .collect();
+    let picks = adequate_picks(&scores, &test_gold, &labels.maps);
+    let by_teacher = labels
+        .maps
+        .iter()
+        .map(|map| share(picks.iter().zip(&test_gold).filter(|(_, g)| map.contains(g)).map(|(&p, _)| p)) as f64)
+        .collect();
+    Ok(SelectionOutcome {
+        accuracy: share(picks.into_iter()) as f64,
+        own_class,
+        by_teacher,
+        seconds: computed.then(|| started.elapsed().as_secs_f64()),
+    })
+}

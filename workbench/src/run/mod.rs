@@ -1,0 +1,297 @@
+//! `workbench run`: resolve and check the config, load the plugins, ensure the teachers exist,
+//! compute (or reuse) the cached teacher signals, train and evaluate the student, and write the
+//! run directory: resolved config, manifest, metrics, report and the student checkpoint.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use workbench_plugin_api::{ComponentKind, LabelSpace, Tensor};
+
+use crate::{
+    config::ResolvedConfig,
+    evaluate::{concat_predictions, row, teacher_predictions, ResultRow},
+    files::{lock_holder, write_atomically, FileLock},
+    host::Registry,
+    learner::saved_state,
+    student::{train_student, TrainingSignals},
+    Error, Result,
+};
+
+/// A selector's accuracy (how often its top-scored teacher owns the gold label) on the
+/// student's training texts, the transfer set MUKA's targets are built from, and on test.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SplitSelection {
+    pub train: f64,
+    pub test: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelectionReport {
+    /// The configured estimator's; none without one.
+    pub estimator: Option<SplitSelection>,
+    /// The concat-argmax selector's: the teacher whose block holds the argmax of the
+    /// concatenated logits, the bar every certainty selector must clear.
+    pub concat_argmax: SplitSelection,
+}
+
+/// `results.json` of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResults {
+    pub student: ResultRow,
+    pub teacher_concat: ResultRow,
+    /// Each teacher alone, in config order.
+    pub teachers: Vec<ResultRow>,
+    pub oracle: Option<ResultRow>,
+    pub selection: SelectionReport,
+    /// Per teacher: the student's accuracy on its labels divided by the teacher's own there.
+    pub coverage: Vec<f64>,
+    /// The smallest coverage: near 0 when the student has lost a teacher's classes.
+    pub min_coverage: f64,
+    pub best_epoch: usize,
+    /// Rows left out because no teacher owns their label.
+    #[serde(default)]
+    pub unowned: UnownedRows,
+    pub warnings: Vec<String>,
+}
+
+impl RunResults {
+    /// Every row, student first, as the report lists them.
+    pub fn rows(&self) -> impl Iterator<Item = &ResultRow> {
+        [&self.student, &self.teacher_concat].into_iter().chain(&self.teachers).chain(&self.oracle)
+    }
+
+    /// Reads `<run>/results.json`.
+    pub fn load(run: &Path) -> Result<Self> {
+        let path = run.join("results.json");
+        let text = std::fs::read_to_string(&path).map_err(Error::io(format!("reading {}", path.display())))?;
+        serde_json::from_str(&text).map_err(|e| Error::Artefact {
+            path: path.clone(),
+            reason: format!("not a results file of this workbench version ({e}); run it again"),
+        })
+    }
+}
+
+/// Per teacher, the student's accuracy on its labels over the teacher's own accuracy there.
+pub fn coverage(student: &ResultRow, teachers: &[ResultRow]) -> Vec<f64> {
+    teachers
+        .iter()
+        .enumerate()
+        .map(|(i, t)| if t.per_teacher[i] > 0.0 { student.per_teacher[i] / t.per_teacher[i] } else { 0.0 })
+        .collect()
+}
+
+pub struct RunOutcome {
+    pub dir: PathBuf,
+    pub labels: LabelSpace,
+    pub results: RunResults,
+}
+
+/// The run directory of a config.
+pub fn run_dir(config: &ResolvedConfig) -> PathBuf {
+    config.output.join(&config.name)
+}
+
+/// A run is complete once its report is written.
+pub fn is_complete(dir: &Path) -> bool {
+    dir.join("report.md").is_file()
+}
+
+mod evaluation;
+mod prepare;
+mod report;
+mod signals;
+
+pub use evaluation::{selection_only, SelectionOutcome};
+use evaluation::{selection_report, warnings};
+use prepare::{prepare, student_examples, texts, Prepared, StudentExamples};
+pub use prepare::{taught_teachers, teacher_is_ready, train_teacher, UnownedRows};
+use report::{manifest, report, ManifestData};
+use signals::{oracle_signals, signals};
+pub use signals::{signal_requests, teacher_signals, SignalRequest, Split};
+
+fn write(path: &Path, contents: &str) -> Result<()> {
+    write_atomically(path, contents)
+}
+
+/// Runs a config end to end into its run directory; `resume` continues a killed run.
+pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result<RunOutcome> {
+    let dir = run_dir(config);
+    let fresh = !dir.exists();
+    let result = run_in(config, registry, resume, &dir);
+    if result.is_err() && fresh && matches!(saved_state(&dir), Ok(None)) {
+        // A run that failed before its first epoch has nothing to resume: it leaves no directory.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path) -> Result<RunOutcome> {
+    let dir = dir.to_path_buf();
+    std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating run directory {}", dir.display())))?;
+    let lock_path = dir.join(".lock");
+    let Some(_lock) = FileLock::try_acquire(&lock_path)? else {
+        return Err(Error::InvalidConfig {
+            problems: vec![format!(
+                "run {} is in use by another workbench process (pid {}); wait for it or choose another `name`",
+                dir.display(),
+                lock_holder(&lock_path)
+            )],
+        });
+    };
+    if is_complete(&dir) {
+        return Err(Error::InvalidConfig {
+            problems: vec![format!("run {} is already complete; choose another `name` or remove it", dir.display())],
+        });
+    }
+    if !resume && saved_state(&dir)?.is_some() {
+        return Err(Error::InvalidConfig {
+            problems: vec![format!(
+                "{} holds a stopped run; continue it with `workbench run --resume {}`",
+                dir.display(),
+                dir.display()
+            )],
+        });
+    }
+    let resolved = config.to_toml();
+    let written = dir.join("config.toml");
+    if resume && written.is_file() {
+        let before = std::fs::read_to_string(&written).map_err(Error::io(format!("reading {}", written.display())))?;
+        let changed = changed_keys(&before, &resolved);
+        if !changed.is_empty() {
+            return Err(Error::InvalidConfig {
+                problems: vec![format!(
+                    "cannot resume {}: its config differs in {}; resume with the config it was started with, or start a new run under another `name`",
+                    dir.display(),
+                    changed.join(", ")
+                )],
+            });
+        }
+    } else {
+        write(&written, &resolved)?;
+    }
+
+    let Prepared { splits, mut teachers, estimator, labels } = prepare(config, registry)?;
+    let strategy = registry.create_strategy(
+        &config.strategy.component,
+        config.strategy.library.as_deref(),
+        &config.strategy.params,
+    )?;
+    let (_, strategy_spec) =
+        registry.find(ComponentKind::Strategy, &config.strategy.component, config.strategy.library.as_deref())?;
+    let want_hidden = strategy_spec.signals.hidden_states;
+    tracing::info!(
+        teachers = teachers.len(),
+        union = labels.labels.len(),
+        train = splits.train.len(),
+        test = splits.test.len(),
+        "run ready"
+    );
+
+    let StudentExamples { train: train_examples, train_gold, validation, test, test_gold, unowned } =
+        student_examples(&splits, &labels)?;
+    let train_texts = texts(&train_examples);
+    let test_texts = texts(&test);
+    let train_signals = signals(config, &mut teachers, estimator.as_ref(), &train_texts, want_hidden, "train")?;
+    let test_signals = signals(config, &mut teachers, estimator.as_ref(), &test_texts, false, "test")?;
+
+    let names: Vec<String> = teachers.iter().map(|t| t.name.clone()).collect();
+    let training = TrainingSignals {
+        names: &names,
+        texts: &train_texts,
+        teachers: &train_signals.deterministic,
+        scores: train_signals.scores.as_ref(),
+        labels: &labels,
+    };
+    let outcome = train_student(&config.student, &strategy, &training, &validation, &config.cache, &dir)?;
+
+    let test_refs: Vec<&str> = test.iter().map(|e| e.text.as_str()).collect();
+    let student_predictions =
+        crate::train::predict(&outcome.model, &outcome.tokenizer, &test_refs, 64, &candle_core::Device::Cpu)?;
+    let student = row(&format!("student ({})", config.strategy.component), &student_predictions, &test_gold, &labels);
+    let test_logits: Vec<&Tensor> = test_signals.deterministic.iter().map(|s| &s.logits).collect();
+    let teacher_concat =
+        row("teacher-concat ensemble", &concat_predictions(&test_logits, &labels), &test_gold, &labels);
+    let teacher_rows: Vec<ResultRow> = teachers
+        .iter()
+        .zip(test_logits.iter().zip(&labels.maps))
+        .map(|(teacher, (logits, map))| {
+            row(&format!("teacher `{}` alone", teacher.name), &teacher_predictions(logits, map), &test_gold, &labels)
+        })
+        .collect();
+    let oracle = if let Some(choice) = &config.oracle {
+        let (signals, info, _) = oracle_signals(config, registry, choice, &test_texts)?;
+        // The oracle's labels map to the union by name; one outside the union is never right.
+        let map: Vec<u32> = info.labels.iter().map(|l| labels.index_of(l).unwrap_or(u32::MAX)).collect();
+        Some(row("all-label oracle", &teacher_predictions(&signals.logits, &map), &test_gold, &labels))
+    } else {
+        None
+    };
+    let selection = selection_report(&train_signals, &test_signals, &train_gold, &test_gold, &labels);
+    let coverage = coverage(&student, &teacher_rows);
+    let min_coverage = coverage.iter().copied().fold(f64::INFINITY, f64::min);
+
+    let warnings = warnings(&names, &teacher_rows, &selection, &coverage);
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+
+    let manifest = manifest(
+        config,
+        registry,
+        &teachers,
+        ManifestData {
+            train_texts: &train_texts,
+            test_texts: &test_texts,
+            validation: validation.len(),
+            report: &splits.report,
+            provenance: train_signals.provenance.iter().chain(&test_signals.provenance).collect(),
+            labels: &labels,
+        },
+    )?;
+    write(&dir.join("manifest.json"), &serde_json::to_string_pretty(&manifest).expect("JSON serializes"))?;
+    let results = RunResults {
+        student,
+        teacher_concat,
+        teachers: teacher_rows,
+        oracle,
+        selection,
+        coverage,
+        min_coverage,
+        best_epoch: outcome.state.best_epoch,
+        unowned,
+        warnings,
+    };
+    write(&dir.join("results.json"), &serde_json::to_string_pretty(&results).expect("JSON serializes"))?;
+    write(&dir.join("report.md"), &report(config, &names, &results, &outcome.state))?;
+    Ok(RunOutcome { dir, labels, results })
+}
+
+/// The keys (dotted) whose values differ between two resolved configs, with both values;
+/// `threads` is left out, since it changes only the speed.
+pub fn changed_keys(before: &str, after: &str) -> Vec<String> {
+    fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+        match value {
+            toml::Value::Table(table) => {
+                for (key, value) in table {
+                    let key = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    flatten(&key, value, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let parse = |text: &str| {
+        let mut keys = BTreeMap::new();
+        if let Ok(table) = text.parse::<toml::Table>() {
+            flatten("", &toml::Value::Table(table), &mut keys);
+        }
+        keys.remove("threads");
+        keys
+    };
+    crate::config::changed_entries(&parse(before), &parse(after))
+}

@@ -18,6 +18,7 @@ use workbench_plugin_api::{ComponentKind, ComponentSpec, ParamKind, ParamSpec, P
 use crate::{
     data::DataConfig,
     host::Registry,
+    suggest::closest,
     teach::{TeachSettings, TrainingSettings},
     Error, Result,
 };
@@ -643,15 +644,6 @@ fn convert(spec: &ParamSpec, value: &Value) -> std::result::Result<ParamValue, S
         _ => None,
     };
     converted.ok_or_else(wrong)
-}
-
-/// The candidate closest to `name` by edit distance, if it is close enough to be a typo.
-pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .map(|c| (strsim::damerau_levenshtein(name, c), c))
-        .filter(|&(distance, c)| distance <= 2.max(c.len() / 3))
-        .min_by_key(|&(distance, _)| distance)
-        .map(|(_, c)| c)
 }
 
 fn toml_value(value: &ParamValue) -> toml::Value {

@@ -502,7 +502,7 @@ impl Registry {
         let available: Vec<&str> =
             self.components().filter(|(_, c)| c.kind == kind).map(|(_, c)| c.name.as_str()).collect();
         let mut hint = String::from(".");
-        if let Some(close) = crate::config::closest(name, available.iter().copied()) {
+        if let Some(close) = crate::suggest::closest(name, available.iter().copied()) {
             hint.push_str(&format!(" Did you mean `{close}`?"));
         }
         if let Some((_, other)) = self.components().find(|(_, c)| c.name == name) {

@@ -18,6 +18,7 @@ pub mod run;
 pub mod scaffold;
 pub mod signals;
 pub mod student;
+pub mod suggest;
 pub mod sweep;
 pub mod teach;
 pub mod train;

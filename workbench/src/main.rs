@@ -627,7 +627,7 @@ fn list_plugins(registry: &Registry) {
 fn show_plugin(registry: &Registry, name: &str) -> anyhow::Result<()> {
     let found: Vec<_> = registry.components().filter(|(_, c)| c.name == name).collect();
     if found.is_empty() {
-        let hint = config::closest(name, registry.components().map(|(_, c)| c.name.as_str()))
+        let hint = workbench::suggest::closest(name, registry.components().map(|(_, c)| c.name.as_str()))
             .map_or_else(String::new, |close| format!("did you mean `{close}`? "));
         bail!("no plugin component named `{name}`; {hint}See `workbench plugins list`.");
     }

@@ -213,7 +213,7 @@ impl TeachSettings {
             known.sort();
             known.dedup();
             for key in self.unknown.keys() {
-                let hint = crate::config::closest(key, known.iter().map(String::as_str))
+                let hint = crate::suggest::closest(key, known.iter().map(String::as_str))
                     .map_or_else(String::new, |c| format!("did you mean `{c}`? "));
                 problems.push((key.clone(), format!("unknown key; {hint}known keys: {}", known.join(", "))));
             }

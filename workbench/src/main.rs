@@ -214,6 +214,10 @@ struct SweepArgs {
     /// Show every cell (method x seed): done, running, failed or pending.
     #[arg(long, conflicts_with_all = ["job", "dry_run"])]
     status: bool,
+    /// Show the wall time of each phase (teachers, signals, students, aggregation) from the
+    /// sweep's job log; also written to timings.md.
+    #[arg(long, conflicts_with_all = ["job", "dry_run", "status"])]
+    timings: bool,
     /// Run one job of the sweep's graph (started by the executors).
     #[arg(long, hide = true, value_name = "ID")]
     job: Option<String>,
@@ -396,6 +400,10 @@ fn run_sweep(sweep: &SweepArgs, global: Vec<String>, registry: &Registry) -> any
     }
     if sweep.status {
         print!("{}", sweep::status::render(&sweep::status(files, sets, registry)?));
+        return Ok(());
+    }
+    if sweep.timings {
+        print!("{}", sweep::timings(files, sets)?);
         return Ok(());
     }
     let files = files.iter().map(std::path::absolute).collect::<std::io::Result<Vec<_>>>()?;

@@ -292,6 +292,14 @@ pub fn run_job(files: &[PathBuf], sets: &[String], registry: &Registry, id: &str
     graph::execute_and_record(&grid, &graph, &job, registry)
 }
 
+/// `workbench sweep --timings`: the phase table, also written to `timings.md`.
+pub fn timings(files: &[PathBuf], sets: &[String]) -> Result<String> {
+    let grid = Grid::open(files, sets)?;
+    let table = status::timings(&graph::records(&grid.dir)?);
+    crate::files::write_atomically(&grid.dir.join("timings.md"), &table)?;
+    Ok(table)
+}
+
 /// `workbench sweep --status`: every cell's state.
 pub fn status(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<Vec<status::CellStatus>> {
     let grid = Grid::open(files, sets)?;

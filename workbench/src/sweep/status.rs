@@ -98,3 +98,69 @@ pub fn render(statuses: &[CellStatus]) -> String {
     out += &format!("{} cells: {}\n", statuses.len(), counts.join(", "));
     out
 }
+
+/// The phases of a sweep, in the order they run.
+const PHASES: [&str; 5] =
+    ["teacher training", "deterministic signals", "sampled signals (MC, members)", "student runs", "aggregation"];
+
+fn phase(job: &str) -> usize {
+    match job.split(':').next().unwrap_or_default() {
+        "teacher" => 0,
+        "signals" if job.contains(":deterministic") => 1,
+        "signals" => 2,
+        "student" => 3,
+        _ => 4,
+    }
+}
+
+/// `--timings`: wall time per phase, from the latest successful execution of each job in the
+/// job log (a job that found its work done counts with the little time that took).
+pub fn timings(records: &[graph::JobRecord]) -> String {
+    let mut latest = std::collections::BTreeMap::new();
+    for record in records.iter().filter(|r| r.outcome.is_some()) {
+        latest.insert(record.job.as_str(), record.seconds);
+    }
+    let mut out = String::from("| phase | jobs | total seconds | longest job (s) |\n|---|---|---|---|\n");
+    let mut total = 0.0;
+    for (index, name) in PHASES.iter().enumerate() {
+        let seconds: Vec<f64> = latest.iter().filter(|(job, _)| phase(job) == index).map(|(_, s)| *s).collect();
+        let sum = seconds.iter().fold(0.0, |a, b| a + b);
+        total += sum;
+        let longest = seconds.iter().copied().fold(0.0, f64::max);
+        out += &format!("| {name} | {} | {sum:.1} | {longest:.1} |\n", seconds.len());
+    }
+    out += &format!("| all (one worker) | {} | {total:.1} | |\n", latest.len());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::graph::{JobRecord, Outcome};
+
+    fn record(job: &str, outcome: Option<Outcome>, seconds: f64) -> JobRecord {
+        JobRecord { job: job.into(), outcome, error: None, seconds, host: "h".into(), pid: 1, slurm_job: None }
+    }
+
+    #[test]
+    fn timings_sum_each_phase_from_the_latest_successful_runs() {
+        let records = [
+            record("teacher:teachers.a", Some(Outcome::Trained), 100.0),
+            record("signals:teachers.a:train:deterministic", Some(Outcome::Computed), 10.0),
+            record("signals:teachers.a:train:mc8-top0-lower0", Some(Outcome::Computed), 40.0),
+            record("student:0", None, 5.0),
+            record("student:0", Some(Outcome::Resumed), 30.0),
+            record("student:1", Some(Outcome::Completed), 50.0),
+        ];
+        assert_eq!(
+            timings(&records),
+            "| phase | jobs | total seconds | longest job (s) |\n|---|---|---|---|\n\
+             | teacher training | 1 | 100.0 | 100.0 |\n\
+             | deterministic signals | 1 | 10.0 | 10.0 |\n\
+             | sampled signals (MC, members) | 1 | 40.0 | 40.0 |\n\
+             | student runs | 2 | 80.0 | 50.0 |\n\
+             | aggregation | 0 | 0.0 | 0.0 |\n\
+             | all (one worker) | 5 | 230.0 | |\n"
+        );
+    }
+}

@@ -236,3 +236,33 @@ fn a_killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
         ]
     );
 }
+
+#[test]
+fn a_student_learns_from_an_unlabelled_transfer_set() {
+    let dir = tempfile::tempdir().unwrap();
+    // Texts of the four topics without their labels, one per line.
+    support::write_four_topics(&dir.path().join("unlabelled.csv"), 30, 7);
+    let csv = std::fs::read_to_string(dir.path().join("unlabelled.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().skip(1).map(|l| l.rsplit_once(',').unwrap().0).collect();
+    let transfer = dir.path().join("transfer.txt");
+    std::fs::write(&transfer, lines.join("\n")).unwrap();
+    let config = dir.path().join("transfer.toml");
+    let text = experiment(dir.path(), 2)
+        .replace("[data]\n", &format!("[data]\ntransfer = \"{}\"\n", transfer.display()))
+        + "[strategy]\nplugin = \"vanilla-kd\"\n";
+    std::fs::write(&config, text).unwrap();
+    let out = run(&mut workbench(&["run", config.to_str().unwrap()]));
+    assert!(out.ok, "{}", out.stderr);
+    let run_dir = dir.path().join("runs/tiny");
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join(name)).unwrap()).unwrap()
+    };
+    let manifest = read("manifest.json");
+    assert_eq!(manifest["data"]["train"], 120, "the student trained on the 4 x 30 transfer texts: {manifest}");
+    let results = read("results.json");
+    assert_eq!(results["selection"]["concat_argmax"]["train"], serde_json::Value::Null, "no labels to judge by");
+    assert!(results["selection"]["concat_argmax"]["test"].as_f64().unwrap() > 0.0);
+    assert!(results["student"]["accuracy"].as_f64().unwrap() > 0.5, "{results}");
+    let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(report.contains("| concat-argmax (reference) | – | "), "{report}");
+}

@@ -50,6 +50,11 @@ pub struct DataConfig {
     /// of the test sets). Labels of the same name are one label.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub also: Vec<DataConfig>,
+    /// The student's transfer set: unlabelled texts it learns from instead of the labelled
+    /// training texts (one text per line of a `.txt` file, or the `text_column` of a CSV, TSV
+    /// or JSON-lines file). The labelled splits still give validation and test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<PathBuf>,
 }
 
 fn default_text_column() -> String {
@@ -96,11 +101,11 @@ impl LoadReport {
 }
 
 /// Cuts every text to at most `max_chars` characters; returns how many were cut.
-fn cut_texts(examples: &mut [Example], max_chars: usize) -> usize {
+fn cut_texts<'a>(texts: impl Iterator<Item = &'a mut String>, max_chars: usize) -> usize {
     let mut cut = 0;
-    for example in examples {
-        if let Some((end, _)) = example.text.char_indices().nth(max_chars) {
-            example.text.truncate(end);
+    for text in texts {
+        if let Some((end, _)) = text.char_indices().nth(max_chars) {
+            text.truncate(end);
             cut += 1;
         }
     }
@@ -201,8 +206,14 @@ fn read_bbc(root: &Path, report: &mut LoadReport) -> Result<Vec<Example>> {
     Ok(examples)
 }
 
-/// A user file: CSV, TSV (by extension) or JSON lines, with configurable column names.
-pub fn read_file(path: &Path, text_column: &str, label_column: &str, report: &mut LoadReport) -> Result<Vec<Example>> {
+/// A user file: CSV, TSV (by extension) or JSON lines, with configurable column names;
+/// without a label column (a transfer set) every label is empty.
+pub fn read_file(
+    path: &Path,
+    text_column: &str,
+    label_column: Option<&str>,
+    report: &mut LoadReport,
+) -> Result<Vec<Example>> {
     std::fs::metadata(path).map_err(Error::io(format!("reading dataset file {}", path.display())))?;
     let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let bad = |line: usize, reason: String| Error::Data { path: path.into(), line, reason };
@@ -222,7 +233,8 @@ pub fn read_file(path: &Path, text_column: &str, label_column: &str, report: &mu
                     serde_json::Value::Null => Err(bad(i + 1, format!("no `{name}` field"))),
                     other => Ok(other.to_string()),
                 };
-                examples.push(Example { text: field(text_column)?, label: field(label_column)? });
+                let label = label_column.map(field).transpose()?.unwrap_or_default();
+                examples.push(Example { text: field(text_column)?, label });
             }
             Ok(examples)
         }
@@ -239,15 +251,16 @@ pub fn read_file(path: &Path, text_column: &str, label_column: &str, report: &mu
                     bad(1, format!("no column `{name}` (columns: {})", known.join(", ")))
                 })
             };
-            let (text_index, label_index) = (column(text_column)?, column(label_column)?);
+            let text_index = column(text_column)?;
+            let label_index = label_column.map(column).transpose()?;
             let mut examples = Vec::new();
             for (i, record) in reader.byte_records().enumerate() {
                 let record = record.map_err(|e| bad(i + 2, e.to_string()))?;
                 let mut row_report = LoadReport::default();
                 let text = lossy(&record[text_index], &mut row_report);
-                let label = lossy(&record[label_index], &mut row_report);
+                let label = label_index.map_or_else(String::new, |i| lossy(&record[i], &mut row_report));
                 report.lossy_rows += usize::from(row_report.lossy_rows > 0);
-                if label.is_empty() || text.trim().is_empty() {
+                if (label_index.is_some() && label.is_empty()) || text.trim().is_empty() {
                     report.skipped_rows += 1;
                     continue;
                 }
@@ -322,6 +335,28 @@ impl DataConfig {
 
     /// Loads the splits; built-in datasets come from the asset cache (fetched when missing).
     /// Refuses an empty train or test split and a one-class train split.
+    /// The transfer set's texts, cut to `max_chars`; `None` without a `transfer` file.
+    pub fn transfer_texts(&self) -> Result<Option<Vec<String>>> {
+        let Some(path) = &self.transfer else { return Ok(None) };
+        let is_text = path.extension().is_none_or(|e| e.eq_ignore_ascii_case("txt"));
+        let mut texts: Vec<String> = if is_text {
+            let bytes = read(path)?;
+            let mut report = LoadReport::default();
+            bytes
+                .split(|&b| b == b'\n')
+                .map(|line| lossy(line, &mut report).trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect()
+        } else {
+            read_file(path, &self.text_column, None, &mut LoadReport::default())?.into_iter().map(|e| e.text).collect()
+        };
+        if texts.is_empty() {
+            return Err(Error::Data { path: path.clone(), line: 0, reason: "the transfer set holds no text".into() });
+        }
+        cut_texts(texts.iter_mut(), self.max_chars);
+        Ok(Some(texts))
+    }
+
     pub fn load(&self, cache: &Path, seed: u64) -> Result<Splits> {
         let mut splits = self.load_parts(cache, seed)?;
         self.check(&mut splits)?;
@@ -351,7 +386,7 @@ impl DataConfig {
                     let path = path.as_ref().ok_or_else(|| Error::InvalidConfig {
                         problems: vec![format!("`data.{key}` is required when `data.dataset` is \"files\"")],
                     })?;
-                    read_file(path, &self.text_column, &self.label_column, &mut report)
+                    read_file(path, &self.text_column, Some(&self.label_column), &mut report)
                 };
                 let train = file(&self.train, "train")?;
                 let test = file(&self.test, "test")?;
@@ -381,7 +416,7 @@ impl DataConfig {
             tracing::warn!(rows = report.lossy_rows, dataset = %self.dataset, "rows with invalid UTF-8 were read lossily");
         }
         for split in [&mut train, &mut validation, &mut test] {
-            report.truncated_texts += cut_texts(split, self.max_chars);
+            report.truncated_texts += cut_texts(split.iter_mut().map(|e| &mut e.text), self.max_chars);
         }
         if report.truncated_texts > 0 {
             tracing::warn!(texts = report.truncated_texts, max_chars = self.max_chars, dataset = %self.dataset, "texts cut to `data.max_chars` characters");
@@ -451,6 +486,28 @@ impl DataConfig {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_transfer_set_is_read_from_lines_or_a_text_column_without_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |path: &Path| DataConfig {
+            transfer: Some(path.to_path_buf()),
+            max_chars: 8,
+            ..toml::from_str("dataset = \"files\"").unwrap()
+        };
+        let lines = dir.path().join("transfer.txt");
+        std::fs::write(&lines, "first text\n\n  second  \r\n").unwrap();
+        assert_eq!(config(&lines).transfer_texts().unwrap().unwrap(), ["first te", "second"]);
+        let csv = dir.path().join("transfer.csv");
+        std::fs::write(&csv, "id,text\n1,hello\n2,\"a, b\"\n").unwrap();
+        assert_eq!(config(&csv).transfer_texts().unwrap().unwrap(), ["hello", "a, b"]);
+        let empty = dir.path().join("empty.txt");
+        std::fs::write(&empty, "\n\n").unwrap();
+        let error = config(&empty).transfer_texts().unwrap_err().to_string();
+        assert_eq!(error, format!("{}, line 0: the transfer set holds no text", empty.display()));
+        let without: DataConfig = toml::from_str("dataset = \"files\"").unwrap();
+        assert_eq!(without.transfer_texts().unwrap(), None);
+    }
+
     fn examples(spec: &[(&str, usize)]) -> Vec<Example> {
         spec.iter()
             .flat_map(|&(label, n)| (0..n).map(move |i| Example { text: format!("{label} {i}"), label: label.into() }))
@@ -471,11 +528,11 @@ mod tests {
             Example { text: "héllo wörld".into(), label: "a".into() },
             Example { text: "tiny".into(), label: "b".into() },
         ];
-        assert_eq!(cut_texts(&mut rows, 5), 1);
+        assert_eq!(cut_texts(rows.iter_mut().map(|e| &mut e.text), 5), 1);
         assert_eq!(rows[0].text, "héllo", "five characters, not five bytes");
         assert_eq!(rows[1].text, "tiny");
         let mut huge = vec![Example { text: "x".repeat(20_000_000), label: "a".into() }];
-        assert_eq!(cut_texts(&mut huge, 20_000), 1);
+        assert_eq!(cut_texts(huge.iter_mut().map(|e| &mut e.text), 20_000), 1);
         assert_eq!(huge[0].text.len(), 20_000);
     }
 
@@ -506,7 +563,7 @@ mod tests {
         let csv = dir.path().join("d.csv");
         std::fs::write(&csv, b"body,topic\n\"hello, world\",greet\nbad \xff byte,noise\n,empty\n").unwrap();
         let mut report = LoadReport::default();
-        let rows = read_file(&csv, "body", "topic", &mut report).unwrap();
+        let rows = read_file(&csv, "body", Some("topic"), &mut report).unwrap();
         assert_eq!(rows[0], Example { text: "hello, world".into(), label: "greet".into() });
         assert_eq!(rows[1].text, "bad \u{fffd} byte");
         assert_eq!(
@@ -516,11 +573,11 @@ mod tests {
 
         let tsv = dir.path().join("d.tsv");
         std::fs::write(&tsv, "text\tlabel\nsome text\tx\n").unwrap();
-        assert_eq!(read_file(&tsv, "text", "label", &mut LoadReport::default()).unwrap().len(), 1);
+        assert_eq!(read_file(&tsv, "text", Some("label"), &mut LoadReport::default()).unwrap().len(), 1);
 
         let jsonl = dir.path().join("d.jsonl");
         std::fs::write(&jsonl, "{\"text\": \"a\", \"label\": 3}\n\n{\"text\": \"b\", \"label\": \"y\"}\n").unwrap();
-        let rows = read_file(&jsonl, "text", "label", &mut LoadReport::default()).unwrap();
+        let rows = read_file(&jsonl, "text", Some("label"), &mut LoadReport::default()).unwrap();
         assert_eq!(rows[0].label, "3");
         assert_eq!(rows.len(), 2);
     }
@@ -546,6 +603,7 @@ mod tests {
             test_fraction: 0.2,
             max_chars: 20_000,
             also: Vec::new(),
+            transfer: None,
         };
         let mut config = files(file("a.csv", "x1,a\nx2,a\n"), file("at.csv", "x3,a\n"));
         config.also.push(files(file("b.csv", "y1,b\n"), file("bt.csv", "y2,b\ny3,shared\n")));
@@ -560,11 +618,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("d.csv");
         std::fs::write(&csv, "body,topic\nx,y\n").unwrap();
-        let error = read_file(&csv, "text", "topic", &mut LoadReport::default()).unwrap_err().to_string();
+        let error = read_file(&csv, "text", Some("topic"), &mut LoadReport::default()).unwrap_err().to_string();
         assert!(error.contains("d.csv, line 1: no column `text` (columns: body, topic)"), "{error}");
         let jsonl = dir.path().join("d.jsonl");
         std::fs::write(&jsonl, "{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": \"b\"}\n").unwrap();
-        let error = read_file(&jsonl, "text", "label", &mut LoadReport::default()).unwrap_err().to_string();
+        let error = read_file(&jsonl, "text", Some("label"), &mut LoadReport::default()).unwrap_err().to_string();
         assert!(error.contains("d.jsonl, line 2: no `label` field"), "{error}");
     }
 }

@@ -372,13 +372,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("  {:<40} {:.4}", "minimum coverage", results.min_coverage);
             if let Some(selection) = results.selection.estimator {
-                println!(
-                    "  {:<40} {:.4} / {:.4}",
-                    "selection (training texts / test)", selection.train, selection.test
-                );
+                println!("  {:<40} {}", "selection (training texts / test)", selection.describe());
             }
-            let concat = results.selection.concat_argmax;
-            println!("  {:<40} {:.4} / {:.4}", "concat-argmax selection", concat.train, concat.test);
+            println!("  {:<40} {}", "concat-argmax selection", results.selection.concat_argmax.describe());
         }
     }
     Ok(())

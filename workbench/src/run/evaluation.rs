@@ -30,7 +30,7 @@ const WEAK_COVERAGE: f64 = 0.7;
 pub(super) fn selection_report(
     train: &Signals,
     test: &Signals,
-    train_gold: &[u32],
+    train_gold: Option<&[u32]>,
     test_gold: &[u32],
     labels: &LabelSpace,
 ) -> SelectionReport {
@@ -39,11 +39,11 @@ pub(super) fn selection_report(
         |signals: &Signals| concat_argmax_scores(&signals.deterministic.iter().map(|s| &s.logits).collect::<Vec<_>>());
     SelectionReport {
         estimator: train.scores.as_ref().zip(test.scores.as_ref()).map(|(train, test)| SplitSelection {
-            train: selected(train, train_gold),
+            train: train_gold.map(|gold| selected(train, gold)),
             test: selected(test, test_gold),
         }),
         concat_argmax: SplitSelection {
-            train: selected(&concat_scores(train), train_gold),
+            train: train_gold.map(|gold| selected(&concat_scores(train), gold)),
             test: selected(&concat_scores(test), test_gold),
         },
     }

@@ -21,11 +21,20 @@ use crate::{
 };
 
 /// A selector's accuracy (how often its top-scored teacher owns the gold label) on the
-/// student's training texts, the transfer set MUKA's targets are built from, and on test.
+/// student's training texts, the transfer set MUKA's targets are built from (none for an
+/// unlabelled transfer set), and on test.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SplitSelection {
-    pub train: f64,
+    pub train: Option<f64>,
     pub test: f64,
+}
+
+impl SplitSelection {
+    /// `training texts / test` for reports; `–` where the transfer set has no labels.
+    pub fn describe(&self) -> String {
+        let train = self.train.map_or_else(|| "–".to_string(), |t| format!("{t:.4}"));
+        format!("{train} / {:.4}", self.test)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,7 +115,7 @@ mod signals;
 
 pub use evaluation::{selection_only, SelectionOutcome};
 use evaluation::{selection_report, warnings};
-use prepare::{prepare, student_examples, texts, Prepared, StudentExamples};
+use prepare::{prepare, student_examples, student_texts, texts, Prepared, StudentExamples};
 pub use prepare::{taught_teachers, teacher_is_ready, train_teacher, UnownedRows};
 use report::{manifest, report, ManifestData};
 use signals::{oracle_signals, signals};
@@ -190,9 +199,9 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
         "run ready"
     );
 
-    let StudentExamples { train: train_examples, train_gold, validation, test, test_gold, unowned } =
-        student_examples(&splits, &labels)?;
-    let train_texts = texts(&train_examples);
+    let examples = student_examples(&splits, &labels)?;
+    let (train_texts, train_gold) = student_texts(config, &examples)?;
+    let StudentExamples { validation, test, test_gold, unowned, .. } = examples;
     let test_texts = texts(&test);
     let train_signals = signals(config, &mut teachers, estimator.as_ref(), &train_texts, want_hidden, "train")?;
     let test_signals = signals(config, &mut teachers, estimator.as_ref(), &test_texts, false, "test")?;
@@ -229,7 +238,7 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
     } else {
         None
     };
-    let selection = selection_report(&train_signals, &test_signals, &train_gold, &test_gold, &labels);
+    let selection = selection_report(&train_signals, &test_signals, train_gold.as_deref(), &test_gold, &labels);
     let coverage = coverage(&student, &teacher_rows);
     let min_coverage = coverage.iter().copied().fold(f64::INFINITY, f64::min);
 

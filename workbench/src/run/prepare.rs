@@ -214,3 +214,15 @@ pub(super) fn student_examples(splits: &Splits, labels: &LabelSpace) -> Result<S
     }
     Ok(StudentExamples { train, train_gold, validation, test, test_gold, unowned })
 }
+
+/// The texts the student learns from: the transfer set when the config names one (unlabelled),
+/// else the labelled training rows with their union labels (for the selection accuracy on them).
+pub(super) fn student_texts(
+    config: &ResolvedConfig,
+    examples: &StudentExamples,
+) -> Result<(Vec<RString>, Option<Vec<u32>>)> {
+    Ok(match data_config(config)?.transfer_texts()? {
+        Some(transfer) => (transfer.iter().map(|t| RString::from(t.as_str())).collect(), None),
+        None => (texts(&examples.train), Some(examples.train_gold.clone())),
+    })
+}

@@ -114,7 +114,7 @@ pub(super) fn report(
             texts and on test:\n\n| selector | training texts | test |\n|---|---|---|\n";
     let selectors = results.selection.estimator.iter().map(|s| ("the estimator", s));
     for (name, s) in selectors.chain([("concat-argmax (reference)", &results.selection.concat_argmax)]) {
-        out += &format!("| {name} | {:.4} | {:.4} |\n", s.train, s.test);
+        out += &format!("| {name} | {} |\n", s.describe().replace(" / ", " | "));
     }
     let unowned = results.unowned;
     if unowned != UnownedRows::default() {

@@ -5,7 +5,7 @@ use abi_stable::std_types::RString;
 use serde_json::json;
 use workbench_plugin_api::{SamplingPlan, TeacherSamples, Tensor};
 
-use super::prepare::{prepare, student_examples, teacher_identity, texts, Prepared, Teacher};
+use super::prepare::{prepare, student_examples, student_texts, teacher_identity, texts, Prepared, Teacher};
 use crate::{
     config::{ComponentChoice, ResolvedConfig},
     host::{EstimatorHandle, Registry},
@@ -152,10 +152,10 @@ pub fn signal_requests(config: &ResolvedConfig, plan: Option<SamplingPlan>, hidd
 pub fn teacher_signals(config: &ResolvedConfig, registry: &Registry, request: &SignalRequest) -> Result<Provenance> {
     let Prepared { splits, mut teachers, labels, .. } = prepare(config, registry)?;
     let examples = student_examples(&splits, &labels)?;
-    let texts = texts(match request.split {
-        Split::Train => &examples.train,
-        Split::Test => &examples.test,
-    });
+    let texts = match request.split {
+        Split::Train => student_texts(config, &examples)?.0,
+        Split::Test => texts(&examples.test),
+    };
     if request.teacher == "oracle" {
         let choice = config
             .oracle

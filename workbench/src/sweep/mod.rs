@@ -334,13 +334,13 @@ pub fn aggregate(grid: &Grid, graph: &graph::Graph) -> Result<Comparison> {
         summary.min_coverage.push(results.min_coverage);
         if let Some(s) = results.selection.estimator {
             summary.selection.push(s.test);
-            summary.selection_train.push(s.train);
+            summary.selection_train.extend(s.train);
         }
         if !referenced.contains(&cell.seed) {
             referenced.push(cell.seed);
             concat.add(&results.teacher_concat);
             concat.selection.push(results.selection.concat_argmax.test);
-            concat.selection_train.push(results.selection.concat_argmax.train);
+            concat.selection_train.extend(results.selection.concat_argmax.train);
             if let Some(row) = &results.oracle {
                 oracle.add(row);
             }

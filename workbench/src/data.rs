@@ -524,14 +524,14 @@ mod tests {
 
     #[test]
     fn texts_are_cut_at_a_character_boundary_and_counted() {
-        let mut rows = vec![
+        let mut rows = [
             Example { text: "héllo wörld".into(), label: "a".into() },
             Example { text: "tiny".into(), label: "b".into() },
         ];
         assert_eq!(cut_texts(rows.iter_mut().map(|e| &mut e.text), 5), 1);
         assert_eq!(rows[0].text, "héllo", "five characters, not five bytes");
         assert_eq!(rows[1].text, "tiny");
-        let mut huge = vec![Example { text: "x".repeat(20_000_000), label: "a".into() }];
+        let mut huge = [Example { text: "x".repeat(20_000_000), label: "a".into() }];
         assert_eq!(cut_texts(huge.iter_mut().map(|e| &mut e.text), 20_000), 1);
         assert_eq!(huge[0].text.len(), 20_000);
     }

@@ -112,6 +112,9 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
     // of the sweep's graph; the runs read them all from the cache.
     let manifests = manifests(&sweep);
     assert_eq!(manifests.len(), 6);
+    let typed = workbench::run::Manifest::load(&sweep.join("muka-seed0")).expect("the manifest reads back typed");
+    assert_eq!(typed.signals.len(), 8, "{typed:?}");
+    assert_eq!(typed.seeds.mc_sampling, 0);
     let mut read: BTreeMap<String, usize> = BTreeMap::new();
     for manifest in &manifests {
         for signal in manifest["signals"].as_array().unwrap() {

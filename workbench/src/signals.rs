@@ -96,7 +96,7 @@ pub struct TeacherSignalSet {
 }
 
 /// Whether a signal came from the cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Provenance {
     Computed,

@@ -1,7 +1,6 @@
 //! Judging a run: teacher selection on the training texts and on test, the warnings that say
 //! when a comparison means little, and an estimator's selection without a student.
 
-use serde_json::json;
 use workbench_plugin_api::{LabelSpace, Tensor};
 
 use super::{
@@ -99,7 +98,7 @@ pub fn selection_only(config: &ResolvedConfig, registry: &Registry) -> Result<Se
     let (test, test_gold) = gold(&splits.test, &labels, &mut 0);
     let started = std::time::Instant::now();
     let scored = signals(config, &mut teachers, Some(&estimator), &texts(&test), false, "test")?;
-    let computed = scored.provenance.iter().any(|p| p["provenance"] == json!(Provenance::Computed));
+    let computed = scored.provenance.iter().any(|p| p.provenance == Provenance::Computed);
     let scores = scored.scores.expect("an estimator scores");
     let own_class = teachers
         .iter()

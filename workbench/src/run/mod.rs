@@ -74,12 +74,23 @@ impl RunResults {
 
     /// Reads `<run>/results.json`.
     pub fn load(run: &Path) -> Result<Self> {
-        let path = run.join("results.json");
-        let text = std::fs::read_to_string(&path).map_err(Error::io(format!("reading {}", path.display())))?;
-        serde_json::from_str(&text).map_err(|e| Error::Artefact {
-            path: path.clone(),
-            reason: format!("not a results file of this workbench version ({e}); run it again"),
-        })
+        read_artefact(&run.join("results.json"))
+    }
+}
+
+/// A JSON file a run wrote, read back through its type.
+fn read_artefact<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(format!("reading {}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| Error::Artefact {
+        path: path.to_path_buf(),
+        reason: format!("not written by this workbench version ({e}); run it again"),
+    })
+}
+
+impl Manifest {
+    /// Reads `<run>/manifest.json`.
+    pub fn load(run: &Path) -> Result<Self> {
+        read_artefact(&run.join("manifest.json"))
     }
 }
 
@@ -118,8 +129,9 @@ use evaluation::{selection_report, warnings};
 use prepare::{prepare, student_examples, student_texts, texts, Prepared, StudentExamples};
 pub use prepare::{taught_teachers, teacher_is_ready, train_teacher, UnownedRows};
 use report::{manifest, report, ManifestData};
+pub use report::{DataRecord, HostRecord, Manifest, PluginRecord, SeedRecord, TeacherRecord};
 use signals::{oracle_signals, signals};
-pub use signals::{signal_requests, teacher_signals, SignalRequest, Split};
+pub use signals::{signal_requests, teacher_signals, SignalRecord, SignalRequest, Split};
 
 fn write(path: &Path, contents: &str) -> Result<()> {
     write_atomically(path, contents)
@@ -256,7 +268,7 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
             test_texts: &test_texts,
             validation: validation.len(),
             report: &splits.report,
-            provenance: train_signals.provenance.iter().chain(&test_signals.provenance).collect(),
+            provenance: train_signals.provenance.iter().chain(&test_signals.provenance).cloned().collect(),
             labels: &labels,
         },
     )?;

@@ -1,12 +1,12 @@
 //! The run's human report and its manifest.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use abi_stable::std_types::RString;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use workbench_plugin_api::{ComponentKind, LabelSpace};
 
-use super::{prepare::Teacher, RunResults, UnownedRows};
+use super::{prepare::Teacher, signals::SignalRecord, RunResults, UnownedRows};
 use crate::{
     config::ResolvedConfig,
     data::LoadReport,
@@ -15,48 +15,129 @@ use crate::{
     Result,
 };
 
+/// `manifest.json`: what a run was made from (versions, host, seeds, plugin and asset hashes,
+/// teachers, data hashes) and where each teacher output came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub workbench_version: String,
+    pub host: HostRecord,
+    pub seeds: SeedRecord,
+    pub plugins: Vec<PluginRecord>,
+    /// Asset name -> the sha256 of its verified file record.
+    pub assets: BTreeMap<String, String>,
+    pub teachers: Vec<TeacherRecord>,
+    pub data: DataRecord,
+    pub signals: Vec<SignalRecord>,
+    pub union_labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub os: String,
+    pub arch: String,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedRecord {
+    pub data_order: u64,
+    pub dropout: u64,
+    pub subsampling_and_validation_split: u64,
+    pub mc_sampling: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginRecord {
+    pub name: String,
+    pub version: String,
+    pub api_version: String,
+    pub file: PathBuf,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TeacherRecord {
+    pub name: String,
+    /// The teacher's identity: plugin, parameters and the files they name.
+    pub sha256: String,
+    pub labels: Vec<String>,
+    pub members: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataRecord {
+    /// Of the student's training texts (the transfer set when there is one).
+    pub train_sha256: String,
+    pub test_sha256: String,
+    pub train: usize,
+    pub validation: usize,
+    pub test: usize,
+    pub report: LoadReport,
+}
+
 /// What the manifest records of a run's data and teacher outputs.
 pub(super) struct ManifestData<'a> {
     pub train_texts: &'a [RString],
     pub test_texts: &'a [RString],
     pub validation: usize,
     pub report: &'a LoadReport,
-    /// Where each teacher output came from (computed or cached).
-    pub provenance: Vec<&'a serde_json::Value>,
+    pub provenance: Vec<SignalRecord>,
     pub labels: &'a LabelSpace,
 }
 
-/// `manifest.json`: versions, host, seeds, plugin and asset hashes, teachers, data hashes and
-/// the provenance of every teacher output.
 pub(super) fn manifest(
     config: &ResolvedConfig,
     registry: &Registry,
     teachers: &[Teacher],
     data: ManifestData,
-) -> Result<serde_json::Value> {
+) -> Result<Manifest> {
     let plugins = used_libraries(config, registry)?
         .iter()
         .map(|lib| {
-            Ok(json!({
-                "name": lib.manifest.name.as_str(),
-                "version": lib.manifest.version.as_str(),
-                "api_version": lib.manifest.api_version.to_string(),
-                "file": lib.path.display().to_string(),
-                "sha256": lib.sha256()?,
-            }))
+            Ok(PluginRecord {
+                name: lib.manifest.name.to_string(),
+                version: lib.manifest.version.to_string(),
+                api_version: lib.manifest.api_version.to_string(),
+                file: lib.path.clone(),
+                sha256: lib.sha256()?,
+            })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(json!({
-        "workbench_version": env!("CARGO_PKG_VERSION"),
-        "host": { "os": std::env::consts::OS, "arch": std::env::consts::ARCH, "threads": config.threads },
-        "seeds": { "data_order": config.seed, "dropout": config.seed, "subsampling_and_validation_split": config.data_seed, "mc_sampling": config.mc_seed },
-        "plugins": plugins,
-        "assets": crate::assets::verified(),
-        "teachers": teachers.iter().map(|t| json!({ "name": t.name, "sha256": t.identity, "labels": t.info.labels.iter().map(|l| l.as_str()).collect::<Vec<_>>(), "members": t.info.members })).collect::<Vec<_>>(),
-        "data": { "train_sha256": texts_hash(data.train_texts), "test_sha256": texts_hash(data.test_texts), "train": data.train_texts.len(), "validation": data.validation, "test": data.test_texts.len(), "report": data.report },
-        "signals": data.provenance,
-        "union_labels": data.labels.labels,
-    }))
+    Ok(Manifest {
+        workbench_version: env!("CARGO_PKG_VERSION").into(),
+        host: HostRecord {
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+            threads: config.threads,
+        },
+        seeds: SeedRecord {
+            data_order: config.seed,
+            dropout: config.seed,
+            subsampling_and_validation_split: config.data_seed,
+            mc_sampling: config.mc_seed,
+        },
+        plugins,
+        assets: crate::assets::verified().into_iter().map(|(name, sha)| (name.to_string(), sha)).collect(),
+        teachers: teachers
+            .iter()
+            .map(|t| TeacherRecord {
+                name: t.name.clone(),
+                sha256: t.identity.clone(),
+                labels: t.info.labels.iter().map(|l| l.to_string()).collect(),
+                members: t.info.members,
+            })
+            .collect(),
+        data: DataRecord {
+            train_sha256: texts_hash(data.train_texts),
+            test_sha256: texts_hash(data.test_texts),
+            train: data.train_texts.len(),
+            validation: data.validation,
+            test: data.test_texts.len(),
+            report: data.report.clone(),
+        },
+        signals: data.provenance,
+        union_labels: data.labels.labels.clone(),
+    })
 }
 
 fn used_libraries(config: &ResolvedConfig, registry: &Registry) -> Result<Vec<Arc<PluginLibrary>>> {

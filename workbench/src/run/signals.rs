@@ -2,7 +2,6 @@
 //! oracle's), through the signal cache, and the estimator's scores.
 
 use abi_stable::std_types::RString;
-use serde_json::json;
 use workbench_plugin_api::{SamplingPlan, TeacherSamples, Tensor};
 
 use super::prepare::{prepare, student_examples, student_texts, teacher_identity, texts, Prepared, Teacher};
@@ -16,7 +15,17 @@ use crate::{
 pub(super) struct Signals {
     pub deterministic: Vec<TeacherSignalSet>,
     pub scores: Option<Tensor>,
-    pub provenance: Vec<serde_json::Value>,
+    pub provenance: Vec<SignalRecord>,
+}
+
+/// Where one teacher output of a run came from, as the manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SignalRecord {
+    pub teacher: String,
+    pub split: String,
+    /// `deterministic`, or the estimator's sampling plan.
+    pub plan: String,
+    pub provenance: Provenance,
 }
 
 /// Every teacher's deterministic signals over `texts`, and the estimator's scores.
@@ -42,8 +51,13 @@ pub(super) fn signals(
             config.mc_seed,
             want_hidden,
         )?;
-        provenance
-            .push(json!({ "teacher": teacher.name, "split": split, "plan": "deterministic", "provenance": from }));
+        let record = |plan: String, provenance| SignalRecord {
+            teacher: teacher.name.clone(),
+            split: split.to_string(),
+            plan,
+            provenance,
+        };
+        provenance.push(record("deterministic".into(), from));
         if let Some(plan) = plan {
             let sampled = if plan == SamplingPlan::Deterministic {
                 det.logits.clone()
@@ -58,9 +72,7 @@ pub(super) fn signals(
                     config.mc_seed,
                     false,
                 )?;
-                provenance.push(
-                    json!({ "teacher": teacher.name, "split": split, "plan": format!("{plan:?}"), "provenance": from }),
-                );
+                provenance.push(record(format!("{plan:?}"), from));
                 s.logits
             };
             samples.push(TeacherSamples { teacher: teacher.name.as_str().into(), logits: sampled });

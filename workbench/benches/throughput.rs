@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use workbench::train::{AdamW, AdamWSettings};
+use workbench::training::train::{AdamW, AdamWSettings};
 use workbench_models::{Batch, Checkpoint, ClassifierOptions, McDepth, StochasticPass};
 
 // The allocator the workbench binary runs with, set up the same way.

@@ -19,7 +19,7 @@ use crate::{
     data::DataConfig,
     host::Registry,
     suggest::closest,
-    teach::{TeachSettings, TrainingSettings},
+    training::teach::{TeachSettings, TrainingSettings},
     Error, Result,
 };
 
@@ -197,9 +197,9 @@ pub fn extract<T: serde::de::DeserializeOwned>(figment: &Figment) -> Result<T> {
 }
 
 /// Reads a `workbench teach` config and refuses values out of range, naming key and source.
-pub fn load_teach(files: &[PathBuf], sets: &[String]) -> Result<crate::teach::TeachConfig> {
+pub fn load_teach(files: &[PathBuf], sets: &[String]) -> Result<crate::training::teach::TeachConfig> {
     let figment = sources(files, sets)?;
-    let config: crate::teach::TeachConfig = extract(&figment)?;
+    let config: crate::training::teach::TeachConfig = extract(&figment)?;
     let found = config.teach.problems().into_iter().map(|(key, reason)| (format!("teach.{key}"), reason));
     let data = config.data.problems().into_iter().map(|(key, reason)| (format!("data.{key}"), reason));
     let problems: Vec<String> =
@@ -369,7 +369,7 @@ impl LoadedConfig {
             problems.push(format!("{} = {reason}", key_origin(&self.figment, "name")));
         }
         let mut add =
-            |table: &str, found: Vec<crate::teach::Problem>| {
+            |table: &str, found: Vec<crate::training::teach::Problem>| {
                 problems.extend(found.into_iter().map(|(key, reason)| {
                     format!("{} = {reason}", key_origin(&self.figment, &format!("{table}.{key}")))
                 }));

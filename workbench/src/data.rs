@@ -308,7 +308,7 @@ pub fn per_class(examples: Vec<Example>, limit: usize, seed: u64) -> Vec<Example
 
 impl DataConfig {
     /// Values out of range, as (key under `data`, reason), found before anything loads.
-    pub fn problems(&self) -> Vec<crate::teach::Problem> {
+    pub fn problems(&self) -> Vec<crate::training::teach::Problem> {
         let mut problems = Vec::new();
         let fraction = self.validation_fraction;
         if !(0.0..1.0).contains(&fraction) {

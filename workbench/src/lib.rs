@@ -1,4 +1,11 @@
 //! The workbench engine: plugin host, configuration and runs.
+//!
+//! - [`host`]: loading plugin libraries (in this process or isolated in workers);
+//! - [`config`], [`data`], [`assets`]: what a run is made of;
+//! - [`training`]: the one training loop for teachers and students;
+//! - [`signal_cache`]: the teachers' outputs, computed once;
+//! - [`run`]: one experiment end to end; [`sweep`]: a grid of them as a job graph;
+//! - [`evaluate`], [`metrics`]: the measures reports are made of.
 
 pub mod allocator;
 pub mod assets;
@@ -8,19 +15,14 @@ mod error;
 pub mod evaluate;
 pub mod files;
 pub mod host;
-pub mod isolation;
-pub mod learner;
 pub mod logging;
-pub mod loss;
 pub mod metrics;
 pub mod predict;
 pub mod run;
 pub mod scaffold;
-pub mod signals;
-pub mod student;
+pub mod signal_cache;
 pub mod suggest;
 pub mod sweep;
-pub mod teach;
-pub mod train;
+pub mod training;
 
 pub use error::{Error, Result};

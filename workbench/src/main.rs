@@ -288,9 +288,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = config::load_teach(&args.files, &args.sets)?;
             set_threads(config.threads);
             let cache = assets::cache_dir(config.cache.as_deref());
-            workbench::teach::check_model(&config.teach.recipe, "teach", &cache)?;
+            workbench::training::teach::check_model(&config.teach.recipe, "teach", &cache)?;
             let splits = config.data.load(&cache, config.teach.recipe.seed)?;
-            let outcome = workbench::teach::teach(&config.teach, splits, &cache, "teach")?;
+            let outcome = workbench::training::teach::teach(&config.teach, splits, &cache, "teach")?;
             println!(
                 "teacher over {} labels written to {}: best epoch {}, validation accuracy {:.4}, test accuracy on its labels {:.4}",
                 outcome.labels.len(),
@@ -573,7 +573,7 @@ fn print_predictions(predictions: &[workbench::predict::Prediction], json: bool)
 fn print_logits(args: &LogitsArgs) -> anyhow::Result<()> {
     use workbench_models::{Checkpoint, ClassifierOptions};
     let device = candle_core::Device::Cpu;
-    let dir = workbench::teach::model_dir(&args.model, &assets::cache_dir(None))?;
+    let dir = workbench::training::teach::model_dir(&args.model, &assets::cache_dir(None))?;
     let checkpoint = Checkpoint::open(&dir, args.max_length, &device)?;
     let model = if args.labels.is_empty() {
         checkpoint.classifier(args.layers, false, &device)?

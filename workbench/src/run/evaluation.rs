@@ -13,7 +13,7 @@ use crate::{
     evaluate::{accuracy, teacher_predictions, ResultRow},
     host::Registry,
     metrics::{adequate_picks, concat_argmax_scores, selection_accuracy, share},
-    signals::Provenance,
+    signal_cache::Provenance,
     Error, Result,
 };
 

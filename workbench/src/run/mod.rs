@@ -15,8 +15,8 @@ use crate::{
     evaluate::{concat_predictions, row, teacher_predictions, ResultRow},
     files::{lock_holder, write_atomically, FileLock},
     host::Registry,
-    learner::saved_state,
-    student::{train_student, TrainingSignals},
+    training::learner::saved_state,
+    training::student::{train_student, TrainingSignals},
     Error, Result,
 };
 
@@ -230,7 +230,7 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
 
     let test_refs: Vec<&str> = test.iter().map(|e| e.text.as_str()).collect();
     let student_predictions =
-        crate::train::predict(&outcome.model, &outcome.tokenizer, &test_refs, 64, &candle_core::Device::Cpu)?;
+        crate::training::train::predict(&outcome.model, &outcome.tokenizer, &test_refs, 64, &candle_core::Device::Cpu)?;
     let student = row(&format!("student ({})", config.strategy.component), &student_predictions, &test_gold, &labels);
     let test_logits: Vec<&Tensor> = test_signals.deterministic.iter().map(|s| &s.logits).collect();
     let teacher_concat =

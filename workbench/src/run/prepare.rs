@@ -11,7 +11,7 @@ use crate::{
     config::{ComponentChoice, ResolvedConfig},
     data::{DataConfig, Example, Splits},
     host::{EstimatorHandle, Registry, TeacherHandle},
-    signals::teacher_hash,
+    signal_cache::teacher_hash,
     Error, Result,
 };
 
@@ -57,15 +57,15 @@ fn ensure_teacher(config: &ResolvedConfig, key: &str, choice: &ComponentChoice, 
         return Ok(false);
     };
     let Some(teach) = &choice.teach else {
-        crate::teach::refuse_incomplete(&checkpoint)?;
+        crate::training::teach::refuse_incomplete(&checkpoint)?;
         return Ok(false);
     };
-    let missing = !crate::teach::is_complete(&checkpoint);
+    let missing = !crate::training::teach::is_complete(&checkpoint);
     if missing {
         tracing::info!(teacher = %key, dir = %checkpoint.display(), "training the missing teacher");
     }
     let settings = teach.writing_to(checkpoint);
-    crate::teach::teach(&settings, splits.clone(), &config.cache, &format!("{key}.teach"))?;
+    crate::training::teach::teach(&settings, splits.clone(), &config.cache, &format!("{key}.teach"))?;
     Ok(missing)
 }
 
@@ -79,7 +79,7 @@ pub fn taught_teachers(config: &ResolvedConfig) -> Vec<String> {
 pub fn teacher_is_ready(config: &ResolvedConfig, key: &str) -> bool {
     teacher_tables(config)
         .find(|(k, _)| k == key)
-        .is_some_and(|(_, choice)| first_checkpoint(choice).is_none_or(|dir| crate::teach::is_complete(&dir)))
+        .is_some_and(|(_, choice)| first_checkpoint(choice).is_none_or(|dir| crate::training::teach::is_complete(&dir)))
 }
 
 /// A sweep's teacher job: trains the teacher under config key `key` when it is missing; true
@@ -90,7 +90,7 @@ pub fn train_teacher(config: &ResolvedConfig, key: &str) -> Result<bool> {
         .ok_or_else(|| Error::InvalidConfig { problems: vec![format!("no teacher table `{key}` in the config")] })?;
     let data = data_config(config)?;
     if let Some(teach) = &choice.teach {
-        crate::teach::check_model(&teach.recipe, &format!("{key}.teach"), &config.cache)?;
+        crate::training::teach::check_model(&teach.recipe, &format!("{key}.teach"), &config.cache)?;
     }
     let splits = data.load(&config.cache, config.data_seed)?;
     ensure_teacher(config, &key, choice, &splits)
@@ -115,10 +115,10 @@ pub(super) struct Prepared {
 
 pub(super) fn prepare(config: &ResolvedConfig, registry: &Registry) -> Result<Prepared> {
     let data = data_config(config)?;
-    crate::teach::check_model(&config.student, "student", &config.cache)?;
+    crate::training::teach::check_model(&config.student, "student", &config.cache)?;
     for (key, choice) in teacher_tables(config) {
         if let Some(teach) = &choice.teach {
-            crate::teach::check_model(&teach.recipe, &format!("{key}.teach"), &config.cache)?;
+            crate::training::teach::check_model(&teach.recipe, &format!("{key}.teach"), &config.cache)?;
         }
     }
     let splits = data.load(&config.cache, config.data_seed)?;

@@ -11,7 +11,7 @@ use crate::{
     config::ResolvedConfig,
     data::LoadReport,
     host::{PluginLibrary, Registry},
-    signals::texts_hash,
+    signal_cache::texts_hash,
     Result,
 };
 
@@ -159,7 +159,7 @@ pub(super) fn report(
     config: &ResolvedConfig,
     teachers: &[String],
     results: &RunResults,
-    state: &crate::learner::TrainingState,
+    state: &crate::training::learner::TrainingState,
 ) -> String {
     let mut out = format!("# Run `{}`\n\n", config.name);
     out += &format!(

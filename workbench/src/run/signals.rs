@@ -8,7 +8,7 @@ use super::prepare::{prepare, student_examples, student_texts, teacher_identity,
 use crate::{
     config::{ComponentChoice, ResolvedConfig},
     host::{EstimatorHandle, Registry},
-    signals::{Provenance, SignalCache, TeacherSignalSet},
+    signal_cache::{Provenance, SignalCache, TeacherSignalSet},
     Error, Result,
 };
 

@@ -16,9 +16,9 @@ use super::Grid;
 use crate::{
     config::ResolvedConfig,
     host::Registry,
-    learner::saved_state,
     run::{self, SignalRequest},
-    signals::Provenance,
+    signal_cache::Provenance,
+    training::learner::saved_state,
     Error, Result,
 };
 

@@ -5,7 +5,7 @@ use super::{
     graph::{self, Graph, Job},
     slurm, Grid,
 };
-use crate::{files::lock_holder, learner::saved_state, Result};
+use crate::{files::lock_holder, training::learner::saved_state, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CellState {

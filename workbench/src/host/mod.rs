@@ -20,10 +20,10 @@ use workbench_plugin_api::{
     API_VERSION,
 };
 
-use crate::{
-    isolation::{read_frame, write_frame, Request, Response, Worker},
-    Error, Result,
-};
+pub mod isolation;
+
+use crate::{Error, Result};
+use isolation::{read_frame, write_frame, Request, Response, Worker};
 
 /// What the host tells every plugin it loads.
 #[derive(Debug, Clone, Copy)]

@@ -15,8 +15,8 @@ use crate::{
     assets,
     data::{DataConfig, Example, Splits},
     files::FileLock,
-    learner::{remove_state, EpochRecord, Learner, Objective},
-    train::accuracy,
+    training::learner::{remove_state, EpochRecord, Learner, Objective},
+    training::train::accuracy,
     Error, Result,
 };
 
@@ -350,7 +350,7 @@ pub fn refuse_incomplete(dir: &Path) -> Result<()> {
 }
 
 fn train_hash(train: &[Example]) -> String {
-    crate::signals::strings_hash(train.iter().flat_map(|e| [e.label.as_str(), e.text.as_str()]))
+    crate::signal_cache::strings_hash(train.iter().flat_map(|e| [e.label.as_str(), e.text.as_str()]))
 }
 
 fn read_record(dir: &Path) -> Result<TeachRecord> {

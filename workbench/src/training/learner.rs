@@ -17,8 +17,10 @@ use workbench_models::{BertClassifier, Checkpoint, ClassifierOptions, ModelOutpu
 use crate::{
     data::Example,
     files::{kill_point, write_atomically},
-    teach::TrainingSettings,
-    train::{accuracy, clip_gradients, dropout_pass, improves, shuffled_batches, AdamW, AdamWSettings, LinearSchedule},
+    training::teach::TrainingSettings,
+    training::train::{
+        accuracy, clip_gradients, dropout_pass, improves, shuffled_batches, AdamW, AdamWSettings, LinearSchedule,
+    },
     Error, Result,
 };
 
@@ -199,7 +201,7 @@ impl Learner<'_> {
             total,
         };
         let metrics_path = self.dir.join("metrics.jsonl");
-        let bar = crate::teach::progress(total, self.what);
+        let bar = crate::training::teach::progress(total, self.what);
         bar.set_position(state.step as u64);
         for epoch in state.epochs_done..settings.epochs {
             let started = Instant::now();

@@ -40,7 +40,7 @@ fn hash_path(hasher: &mut Sha256, path: &Path) -> Result<()> {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(Error::io(format!("reading {}", path.display())))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_none_or(|x| x != "jsonl") && !p.ends_with(crate::teach::RECORD))
+            .filter(|p| p.extension().is_none_or(|x| x != "jsonl") && !p.ends_with(crate::training::teach::RECORD))
             .collect();
         entries.sort();
         for entry in entries {

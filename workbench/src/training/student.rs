@@ -12,10 +12,10 @@ use workbench_plugin_api::{LabelSpace, StrategyInput, TeacherSignals, Tensor};
 use crate::{
     data::Example,
     host::StrategyHandle,
-    learner::{Learner, Objective, TrainingState},
-    loss::{recipe_loss, FeatureAdapters, StudentOutput},
-    signals::TeacherSignalSet,
-    teach::{model_dir, TrainingSettings},
+    signal_cache::TeacherSignalSet,
+    training::learner::{Learner, Objective, TrainingState},
+    training::loss::{recipe_loss, FeatureAdapters, StudentOutput},
+    training::teach::{model_dir, TrainingSettings},
     Result,
 };
 

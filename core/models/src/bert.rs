@@ -488,15 +488,24 @@ impl BertClassifier {
         pass: Option<&mut StochasticPass>,
     ) -> Result<ModelOutput> {
         let pooled = match &self.pooler {
-            Some(pooler) => pooler.forward(&hidden.narrow(1, 0, 1)?.squeeze(1)?)?.tanh()?,
-            None => {
-                let padding = padding.to_dtype(hidden.dtype())?;
-                let summed = hidden.broadcast_mul(&padding.unsqueeze(2)?)?.sum(1)?;
-                summed.broadcast_div(&padding.sum_keepdim(1)?.clamp(1e-9, f64::INFINITY)?)?
-            }
+            Some(pooler) => pooler.forward(&pool(hidden, padding, Pooling::Cls)?)?.tanh()?,
+            None => pool(hidden, padding, Pooling::Mean)?,
         };
         let logits = self.classifier.forward(&self.classifier_dropout.forward(&pooled, pass)?)?;
         Ok(ModelOutput { logits, pooled })
+    }
+
+    /// Every layer's hidden states without dropout, `[B, T, H]` each: the embeddings' output
+    /// first, then each encoder layer's. With [`pool`], what an embedding classifier or a
+    /// feature-based method builds on without copying the encoder.
+    pub fn hidden_states(&self, batch: &Batch) -> Result<Vec<Tensor>> {
+        let (mut hidden, mask) = self.embed(batch, None)?;
+        let mut states = vec![hidden.clone()];
+        for layer in &self.layers {
+            hidden = self.encode(hidden, &mask, std::slice::from_ref(layer), false, None)?;
+            states.push(hidden.clone());
+        }
+        Ok(states)
     }
 
     /// Runs the model; dropout is on exactly when `pass` is given.
@@ -580,4 +589,18 @@ impl BertClassifier {
         let labels = self.labels.len();
         Ok(Tensor::cat(&outputs, 0)?.reshape((passes, size, labels))?)
     }
+}
+
+/// Pools hidden states `[B, T, H]` into `[B, H]`: the first token's state (`Cls`; the
+/// classifier's `cls` head applies its dense layer and tanh on top) or the mean over the real
+/// tokens (`Mean`), `padding` being the `[B, T]` 0/1 mask of real tokens.
+pub fn pool(hidden: &Tensor, padding: &Tensor, pooling: Pooling) -> Result<Tensor> {
+    Ok(match pooling {
+        Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+        Pooling::Mean => {
+            let padding = padding.to_dtype(hidden.dtype())?;
+            let summed = hidden.broadcast_mul(&padding.unsqueeze(2)?)?.sum(1)?;
+            summed.broadcast_div(&padding.sum_keepdim(1)?.clamp(1e-9, f64::INFINITY)?)?
+        }
+    })
 }

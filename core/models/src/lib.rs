@@ -9,7 +9,7 @@ mod error;
 mod kernels;
 mod tokenizer;
 
-pub use bert::{BertClassifier, Dropout, McDepth, ModelOutput, StochasticPass};
+pub use bert::{pool, BertClassifier, Dropout, McDepth, ModelOutput, StochasticPass};
 pub use checkpoint::{save_safetensors, Checkpoint, ClassifierOptions, Weights};
 pub use config::{BertConfig, Pooling};
 pub use error::{ModelError, Result};

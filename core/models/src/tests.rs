@@ -444,3 +444,29 @@ fn every_parameter_of_a_mean_pooled_model_receives_a_gradient() {
         .collect();
     assert!(without.is_empty(), "parameters without gradient: {without:?}");
 }
+
+#[test]
+fn hidden_states_of_every_layer_pooled_give_what_the_head_reads() {
+    let (_dir, checkpoint) = tiny();
+    let mean = ClassifierOptions { pooling: Some(Pooling::Mean), ..options(None, false) };
+    let model = checkpoint.classifier_for(&mean, &Device::Cpu).unwrap();
+    let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
+    let states = model.hidden_states(&batch).unwrap();
+    assert_eq!(states.len(), LAYERS + 1, "the embeddings, then every layer");
+    let pooled = crate::pool(states.last().unwrap(), &batch.mask, Pooling::Mean).unwrap();
+    let head: Vec<f32> = model.forward(&batch, None).unwrap().pooled.flatten_all().unwrap().to_vec1().unwrap();
+    let ours: Vec<f32> = pooled.flatten_all().unwrap().to_vec1().unwrap();
+    for (a, b) in ours.iter().zip(&head) {
+        assert!((a - b).abs() < 1e-6, "{ours:?} vs {head:?}");
+    }
+    // Mean pooling by hand for the second text: the mean of its real tokens' states.
+    let tokens = batch.mask.get(1).unwrap().to_vec1::<f32>().unwrap().iter().sum::<f32>() as usize;
+    let last = states.last().unwrap().get(1).unwrap().narrow(0, 0, tokens).unwrap();
+    let by_hand: Vec<f32> = (last.sum(0).unwrap() / tokens as f64).unwrap().to_vec1().unwrap();
+    let row: Vec<f32> = pooled.get(1).unwrap().to_vec1().unwrap();
+    for (a, b) in by_hand.iter().zip(&row) {
+        assert!((a - b).abs() < 1e-6, "{by_hand:?} vs {row:?}");
+    }
+    let first = crate::pool(&states[1], &batch.mask, Pooling::Cls).unwrap();
+    assert_eq!(first.dims(), &[3, HIDDEN]);
+}

@@ -218,8 +218,9 @@ struct SweepArgs {
     /// sweep's job log; also written to timings.md.
     #[arg(long, conflicts_with_all = ["job", "dry_run", "status"])]
     timings: bool,
-    /// Run one job of the sweep's graph (started by the executors).
-    #[arg(long, hide = true, value_name = "ID")]
+    /// Run one job of the sweep's graph in this process, as the executors do (`--dry-run` lists
+    /// the jobs left); `--job aggregate` redraws the comparison from the runs that exist.
+    #[arg(long, value_name = "ID")]
     job: Option<String>,
 }
 

@@ -23,24 +23,12 @@ use crate::{
 };
 
 /// What a job does; each kind has its own Slurm resources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
     Teacher,
     Signals,
     Student,
     Aggregate,
-}
-
-impl JobKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            JobKind::Teacher => "teacher",
-            JobKind::Signals => "signals",
-            JobKind::Student => "student",
-            JobKind::Aggregate => "aggregate",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

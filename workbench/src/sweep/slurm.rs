@@ -194,7 +194,7 @@ pub fn submit(grid: &Grid, graph: &Graph, command: &JobCommand, dry_run: bool) -
         .join(" ");
     let script = |kind: JobKind, name: &str, job_arg: &str, array: Option<&str>| -> Result<String> {
         let resources = settings.resources(kind);
-        let logs = grid.dir.join("slurm").join("logs");
+        let logs = logs_dir(grid);
         let mut text = String::from("#!/bin/bash\n");
         let mut directives = vec![
             format!("--job-name=wb-{}-{}", super::slug(&grid.name), super::slug(name)),
@@ -279,7 +279,7 @@ pub fn submit(grid: &Grid, graph: &Graph, command: &JobCommand, dry_run: bool) -
     let previous = submissions(grid)?;
     let number = previous.len() + 1;
     let dir = grid.dir.join("slurm").join(format!("submission-{number}"));
-    for sub in [dir.clone(), grid.dir.join("slurm").join("logs")] {
+    for sub in [dir.clone(), logs_dir(grid)] {
         std::fs::create_dir_all(&sub).map_err(Error::io(format!("creating {}", sub.display())))?;
     }
     let mut record = SubmissionRecord { submission: number, ..SubmissionRecord::default() };
@@ -327,8 +327,8 @@ fn quote(arg: &str) -> Result<String> {
         .map_err(|e| Error::Slurm(format!("cannot write `{arg}` into a job script: {e}")))
 }
 
-/// Where the sweep's Slurm files go, for messages.
-pub fn logs_dir(grid: &Grid) -> PathBuf {
+/// Where the jobs' output goes.
+fn logs_dir(grid: &Grid) -> PathBuf {
     grid.dir.join("slurm").join("logs")
 }
 

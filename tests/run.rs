@@ -146,7 +146,7 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
     assert!(selection.ok, "{}", selection.stderr);
     let csv = std::fs::read_to_string(sweep.join("selection.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "method,estimator,selection_accuracy,on_a,on_b,seconds");
+    assert_eq!(lines[0], "method,estimator,selection_accuracy,on_a,on_b,seconds,cost_passes");
     assert_eq!(lines.len(), 2, "only `muka` has an estimator: {csv}");
     let fields: Vec<&str> = lines[1].split(',').collect();
     assert_eq!(fields[..2], ["muka", "mc-dropout passes=4"]);
@@ -156,6 +156,9 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
     // Both teachers own half of the test instances.
     assert!((accuracy - (on_a + on_b) / 2.0).abs() < 1e-3, "{accuracy} vs {on_a} and {on_b}");
     assert_eq!(fields[5], "", "every signal came from the cache, so no scoring time");
+    assert_eq!(fields[6], "4.000", "4 plain MC passes from the cache: their count");
+    let chart = std::fs::read_to_string(sweep.join("selection.svg")).unwrap();
+    assert!(chart.contains("muka") && chart.contains("cost (deterministic passes)"), "{chart}");
     let markdown = std::fs::read_to_string(sweep.join("selection.md")).unwrap();
     assert!(markdown.starts_with("Teachers' accuracy on their own classes (test): `a` "), "{markdown}");
     assert!(markdown.contains("| muka | mc-dropout passes=4 | "), "{markdown}");

@@ -1,11 +1,11 @@
 //! Judging a run: teacher selection on the training texts and on test, the warnings that say
 //! when a comparison means little, and an estimator's selection without a student.
 
-use workbench_plugin_api::{LabelSpace, Tensor};
+use workbench_plugin_api::{LabelSpace, SamplingPlan, Tensor};
 
 use super::{
     prepare::{gold, prepare, texts, Prepared},
-    signals::{signals, Signals},
+    signals::{signals, SignalRecord, Signals},
     SelectionReport, SplitSelection,
 };
 use crate::{
@@ -86,6 +86,27 @@ pub struct SelectionOutcome {
     pub by_teacher: Vec<f64>,
     /// Wall time of the scoring; `None` when every signal came from the cache.
     pub seconds: Option<f64>,
+    /// What the estimator's passes cost, in deterministic passes: 1 for an estimator that reads
+    /// the deterministic pass; for sampled passes their measured time over the deterministic
+    /// pass's when both were computed now, else the number of full passes of plain MC dropout;
+    /// `None` where neither is known.
+    pub cost: Option<f64>,
+}
+
+/// The cost of the estimator's passes in deterministic passes (see [`SelectionOutcome::cost`]).
+fn cost_in_passes(plan: SamplingPlan, records: &[SignalRecord]) -> Option<f64> {
+    if plan == SamplingPlan::Deterministic {
+        return Some(1.0);
+    }
+    let total = |deterministic: bool| -> Option<f64> {
+        let chosen = records.iter().filter(|r| (r.plan == "deterministic") == deterministic);
+        chosen.map(|r| r.seconds).sum::<Option<f64>>().filter(|s| *s > 0.0)
+    };
+    match (total(false), total(true), plan) {
+        (Some(sampled), Some(deterministic), _) => Some(sampled / deterministic),
+        (_, _, SamplingPlan::Stochastic { passes, top_layers: 0, .. }) => Some(f64::from(passes)),
+        _ => None,
+    }
 }
 
 /// Scores the test split with the config's estimator and measures its teacher-selection
@@ -98,6 +119,7 @@ pub fn selection_only(config: &ResolvedConfig, registry: &Registry) -> Result<Se
     let (test, test_gold) = gold(&splits.test, &labels, &mut 0);
     let started = std::time::Instant::now();
     let scored = signals(config, &mut teachers, Some(&estimator), &texts(&test), false, "test")?;
+    let cost = cost_in_passes(estimator.plan()?, &scored.provenance);
     let computed = scored.provenance.iter().any(|p| p.provenance == Provenance::Computed);
     let scores = scored.scores.expect("an estimator scores");
     let own_class = teachers
@@ -119,5 +141,34 @@ pub fn selection_only(config: &ResolvedConfig, registry: &Registry) -> Result<Se
         own_class,
         by_teacher,
         seconds: computed.then(|| started.elapsed().as_secs_f64()),
+        cost,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(plan: &str, seconds: Option<f64>) -> SignalRecord {
+        let provenance = if seconds.is_some() { Provenance::Computed } else { Provenance::Cached };
+        SignalRecord { teacher: "a".into(), split: "test".into(), plan: plan.into(), provenance, seconds }
+    }
+
+    #[test]
+    fn cost_is_measured_against_the_deterministic_pass_or_counted_in_full_passes() {
+        let mc = SamplingPlan::Stochastic { passes: 8, top_layers: 0, lower_passes: 0 };
+        let top = SamplingPlan::Stochastic { passes: 8, top_layers: 1, lower_passes: 0 };
+        assert_eq!(cost_in_passes(SamplingPlan::Deterministic, &[]), Some(1.0));
+        // Two teachers: deterministic 2 + 2 seconds, sampled 3 + 5: twice the deterministic pass.
+        let measured = [
+            record("deterministic", Some(2.0)),
+            record("mc", Some(3.0)),
+            record("deterministic", Some(2.0)),
+            record("mc", Some(5.0)),
+        ];
+        assert_eq!(cost_in_passes(top, &measured), Some(2.0));
+        let cached = [record("deterministic", None), record("mc", None)];
+        assert_eq!(cost_in_passes(mc, &cached), Some(8.0), "plain MC: its passes");
+        assert_eq!(cost_in_passes(top, &cached), None, "top-layer MC from the cache: unknown");
+    }
 }

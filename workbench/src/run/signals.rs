@@ -19,13 +19,16 @@ pub(super) struct Signals {
 }
 
 /// Where one teacher output of a run came from, as the manifest records it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SignalRecord {
     pub teacher: String,
     pub split: String,
     /// `deterministic`, or the estimator's sampling plan.
     pub plan: String,
     pub provenance: Provenance,
+    /// Wall time of the computation; none when the cache had it.
+    #[serde(default)]
+    pub seconds: Option<f64>,
 }
 
 /// Every teacher's deterministic signals over `texts`, and the estimator's scores.
@@ -41,6 +44,7 @@ pub(super) fn signals(
     let plan = estimator.map(|e| e.plan()).transpose()?;
     let (mut deterministic, mut samples, mut provenance) = (Vec::new(), Vec::new(), Vec::new());
     for teacher in teachers.iter_mut() {
+        let started = std::time::Instant::now();
         let (det, from) = cache.get(
             &teacher.name,
             &mut teacher.handle,
@@ -51,17 +55,19 @@ pub(super) fn signals(
             config.mc_seed,
             want_hidden,
         )?;
-        let record = |plan: String, provenance| SignalRecord {
+        let record = |plan: String, provenance, started: std::time::Instant| SignalRecord {
             teacher: teacher.name.clone(),
             split: split.to_string(),
             plan,
             provenance,
+            seconds: (provenance == Provenance::Computed).then(|| started.elapsed().as_secs_f64()),
         };
-        provenance.push(record("deterministic".into(), from));
+        provenance.push(record("deterministic".into(), from, started));
         if let Some(plan) = plan {
             let sampled = if plan == SamplingPlan::Deterministic {
                 det.logits.clone()
             } else {
+                let started = std::time::Instant::now();
                 let (s, from) = cache.get(
                     &teacher.name,
                     &mut teacher.handle,
@@ -72,7 +78,7 @@ pub(super) fn signals(
                     config.mc_seed,
                     false,
                 )?;
-                provenance.push(record(format!("{plan:?}"), from));
+                provenance.push(record(format!("{plan:?}"), from, started));
                 s.logits
             };
             samples.push(TeacherSamples { teacher: teacher.name.as_str().into(), logits: sampled });

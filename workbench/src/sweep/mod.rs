@@ -377,7 +377,7 @@ pub fn selection_only(files: &[PathBuf], sets: &[String], registry: &Registry) -
     let on_labels: String = teachers.iter().map(|t| format!(" on `{t}`'s labels |")).collect();
     let mut markdown = format!(
         "Teachers' accuracy on their own classes (test): {}.\n\n\
-         | method | estimator | teacher-selection accuracy |{on_labels} scoring seconds |\n|---|---|---|{}---|\n",
+         | method | estimator | teacher-selection accuracy |{on_labels} scoring seconds | cost (deterministic passes) |\n|---|---|---|{}---|---|\n",
         own_class.join(", "),
         "---|".repeat(teachers.len())
     );
@@ -386,24 +386,61 @@ pub fn selection_only(files: &[PathBuf], sets: &[String], registry: &Registry) -
             .map(String::from)
             .into_iter()
             .chain(teachers.iter().map(|t| format!("on_{t}")))
-            .chain(["seconds".to_string()]),
+            .chain(["seconds".to_string(), "cost_passes".to_string()]),
     );
     for (method, outcome) in &outcomes {
         let estimator = method.estimator.as_ref().map(describe).unwrap_or_default();
         let seconds = outcome.seconds.map_or("cached".into(), |s| format!("{s:.0}"));
+        let cost = outcome.cost.map_or("–".into(), |c| format!("{c:.2}"));
         let on_cells: String = outcome.by_teacher.iter().map(|a| format!(" {a:.4} |")).collect();
-        markdown += &format!("| {} | {estimator} | {:.4} |{on_cells} {seconds} |\n", method.name, outcome.accuracy);
+        markdown +=
+            &format!("| {} | {estimator} | {:.4} |{on_cells} {seconds} | {cost} |\n", method.name, outcome.accuracy);
         csv.row(
             [method.name.clone(), estimator, format!("{:.6}", outcome.accuracy)]
                 .into_iter()
                 .chain(outcome.by_teacher.iter().map(|a| format!("{a:.6}")))
-                .chain([outcome.seconds.map_or(String::new(), |s| format!("{s:.3}"))]),
+                .chain([outcome.seconds.map_or(String::new(), |s| format!("{s:.3}"))])
+                .chain([outcome.cost.map_or(String::new(), |c| format!("{c:.3}"))]),
         );
     }
+    let points: Vec<(String, f64, f64)> = outcomes
+        .iter()
+        .filter_map(|(method, outcome)| outcome.cost.map(|cost| (method.name.clone(), cost, outcome.accuracy)))
+        .collect();
+    write_cost_chart(&grid.dir.join("selection.svg"), &points)?;
     std::fs::create_dir_all(&grid.dir).map_err(Error::io(format!("creating {}", grid.dir.display())))?;
     std::fs::write(grid.dir.join("selection.md"), markdown).map_err(Error::io("writing selection.md"))?;
     csv.write(&grid.dir.join("selection.csv"))?;
     Ok(grid.dir)
+}
+
+/// Teacher-selection accuracy against the scoring cost in deterministic passes, one labelled
+/// point per estimator.
+fn write_cost_chart(path: &Path, points: &[(String, f64, f64)]) -> Result<()> {
+    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::new(path, (640, 440)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let widest = points.iter().map(|p| p.1).fold(1.0, f64::max);
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Teacher selection against scoring cost", ("sans-serif", 18))
+            .margin(16)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..widest * 1.25 + 0.5, 0.0..1.0f64)?;
+        chart
+            .configure_mesh()
+            .x_desc("cost (deterministic passes)")
+            .y_desc("teacher-selection accuracy (test)")
+            .draw()?;
+        chart.draw_series(points.iter().map(|(name, cost, accuracy)| {
+            EmptyElement::at((*cost, *accuracy))
+                + Circle::new((0, 0), 5, BLUE.filled())
+                + Text::new(name.clone(), (8, -6), ("sans-serif", 12).into_font())
+        }))?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| Error::Chart { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 /// An estimator table as one line, e.g. `mc-dropout passes=16 top_layers=1`.
@@ -663,6 +700,17 @@ mod tests {
             std::fs::read_to_string(&path).unwrap(),
             "method,accuracy\n\"MUKA (soft, \"\"rank\"\")\",0.500000\nuhc,NaN\n"
         );
+    }
+
+    #[test]
+    fn the_cost_chart_labels_each_estimator() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("selection.svg");
+        let points = [("entropy".to_string(), 1.0, 0.56), ("mc-dropout 16".to_string(), 16.0, 0.58)];
+        write_cost_chart(&path, &points).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.contains("mc-dropout 16") && svg.contains("entropy"), "{svg}");
+        assert_eq!(svg.matches("<circle").count(), 2, "{svg}");
     }
 
     #[test]

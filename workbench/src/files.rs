@@ -94,6 +94,16 @@ pub fn append_json_line(path: &Path, record: &impl serde::Serialize) -> Result<(
     file.write_all(line.as_bytes()).map_err(Error::io(format!("writing {}", path.display())))
 }
 
+/// A JSON file the workbench wrote, read back through its type; `unusable` turns a parse
+/// failure into the error that says what to do about it.
+pub fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    unusable: impl FnOnce(serde_json::Error) -> Error,
+) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(format!("reading {}", path.display())))?;
+    serde_json::from_str(&text).map_err(unusable)
+}
+
 /// Every line of a JSON-lines file, oldest first; none when the file does not exist.
 pub fn read_json_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     if !path.is_file() {

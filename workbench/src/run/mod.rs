@@ -80,8 +80,7 @@ impl RunResults {
 
 /// A JSON file a run wrote, read back through its type.
 fn read_artefact<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(Error::io(format!("reading {}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| Error::Artefact {
+    crate::files::read_json(path, |e| Error::Artefact {
         path: path.to_path_buf(),
         reason: format!("not written by this workbench version ({e}); run it again"),
     })

@@ -297,7 +297,7 @@ pub fn succeeded(sweep_dir: &Path) -> Result<BTreeSet<String>> {
     Ok(latest.into_iter().filter(|(_, ok)| *ok).map(|(job, _)| job).collect())
 }
 
-pub fn host_name() -> String {
+fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
@@ -305,19 +305,27 @@ pub fn host_name() -> String {
 pub fn execute_and_record(grid: &Grid, graph: &Graph, job: &Job, registry: &Registry) -> Result<Outcome> {
     let started = Instant::now();
     let result = execute(grid, graph, job, registry);
-    let slurm_job = match (std::env::var("SLURM_ARRAY_JOB_ID"), std::env::var("SLURM_ARRAY_TASK_ID")) {
-        (Ok(array), Ok(task)) => Some(format!("{array}_{task}")),
-        _ => std::env::var("SLURM_JOB_ID").ok(),
-    };
-    let entry = JobRecord {
-        job: job.id(),
-        outcome: result.as_ref().ok().copied(),
-        error: result.as_ref().err().map(|e| e.to_string()),
-        seconds: started.elapsed().as_secs_f64(),
-        host: host_name(),
-        pid: std::process::id(),
-        slurm_job,
-    };
-    record(&grid.dir, &entry)?;
+    let ended = result.as_ref().copied().map_err(ToString::to_string);
+    record(&grid.dir, &JobRecord::new(job, ended, started.elapsed().as_secs_f64()))?;
     result
+}
+
+impl JobRecord {
+    /// What this process says of `job`: its outcome or error, on this host, in the Slurm job
+    /// (and array task) this process runs in, if any.
+    pub fn new(job: &Job, ended: std::result::Result<Outcome, String>, seconds: f64) -> Self {
+        let slurm_job = match (std::env::var("SLURM_ARRAY_JOB_ID"), std::env::var("SLURM_ARRAY_TASK_ID")) {
+            (Ok(array), Ok(task)) => Some(format!("{array}_{task}")),
+            _ => std::env::var("SLURM_JOB_ID").ok(),
+        };
+        JobRecord {
+            job: job.id(),
+            outcome: ended.as_ref().ok().copied(),
+            error: ended.err(),
+            seconds,
+            host: host_name(),
+            pid: std::process::id(),
+            slurm_job,
+        }
+    }
 }

@@ -146,15 +146,7 @@ fn run_process(
     use std::os::unix::process::ExitStatusExt;
     if let Some(signal) = status.signal() {
         // The process could not log its own end.
-        let entry = JobRecord {
-            job: job.id(),
-            outcome: None,
-            error: Some(format!("killed by signal {signal}")),
-            seconds: 0.0,
-            host: graph::host_name(),
-            pid: std::process::id(),
-            slurm_job: None,
-        };
+        let entry = JobRecord::new(job, Err(format!("killed by signal {signal}")), 0.0);
         graph::record(sweep_dir, &entry).map_err(|e| e.to_string())?;
         return Err(format!("killed by signal {signal} (log: {})", log.display()));
     }

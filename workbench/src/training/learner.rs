@@ -85,14 +85,14 @@ pub fn saved_state(dir: &Path) -> Result<Option<TrainingState>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&path).map_err(Error::io(format!("reading {}", path.display())))?;
-    serde_json::from_str(&text).map(Some).map_err(|e| Error::Artefact {
+    crate::files::read_json(&path, |e| Error::Artefact {
         path: path.clone(),
         reason: format!(
             "a corrupt training state ({e}); remove {} to start the training over",
             state_dir(dir).display()
         ),
     })
+    .map(Some)
 }
 
 /// Removes the saved state once a training is published (the optimizer's moments are twice

@@ -355,8 +355,7 @@ fn train_hash(train: &[Example]) -> String {
 
 fn read_record(dir: &Path) -> Result<TeachRecord> {
     let path = dir.join(RECORD);
-    let text = std::fs::read_to_string(&path).map_err(Error::io(format!("reading {}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| Error::InvalidConfig {
+    crate::files::read_json(&path, |e| Error::InvalidConfig {
         problems: vec![format!(
             "{}: not a teacher record of this workbench ({e}); remove {} to train it again",
             path.display(),

@@ -37,8 +37,10 @@ fn common_params(measures: &[&str]) -> Vec<ParamSpec> {
             "scale",
             &SCALES,
             "raw: the measure's own values (the paper); standard: (s - mean)/std over every score of the \
-             split; rank: share of the split's scores below s, in [0, 1]. All keep each instance's most \
-             certain teacher; they change the spread soft integration and the margin read.",
+             split; rank: share of the split's scores below s, in [0, 1]. These keep each instance's most \
+             certain teacher; they change the spread soft integration and the margin read. teacher-rank: \
+             share of the same teacher's scores below s, each teacher calibrated against itself: this \
+             one changes the selection.",
         ),
     ]
 }
@@ -174,7 +176,7 @@ impl Estimator for SampleEstimator {
                 scores.push(certainty(self.measure, &passes, self.temperature));
             }
         }
-        self.scale.apply(&mut scores);
+        self.scale.apply(&mut scores, samples.len());
         Tensor::new(vec![batch, samples.len()], scores)
     }
 }

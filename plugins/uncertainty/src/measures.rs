@@ -95,9 +95,11 @@ pub fn certainty(measure: Measure, passes: &[&[f32]], temperature: f32) -> f32 {
     }
 }
 
-/// How the scores of all instances and teachers of one call are rescaled together. Each is a
-/// monotone map of all scores at once, so every instance keeps its most certain teacher (the
-/// selection); what changes is the spread that soft integration and the margin weights read.
+/// How the scores of one call (`[N, T]`, instance-major) are rescaled. `raw`, `standard` and
+/// `rank` map all scores at once by one monotone function, so every instance keeps its most
+/// certain teacher (the selection); what changes is the spread that soft integration and the
+/// margin weights read. `teacher-rank` reads each teacher's score against that teacher's own
+/// scores, so it changes the selection too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scale {
     /// The measure's own values (the paper's form).
@@ -108,9 +110,37 @@ pub enum Scale {
     /// whatever the measure's own distribution, so a measure whose scores crowd together
     /// keeps usable margins.
     Rank,
+    /// The share of the same teacher's other scores below s, in [0, 1]: a calibration of each
+    /// teacher against itself, without labels. A teacher that is more certain than the other
+    /// everywhere (over-confident on classes it never saw) is no longer picked everywhere; it
+    /// assumes each teacher's classes make up a comparable share of the texts.
+    TeacherRank,
 }
 
-pub const SCALES: [&str; 3] = ["raw", "standard", "rank"];
+pub const SCALES: [&str; 4] = ["raw", "standard", "rank", "teacher-rank"];
+
+/// The share of the other values below each value (ties count half), in [0, 1].
+fn ranks(values: &[f32]) -> Vec<f32> {
+    let n = values.len();
+    if n < 2 {
+        return vec![0.5; n];
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut ranks = vec![0.0f32; n];
+    let mut start = 0;
+    while start < n {
+        let mut end = start;
+        while end + 1 < n && values[order[end + 1]] == values[order[start]] {
+            end += 1;
+        }
+        // `start` values below, `end - start` other values tied.
+        let rank = (start as f32 + 0.5 * (end - start) as f32) / (n - 1) as f32;
+        order[start..=end].iter().for_each(|&i| ranks[i] = rank);
+        start = end + 1;
+    }
+    ranks
+}
 
 impl Scale {
     pub fn parse(name: &str) -> PluginResult<Self> {
@@ -118,11 +148,13 @@ impl Scale {
             "raw" => Ok(Scale::Raw),
             "standard" => Ok(Scale::Standard),
             "rank" => Ok(Scale::Rank),
-            other => Err(PluginError::invalid_input(format!("unknown scale `{other}`: use raw, standard or rank"))),
+            "teacher-rank" => Ok(Scale::TeacherRank),
+            other => Err(PluginError::invalid_input(format!("unknown scale `{other}`: use {}", SCALES.join(", ")))),
         }
     }
 
-    pub fn apply(self, scores: &mut [f32]) {
+    /// Rescales `scores`, `[N, teachers]` instance-major, in place.
+    pub fn apply(self, scores: &mut [f32], teachers: usize) {
         let n = scores.len();
         match self {
             Scale::Raw => {}
@@ -134,26 +166,14 @@ impl Scale {
                     *s = if std > 0.0 { ((f64::from(*s) - mean) / std) as f32 } else { 0.0 };
                 }
             }
-            Scale::Rank => {
-                if n < 2 {
-                    scores.iter_mut().for_each(|s| *s = 0.5);
-                    return;
-                }
-                let mut order: Vec<usize> = (0..n).collect();
-                order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
-                let mut ranks = vec![0.0f32; n];
-                let mut start = 0;
-                while start < n {
-                    let mut end = start;
-                    while end + 1 < n && scores[order[end + 1]] == scores[order[start]] {
-                        end += 1;
+            Scale::Rank => scores.copy_from_slice(&ranks(scores)),
+            Scale::TeacherRank => {
+                for teacher in 0..teachers {
+                    let column: Vec<f32> = scores.iter().skip(teacher).step_by(teachers).copied().collect();
+                    for (s, r) in scores.iter_mut().skip(teacher).step_by(teachers).zip(ranks(&column)) {
+                        *s = r;
                     }
-                    // `start` scores below, `end - start` other scores tied.
-                    let rank = (start as f32 + 0.5 * (end - start) as f32) / (n - 1) as f32;
-                    order[start..=end].iter().for_each(|&i| ranks[i] = rank);
-                    start = end + 1;
                 }
-                scores.copy_from_slice(&ranks);
             }
         }
     }
@@ -252,23 +272,37 @@ mod tests {
     fn scales_by_hand() {
         // Standard: [1, 2, 3, 6] has mean 3 and std sqrt((4 + 1 + 0 + 9) / 4) = sqrt(3.5) = 1.870829.
         let mut scores = [1.0, 2.0, 3.0, 6.0];
-        Scale::Standard.apply(&mut scores);
+        Scale::Standard.apply(&mut scores, 1);
         for (got, want) in scores.iter().zip([-1.069045, -0.534522, 0.0, 1.603567]) {
             close(*got, want);
         }
         let mut equal = [0.9, 0.9];
-        Scale::Standard.apply(&mut equal);
+        Scale::Standard.apply(&mut equal, 2);
         assert_eq!(equal, [0.0, 0.0]);
         // Rank: [0.99, 0.90, 0.95, 0.95, 0.97]: 0.90 has none below -> 0; the two 0.95 have one
         // below and one tie -> (1 + 0.5) / 4 = 0.375; 0.97 -> 3/4; 0.99 -> 1.
         let mut crowded = [0.99, 0.90, 0.95, 0.95, 0.97];
-        Scale::Rank.apply(&mut crowded);
+        Scale::Rank.apply(&mut crowded, 1);
         assert_eq!(crowded, [1.0, 0.0, 0.375, 0.375, 0.75]);
         let mut single = [0.3];
-        Scale::Rank.apply(&mut single);
+        Scale::Rank.apply(&mut single, 1);
         assert_eq!(single, [0.5]);
         let mut raw = [0.3, 7.0];
-        Scale::Raw.apply(&mut raw);
+        Scale::Raw.apply(&mut raw, 2);
         assert_eq!(raw, [0.3, 7.0]);
+    }
+
+    #[test]
+    fn teacher_rank_calibrates_each_teacher_against_itself_and_changes_the_selection() {
+        // 3 instances x 2 teachers; teacher 1 (column 1) is more certain everywhere, so every
+        // other scale picks it for all three. Column 0 [0.2, 0.5, 0.1] ranks [0.5, 1, 0];
+        // column 1 [0.9, 0.6, 0.95] ranks [0.5, 0, 1]: instance 1 now goes to teacher 0, and
+        // instance 0 is a tie.
+        let mut scores = [0.2, 0.9, 0.5, 0.6, 0.1, 0.95];
+        Scale::TeacherRank.apply(&mut scores, 2);
+        assert_eq!(scores, [0.5, 0.5, 1.0, 0.0, 0.0, 1.0]);
+        let mut global = [0.2, 0.9, 0.5, 0.6, 0.1, 0.95];
+        Scale::Rank.apply(&mut global, 2);
+        assert!((0..3).all(|i| global[2 * i + 1] > global[2 * i]), "one ranking for all: teacher 1 everywhere");
     }
 }

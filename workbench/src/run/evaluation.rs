@@ -4,7 +4,7 @@
 use workbench_plugin_api::{LabelSpace, SamplingPlan, Tensor};
 
 use super::{
-    prepare::{gold, prepare, texts, Prepared},
+    prepare::{prepare, student_examples, student_texts, texts, Prepared},
     signals::{signals, SignalRecord, Signals},
     SelectionReport, SplitSelection,
 };
@@ -75,10 +75,13 @@ pub(super) fn warnings(
     warnings
 }
 
-/// What an estimator achieves on the test split, without a student.
+/// What an estimator achieves on the student's training texts and on test, without a student.
 pub struct SelectionOutcome {
-    /// How often the highest-scored teacher owns the gold label.
-    pub accuracy: f64,
+    /// How often the highest-scored teacher owns the gold label, on the student's training
+    /// texts (`train`, none for an unlabelled transfer set) and on test: the estimator's and
+    /// the concat-argmax selector's.
+    pub estimator: SplitSelection,
+    pub concat_argmax: SplitSelection,
     /// Each teacher's name and accuracy on the test instances of its own labels.
     pub own_class: Vec<(String, f64)>,
     /// Per teacher, the selection accuracy on the test instances of its labels: a low one
@@ -109,38 +112,45 @@ fn cost_in_passes(plan: SamplingPlan, records: &[SignalRecord]) -> Option<f64> {
     }
 }
 
-/// Scores the test split with the config's estimator and measures its teacher-selection
-/// accuracy; no student is trained and no run directory is written.
+/// Scores the student's training texts and the test split with the config's estimator and
+/// measures its teacher-selection accuracy; no student is trained and no run directory is
+/// written.
 pub fn selection_only(config: &ResolvedConfig, registry: &Registry) -> Result<SelectionOutcome> {
     let Prepared { splits, mut teachers, estimator, labels } = prepare(config, registry)?;
     let Some(estimator) = estimator else {
         return Err(Error::InvalidConfig { problems: vec!["no `estimator` table: nothing selects a teacher".into()] });
     };
-    let (test, test_gold) = gold(&splits.test, &labels, &mut 0);
+    let examples = student_examples(&splits, &labels)?;
+    let (train_texts, train_gold) = student_texts(config, &examples)?;
     let started = std::time::Instant::now();
-    let scored = signals(config, &mut teachers, Some(&estimator), &texts(&test), false, "test")?;
-    let cost = cost_in_passes(estimator.plan()?, &scored.provenance);
-    let computed = scored.provenance.iter().any(|p| p.provenance == Provenance::Computed);
-    let scores = scored.scores.expect("an estimator scores");
+    let train = signals(config, &mut teachers, Some(&estimator), &train_texts, false, "train")?;
+    let test = signals(config, &mut teachers, Some(&estimator), &texts(&examples.test), false, "test")?;
+    let seconds = started.elapsed().as_secs_f64();
+    let provenance: Vec<SignalRecord> = train.provenance.iter().chain(&test.provenance).cloned().collect();
+    let cost = cost_in_passes(estimator.plan()?, &provenance);
+    let computed = provenance.iter().any(|p| p.provenance == Provenance::Computed);
+    let report = selection_report(&train, &test, train_gold.as_deref(), &examples.test_gold, &labels);
+    let test_gold = &examples.test_gold;
     let own_class = teachers
         .iter()
-        .zip(scored.deterministic.iter().zip(&labels.maps))
+        .zip(test.deterministic.iter().zip(&labels.maps))
         .map(|(teacher, (signals, map))| {
             let predictions = teacher_predictions(&signals.logits, map);
-            (teacher.name.clone(), accuracy(&predictions, &test_gold, Some(map)))
+            (teacher.name.clone(), accuracy(&predictions, test_gold, Some(map)))
         })
         .collect();
-    let picks = adequate_picks(&scores, &test_gold, &labels.maps);
+    let picks = adequate_picks(test.scores.as_ref().expect("an estimator scores"), test_gold, &labels.maps);
     let by_teacher = labels
         .maps
         .iter()
-        .map(|map| share(picks.iter().zip(&test_gold).filter(|(_, g)| map.contains(g)).map(|(&p, _)| p)) as f64)
+        .map(|map| share(picks.iter().zip(test_gold).filter(|(_, g)| map.contains(g)).map(|(&p, _)| p)) as f64)
         .collect();
     Ok(SelectionOutcome {
-        accuracy: share(picks.into_iter()) as f64,
+        estimator: report.estimator.expect("an estimator scores both splits"),
+        concat_argmax: report.concat_argmax,
         own_class,
         by_teacher,
-        seconds: computed.then(|| started.elapsed().as_secs_f64()),
+        seconds: computed.then_some(seconds),
         cost,
     })
 }

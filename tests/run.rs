@@ -41,8 +41,19 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sweep.toml");
     std::fs::write(&config, experiment(dir.path(), 1) + SWEEP).unwrap();
+    let early = run(&mut workbench(&["sweep", "--timings", config.to_str().unwrap()]));
+    assert!(!early.ok);
+    assert!(
+        early.stderr.contains("runs/tiny/jobs.jsonl: no job of this sweep has run yet, so there is nothing to time"),
+        "{}",
+        early.stderr
+    );
     let out = run(&mut workbench(&["sweep", config.to_str().unwrap()]));
     assert!(out.ok, "{}", out.stderr);
+    let timings = run(&mut workbench(&["sweep", "--timings", config.to_str().unwrap()]));
+    assert!(timings.ok, "{}", timings.stderr);
+    assert!(timings.stdout.contains("| teacher training | 2 | "), "{}", timings.stdout);
+    assert!(timings.stdout.contains("| student runs | 6 | "), "{}", timings.stdout);
 
     let sweep = dir.path().join("runs/tiny");
     let csv = std::fs::read_to_string(sweep.join("comparison.csv")).unwrap();

@@ -295,7 +295,16 @@ pub fn run_job(files: &[PathBuf], sets: &[String], registry: &Registry, id: &str
 /// `workbench sweep --timings`: the phase table, also written to `timings.md`.
 pub fn timings(files: &[PathBuf], sets: &[String]) -> Result<String> {
     let grid = Grid::open(files, sets)?;
-    let table = status::timings(&graph::records(&grid.dir)?);
+    let records = graph::records(&grid.dir)?;
+    if records.is_empty() {
+        return Err(Error::Artefact {
+            path: grid.dir.join("jobs.jsonl"),
+            reason: "no job of this sweep has run yet, so there is nothing to time: run the sweep first \
+                     (`--timings` only reports)"
+                .into(),
+        });
+    }
+    let table = status::timings(&records);
     crate::files::write_atomically(&grid.dir.join("timings.md"), &table)?;
     Ok(table)
 }

@@ -403,7 +403,14 @@ pub fn selection_only(files: &[PathBuf], sets: &[String], registry: &Registry) -
     let rows = std::iter::once((reference.0, reference.1, reference.2, None, None, Some(1.0))).chain(
         outcomes.iter().map(|(method, outcome)| {
             let estimator = method.estimator.as_ref().map(describe).unwrap_or_default();
-            (method.name.clone(), estimator, outcome.estimator, Some(&outcome.by_teacher), outcome.seconds, outcome.cost)
+            (
+                method.name.clone(),
+                estimator,
+                outcome.estimator,
+                Some(&outcome.by_teacher),
+                outcome.seconds,
+                outcome.cost,
+            )
         }),
     );
     for (name, estimator, selection, by_teacher, seconds, cost) in rows {
@@ -422,9 +429,8 @@ pub fn selection_only(files: &[PathBuf], sets: &[String], registry: &Registry) -
             "| {name} | {estimator} | {train} | {:.4} |{on_cells} {shown_seconds} | {shown_cost} |\n",
             selection.test
         );
-        let on_values = by_teacher.map_or(vec![String::new(); teachers.len()], |b| {
-            b.iter().map(|a| format!("{a:.6}")).collect()
-        });
+        let on_values =
+            by_teacher.map_or(vec![String::new(); teachers.len()], |b| b.iter().map(|a| format!("{a:.6}")).collect());
         csv.row(
             [name, estimator, optional(selection.train, 6), format!("{:.6}", selection.test)]
                 .into_iter()

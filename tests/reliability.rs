@@ -167,7 +167,7 @@ fn cases() -> Vec<Case> {
         case("max-length-one", "`student.max_length` (from --set student.max_length) = 1: must be at least 2", run_with(&["student.max_length=1"])),
         case("layers-zero", "`student.layers` (from --set student.layers) = 0: keep at least 1 encoder layer", run_with(&["student.layers=0"])),
         case("layers-too-many", "`student.layers` = 99: the model has 6 encoder layers", run_with(&["student.layers=99"])),
-        case("max-length-too-long", "`student.max_length` = 4096: the model has 512 positions", run_with(&["student.max_length=4096"])),
+        case("max-length-too-long", "`student.max_length` = 4096: the model has room for 512 tokens", run_with(&["student.max_length=4096"])),
         case("warmup-above-one", "`student.warmup` (from --set student.warmup) = 1.5: a share of the steps, from 0 to 1", run_with(&["student.warmup=1.5"])),
         case("weight-decay-negative", "`student.weight_decay` (from --set student.weight_decay) = -1: must be a finite number >= 0", run_with(&["student.weight_decay=-1.0"])),
         case("grad-norm-zero", "`student.max_grad_norm` (from --set student.max_grad_norm) = 0: must be a finite number above 0", run_with(&["student.max_grad_norm=0.0"])),
@@ -189,7 +189,7 @@ fn cases() -> Vec<Case> {
         case("teach-lr-negative", "`teachers.a.teach.learning_rate` (from --set teachers.a.teach.learning_rate) = -1: must be a finite number above 0", run_with(&["teachers.a.teach.learning_rate=-1.0"])),
         case("teach-epochs-zero", "`teachers.b.teach.epochs` (from --set teachers.b.teach.epochs) = 0: must be at least 1", run_with(&["teachers.b.teach.epochs=0"])),
         case("teach-layers-too-many", "`teachers.a.teach.layers` = 99: the model has 6 encoder layers", run_with(&["teachers.a.teach.layers=99"])),
-        case("teach-max-length-too-long", "`teachers.b.teach.max_length` = 100000: the model has 512 positions", run_with(&["teachers.b.teach.max_length=100000"])),
+        case("teach-max-length-too-long", "`teachers.b.teach.max_length` = 100000: the model has room for 512 tokens", run_with(&["teachers.b.teach.max_length=100000"])),
         case("teach-changed-recipe", "`teachers.a.teach` no longer describes the teacher in", run_with(&["teachers.a.teach.epochs=3"])),
         case("teach-changed-labels", "it differs in labels (science, sport then, sport, politics now)", run_with(&["teachers.a.teach.labels=[\"sport\", \"politics\"]"])),
         case(

@@ -1,6 +1,6 @@
-//! Hugging Face checkpoint directories: `config.json`, `model.safetensors` (tensor names with
-//! or without the `bert.` prefix, optionally a `classifier` head with `id2label`) and
-//! `tokenizer.json` or `vocab.txt`.
+//! Hugging Face checkpoint directories: `config.json`, `model.safetensors` (encoder tensor names
+//! with or without the family's prefix, `bert.`, `roberta.` or `distilbert.`, optionally a
+//! classification head with `id2label`) and `tokenizer.json` or `vocab.txt`.
 
 use std::{
     collections::HashMap,
@@ -9,24 +9,40 @@ use std::{
 
 use candle_core::{Device, Tensor};
 
-use crate::{BertClassifier, BertConfig, ModelError, Pooling, Result, TextTokenizer};
+use crate::{EncoderClassifier, EncoderConfig, Family, ModelError, Pooling, Result, TextTokenizer};
 
-/// The tensors of a `model.safetensors`, by name without the `bert.` prefix.
+/// The tensors of a `model.safetensors`, by name without the family's prefix.
 pub struct Weights {
     path: PathBuf,
     tensors: HashMap<String, Tensor>,
 }
 
 impl Weights {
-    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+    pub fn load(path: &Path, family: Family, device: &Device) -> Result<Self> {
         if !path.is_file() {
+            let pickle = path.with_file_name("pytorch_model.bin");
+            if pickle.is_file() {
+                // Unpickling runs arbitrary code: the conversion is the user's call, with transformers.
+                let dir = pickle.parent().unwrap_or(Path::new(".")).display();
+                return Err(ModelError::file(
+                    &pickle,
+                    format!(
+                        "a pickle checkpoint is not read (loading one can run code); convert it to \
+                         model.safetensors with transformers: python3 -c \"from transformers import \
+                         AutoModelForSequenceClassification as M; M.from_pretrained('{dir}')\
+                         .save_pretrained('{dir}', safe_serialization=True)\""
+                    ),
+                ));
+            }
             return Err(ModelError::file(path, "missing: a checkpoint needs model.safetensors"));
         }
         let tensors = candle_core::safetensors::load(path, device)
             .map_err(|e| ModelError::file(path, format!("not a readable safetensors file ({e})")))?;
         let tensors = tensors
             .into_iter()
-            .map(|(name, tensor)| (name.strip_prefix("bert.").map_or_else(|| name.clone(), str::to_string), tensor))
+            .map(|(name, tensor)| {
+                (name.strip_prefix(family.prefix()).map_or_else(|| name.clone(), str::to_string), tensor)
+            })
             .collect();
         Ok(Self { path: path.into(), tensors })
     }
@@ -60,14 +76,14 @@ pub struct ClassifierOptions {
     /// Keep the word-embedding table fixed while training: it is most of a small model's
     /// parameters, and updating it dominated the cost of a step.
     pub freeze_word_embeddings: bool,
-    /// The head's pooling; `None` takes the checkpoint's own (see [`BertConfig::pooling_in`]).
+    /// The head's pooling; `None` takes the checkpoint's own (see [`EncoderConfig::pooling_in`]).
     pub pooling: Option<Pooling>,
 }
 
 /// An opened checkpoint directory.
 pub struct Checkpoint {
     pub dir: PathBuf,
-    pub config: BertConfig,
+    pub config: EncoderConfig,
     pub weights: Weights,
     pub tokenizer: TextTokenizer,
     /// The pooling the checkpoint asks for.
@@ -80,9 +96,9 @@ impl Checkpoint {
         if !dir.is_dir() {
             return Err(ModelError::file(dir, "not a checkpoint directory (it does not exist)"));
         }
-        let config = BertConfig::load(&dir.join("config.json"))?;
-        let weights = Weights::load(&dir.join("model.safetensors"), device)?;
-        let tokenizer = TextTokenizer::from_dir(dir, max_length.min(config.max_position_embeddings))?;
+        let config = EncoderConfig::load(&dir.join("config.json"))?;
+        let weights = Weights::load(&dir.join("model.safetensors"), config.family, device)?;
+        let tokenizer = TextTokenizer::from_dir(dir, max_length.min(config.max_tokens()))?;
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(ModelError::TokenizerMismatch {
                 path: tokenizer.path().into(),
@@ -99,11 +115,12 @@ impl Checkpoint {
 
     /// The checkpoint's own labels (`id2label`), when it has a classification head.
     pub fn labels(&self) -> Option<Vec<String>> {
-        self.config.labels().filter(|_| self.weights.contains("classifier.weight"))
+        let head = self.config.family.head(self.pooling);
+        self.config.labels().filter(|_| self.weights.contains(&format!("{}.weight", head.classifier)))
     }
 
     /// The checkpoint as a classifier over its own labels.
-    pub fn classifier(&self, layers: Option<usize>, trainable: bool, device: &Device) -> Result<BertClassifier> {
+    pub fn classifier(&self, layers: Option<usize>, trainable: bool, device: &Device) -> Result<EncoderClassifier> {
         let labels = self.labels().ok_or_else(|| {
             ModelError::file(&self.dir, "has no classification head (config.json id2label and classifier.weight)")
         })?;
@@ -114,15 +131,15 @@ impl Checkpoint {
 
     /// The checkpoint's encoder with a head over `options.labels`: the checkpoint's own head
     /// when its labels are the same, a fresh seeded one otherwise.
-    pub fn classifier_for(&self, options: &ClassifierOptions, device: &Device) -> Result<BertClassifier> {
+    pub fn classifier_for(&self, options: &ClassifierOptions, device: &Device) -> Result<EncoderClassifier> {
         let reuse_head = self.labels().as_deref() == Some(options.labels.as_slice());
         self.build(options, reuse_head, device)
     }
 
-    fn build(&self, options: &ClassifierOptions, reuse_head: bool, device: &Device) -> Result<BertClassifier> {
+    fn build(&self, options: &ClassifierOptions, reuse_head: bool, device: &Device) -> Result<EncoderClassifier> {
         let mut config = self.config.clone();
         config.pooling = Some(options.pooling.unwrap_or(self.pooling));
-        BertClassifier::build(&self.weights, config, options, reuse_head, device)
+        EncoderClassifier::build(&self.weights, config, options, reuse_head, device)
     }
 
     /// Maps label names to the checkpoint's logit indices, refusing one it does not know.
@@ -151,26 +168,24 @@ pub fn save_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Resul
     std::fs::rename(&partial, path).map_err(|e| ModelError::file(path, e))
 }
 
-impl BertClassifier {
-    /// Writes a Hugging Face `BertForSequenceClassification` directory: model.safetensors
-    /// (`bert.`-prefixed encoder, `classifier` head), config.json with id2label and label2id,
-    /// and the tokenizer.
+impl EncoderClassifier {
+    /// Writes a Hugging Face `...ForSequenceClassification` directory of the model's family:
+    /// model.safetensors (encoder under the family's prefix, the head without), config.json in
+    /// the family's keys with id2label and label2id, and the tokenizer.
     pub fn save(&self, dir: &Path, tokenizer: &TextTokenizer) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| ModelError::file(dir, e))?;
         let tensors: HashMap<String, Tensor> = self
             .params
             .iter()
             .map(|(name, tensor)| {
-                let key = if name.starts_with("classifier") { name.clone() } else { format!("bert.{name}") };
+                let head = name.starts_with("classifier") || name.starts_with("pre_classifier");
+                let key = if head { name.clone() } else { format!("{}{name}", self.config.family.prefix()) };
                 (key, tensor.clone())
             })
             .collect();
         save_safetensors(&tensors, &dir.join("model.safetensors"))?;
-        let mut config = self.config.clone();
-        config.extra.insert("architectures".into(), serde_json::json!(["BertForSequenceClassification"]));
-        config.extra.insert("model_type".into(), serde_json::json!("bert"));
-        let json = serde_json::to_string_pretty(&config).expect("a config serializes");
-        std::fs::write(dir.join("config.json"), json).map_err(|e| ModelError::file(dir.join("config.json"), e))?;
+        std::fs::write(dir.join("config.json"), self.config.to_json())
+            .map_err(|e| ModelError::file(dir.join("config.json"), e))?;
         tokenizer.save(&dir.join("tokenizer.json"))
     }
 }

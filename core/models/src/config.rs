@@ -1,10 +1,11 @@
-//! `config.json` of a Hugging Face BERT-family checkpoint.
+//! `config.json` of a Hugging Face encoder checkpoint (BERT, RoBERTa, XLM-R, DistilBERT), read
+//! under BERT's key names whatever the family writes.
 
 use std::{collections::BTreeMap, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ModelError, Result};
+use crate::{Family, ModelError, Result};
 
 fn default_eps() -> f64 {
     1e-12
@@ -39,7 +40,7 @@ impl std::str::FromStr for Pooling {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BertConfig {
+pub struct EncoderConfig {
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
@@ -69,20 +70,29 @@ pub struct BertConfig {
     pub id2label: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label2id: Option<BTreeMap<String, usize>>,
-    /// Every other key, kept so that a saved config round-trips.
+    /// Every other key (`model_type` among them), kept so that a saved config round-trips.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+    /// From `model_type`.
+    #[serde(skip)]
+    pub family: Family,
 }
 
 fn default_hidden_act() -> String {
     "gelu".into()
 }
 
-impl BertConfig {
+impl EncoderConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::file(path, e))?;
-        let config: BertConfig =
-            serde_json::from_str(&text).map_err(|e| ModelError::file(path, format!("not a BERT config.json: {e}")))?;
+        let mut keys: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| ModelError::file(path, format!("not a JSON object: {e}")))?;
+        let model_type = keys.get("model_type").and_then(serde_json::Value::as_str);
+        let family = Family::from_model_type(model_type).map_err(|reason| ModelError::file(path, reason))?;
+        family.rename_to_bert_keys(&mut keys);
+        let mut config: EncoderConfig = serde_json::from_value(keys.into())
+            .map_err(|e| ModelError::file(path, format!("not a {} config.json: {e}", family.model_type())))?;
+        config.family = family;
         if config.num_attention_heads == 0 || !config.hidden_size.is_multiple_of(config.num_attention_heads) {
             return Err(ModelError::file(
                 path,
@@ -175,6 +185,29 @@ impl BertConfig {
                  set `pooling = \"mean\"` or `\"cls\"` for this model to choose one",
             )),
         }
+    }
+
+    /// The longest input in tokens: the position table less the positions a family skips.
+    pub fn max_tokens(&self) -> usize {
+        let first = self.family.first_position(self.pad_token_id) as usize;
+        self.max_position_embeddings.saturating_sub(first)
+    }
+
+    /// config.json as the family writes it, as transformers' `...ForSequenceClassification`
+    /// reads it.
+    pub fn to_json(&self) -> String {
+        let serde_json::Value::Object(mut keys) = serde_json::to_value(self).expect("a config serializes") else {
+            unreachable!("a struct serializes to an object")
+        };
+        self.family.rename_to_own_keys(&mut keys);
+        let model_type = keys
+            .entry("model_type")
+            .or_insert_with(|| self.family.model_type().into())
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        keys.insert("architectures".into(), serde_json::json!([self.family.architecture(&model_type)]));
+        serde_json::to_string_pretty(&keys).expect("a config serializes")
     }
 
     pub fn classifier_dropout(&self) -> f32 {

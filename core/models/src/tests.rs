@@ -96,7 +96,7 @@ fn options(layers: Option<usize>, trainable: bool) -> ClassifierOptions {
 
 const TEXTS: [&str; 3] = ["the sport team goal", "vote the law", "a big big news state party ball"];
 
-fn logits(checkpoint: &Checkpoint, model: &crate::BertClassifier, seed: Option<u64>) -> Vec<f32> {
+fn logits(checkpoint: &Checkpoint, model: &crate::EncoderClassifier, seed: Option<u64>) -> Vec<f32> {
     let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
     let mut pass = seed.map(StochasticPass::new);
     model.forward(&batch, pass.as_mut()).unwrap().logits.flatten_all().unwrap().to_vec1().unwrap()
@@ -412,7 +412,7 @@ fn a_mean_pooled_model_exported_and_reloaded_gives_identical_logits() {
     assert_eq!(reopened.pooling, Pooling::Mean);
     let again = reopened.classifier(None, false, &Device::Cpu).unwrap();
     assert_eq!(logits(&checkpoint, &model, None), logits(&reopened, &again, None), "bit-identical");
-    let mc = |m: &crate::BertClassifier| {
+    let mc = |m: &crate::EncoderClassifier| {
         let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
         m.mc_logits(&batch, 3, 4, McDepth::default()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
     };

@@ -22,9 +22,11 @@ pub struct TextTokenizer {
     tokenizer: Tokenizer,
     path: PathBuf,
     max_length: usize,
-    sep: u32,
     pad: u32,
 }
+
+/// The padding token's name in the vocabularies of the supported families.
+const PAD_TOKENS: [&str; 2] = ["[PAD]", "<pad>"];
 
 impl TextTokenizer {
     /// Reads `tokenizer.json`, or builds a BERT WordPiece tokenizer from `vocab.txt`.
@@ -46,17 +48,19 @@ impl TextTokenizer {
         tokenizer
             .with_truncation(None)
             .map_err(|e| ModelError::file(&path, format!("cannot switch truncation off: {e}")))?;
-        let id = |token: &str| {
-            tokenizer.token_to_id(token).ok_or_else(|| ModelError::TokenizerMismatch {
+        let pad = PAD_TOKENS.iter().find_map(|token| tokenizer.token_to_id(token)).ok_or_else(|| {
+            ModelError::TokenizerMismatch {
                 path: path.clone(),
-                reason: format!("it has no `{token}` token"),
-            })
-        };
-        let (sep, pad) = (id("[SEP]")?, id("[PAD]")?);
+                reason: format!("it has no padding token ({})", PAD_TOKENS.join(" or ")),
+            }
+        })?;
         if max_length < 2 {
-            return Err(ModelError::file(&path, format!("max_length {max_length} leaves no room for [CLS] and [SEP]")));
+            return Err(ModelError::file(
+                &path,
+                format!("max_length {max_length} leaves no room for the start and end tokens"),
+            ));
         }
-        Ok(Self { tokenizer, path, max_length, sep, pad })
+        Ok(Self { tokenizer, path, max_length, pad })
     }
 
     fn from_vocab(vocab: &Path) -> Result<Tokenizer> {
@@ -92,13 +96,18 @@ impl TextTokenizer {
         self.max_length
     }
 
-    /// Token ids of one text with [CLS] and [SEP], cut to `max_length` keeping the final [SEP].
+    /// Token ids of one text with the tokenizer's special tokens ([CLS] ... [SEP], <s> ... </s>),
+    /// cut to `max_length` keeping the final special token, as transformers truncates.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self.tokenizer.encode(text, true).map_err(|e| ModelError::Tokenize(e.to_string()))?;
         let mut ids = encoding.get_ids().to_vec();
         if ids.len() > self.max_length {
-            ids.truncate(self.max_length - 1);
-            ids.push(self.sep);
+            let ends_special = encoding.get_special_tokens_mask().last() == Some(&1);
+            let last = *ids.last().expect("a text longer than max_length has tokens");
+            ids.truncate(self.max_length - usize::from(ends_special));
+            if ends_special {
+                ids.push(last);
+            }
         }
         Ok(ids)
     }

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor as CandleTensor};
-use workbench_models::{BertClassifier, Checkpoint, McDepth, StochasticPass, TextTokenizer};
+use workbench_models::{Checkpoint, EncoderClassifier, McDepth, StochasticPass, TextTokenizer};
 use workbench_plugin_api::{
     abi_stable::std_types::{ROption, RString},
     export_plugin, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamSpec, ParamTable, Plugin, PluginError,
@@ -49,7 +49,7 @@ impl Plugin for BertTeacherPlugin {
 export_plugin!(BertTeacherPlugin);
 
 struct Member {
-    model: BertClassifier,
+    model: EncoderClassifier,
     tokenizer: TextTokenizer,
 }
 

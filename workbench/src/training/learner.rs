@@ -12,7 +12,7 @@ use std::{
 
 use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
-use workbench_models::{BertClassifier, Checkpoint, ClassifierOptions, ModelOutput, TextTokenizer};
+use workbench_models::{Checkpoint, ClassifierOptions, EncoderClassifier, ModelOutput, TextTokenizer};
 
 use crate::{
     data::Example,
@@ -129,7 +129,7 @@ pub struct Learner<'a> {
 
 impl Learner<'_> {
     /// The model to train: from the saved state when there is one, else from `base`.
-    pub fn model(&self, base: &Checkpoint, options: &ClassifierOptions, device: &Device) -> Result<BertClassifier> {
+    pub fn model(&self, base: &Checkpoint, options: &ClassifierOptions, device: &Device) -> Result<EncoderClassifier> {
         if saved_state(self.dir)?.is_none() {
             return Ok(base.classifier_for(options, device)?);
         }
@@ -141,7 +141,7 @@ impl Learner<'_> {
     /// Writes the state atomically: a killed save leaves the previous state readable.
     fn save_state(
         &self,
-        model: &BertClassifier,
+        model: &EncoderClassifier,
         tokenizer: &TextTokenizer,
         optimizer: &AdamW,
         extra: &[Var],
@@ -172,7 +172,7 @@ impl Learner<'_> {
     /// there is one; returns the final state (its best epoch's model is in `best`).
     pub fn train(
         &self,
-        model: &BertClassifier,
+        model: &EncoderClassifier,
         tokenizer: &TextTokenizer,
         texts: &[&str],
         validation: &[Example],

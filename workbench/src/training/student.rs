@@ -6,7 +6,7 @@ use std::path::Path;
 
 use abi_stable::std_types::{ROption, RString};
 use candle_core::{Device, Tensor as CandleTensor, Var};
-use workbench_models::{BertClassifier, Checkpoint, ClassifierOptions, ModelOutput};
+use workbench_models::{Checkpoint, ClassifierOptions, EncoderClassifier, ModelOutput};
 use workbench_plugin_api::{LabelSpace, StrategyInput, TeacherSignals, Tensor};
 
 use crate::{
@@ -61,7 +61,7 @@ impl TrainingSignals<'_> {
 }
 
 pub struct StudentOutcome {
-    pub model: BertClassifier,
+    pub model: EncoderClassifier,
     pub tokenizer: workbench_models::TextTokenizer,
     pub state: TrainingState,
 }

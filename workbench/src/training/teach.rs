@@ -178,7 +178,7 @@ impl TrainingSettings {
                 format!("{:?}: not a checkpoint directory ({} is missing)", self.model, path.display()),
             )]);
         }
-        let config = workbench_models::BertConfig::load(&path)?;
+        let config = workbench_models::EncoderConfig::load(&path)?;
         let mut problems = Vec::new();
         if let Some(layers) = self.layers.filter(|&l| l > config.num_hidden_layers) {
             problems.push((
@@ -186,10 +186,10 @@ impl TrainingSettings {
                 format!("{layers}: the model has {} encoder layers", config.num_hidden_layers),
             ));
         }
-        if self.max_length > config.max_position_embeddings {
+        if self.max_length > config.max_tokens() {
             problems.push((
                 "max_length".into(),
-                format!("{}: the model has {} positions", self.max_length, config.max_position_embeddings),
+                format!("{}: the model has room for {} tokens", self.max_length, config.max_tokens()),
             ));
         }
         Ok(problems)

@@ -4,7 +4,7 @@
 
 use candle_core::{backprop::GradStore, Device, Tensor, Var};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
-use workbench_models::{BertClassifier, TextTokenizer};
+use workbench_models::{EncoderClassifier, TextTokenizer};
 
 use crate::{data::Example, Result};
 
@@ -150,7 +150,7 @@ pub fn shuffled_batches(count: usize, size: usize, seed: u64) -> Vec<Vec<usize>>
 
 /// Predicted label indices of `model` for `texts`, dropout off.
 pub fn predict(
-    model: &BertClassifier,
+    model: &EncoderClassifier,
     tokenizer: &TextTokenizer,
     texts: &[&str],
     batch_size: usize,
@@ -175,7 +175,7 @@ pub fn improves(validation_accuracy: f64, best_so_far: f64) -> bool {
 
 /// Accuracy of `model` on `examples`, whose labels are mapped through the model's labels.
 pub fn accuracy(
-    model: &BertClassifier,
+    model: &EncoderClassifier,
     tokenizer: &TextTokenizer,
     examples: &[Example],
     batch_size: usize,

@@ -1,4 +1,5 @@
-//! A BERT encoder with a sequence-classification head. Its element-wise work runs in our fused
+//! A transformer encoder of the BERT family (BERT, RoBERTa, XLM-R, DistilBERT; see [`Family`])
+//! with a sequence-classification head. Its element-wise work runs in our fused
 //! kernels, which have backward passes (candle's fused softmax and layer norm have none), so
 //! every weight gets a gradient. Dropout runs exactly when a [`StochasticPass`] is given, with
 //! masks drawn from its seed.
@@ -8,7 +9,10 @@ use candle_nn::Embedding;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
-use crate::{kernels, Batch, BertConfig, Pooling, Result};
+use crate::{
+    family::{Activation, HeadLayout},
+    kernels, Batch, EncoderConfig, Family, Pooling, Result,
+};
 
 /// The source of dropout masks for one stochastic forward pass; the same seed gives the same
 /// masks, so stochastic passes are reproducible.
@@ -156,7 +160,10 @@ impl ParamBuilder<'_> {
 struct Embeddings {
     words: Embedding,
     positions: Embedding,
-    token_types: Embedding,
+    /// The position id of the first token (see [`Family::first_position`]).
+    first_position: u32,
+    /// DistilBERT has none.
+    token_types: Option<Embedding>,
     norm: LayerNorm,
     dropout: Dropout,
 }
@@ -192,15 +199,20 @@ pub struct ModelOutput {
     pub pooled: Tensor,
 }
 
-pub struct BertClassifier {
+/// The classification head on the pooled vector (see [`HeadLayout`]).
+struct Head {
+    dense: Option<(Linear, Activation)>,
+    dropout_before_dense: bool,
+    classifier: Linear,
+    dropout: Dropout,
+}
+
+pub struct EncoderClassifier {
     embeddings: Embeddings,
     pub(crate) layers: Vec<Layer>,
     pooling: Pooling,
-    /// The dense layer before tanh of `cls` pooling; `mean` pooling has none.
-    pooler: Option<Linear>,
-    classifier: Linear,
-    classifier_dropout: Dropout,
-    pub(crate) config: BertConfig,
+    head: Head,
+    pub(crate) config: EncoderConfig,
     pub(crate) labels: Vec<String>,
     pub(crate) params: Vec<(String, Tensor)>,
     vars: Vec<Var>,
@@ -324,13 +336,13 @@ impl FeedForward {
     }
 }
 
-impl BertClassifier {
+impl EncoderClassifier {
     /// Builds the model from checkpoint weights. `layers` keeps only the first N encoder
-    /// layers. The classifier (and the pooler, if absent) are initialised from `seed` when
-    /// the checkpoint has none for these `labels`.
+    /// layers. The classifier (and the head's dense layer, if absent) are initialised from
+    /// `seed` when the checkpoint has none for these `labels`.
     pub(crate) fn build(
         weights: &crate::Weights,
-        mut config: BertConfig,
+        mut config: EncoderConfig,
         options: &crate::ClassifierOptions,
         reuse_head: bool,
         device: &Device,
@@ -356,24 +368,30 @@ impl BertClassifier {
             vars: Vec::new(),
             fresh: Vec::new(),
         };
-        let (h, eps) = (config.hidden_size, config.layer_norm_eps);
+        let (h, eps, family) = (config.hidden_size, config.layer_norm_eps, config.family);
         let hidden_dropout = Dropout::new(config.hidden_dropout_prob);
+        let token_types = if family.has_token_types() {
+            let table = p.load("embeddings.token_type_embeddings.weight", &[config.type_vocab_size, h])?;
+            Some(Embedding::new(table, h))
+        } else {
+            None
+        };
         let embeddings = Embeddings {
             words: Embedding::new(p.load("embeddings.word_embeddings.weight", &[config.vocab_size, h])?, h),
             positions: Embedding::new(
                 p.load("embeddings.position_embeddings.weight", &[config.max_position_embeddings, h])?,
                 h,
             ),
-            token_types: Embedding::new(
-                p.load("embeddings.token_type_embeddings.weight", &[config.type_vocab_size, h])?,
-                h,
-            ),
+            first_position: family.first_position(config.pad_token_id),
+            token_types,
             norm: p.layer_norm("embeddings.LayerNorm", h, eps)?,
             dropout: hidden_dropout,
         };
+        let attention_output_dropout =
+            if family.attention_output_dropout() { hidden_dropout } else { Dropout::new(0.0) };
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
-                let at = |name: &str| format!("encoder.layer.{i}.{name}");
+                let at = |name: &str| family.layer_tensor(i, name);
                 Ok(Layer {
                     attention: SelfAttention {
                         query: p.linear(&at("attention.self.query"), h, h)?,
@@ -383,7 +401,7 @@ impl BertClassifier {
                         norm: p.layer_norm(&at("attention.output.LayerNorm"), h, eps)?,
                         heads: config.num_attention_heads,
                         attention_dropout: Dropout::new(config.attention_probs_dropout_prob),
-                        hidden_dropout,
+                        hidden_dropout: attention_output_dropout,
                     },
                     feed_forward: FeedForward {
                         intermediate: p.linear(&at("intermediate.dense"), h, config.intermediate_size)?,
@@ -395,29 +413,29 @@ impl BertClassifier {
             })
             .collect::<Result<Vec<_>>>()?;
         let pooling = config.pooling.unwrap_or(Pooling::Cls);
-        let pooler = if pooling == Pooling::Cls { Some(p.fresh_linear("pooler.dense", h, h, true)?) } else { None };
-        let classifier = p.fresh_linear("classifier", h, labels.len(), reuse_head)?;
+        let HeadLayout { dense, dropout_before_dense, classifier } = family.head(pooling);
+        // BERT's pooler belongs to the encoder and is kept with a new head; the other families'
+        // dense layers belong to the head.
+        let keep_dense = reuse_head || family == Family::Bert;
+        let dense = match dense {
+            Some((name, activation)) => Some((p.fresh_linear(name, h, h, keep_dense)?, activation)),
+            None => None,
+        };
+        let head = Head {
+            dense,
+            dropout_before_dense,
+            classifier: p.fresh_linear(classifier, h, labels.len(), reuse_head)?,
+            dropout: Dropout::new(config.classifier_dropout()),
+        };
         let ParamBuilder { params, vars, .. } = p;
-        Ok(Self {
-            embeddings,
-            layers,
-            pooling,
-            pooler,
-            classifier,
-            classifier_dropout: Dropout::new(config.classifier_dropout()),
-            config,
-            labels,
-            params,
-            vars,
-            device: device.clone(),
-        })
+        Ok(Self { embeddings, layers, pooling, head, config, labels, params, vars, device: device.clone() })
     }
 
     pub fn labels(&self) -> &[String] {
         &self.labels
     }
 
-    pub fn config(&self) -> &BertConfig {
+    pub fn config(&self) -> &EncoderConfig {
         &self.config
     }
 
@@ -450,12 +468,16 @@ impl BertClassifier {
     /// Token, position and type embeddings, and the additive attention mask.
     pub(crate) fn embed(&self, batch: &Batch, pass: Option<&mut StochasticPass>) -> Result<(Tensor, Tensor)> {
         let (size, length) = batch.ids.dims2()?;
-        let positions =
-            Tensor::arange(0u32, length as u32, &self.device)?.unsqueeze(0)?.broadcast_as((size, length))?;
-        let token_types = Tensor::zeros((size, length), DType::U32, &self.device)?;
         let e = &self.embeddings;
-        let summed = ((e.words.forward(&batch.ids)? + e.positions.forward(&positions)?)?
-            + e.token_types.forward(&token_types)?)?;
+        // Padding comes last, so real tokens are numbered from the first position on; what a
+        // padded position gets is masked out everywhere.
+        let positions = Tensor::arange(e.first_position, e.first_position + length as u32, &self.device)?
+            .unsqueeze(0)?
+            .broadcast_as((size, length))?;
+        let mut summed = (e.words.forward(&batch.ids)? + e.positions.forward(&positions)?)?;
+        if let Some(token_types) = &e.token_types {
+            summed = (summed + token_types.forward(&Tensor::zeros((size, length), DType::U32, &self.device)?)?)?;
+        }
         let hidden = e.dropout.forward(&e.norm.forward(&summed)?, pass)?;
         Ok((hidden, attention_mask(&batch.mask)?))
     }
@@ -487,11 +509,20 @@ impl BertClassifier {
         padding: &Tensor,
         pass: Option<&mut StochasticPass>,
     ) -> Result<ModelOutput> {
-        let pooled = match &self.pooler {
-            Some(pooler) => pooler.forward(&pool(hidden, padding, Pooling::Cls)?)?.tanh()?,
-            None => pool(hidden, padding, Pooling::Mean)?,
-        };
-        let logits = self.classifier.forward(&self.classifier_dropout.forward(&pooled, pass)?)?;
+        let head = &self.head;
+        let mut pooled = pool(hidden, padding, self.pooling)?;
+        let mut pass = pass;
+        if let Some((dense, activation)) = &head.dense {
+            if head.dropout_before_dense {
+                pooled = head.dropout.forward(&pooled, pass.as_deref_mut())?;
+            }
+            let dense = dense.forward(&pooled)?;
+            pooled = match activation {
+                Activation::Tanh => dense.tanh()?,
+                Activation::Relu => dense.relu()?,
+            };
+        }
+        let logits = head.classifier.forward(&head.dropout.forward(&pooled, pass)?)?;
         Ok(ModelOutput { logits, pooled })
     }
 

@@ -62,6 +62,34 @@ fn a_good_config_prints_the_resolved_config_with_defaults() {
 }
 
 #[test]
+fn a_teacher_is_taught_at_its_own_max_length_unless_teach_says_otherwise() {
+    let teachers = r#"
+[data]
+dataset = "20newsgroups"
+
+[teachers.a]
+plugin = "bert"
+checkpoints = ["teachers/a"]
+max_length = 48
+teach = { layers = 1, labels = ["sci.space"] }
+
+[teachers.b]
+plugin = "bert"
+checkpoints = ["teachers/b"]
+max_length = 48
+teach = { layers = 1, labels = ["rec.autos"], max_length = 32 }
+
+[strategy]
+plugin = "vanilla-kd"
+"#;
+    let (out, _) = check(teachers, &[]);
+    assert!(out.ok, "{}", out.stderr);
+    let resolved: toml::Table = out.stdout.parse().expect("the output is TOML");
+    let teach_length = |name: &str| resolved["teachers"][name]["teach"]["max_length"].as_integer();
+    assert_eq!((teach_length("a"), teach_length("b")), (Some(48), Some(32)));
+}
+
+#[test]
 fn environment_overrides_the_file_and_set_overrides_both() {
     let dir = tempfile::tempdir().unwrap();
     let file = config(dir.path(), GOOD);

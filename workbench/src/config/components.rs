@@ -23,18 +23,20 @@ impl LoadedConfig {
         };
         let plugin_key = format!("{key}.plugin");
         let teach = match (kind, table.get("teach")) {
-            (ComponentKind::Teacher, Some(value)) => match value.deserialize::<TeachSettings>() {
-                Ok(settings) => {
-                    problems.extend(settings.problems().into_iter().map(|(name, reason)| {
-                        format!("{} = {reason}", key_origin(&self.figment, &format!("{key}.teach.{name}")))
-                    }));
-                    Some(settings)
+            (ComponentKind::Teacher, Some(value)) => {
+                match inherit_max_length(value, table).deserialize::<TeachSettings>() {
+                    Ok(settings) => {
+                        problems.extend(settings.problems().into_iter().map(|(name, reason)| {
+                            format!("{} = {reason}", key_origin(&self.figment, &format!("{key}.teach.{name}")))
+                        }));
+                        Some(settings)
+                    }
+                    Err(e) => {
+                        problems.push(format!("{}: {}", self.origin(&format!("{key}.teach"), value), e.kind));
+                        return None;
+                    }
                 }
-                Err(e) => {
-                    problems.push(format!("{}: {}", self.origin(&format!("{key}.teach"), value), e.kind));
-                    return None;
-                }
-            },
+            }
             _ => None,
         };
         let component = match table.get("plugin") {
@@ -223,4 +225,17 @@ fn convert(spec: &ParamSpec, value: &Value) -> std::result::Result<ParamValue, S
         _ => None,
     };
     converted.ok_or_else(wrong)
+}
+
+/// A teacher is taught at the length it is read at: `teach.max_length` defaults to the
+/// teacher's own `max_length`, so that a config says it once.
+fn inherit_max_length(teach: &Value, teacher: &figment::value::Dict) -> Value {
+    match (teach, teacher.get("max_length")) {
+        (Value::Dict(tag, settings), Some(length)) if !settings.contains_key("max_length") => {
+            let mut settings = settings.clone();
+            settings.insert("max_length".into(), length.clone());
+            Value::Dict(*tag, settings)
+        }
+        _ => teach.clone(),
+    }
 }

@@ -196,8 +196,9 @@ struct ConfigArgs {
 struct SweepArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// Only score the test split with each method's estimator and compare teacher-selection
-    /// accuracies (selection.md, selection.csv); no student is trained.
+    /// Only score the student's training texts and the test split with each method's estimator
+    /// and compare teacher-selection accuracies, concat-argmax first (selection.md,
+    /// selection.csv); no student is trained.
     #[arg(long, conflicts_with_all = ["status", "job", "executor"])]
     selection_only: bool,
     /// Where the jobs run: `local` (the default) or `slurm` (submitted with sbatch); also

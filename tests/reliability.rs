@@ -237,7 +237,7 @@ fn cases() -> Vec<Case> {
             let dir = edited_teacher(w, d, |c| { c["label2id"] = serde_json::json!({"science": 1, "sport": 0}); });
             run_with_checkpoint(w, d, &dir)
         }),
-        case("config-json-broken", "not a BERT config.json", |w, d| {
+        case("config-json-broken", "config.json: not a JSON object of settings", |w, d| {
             let dir = edited_teacher(w, d, |_| {});
             std::fs::write(dir.join("config.json"), "{ not json").unwrap();
             run_with_checkpoint(w, d, &dir)

@@ -85,8 +85,8 @@ fn default_hidden_act() -> String {
 impl EncoderConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::file(path, e))?;
-        let mut keys: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&text).map_err(|e| ModelError::file(path, format!("not a JSON object: {e}")))?;
+        let mut keys: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+            .map_err(|e| ModelError::file(path, format!("not a JSON object of settings: {e}")))?;
         let model_type = keys.get("model_type").and_then(serde_json::Value::as_str);
         let family = Family::from_model_type(model_type).map_err(|reason| ModelError::file(path, reason))?;
         family.rename_to_bert_keys(&mut keys);

@@ -43,6 +43,11 @@ TEXTS = [
 TOLERANCE = 1e-4
 
 
+def real_ids(rows: list[list[int]], masks: list[list[int]]) -> list[list[int]]:
+    """Each row's token ids without its padding."""
+    return [[i for i, m in zip(row, mask) if m] for row, mask in zip(rows, masks)]
+
+
 def ours(workbench: str, model: str, extra: list[str]) -> dict:
     out = subprocess.run([workbench, "-q", "logits", "--model", model, *extra, *TEXTS], check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
@@ -55,8 +60,8 @@ def theirs(directory: Path, ours_out: dict) -> tuple[torch.Tensor, bool]:
     tokenizer = AutoTokenizer.from_pretrained(directory)
     # Same token ids from the HF tokenizer (no padding beyond ours, same truncation).
     same_ids = all(
-        tokenizer(text, truncation=True, max_length=128)["input_ids"] == [i for i, m in zip(row, row_mask) if m]
-        for text, row, row_mask in zip(TEXTS, ours_out["input_ids"], ours_out["attention_mask"])
+        tokenizer(text, truncation=True, max_length=128)["input_ids"] == ids
+        for text, ids in zip(TEXTS, real_ids(ours_out["input_ids"], ours_out["attention_mask"]))
     )
     with torch.no_grad():
         if json.loads((directory / "config.json").read_text()).get("pooling") != "mean":
@@ -141,12 +146,11 @@ def family_parity(workbench: str, family: str, directory: Path) -> float:
     encoded = tokenizer(TEXTS, padding=True, truncation=True, max_length=FIXTURE_MAX_LENGTH, return_tensors="pt")
     with torch.no_grad():
         logits = model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]).logits
-    ids = [[i for i, m in zip(row, mask) if m] for row, mask in
-           zip(encoded["input_ids"].tolist(), encoded["attention_mask"].tolist())]
+    ids = real_ids(encoded["input_ids"].tolist(), encoded["attention_mask"].tolist())
     expected = {"max_length": FIXTURE_MAX_LENGTH, "texts": TEXTS, "input_ids": ids, "logits": logits.tolist()}
     (directory / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
     out = ours(workbench, str(directory), ["--max-length", str(FIXTURE_MAX_LENGTH)])
-    our_ids = [[i for i, m in zip(row, mask) if m] for row, mask in zip(out["input_ids"], out["attention_mask"])]
+    our_ids = real_ids(out["input_ids"], out["attention_mask"])
     difference = (logits - torch.tensor(out["logits"])).abs().max().item()
     print(f"tiny random {family}: max |ours - transformers| = {difference:.3g} over {len(TEXTS)} texts x "
           f"{len(LABELS)} labels (logits up to {logits.abs().max().item():.2f}); "

@@ -115,14 +115,19 @@ impl Checkpoint {
 
     /// The checkpoint's own labels (`id2label`), when it has a classification head.
     pub fn labels(&self) -> Option<Vec<String>> {
-        let head = self.config.family.head(self.pooling);
-        self.config.labels().filter(|_| self.weights.contains(&format!("{}.weight", head.classifier)))
+        self.config.labels().filter(|_| self.weights.contains(&self.classifier_weight()))
+    }
+
+    /// The name of the tensor of the head's last layer, in this family and pooling.
+    fn classifier_weight(&self) -> String {
+        format!("{}.weight", self.config.family.head(self.pooling).classifier)
     }
 
     /// The checkpoint as a classifier over its own labels.
     pub fn classifier(&self, layers: Option<usize>, trainable: bool, device: &Device) -> Result<EncoderClassifier> {
         let labels = self.labels().ok_or_else(|| {
-            ModelError::file(&self.dir, "has no classification head (config.json id2label and classifier.weight)")
+            let weight = self.classifier_weight();
+            ModelError::file(&self.dir, format!("has no classification head (config.json id2label and {weight})"))
         })?;
         let options =
             ClassifierOptions { labels, layers, seed: 0, trainable, freeze_word_embeddings: false, pooling: None };
@@ -178,8 +183,8 @@ impl EncoderClassifier {
             .params
             .iter()
             .map(|(name, tensor)| {
-                let head = name.starts_with("classifier") || name.starts_with("pre_classifier");
-                let key = if head { name.clone() } else { format!("{}{name}", self.config.family.prefix()) };
+                let family = self.config.family;
+                let key = if family.is_head_tensor(name) { name.clone() } else { format!("{}{name}", family.prefix()) };
                 (key, tensor.clone())
             })
             .collect();

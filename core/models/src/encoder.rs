@@ -1,4 +1,4 @@
-//! A transformer encoder of the BERT family (BERT, RoBERTa, XLM-R, DistilBERT; see [`Family`])
+//! A transformer encoder of the BERT family (BERT, RoBERTa, XLM-R, DistilBERT; see [`crate::Family`])
 //! with a sequence-classification head. Its element-wise work runs in our fused
 //! kernels, which have backward passes (candle's fused softmax and layer norm have none), so
 //! every weight gets a gradient. Dropout runs exactly when a [`StochasticPass`] is given, with
@@ -11,7 +11,7 @@ use rand_distr::{Distribution, Normal};
 
 use crate::{
     family::{Activation, HeadLayout},
-    kernels, Batch, EncoderConfig, Family, Pooling, Result,
+    kernels, Batch, EncoderConfig, Pooling, Result,
 };
 
 /// The source of dropout masks for one stochastic forward pass; the same seed gives the same
@@ -160,7 +160,7 @@ impl ParamBuilder<'_> {
 struct Embeddings {
     words: Embedding,
     positions: Embedding,
-    /// The position id of the first token (see [`Family::first_position`]).
+    /// The position id of the first token (see [`crate::Family::first_position`]).
     first_position: u32,
     /// DistilBERT has none.
     token_types: Option<Embedding>,
@@ -414,11 +414,11 @@ impl EncoderClassifier {
             .collect::<Result<Vec<_>>>()?;
         let pooling = config.pooling.unwrap_or(Pooling::Cls);
         let HeadLayout { dense, dropout_before_dense, classifier } = family.head(pooling);
-        // BERT's pooler belongs to the encoder and is kept with a new head; the other families'
-        // dense layers belong to the head.
-        let keep_dense = reuse_head || family == Family::Bert;
         let dense = match dense {
-            Some((name, activation)) => Some((p.fresh_linear(name, h, h, keep_dense)?, activation)),
+            Some((name, activation)) => {
+                let from_checkpoint = reuse_head || !family.is_head_tensor(name);
+                Some((p.fresh_linear(name, h, h, from_checkpoint)?, activation))
+            }
             None => None,
         };
         let head = Head {

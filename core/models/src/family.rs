@@ -115,6 +115,13 @@ impl Family {
         }
     }
 
+    /// Whether tensor `name` belongs to the classification head, which a checkpoint stores
+    /// without the family's prefix and which a new label set replaces. BERT's pooler belongs
+    /// to the encoder (`bert.pooler.dense`); RoBERTa's and DistilBERT's dense layers to the head.
+    pub(crate) fn is_head_tensor(self, name: &str) -> bool {
+        name.starts_with("classifier") || name.starts_with("pre_classifier")
+    }
+
     /// The head for `pooling`: the family's own head for `cls`; `mean` pooling (ours, for
     /// sentence-embedding models) goes straight into a `classifier` layer in every family.
     pub(crate) fn head(self, pooling: Pooling) -> HeadLayout {

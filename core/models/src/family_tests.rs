@@ -66,13 +66,10 @@ fn each_family_exports_in_its_own_names_and_reloads_identically() {
         let reloaded = Checkpoint::open(out.path(), expected.max_length, &Device::Cpu).unwrap();
         let again = reloaded.classifier(None, false, &Device::Cpu).unwrap();
         assert_eq!(run(&checkpoint, &model, &expected.texts), run(&reloaded, &again, &expected.texts), "{name}");
-        let original =
-            serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(dir.join("config.json")).unwrap())
-                .unwrap();
-        let saved = serde_json::from_str::<serde_json::Value>(
-            &std::fs::read_to_string(out.path().join("config.json")).unwrap(),
-        )
-        .unwrap();
+        let read = |dir: &Path| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap()
+        };
+        let (original, saved) = (read(&dir), read(out.path()));
         // transformers' own keys, values and class survive the round trip.
         for key in ["model_type", "architectures", "pad_token_id", "max_position_embeddings", "vocab_size"] {
             assert_eq!(saved[key], original[key], "{name}: {key}");

@@ -96,18 +96,16 @@ impl TextTokenizer {
         self.max_length
     }
 
-    /// Token ids of one text with the tokenizer's special tokens ([CLS] ... [SEP], <s> ... </s>),
-    /// cut to `max_length` keeping the final special token, as transformers truncates.
+    /// Token ids of one text with the tokenizer's special tokens (`[CLS] ... [SEP]`,
+    /// `<s> ... </s>`), cut to `max_length` keeping the final special token, as transformers
+    /// truncates.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self.tokenizer.encode(text, true).map_err(|e| ModelError::Tokenize(e.to_string()))?;
         let mut ids = encoding.get_ids().to_vec();
         if ids.len() > self.max_length {
-            let ends_special = encoding.get_special_tokens_mask().last() == Some(&1);
-            let last = *ids.last().expect("a text longer than max_length has tokens");
-            ids.truncate(self.max_length - usize::from(ends_special));
-            if ends_special {
-                ids.push(last);
-            }
+            let end = (encoding.get_special_tokens_mask().last() == Some(&1)).then(|| ids[ids.len() - 1]);
+            ids.truncate(self.max_length - usize::from(end.is_some()));
+            ids.extend(end);
         }
         Ok(ids)
     }

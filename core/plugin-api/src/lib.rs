@@ -10,9 +10,13 @@
 //! point so that a panic inside the plugin comes back to the host as an error.
 //!
 //! Compatibility: a host loads a plugin when the API major versions match. A newer minor version
-//! may only add optional methods at the end of the module, which older hosts ignore and newer
-//! hosts treat as absent in older plugins.
+//! only adds optional entry points, as C symbols of their own that older hosts never look up and
+//! newer hosts treat as absent in older plugins (3.1 added `configure`, see [`plugin_context`]).
+//!
+//! Feature `api-3-0` builds a plugin as API 3.0 made it, without `configure`: only for the test
+//! that a newer host still loads an older plugin; never enable it in a plugin.
 
+mod context;
 mod data;
 mod error;
 pub mod ffi;
@@ -22,6 +26,7 @@ pub mod math;
 mod params;
 mod roles;
 
+pub use context::{directory_or_asset, plugin_context, PluginContext};
 pub use data::*;
 pub use error::{PluginError, PluginErrorKind, PluginResult};
 pub use labels::LabelSpace;
@@ -32,6 +37,9 @@ pub use roles::*;
 pub use abi_stable;
 
 /// The version of this API, checked by the host at load time.
+#[cfg(not(feature = "api-3-0"))]
+pub const API_VERSION: ApiVersion = ApiVersion { major: 3, minor: 1 };
+#[cfg(feature = "api-3-0")]
 pub const API_VERSION: ApiVersion = ApiVersion { major: 3, minor: 0 };
 
 /// Version of the plugin API, compared by the host before anything else is read from a plugin.

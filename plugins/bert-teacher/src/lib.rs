@@ -2,14 +2,12 @@
 //! members. It tokenizes its own input with each checkpoint's tokenizer, so teachers with
 //! different tokenizers and depths work together.
 
-use std::path::Path;
-
 use candle_core::{Device, Tensor as CandleTensor};
 use workbench_models::{Checkpoint, EncoderClassifier, McDepth, StochasticPass, TextTokenizer};
 use workbench_plugin_api::{
     abi_stable::std_types::{ROption, RString},
-    export_plugin, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamSpec, ParamTable, Plugin, PluginError,
-    PluginManifest, PluginResult, Sampling, Signals, Teacher, TeacherInfo, TeacherOutput, Tensor,
+    directory_or_asset, export_plugin, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamSpec, ParamTable,
+    Plugin, PluginError, PluginManifest, PluginResult, Sampling, Signals, Teacher, TeacherInfo, TeacherOutput, Tensor,
 };
 
 pub struct BertTeacherPlugin;
@@ -24,7 +22,8 @@ impl Plugin for BertTeacherPlugin {
                 ParamSpec::required(
                     "checkpoints",
                     ParamKind::TextList,
-                    "Hugging Face checkpoint directories with a classification head; several are ensemble members.",
+                    "Hugging Face checkpoint directories with a classification head (relative to the working \
+                     directory), or pinned assets by name; several are ensemble members.",
                 ),
                 ParamSpec::int("max_length", 128, "Tokens per text, [CLS] and [SEP] included.").range(2.0, 4096.0),
                 ParamSpec::int("batch_size", 32, "Texts per forward pass.").range(1.0, 4096.0),
@@ -74,7 +73,8 @@ impl BertTeacher {
         let device = Device::Cpu;
         let mut members = Vec::new();
         for dir in checkpoints {
-            let checkpoint = Checkpoint::open(Path::new(dir), max_length, &device).map_err(model_error)?;
+            let dir = directory_or_asset(dir, "checkpoint")?;
+            let checkpoint = Checkpoint::open(&dir, max_length, &device).map_err(model_error)?;
             let model = checkpoint.classifier(None, false, &device).map_err(model_error)?;
             members.push(Member { model, tokenizer: checkpoint.tokenizer });
         }

@@ -135,7 +135,13 @@ fn vanilla_kd_merges_a_label_two_teachers_own() {
 fn muka_margins_can_be_scaled_to_mean_one() {
     // Margins 0.600001, 0.400001, 0.000001 have mean 1.000003 / 3 = 0.333334; divided by it:
     // 1.799999, 1.200000, 0.000003. They average 1 by construction.
-    let scaled = Muka { integration: Integration::Hard, margin: true, margin_mean_one: true, temperature: 1.0 };
+    let scaled = Muka {
+        integration: Integration::Hard,
+        margin: true,
+        margin_mean_one: true,
+        temperature: 1.0,
+        within_blocks: false,
+    };
     let weights = distribution(&recipe(&scaled, None), 0).weights.as_ref().unwrap().to_vec();
     assert_close(&weights, &[1.799999, 1.2, 0.000003]);
     // A single instance is its own mean.
@@ -144,7 +150,13 @@ fn muka_margins_can_be_scaled_to_mean_one() {
 
 #[test]
 fn muka_hard_takes_the_most_certain_teacher() {
-    let hard = Muka { integration: Integration::Hard, margin: true, margin_mean_one: false, temperature: 1.0 };
+    let hard = Muka {
+        integration: Integration::Hard,
+        margin: true,
+        margin_mean_one: false,
+        temperature: 1.0,
+        within_blocks: false,
+    };
     let r = recipe(&hard, None);
     let term = distribution(&r, 0);
     assert_eq!(term.labels.as_slice(), &[0, 1, 2, 3, 4]);
@@ -170,7 +182,13 @@ fn muka_hard_equals_the_one_hot_choice_of_teacher() {
     assert_eq!(integration_weights(&[0.1, 0.5], Integration::Hard), vec![0.0, 1.0]);
     let hard = distribution(
         &recipe(
-            &Muka { integration: Integration::Hard, margin: false, margin_mean_one: false, temperature: 1.0 },
+            &Muka {
+                integration: Integration::Hard,
+                margin: false,
+                margin_mean_one: false,
+                temperature: 1.0,
+                within_blocks: false,
+            },
             None,
         ),
         0,
@@ -191,14 +209,42 @@ fn muka_hard_equals_the_one_hot_choice_of_teacher() {
 }
 
 #[test]
+fn muka_within_blocks_adds_each_teachers_own_labels_after_the_integrated_target() {
+    // Term 0 is MUKA's integrated target, unchanged; terms 1 and 2 are UHC's at T = 2: each
+    // teacher on its own labels, every instance, no weights, scaled by T² = 4. On i0, A at T = 2:
+    // [0, ln3/2] -> [1, √3] / (1 + √3); B stays uniform.
+    let plain = Muka {
+        integration: Integration::Hard,
+        margin: true,
+        margin_mean_one: false,
+        temperature: 2.0,
+        within_blocks: false,
+    };
+    let both = Muka { within_blocks: true, ..plain };
+    let (alone, r) = (recipe(&plain, Some(0)), recipe(&both, Some(0)));
+    assert_eq!((alone.terms.len(), r.terms.len()), (1, 3));
+    assert_eq!(distribution(&r, 0), distribution(&alone, 0));
+    let (a, b) = (distribution(&r, 1), distribution(&r, 2));
+    assert_eq!((a.labels.as_slice(), b.labels.as_slice()), (&[0, 1][..], &[2, 3, 4][..]));
+    assert_close(a.target.data(), &[0.366025, 0.633975]);
+    assert_close(b.target.data(), &[1.0 / 3.0; 3]);
+    assert_eq!((a.weights.as_ref().into_option(), a.scale, b.scale), (None, 4.0, 4.0));
+}
+
+#[test]
 fn muka_soft_integrates_by_softmax_of_scores() {
     // i0: w = softmax([0.8, 0.2] / 0.2) = softmax([4, 1]) = [0.952574, 0.047426];
     //     target = [0.952574 * 1/4, 0.952574 * 3/4, 0.047426 / 3 (x3)].
     // i1: w = softmax([0.5, 2.5]) = [0.119203, 0.880797]; target = [0.059601, 0.059601,
     //     0.880797 * 2/3, 0.880797 / 3, 0] (the exact zero stays zero).
     // i2: w = [1/2, 1/2]; target = [0.5, 0, 1/16, 1/8, 5/16].
-    let soft =
-        Muka { integration: Integration::Soft { tau: 0.2 }, margin: true, margin_mean_one: false, temperature: 1.0 };
+    let soft = Muka {
+        integration: Integration::Soft { tau: 0.2 },
+        margin: true,
+        margin_mean_one: false,
+        temperature: 1.0,
+        within_blocks: false,
+    };
     let term = distribution(&recipe(&soft, None), 0).clone();
     assert_close(
         term.target.data(),
@@ -215,7 +261,13 @@ fn muka_soft_integrates_by_softmax_of_scores() {
 fn muka_soft_approaches_hard_as_tau_goes_to_zero() {
     let hard = distribution(
         &recipe(
-            &Muka { integration: Integration::Hard, margin: true, margin_mean_one: false, temperature: 1.0 },
+            &Muka {
+                integration: Integration::Hard,
+                margin: true,
+                margin_mean_one: false,
+                temperature: 1.0,
+                within_blocks: false,
+            },
             Some(0),
         ),
         0,
@@ -223,8 +275,13 @@ fn muka_soft_approaches_hard_as_tau_goes_to_zero() {
     .clone();
     let mut previous_gap = f32::INFINITY;
     for tau in [1.0, 0.1, 0.01, 0.001] {
-        let soft =
-            Muka { integration: Integration::Soft { tau }, margin: true, margin_mean_one: false, temperature: 1.0 };
+        let soft = Muka {
+            integration: Integration::Soft { tau },
+            margin: true,
+            margin_mean_one: false,
+            temperature: 1.0,
+            within_blocks: false,
+        };
         let term = distribution(&recipe(&soft, Some(0)), 0).clone();
         let gap = term.target.data().iter().zip(hard.target.data()).map(|(s, h)| (s - h).abs()).fold(0.0, f32::max);
         assert!(gap < previous_gap, "gap {gap} at tau {tau} did not shrink from {previous_gap}");
@@ -245,9 +302,15 @@ fn margins_are_the_gap_between_the_two_highest_scores() {
 fn muka_without_scores_is_refused() {
     let mut no_scores = input(None);
     no_scores.scores = ROption::RNone;
-    let error = Muka { integration: Integration::Hard, margin: true, margin_mean_one: false, temperature: 1.0 }
-        .recipe(&no_scores)
-        .unwrap_err();
+    let error = Muka {
+        integration: Integration::Hard,
+        margin: true,
+        margin_mean_one: false,
+        temperature: 1.0,
+        within_blocks: false,
+    }
+    .recipe(&no_scores)
+    .unwrap_err();
     assert!(error.message.contains("configure an estimator"), "{error}");
 }
 

@@ -69,6 +69,12 @@ impl Plugin for StrategiesPlugin {
                             "raw: the margins as they are (the paper); mean-one: divided by their batch mean, so that \
                              the loss keeps its size when scores crowd together.",
                         ),
+                        ParamSpec::bool(
+                            "within_blocks",
+                            false,
+                            "Also match each teacher on its own labels for every instance (UHC's terms, scaled by \
+                             T²), so that the student learns within each teacher's labels whatever the selection.",
+                        ),
                         temperature(),
                     ],
                     NEEDS_SCORES,
@@ -108,6 +114,7 @@ impl Plugin for StrategiesPlugin {
                 margin: params.bool("margin")?,
                 margin_mean_one: params.text("margin_scale")? == "mean-one",
                 temperature,
+                within_blocks: params.bool("within_blocks")?,
             }),
             "dfa" => Box::new(Dfa(features()?)),
             "cfl" => Box::new(Cfl(features()?)),

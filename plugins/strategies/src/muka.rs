@@ -6,7 +6,7 @@ use workbench_plugin_api::{
     StrategyInput, Tensor, Term,
 };
 
-use crate::teacher_probs;
+use crate::{teacher_probs, Uhc};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Integration {
@@ -23,6 +23,10 @@ pub struct Muka {
     /// it has without margins however the scores crowd (the paper's margins are unnormalised).
     pub margin_mean_one: bool,
     pub temperature: f32,
+    /// Also UHC's terms (each teacher matched on its own labels, every instance): what the
+    /// student learns inside a teacher's labels then no longer rests on the selection, which
+    /// still decides between the teachers through the integrated target.
+    pub within_blocks: bool,
 }
 
 /// The weight of each teacher for one instance's scores.
@@ -75,15 +79,16 @@ impl Strategy for Muka {
             let mean = weights.iter().sum::<f32>() / batch.max(1) as f32;
             weights.iter_mut().for_each(|w| *w /= mean);
         }
-        Ok(Recipe {
-            terms: vec![Term::Distribution(DistributionTerm {
-                labels: (0..union as u32).collect(),
-                target: Tensor::new(vec![batch, union], target)?,
-                weights: if self.margin { ROption::RSome(weights.into()) } else { ROption::RNone },
-                temperature: self.temperature,
-                scale: 1.0,
-            })]
-            .into(),
-        })
+        let mut terms = vec![Term::Distribution(DistributionTerm {
+            labels: (0..union as u32).collect(),
+            target: Tensor::new(vec![batch, union], target)?,
+            weights: if self.margin { ROption::RSome(weights.into()) } else { ROption::RNone },
+            temperature: self.temperature,
+            scale: 1.0,
+        })];
+        if self.within_blocks {
+            terms.extend(Uhc { temperature: self.temperature }.recipe(input)?.terms);
+        }
+        Ok(Recipe { terms: terms.into() })
     }
 }

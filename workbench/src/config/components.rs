@@ -58,7 +58,7 @@ impl LoadedConfig {
             }
         };
         let library = match table.get("library") {
-            Some(value @ Value::String(_, path)) => Some(self.relative_to_source(value, path)),
+            Some(Value::String(_, path)) => Some(std::path::PathBuf::from(path)),
             Some(other) => {
                 problems.push(format!(
                     "{}: expected the path of a plugin library or its directory, found {}",

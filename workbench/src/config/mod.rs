@@ -9,10 +9,7 @@ mod sources;
 
 use std::{collections::BTreeMap, path::PathBuf};
 
-use figment::{
-    value::{magic::RelativePathBuf, Value},
-    Figment,
-};
+use figment::{value::Value, Figment};
 use serde::Deserialize;
 use workbench_plugin_api::{ComponentKind, ParamTable};
 
@@ -37,7 +34,7 @@ struct Settings {
     #[serde(default)]
     threads: usize,
     #[serde(default)]
-    plugin_dirs: Vec<RelativePathBuf>,
+    plugin_dirs: Vec<PathBuf>,
     output: Option<PathBuf>,
     cache: Option<PathBuf>,
     #[serde(default)]
@@ -148,9 +145,14 @@ impl LoadedConfig {
         Ok(LoadedConfig { figment, settings, default_name: default_name.to_string() })
     }
 
-    /// Plugin directories named by the config, relative to the file that names them.
+    /// Plugin directories named by the config (relative to the working directory, as every path).
     pub fn plugin_dirs(&self) -> Vec<PathBuf> {
-        self.settings.plugin_dirs.iter().map(RelativePathBuf::relative).collect()
+        self.settings.plugin_dirs.clone()
+    }
+
+    /// The asset and signal cache: the `cache` key, else `WORKBENCH_CACHE`, else the user's.
+    pub fn cache_dir(&self) -> PathBuf {
+        crate::assets::cache_dir(self.settings.cache.as_deref())
     }
 
     /// Whether this is a sweep file (a `[sweep]` table): a base config and methods.
@@ -224,7 +226,7 @@ impl LoadedConfig {
                 threads: self.threads(),
                 plugin_dirs: self.plugin_dirs(),
                 output: self.settings.output.clone().unwrap_or_else(|| PathBuf::from("runs")),
-                cache: crate::assets::cache_dir(self.settings.cache.as_deref()),
+                cache: self.cache_dir(),
                 mc_seed: self.settings.mc_seed,
                 data_seed: self.settings.data_seed,
                 data: self.settings.data.clone(),
@@ -246,18 +248,6 @@ impl LoadedConfig {
     /// `key` and where its value was set: a file, an environment variable or `--set`.
     fn origin(&self, key: &str, value: &Value) -> String {
         origin(&self.figment, key, value)
-    }
-
-    /// A path set in a config file, relative to that file's directory (like `plugin_dirs`);
-    /// from the environment or `--set`, relative to the working directory.
-    fn relative_to_source(&self, value: &Value, path: &str) -> PathBuf {
-        let path = PathBuf::from(path);
-        match self.figment.get_metadata(value.tag()).and_then(|m| m.source.as_ref()) {
-            Some(figment::Source::File(file)) if path.is_relative() => {
-                file.parent().map_or(path.clone(), |dir| dir.join(&path))
-            }
-            _ => path,
-        }
     }
 
     /// Plugins whose library is not the binary `plugin_sha256` pins.

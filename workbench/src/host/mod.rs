@@ -14,10 +14,13 @@ use abi_stable::{
     std_types::{RResult, RSlice, RStr, RString},
 };
 use workbench_plugin_api::{
-    ffi::{EstimatorBox, Handshake, PluginModuleRef, StrategyBox, TeacherBox, HANDSHAKE_SYMBOL},
-    ComponentKind, ComponentSpec, ForwardRequest, HostContext, LogLevel, ParamTable, PluginError, PluginErrorKind,
-    PluginManifest, Recipe, Sampling, SamplingPlan, StrategyInput, TeacherInfo, TeacherOutput, TeacherSamples, Tensor,
-    API_VERSION,
+    ffi::{
+        Configure, EstimatorBox, Handshake, PluginModuleRef, StrategyBox, TeacherBox, CONFIGURE_SYMBOL,
+        HANDSHAKE_SYMBOL,
+    },
+    ComponentKind, ComponentSpec, ForwardRequest, HostContext, LogLevel, ParamTable, PluginContext, PluginError,
+    PluginErrorKind, PluginManifest, Recipe, Sampling, SamplingPlan, StrategyInput, TeacherInfo, TeacherOutput,
+    TeacherSamples, Tensor, API_VERSION,
 };
 
 pub mod isolation;
@@ -26,7 +29,7 @@ use crate::{Error, Result};
 use isolation::{read_frame, write_frame, Request, Response, Worker};
 
 /// What the host tells every plugin it loads.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HostSettings {
     /// Threads each plugin may use; host and plugins never compute at the same time, so each
     /// pool gets the whole budget rather than a share of it.
@@ -35,11 +38,40 @@ pub struct HostSettings {
     /// `Some(timeout)`: every plugin library runs in a worker process of its own, and a call
     /// that takes longer than the timeout fails; `None`: plugins run inside the host.
     pub isolation: Option<std::time::Duration>,
+    /// The asset cache plugins resolve asset names in.
+    pub cache_dir: PathBuf,
+    /// The directory of the config file the plugins are loaded for.
+    pub config_dir: Option<PathBuf>,
 }
 
 impl Default for HostSettings {
     fn default() -> Self {
-        Self { threads: available_threads(), max_log_level: LogLevel::Info, isolation: None }
+        Self {
+            threads: available_threads(),
+            max_log_level: LogLevel::Info,
+            isolation: None,
+            cache_dir: crate::assets::cache_dir(None),
+            config_dir: None,
+        }
+    }
+}
+
+impl HostSettings {
+    fn plugin_context(&self) -> PluginContext {
+        PluginContext {
+            cache_dir: self.cache_dir.display().to_string().into(),
+            config_dir: self.config_dir.as_ref().map(|dir| RString::from(dir.display().to_string())).into(),
+            resolve_asset,
+        }
+    }
+}
+
+/// The host side of [`PluginContext::asset`]: the pinned asset's contents, fetched and checked.
+extern "C" fn resolve_asset(name: RStr<'_>, cache: RStr<'_>) -> RResult<RString, PluginError> {
+    match crate::assets::named(name.as_str()).and_then(|asset| asset.contents_dir(Path::new(cache.as_str()))) {
+        Ok(dir) => RResult::ROk(dir.display().to_string().into()),
+        Err(e @ Error::UnknownAsset { .. }) => RResult::RErr(PluginError::invalid_input(e.to_string())),
+        Err(e) => RResult::RErr(PluginError::io(e.to_string())),
     }
 }
 
@@ -105,6 +137,16 @@ fn read_handshake(path: &Path) -> Result<Option<(String, String, workbench_plugi
     // Plugins are never unloaded (their vtables and statics may be referenced until exit).
     std::mem::forget(raw);
     Ok(result)
+}
+
+/// The plugin's `configure` entry point (API 3.1), `None` in a plugin built against API 3.0.
+fn configure_entry_point(path: &Path) -> Result<Option<Configure>> {
+    let raw = RawLibrary::load_at(path).map_err(|e| Error::LoadFailed { path: path.into(), reason: e.to_string() })?;
+    // SAFETY: the symbol's type is fixed for API 3.x (see `CONFIGURE_SYMBOL`), and the plugin's
+    // major version was checked before.
+    let configure = unsafe { raw.get::<Configure>(CONFIGURE_SYMBOL).ok().map(|f| *f) };
+    std::mem::forget(raw);
+    Ok(configure)
 }
 
 /// The verdict at the end of abi_stable's layout report (which runs to hundreds of lines), on
@@ -174,6 +216,9 @@ impl PluginLibrary {
             log: crate::logging::plugin_log,
         };
         module.init()(context).into_result().map_err(|e| call_error("init", e))?;
+        if let Some(configure) = configure_entry_point(path)? {
+            configure(&settings.plugin_context()).into_result().map_err(|e| call_error("configure", e))?;
+        }
         let manifest = module.manifest()().into_result().map_err(|e| call_error("manifest", e))?;
         Ok(Self { path: path.into(), manifest, access: Access::InProcess(module), sha256: Default::default() })
     }

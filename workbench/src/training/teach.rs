@@ -237,7 +237,7 @@ pub fn check_model(settings: &TrainingSettings, table: &str, cache: &Path) -> Re
 /// The checkpoint directory a `model` setting names.
 pub fn model_dir(model: &str, cache: &Path) -> Result<PathBuf> {
     if model == assets::MINILM.name {
-        return Ok(assets::MINILM.ensure(cache)?.join(assets::MINILM_MODEL_DIR));
+        return assets::MINILM.contents_dir(cache);
     }
     Ok(PathBuf::from(model))
 }

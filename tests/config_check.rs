@@ -90,6 +90,20 @@ plugin = "vanilla-kd"
 }
 
 #[test]
+fn only_the_bert_teacher_can_be_taught() {
+    let taught = GOOD.replace("rows = [[2.0, -1.0]]\n", "rows = [[2.0, -1.0]]\nteach = { labels = [\"sci.space\"] }\n");
+    let (out, file) = check(&taught, &[]);
+    assert!(
+        out.stderr.contains(&format!(
+            "`teachers.news.teach` in {file}: the workbench teaches `bert` teachers only; train a `fixed-logits` \
+             teacher with its own tools and name what it reads in its parameters"
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn environment_overrides_the_file_and_set_overrides_both() {
     let dir = tempfile::tempdir().unwrap();
     let file = config(dir.path(), GOOD);

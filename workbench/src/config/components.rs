@@ -5,7 +5,11 @@ use figment::value::Value;
 use workbench_plugin_api::{ComponentKind, ComponentSpec, ParamKind, ParamSpec, ParamTable, ParamValue, Signals};
 
 use super::{key_origin, ComponentChoice, LoadedConfig};
-use crate::{host::Registry, suggest::closest, training::teach::TeachSettings};
+use crate::{
+    host::Registry,
+    suggest::closest,
+    training::teach::{self, TeachSettings},
+};
 
 impl LoadedConfig {
     /// Resolves one component table: its plugin and its parameters.
@@ -24,7 +28,7 @@ impl LoadedConfig {
         let plugin_key = format!("{key}.plugin");
         let teach = match (kind, table.get("teach")) {
             (ComponentKind::Teacher, Some(value)) => {
-                match inherit_max_length(value, table).deserialize::<TeachSettings>() {
+                match teach::inherit_max_length(value, table).deserialize::<TeachSettings>() {
                     Ok(settings) => {
                         problems.extend(settings.problems().into_iter().map(|(name, reason)| {
                             format!("{} = {reason}", key_origin(&self.figment, &format!("{key}.teach.{name}")))
@@ -57,6 +61,14 @@ impl LoadedConfig {
                 return None;
             }
         };
+        if teach.is_some() && component != teach::TAUGHT_TEACHER {
+            problems.push(format!(
+                "{}: the workbench teaches `{}` teachers only; train a `{component}` teacher with its own tools and \
+                 name what it reads in its parameters",
+                self.origin(&format!("{key}.teach"), &table["teach"]),
+                teach::TAUGHT_TEACHER
+            ));
+        }
         let library = match table.get("library") {
             Some(Value::String(_, path)) => Some(std::path::PathBuf::from(path)),
             Some(other) => {
@@ -225,17 +237,4 @@ fn convert(spec: &ParamSpec, value: &Value) -> std::result::Result<ParamValue, S
         _ => None,
     };
     converted.ok_or_else(wrong)
-}
-
-/// A teacher is taught at the length it is read at: `teach.max_length` defaults to the
-/// teacher's own `max_length`, so that a config says it once.
-fn inherit_max_length(teach: &Value, teacher: &figment::value::Dict) -> Value {
-    match (teach, teacher.get("max_length")) {
-        (Value::Dict(tag, settings), Some(length)) if !settings.contains_key("max_length") => {
-            let mut settings = settings.clone();
-            settings.insert("max_length".into(), length.clone());
-            Value::Dict(*tag, settings)
-        }
-        _ => teach.clone(),
-    }
 }

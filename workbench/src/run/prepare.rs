@@ -1,11 +1,9 @@
 //! Before a run: the data, the teachers (trained where missing), the estimator, and the rows the
 //! student learns from.
 
-use std::path::PathBuf;
-
 use abi_stable::std_types::RString;
 use serde::{Deserialize, Serialize};
-use workbench_plugin_api::{ComponentKind, LabelSpace, ParamValue, SamplingPlan};
+use workbench_plugin_api::{ComponentKind, LabelSpace, SamplingPlan};
 
 use crate::{
     config::{ComponentChoice, ResolvedConfig},
@@ -20,14 +18,6 @@ pub(super) struct Teacher {
     pub handle: TeacherHandle,
     pub info: workbench_plugin_api::TeacherInfo,
     pub identity: String,
-}
-
-/// The checkpoint directory a teacher's `checkpoints` parameter names first, if any.
-pub(super) fn first_checkpoint(choice: &ComponentChoice) -> Option<PathBuf> {
-    match choice.params.get("checkpoints") {
-        Ok(ParamValue::TextList(list)) => list.first().map(|p| PathBuf::from(p.as_str())),
-        _ => None,
-    }
 }
 
 /// Every teacher table with its config key: the teachers in order, then the oracle.
@@ -48,7 +38,7 @@ fn ensure_teachers(config: &ResolvedConfig, splits: &Splits) -> Result<()> {
 /// Trains one teacher when its checkpoint is missing (true when it did), or checks that its
 /// `teach` table still describes the trained teacher.
 fn ensure_teacher(config: &ResolvedConfig, key: &str, choice: &ComponentChoice, splits: &Splits) -> Result<bool> {
-    let Some(checkpoint) = first_checkpoint(choice) else {
+    let Some(checkpoint) = crate::training::teach::first_checkpoint(&choice.params) else {
         if choice.teach.is_some() {
             return Err(Error::InvalidConfig {
                 problems: vec![format!("`{key}.teach` needs `checkpoints` naming where the teacher goes")],
@@ -77,9 +67,10 @@ pub fn taught_teachers(config: &ResolvedConfig) -> Vec<String> {
 
 /// Whether the teacher under config key `key` has a complete checkpoint (or needs none).
 pub fn teacher_is_ready(config: &ResolvedConfig, key: &str) -> bool {
-    teacher_tables(config)
-        .find(|(k, _)| k == key)
-        .is_some_and(|(_, choice)| first_checkpoint(choice).is_none_or(|dir| crate::training::teach::is_complete(&dir)))
+    teacher_tables(config).find(|(k, _)| k == key).is_some_and(|(_, choice)| {
+        crate::training::teach::first_checkpoint(&choice.params)
+            .is_none_or(|dir| crate::training::teach::is_complete(&dir))
+    })
 }
 
 /// A sweep's teacher job: trains the teacher under config key `key` when it is missing; true

@@ -7,9 +7,11 @@ use std::{
 };
 
 use candle_core::{Device, Tensor};
+use figment::value::{Dict, Value};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use workbench_models::{Checkpoint, ClassifierOptions, Pooling};
+use workbench_plugin_api::{ParamTable, ParamValue};
 
 use crate::{
     assets,
@@ -19,6 +21,34 @@ use crate::{
     training::train::accuracy,
     Error, Result,
 };
+
+// What the engine knows of the `bert` teacher plugin, the one teacher it teaches: the parameter
+// naming its checkpoints and its length. No other module of the engine reads a teacher plugin's
+// parameters.
+
+/// The teacher component whose checkpoints `teach` tables write.
+pub const TAUGHT_TEACHER: &str = "bert";
+
+/// The checkpoint directory a teacher's `checkpoints` parameter names first, if any.
+pub fn first_checkpoint(params: &ParamTable) -> Option<PathBuf> {
+    match params.get("checkpoints") {
+        Ok(ParamValue::TextList(list)) => list.first().map(|p| PathBuf::from(p.as_str())),
+        _ => None,
+    }
+}
+
+/// A teacher is taught at the length it is read at: `teach.max_length` defaults to the
+/// teacher's own `max_length`, so that a config says it once.
+pub fn inherit_max_length(teach: &Value, teacher: &Dict) -> Value {
+    match (teach, teacher.get("max_length")) {
+        (Value::Dict(tag, settings), Some(length)) if !settings.contains_key("max_length") => {
+            let mut settings = settings.clone();
+            settings.insert("max_length".into(), length.clone());
+            Value::Dict(*tag, settings)
+        }
+        _ => teach.clone(),
+    }
+}
 
 /// A `teach` config file: `[teach]` and `[data]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

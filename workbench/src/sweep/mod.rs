@@ -467,15 +467,41 @@ fn write_cost_chart(path: &Path, points: &[(String, f64, f64)]) -> Result<()> {
             .x_desc("cost (deterministic passes)")
             .y_desc("teacher-selection accuracy (test)")
             .draw()?;
-        chart.draw_series(points.iter().map(|(name, cost, accuracy)| {
+        let rows = chart.plotting_area().get_pixel_range().1;
+        let offsets = label_offsets(points, f64::from(rows.end - rows.start));
+        chart.draw_series(points.iter().zip(offsets).map(|((name, cost, accuracy), dy)| {
             EmptyElement::at((*cost, *accuracy))
                 + Circle::new((0, 0), 5, BLUE.filled())
-                + Text::new(name.clone(), (8, -6), ("sans-serif", 12).into_font())
+                + PathElement::new(vec![(0, 0), (8, dy)], BLACK.mix(0.4))
+                + Text::new(name.clone(), (10, dy - 6), ("sans-serif", 12).into_font())
         }))?;
         root.present()?;
         Ok(())
     };
     draw().map_err(|e| Error::Chart { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+/// Vertical pixel offsets of the point labels (the y axis spans 0..1 over `height` pixels), so
+/// that the labels of points at the same cost stand at least a line apart, in the order of
+/// their points' accuracies.
+fn label_offsets(points: &[(String, f64, f64)], height: f64) -> Vec<i32> {
+    const LINE: f64 = 14.0;
+    let mut offsets = vec![0; points.len()];
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    order.sort_by(|&a, &b| points[a].1.total_cmp(&points[b].1).then(points[b].2.total_cmp(&points[a].2)));
+    // Pixel y of the previous label at the same cost (the axis grows downwards in pixels).
+    let mut previous: Option<(f64, f64)> = None;
+    for i in order {
+        let (_, cost, accuracy) = points[i];
+        let natural = (1.0 - accuracy) * height;
+        let y = match previous {
+            Some((last_cost, last_y)) if (last_cost - cost).abs() < 0.05 => natural.max(last_y + LINE),
+            _ => natural,
+        };
+        offsets[i] = (y - natural).round() as i32;
+        previous = Some((cost, y));
+    }
+    offsets
 }
 
 /// An estimator table as one line, e.g. `mc-dropout passes=16 top_layers=1`.
@@ -676,6 +702,22 @@ mod tests {
         // mean 2, deviations -1, 0, 1: sample variance 2 / 2 = 1
         assert_eq!(mean_std(&[1.0, 2.0, 3.0]), (2.0, 1.0));
         assert_eq!(mean_std(&[0.5]), (0.5, 0.0));
+    }
+
+    #[test]
+    fn labels_of_points_at_one_cost_stand_a_line_apart() {
+        // 340 px for 0..1: accuracies 0.61, 0.60, 0.59 at cost 1 sit at 132.6, 136.0, 139.4 px;
+        // their labels go to 132.6, 146.6, 160.6 (14 px apart), offsets 0, 10.6, 21.2 -> 0, 11, 21.
+        // The point at cost 3.3 keeps its own place, and so does one far below at cost 1.
+        let point = |name: &str, cost: f64, accuracy: f64| (name.to_string(), cost, accuracy);
+        let points = [
+            point("b", 1.0, 0.60),
+            point("far", 3.3, 0.60),
+            point("a", 1.0, 0.61),
+            point("c", 1.0, 0.59),
+            point("low", 1.0, 0.2),
+        ];
+        assert_eq!(label_offsets(&points, 340.0), vec![11, 0, 0, 21, 0]);
     }
 
     #[test]

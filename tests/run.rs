@@ -181,6 +181,12 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
     assert!(markdown.starts_with("Teachers' accuracy on their own classes (test): `a` "), "{markdown}");
     assert!(markdown.contains("| muka | mc-dropout passes=4 | "), "{markdown}");
     assert!(markdown.contains("| concat-argmax (reference) | max-logit (one pass) | "), "{markdown}");
+
+    // Selection only, into a sweep directory that no run has made yet.
+    let fresh =
+        run(&mut workbench(&["sweep", "--selection-only", config.to_str().unwrap(), "--set", "name=selection-first"]));
+    assert!(fresh.ok, "{}", fresh.stderr);
+    assert!(dir.path().join("runs/selection-first/selection.svg").is_file());
 }
 
 #[test]

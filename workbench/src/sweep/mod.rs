@@ -442,8 +442,8 @@ pub fn selection_only(files: &[PathBuf], sets: &[String], registry: &Registry) -
         .iter()
         .filter_map(|(method, outcome)| outcome.cost.map(|cost| (method.name.clone(), cost, outcome.estimator.test)))
         .collect();
-    write_cost_chart(&grid.dir.join("selection.svg"), &points)?;
     std::fs::create_dir_all(&grid.dir).map_err(Error::io(format!("creating {}", grid.dir.display())))?;
+    write_cost_chart(&grid.dir.join("selection.svg"), &points)?;
     std::fs::write(grid.dir.join("selection.md"), markdown).map_err(Error::io("writing selection.md"))?;
     csv.write(&grid.dir.join("selection.csv"))?;
     Ok(grid.dir)

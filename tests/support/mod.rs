@@ -56,22 +56,28 @@ pub fn run(command: &mut Command) -> Run {
     Run { ok: status.success(), stdout: String::from_utf8(stdout).unwrap(), stderr: String::from_utf8(stderr).unwrap() }
 }
 
+/// Builds the fixtures workspace (`extra`: cargo arguments that narrow or change the build)
+/// into `target` under the test's temporary directory; the directory holding the libraries.
+fn build_fixtures(target: &str, extra: &[&str]) -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join(target);
+    let status = cargo()
+        .args(["build", "--quiet"])
+        .args(extra)
+        .arg("--manifest-path")
+        .arg(repo_root().join("tests/fixtures/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building tests/fixtures {extra:?} failed");
+    target.join("debug")
+}
+
 /// Builds the broken plugins once per test binary, into their own target directory, and returns
 /// the directory holding their libraries.
 pub fn fixture_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures-target");
-        let status = cargo()
-            .args(["build", "--quiet", "--manifest-path"])
-            .arg(repo_root().join("tests/fixtures/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building tests/fixtures failed");
-        target.join("debug")
-    })
+    DIR.get_or_init(|| build_fixtures("fixtures-target", &[]))
 }
 
 pub fn fixture(stem: &str) -> PathBuf {
@@ -83,21 +89,12 @@ fn library_file(stem: &str) -> String {
 }
 
 /// The `context-echo` fixture built as a plugin of API 3.0 (the API crate's `api-3-0` feature:
-/// the root module without the entry points 3.1 added), in a target directory of its own.
+/// its handshake says 3.0 and it exports no `configure`), in a target directory of its own.
 pub fn context_echo_of_api_3_0() -> &'static Path {
     static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
     LIBRARY.get_or_init(|| {
-        let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures-target-api-3-0");
-        let status = cargo()
-            .args(["build", "--quiet", "-p", "context-echo", "--features", "workbench-plugin-api/api-3-0"])
-            .arg("--manifest-path")
-            .arg(repo_root().join("tests/fixtures/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building tests/fixtures/context-echo against API 3.0 failed");
-        target.join("debug").join(library_file("context_echo"))
+        let features = ["-p", "context-echo", "--features", "workbench-plugin-api/api-3-0"];
+        build_fixtures("fixtures-target-api-3-0", &features).join(library_file("context_echo"))
     })
 }
 

@@ -270,3 +270,185 @@ impl ParamTable {
         value.as_number().ok_or_else(|| wrong_kind(name, ParamKind::Float, value))
     }
 }
+
+// ----- typed parameters -----
+
+/// A component's parameters as one struct, declared with [`crate::params!`]: each parameter's
+/// name, Rust type, default, range and doc are written once, and both the schema the host
+/// validates configs against and the parsing of the validated table come from that.
+pub trait Params: Sized {
+    /// The schema, in declaration order.
+    fn specs() -> Vec<ParamSpec>;
+    /// The values of a table the host validated against [`Params::specs`].
+    fn parse(table: &ParamTable) -> PluginResult<Self>;
+}
+
+/// A Rust type a parameter is read as.
+pub trait FromParam: Sized {
+    fn from_param(table: &ParamTable, name: &str) -> PluginResult<Self>;
+}
+
+macro_rules! from_param {
+    ($ty:ty, |$table:ident, $name:ident| $read:expr) => {
+        impl FromParam for $ty {
+            fn from_param($table: &ParamTable, $name: &str) -> PluginResult<Self> {
+                $read
+            }
+        }
+    };
+}
+
+from_param!(bool, |table, name| table.bool(name));
+from_param!(i64, |table, name| table.int(name));
+from_param!(f64, |table, name| table.float(name));
+from_param!(f32, |table, name| Ok(table.float(name)? as f32));
+from_param!(usize, |table, name| usize::try_from(table.int(name)?)
+    .map_err(|_| PluginError::invalid_input(format!("parameter `{name}`: expected a count, found a negative number"))));
+from_param!(u32, |table, name| u32::try_from(table.int(name)?)
+    .map_err(|_| PluginError::invalid_input(format!("parameter `{name}`: expected a count below 2^32"))));
+from_param!(String, |table, name| table.text(name));
+from_param!(Vec<String>, |table, name| table.text_list(name));
+from_param!(Vec<f64>, |table, name| table.float_list(name));
+from_param!(Vec<Vec<f64>>, |table, name| table.float_matrix(name));
+
+/// The kinds of parameter [`crate::params!`] declares, without name or doc (the field gives
+/// both).
+pub mod param {
+    use super::{ParamKind, ParamSpec};
+
+    pub fn bool(default: bool) -> ParamSpec {
+        ParamSpec::bool("", default, "")
+    }
+
+    pub fn int(default: i64) -> ParamSpec {
+        ParamSpec::int("", default, "")
+    }
+
+    pub fn float(default: f64) -> ParamSpec {
+        ParamSpec::float("", default, "")
+    }
+
+    /// A text restricted to `choices`, defaulting to the first.
+    pub fn choice(choices: &[&str]) -> ParamSpec {
+        ParamSpec::choice("", choices, "")
+    }
+
+    /// A parameter configs must set.
+    pub fn required(kind: ParamKind) -> ParamSpec {
+        ParamSpec::required("", kind, "")
+    }
+}
+
+impl ParamSpec {
+    /// `self` under `name`, documented by `doc` (kept as it is when `doc` is empty).
+    pub fn named(mut self, name: &str, doc: &str) -> Self {
+        self.name = name.into();
+        if !doc.is_empty() {
+            self.doc = doc.into();
+        }
+        self
+    }
+}
+
+/// Declares a component's parameters as a struct implementing [`Params`]. Each field is
+/// `/// doc` lines, `name: Type = kind`, where kind is one of [`param`]'s functions with its
+/// range (`float(0.2).range(1e-4, 100.0)`) or any expression giving a [`ParamSpec`] (a shared
+/// helper; its doc is used when the field has none).
+///
+/// ```
+/// workbench_plugin_api::params! {
+///     pub struct Example {
+///         /// Softmax temperature.
+///         tau: f32 = float(0.2).range(1e-4, 100.0),
+///         /// hard or soft.
+///         integration: String = choice(&["soft", "hard"]),
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! params {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[doc = $doc:literal])* $field:ident : $ty:ty = $spec:expr ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq)]
+        $vis struct $name {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
+        }
+
+        impl $crate::Params for $name {
+            fn specs() -> ::std::vec::Vec<$crate::ParamSpec> {
+                #[allow(unused_imports)]
+                use $crate::param::*;
+                ::std::vec![$({
+                    let docs: &[&str] = &[$($doc),*];
+                    let doc = docs.iter().map(|line| line.trim()).collect::<::std::vec::Vec<_>>().join(" ");
+                    ($spec).named(stringify!($field), &doc)
+                }),*]
+            }
+
+            fn parse(table: &$crate::ParamTable) -> $crate::PluginResult<Self> {
+                Ok(Self { $( $field: <$ty as $crate::FromParam>::from_param(table, stringify!($field))?, )* })
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temperature() -> ParamSpec {
+        ParamSpec::float("", 1.0, "Temperature T.").range(0.05, 100.0)
+    }
+
+    crate::params! {
+        struct Example {
+            /// Softmax temperature
+            /// over scores.
+            tau: f32 = float(0.2).range(1e-4, 100.0),
+            /// hard or soft.
+            integration: String = choice(&["soft", "hard"]),
+            /// Passes.
+            passes: usize = int(16).range(2.0, 1024.0),
+            /// Files.
+            files: Vec<String> = required(ParamKind::TextList),
+            temperature: f32 = temperature(),
+        }
+    }
+
+    #[test]
+    fn one_declaration_gives_the_schema_and_the_parsing() {
+        let specs = Example::specs();
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["tau", "integration", "passes", "files", "temperature"]);
+        assert_eq!(specs[0].doc.as_str(), "Softmax temperature over scores.");
+        assert_eq!((specs[0].min, specs[0].max), (ROption::RSome(1e-4), ROption::RSome(100.0)));
+        assert_eq!(specs[1].choices.len(), 2);
+        assert_eq!(specs[3].default, ROption::RNone, "required");
+        assert_eq!(specs[4].doc.as_str(), "Temperature T.", "a shared helper's doc");
+
+        // The host fills defaults in and adds what configs set; parsing reads them typed.
+        let mut table = ParamTable::default();
+        for spec in specs.iter() {
+            if let ROption::RSome(default) = &spec.default {
+                table.insert(&spec.name, default.clone());
+            }
+        }
+        table.insert("files", ParamValue::TextList(vec![RString::from("a.txt")].into()));
+        table.insert("passes", ParamValue::Int(8));
+        let parsed = Example::parse(&table).unwrap();
+        assert_eq!(
+            parsed,
+            Example { tau: 0.2, integration: "soft".into(), passes: 8, files: vec!["a.txt".into()], temperature: 1.0 }
+        );
+        table.insert("passes", ParamValue::Text("many".into()));
+        assert_eq!(
+            Example::parse(&table).unwrap_err().message.as_str(),
+            "parameter `passes`: expected an integer, found \"many\""
+        );
+    }
+}

@@ -6,11 +6,25 @@ use candle_core::{Device, Tensor as CandleTensor};
 use workbench_models::{Checkpoint, EncoderClassifier, McDepth, StochasticPass, TextTokenizer};
 use workbench_plugin_api::{
     abi_stable::std_types::{ROption, RString},
-    directory_or_asset, export_plugin, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamSpec, ParamTable,
-    Plugin, PluginError, PluginManifest, PluginResult, Sampling, Signals, Teacher, TeacherInfo, TeacherOutput, Tensor,
+    directory_or_asset, export_plugin, params, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamTable,
+    Params, Plugin, PluginError, PluginManifest, PluginResult, Sampling, Signals, Teacher, TeacherInfo, TeacherOutput,
+    Tensor,
 };
 
 pub struct BertTeacherPlugin;
+
+params! {
+    /// What a config sets of a `bert` teacher.
+    pub struct BertParams {
+        /// Hugging Face checkpoint directories with a classification head (relative to the working
+        /// directory), or pinned assets by name; several are ensemble members.
+        checkpoints: Vec<String> = required(ParamKind::TextList),
+        /// Tokens per text, [CLS] and [SEP] included.
+        max_length: usize = int(128).range(2.0, 4096.0),
+        /// Texts per forward pass.
+        batch_size: usize = int(32).range(1.0, 4096.0),
+    }
+}
 
 impl Plugin for BertTeacherPlugin {
     fn manifest() -> PluginManifest {
@@ -18,16 +32,7 @@ impl Plugin for BertTeacherPlugin {
             "bert",
             ComponentKind::Teacher,
             "A fine-tuned BERT-family checkpoint directory (several make an ensemble).",
-            vec![
-                ParamSpec::required(
-                    "checkpoints",
-                    ParamKind::TextList,
-                    "Hugging Face checkpoint directories with a classification head (relative to the working \
-                     directory), or pinned assets by name; several are ensemble members.",
-                ),
-                ParamSpec::int("max_length", 128, "Tokens per text, [CLS] and [SEP] included.").range(2.0, 4096.0),
-                ParamSpec::int("batch_size", 32, "Texts per forward pass.").range(1.0, 4096.0),
-            ],
+            BertParams::specs(),
             Signals { stochastic_passes: true, member_passes: true, hidden_states: true, scores: false },
         )]
     }
@@ -36,12 +41,8 @@ impl Plugin for BertTeacherPlugin {
         if component != "bert" {
             return Err(PluginError::unsupported(format!("no teacher named `{component}`")));
         }
-        let checkpoints = params.text_list("checkpoints")?;
-        Ok(Box::new(BertTeacher::open(
-            &checkpoints,
-            params.int("max_length")? as usize,
-            params.int("batch_size")? as usize,
-        )?))
+        let BertParams { checkpoints, max_length, batch_size } = BertParams::parse(params)?;
+        Ok(Box::new(BertTeacher::open(&checkpoints, max_length, batch_size)?))
     }
 }
 

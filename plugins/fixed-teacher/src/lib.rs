@@ -8,11 +8,25 @@ use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use workbench_plugin_api::{
     abi_stable::std_types::{ROption, RString},
-    export_plugin, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamSpec, ParamTable, Plugin, PluginError,
-    PluginManifest, PluginResult, Sampling, Signals, Teacher, TeacherInfo, TeacherOutput, Tensor,
+    export_plugin, params, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamTable, Params, Plugin,
+    PluginError, PluginManifest, PluginResult, Sampling, Signals, Teacher, TeacherInfo, TeacherOutput, Tensor,
 };
 
 pub struct FixedTeacherPlugin;
+
+params! {
+    /// What a config sets of a `fixed-logits` teacher.
+    pub struct FixedLogitsParams {
+        /// The teacher's label names, in logit order.
+        labels: Vec<String> = required(ParamKind::TextList),
+        /// Logit rows; the i-th text of a call gets row i mod rows.
+        rows: Vec<Vec<f64>> = required(ParamKind::FloatMatrix),
+        /// Std of the seeded Gaussian noise of stochastic passes and members.
+        noise: f32 = float(0.5).at_least(0.0),
+        /// Number of simulated ensemble members.
+        members: usize = int(1).range(1.0, 64.0),
+    }
+}
 
 impl Plugin for FixedTeacherPlugin {
     fn manifest() -> PluginManifest {
@@ -20,17 +34,7 @@ impl Plugin for FixedTeacherPlugin {
             "fixed-logits",
             ComponentKind::Teacher,
             "A teacher with fixed logits per input position and no model (tests, strategy development).",
-            vec![
-                ParamSpec::required("labels", ParamKind::TextList, "The teacher's label names, in logit order."),
-                ParamSpec::required(
-                    "rows",
-                    ParamKind::FloatMatrix,
-                    "Logit rows; the i-th text of a call gets row i mod rows."
-                ),
-                ParamSpec::float("noise", 0.5, "Std of the seeded Gaussian noise of stochastic passes and members.")
-                    .at_least(0.0),
-                ParamSpec::int("members", 1, "Number of simulated ensemble members.").range(1.0, 64.0),
-            ],
+            FixedLogitsParams::specs(),
             Signals { stochastic_passes: true, member_passes: true, hidden_states: true, scores: false },
         )]
     }
@@ -68,13 +72,9 @@ impl FixedTeacher {
     }
 
     fn from_params(params: &ParamTable) -> PluginResult<Self> {
-        let rows = params.float_matrix("rows")?;
-        Self::new(
-            params.text_list("labels")?,
-            rows.into_iter().map(|row| row.into_iter().map(|x| x as f32).collect()).collect(),
-            params.float("noise")? as f32,
-            params.int("members")? as usize,
-        )
+        let FixedLogitsParams { labels, rows, noise, members } = FixedLogitsParams::parse(params)?;
+        let rows = rows.into_iter().map(|row| row.into_iter().map(|x| x as f32).collect()).collect();
+        Self::new(labels, rows, noise, members)
     }
 
     fn row(&self, position: usize) -> &[f32] {

@@ -4,17 +4,23 @@
 //! MMD in a common space, with reconstruction.
 
 use workbench_plugin_api::{
-    FeatureMatch, FeatureTerm, PluginError, PluginResult, Recipe, Strategy, StrategyInput, TeacherSignals, Tensor, Term,
+    params, FeatureMatch, FeatureTerm, PluginError, PluginResult, Recipe, Strategy, StrategyInput, TeacherSignals,
+    Tensor, Term,
 };
 
-use crate::vanilla_kd_term;
+use crate::{temperature, vanilla_kd_term};
 
-#[derive(Debug, Clone, Copy)]
-pub struct FeatureSettings {
-    pub temperature: f32,
-    pub code_dim: u32,
-    pub feature_weight: f32,
-    pub reconstruction_weight: f32,
+params! {
+    /// The parameters of DFA and CFL.
+    pub struct FeatureSettings {
+        temperature: f32 = temperature(),
+        /// Width of the shared feature space of the host-owned adapters.
+        code_dim: u32 = int(128).range(1.0, 65536.0),
+        /// Weight of the feature-matching loss.
+        feature_weight: f32 = float(1.0).at_least(0.0),
+        /// Weight of the teacher-feature reconstruction loss.
+        reconstruction_weight: f32 = float(1.0).at_least(0.0),
+    }
 }
 
 impl FeatureSettings {

@@ -2,11 +2,30 @@
 //! instance by the margin between the two highest scores.
 
 use workbench_plugin_api::{
-    abi_stable::std_types::ROption, math::softmax, DistributionTerm, PluginError, PluginResult, Recipe, Strategy,
-    StrategyInput, Tensor, Term,
+    abi_stable::std_types::ROption, math::softmax, params, DistributionTerm, PluginError, PluginResult, Recipe,
+    Strategy, StrategyInput, Tensor, Term,
 };
 
-use crate::{teacher_probs, Uhc};
+use crate::{teacher_probs, temperature, Uhc};
+
+params! {
+    /// MUKA's parameters, as configs set them.
+    pub struct MukaParams {
+        /// hard: the most certain teacher; soft: softmax(scores / tau).
+        integration: String = choice(&["soft", "hard"]),
+        /// Softmax temperature over scores for soft integration.
+        tau: f32 = float(0.2).range(1e-4, 100.0),
+        /// Weight each instance by |s(1) - s(2)| + 1e-6.
+        margin: bool = bool(true),
+        /// raw: the margins as they are (the paper); mean-one: divided by their batch mean, so that
+        /// the loss keeps its size when scores crowd together.
+        margin_scale: String = choice(&["raw", "mean-one"]),
+        /// Also match each teacher on its own labels for every instance (UHC's terms, scaled by
+        /// T²), so that the student learns within each teacher's labels whatever the selection.
+        within_blocks: bool = bool(false),
+        temperature: f32 = temperature(),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Integration {
@@ -27,6 +46,21 @@ pub struct Muka {
     /// student learns inside a teacher's labels then no longer rests on the selection, which
     /// still decides between the teachers through the integrated target.
     pub within_blocks: bool,
+}
+
+impl From<MukaParams> for Muka {
+    fn from(params: MukaParams) -> Self {
+        Muka {
+            integration: match params.integration.as_str() {
+                "hard" => Integration::Hard,
+                _ => Integration::Soft { tau: params.tau },
+            },
+            margin: params.margin,
+            margin_mean_one: params.margin_scale == "mean-one",
+            temperature: params.temperature,
+            within_blocks: params.within_blocks,
+        }
+    }
 }
 
 /// The weight of each teacher for one instance's scores.

@@ -6,8 +6,8 @@ mod measures;
 
 pub use measures::{certainty, Measure, Scale, MEASURES, SCALES};
 use workbench_plugin_api::{
-    export_plugin, ComponentKind, ComponentSpec, Estimator, ParamSpec, ParamTable, Plugin, PluginError, PluginManifest,
-    PluginResult, SamplingPlan, TeacherSamples, Tensor,
+    export_plugin, params, ComponentKind, ComponentSpec, Estimator, ParamSpec, ParamTable, Params, Plugin, PluginError,
+    PluginManifest, PluginResult, SamplingPlan, TeacherSamples, Tensor,
 };
 
 #[cfg(test)]
@@ -15,91 +15,116 @@ mod tests;
 
 pub struct UncertaintyPlugin;
 
-/// The parameters every estimator shares, the measures it offers first.
-fn common_params(measures: &[&str]) -> Vec<ParamSpec> {
-    vec![
-        ParamSpec::choice(
-            "measure",
-            measures,
-            "entropy: 1 - H(mean p)/ln|L|; mutual-information: 1 - (H(mean p) - mean H(p))/ln|L| (BALD); \
-             max-prob: (max mean p - 1/|L|)/(1 - 1/|L|); top-variance: 1 - 4 Var(p[top class]) across \
-             samples; energy: mean T logsumexp(z/T) - T ln|L|; max-logit: mean max z (one pass: the \
-             concat-argmax selector).",
-        ),
-        ParamSpec::float(
-            "temperature",
-            1.0,
-            "Temperature of the teacher distributions the measure reads; set it to the strategy's T for \
-             the paper's form.",
-        )
-        .range(0.05, 100.0),
-        ParamSpec::choice(
-            "scale",
-            &SCALES,
-            "raw: the measure's own values (the paper); standard: (s - mean)/std over every score of the \
-             split; rank: share of the split's scores below s, in [0, 1]. These keep each instance's most \
-             certain teacher; they change the spread soft integration and the margin read. teacher-rank: \
-             share of the same teacher's scores below s, each teacher calibrated against itself: this \
-             one changes the selection.",
-        ),
-    ]
+/// The measure, over the ones a component's samples can feed.
+fn measure(measures: &[&str]) -> ParamSpec {
+    ParamSpec::choice(
+        "",
+        measures,
+        "entropy: 1 - H(mean p)/ln|L|; mutual-information: 1 - (H(mean p) - mean H(p))/ln|L| (BALD); \
+         max-prob: (max mean p - 1/|L|)/(1 - 1/|L|); top-variance: 1 - 4 Var(p[top class]) across \
+         samples; energy: mean T logsumexp(z/T) - T ln|L|; max-logit: mean max z (one pass: the \
+         concat-argmax selector).",
+    )
+}
+
+fn temperature() -> ParamSpec {
+    ParamSpec::float(
+        "",
+        1.0,
+        "Temperature of the teacher distributions the measure reads; set it to the strategy's T for \
+         the paper's form.",
+    )
+    .range(0.05, 100.0)
+}
+
+fn scale() -> ParamSpec {
+    ParamSpec::choice(
+        "",
+        &SCALES,
+        "raw: the measure's own values (the paper); standard: (s - mean)/std over every score of the \
+         split; rank: share of the split's scores below s, in [0, 1]. These keep each instance's most \
+         certain teacher; they change the spread soft integration and the margin read. teacher-rank: \
+         share of the same teacher's scores below s, each teacher calibrated against itself: this \
+         one changes the selection.",
+    )
+}
+
+/// The measures one deterministic pass can feed.
+const SINGLE_PASS_MEASURES: [&str; 4] = ["entropy", "max-prob", "energy", "max-logit"];
+
+params! {
+    /// `entropy`: one deterministic pass per teacher.
+    pub struct SinglePassParams {
+        measure: Measure = measure(&SINGLE_PASS_MEASURES),
+        temperature: f32 = temperature(),
+        scale: Scale = scale(),
+    }
+}
+
+params! {
+    /// `mc-dropout`: K stochastic passes.
+    pub struct MonteCarloParams {
+        /// Number of stochastic passes K.
+        passes: u32 = int(16).range(2.0, 1024.0),
+        measure: Measure = measure(&MEASURES),
+        temperature: f32 = temperature(),
+        scale: Scale = scale(),
+        /// 0: dropout in every layer; N: only the top N layers are stochastic and the lower ones run once.
+        top_layers: u32 = int(0).range(0.0, 256.0),
+        /// With top_layers = N: 0 runs the lower layers once without dropout; M runs them M times
+        /// with dropout, and the K top-layer passes take those M samples in turn (cost about M
+        /// passes of the lower layers).
+        lower_passes: u32 = int(0).range(0.0, 1024.0),
+    }
+}
+
+params! {
+    /// `ensemble`: one deterministic pass per member.
+    pub struct MembersParams {
+        measure: Measure = measure(&MEASURES),
+        temperature: f32 = temperature(),
+        scale: Scale = scale(),
+    }
 }
 
 fn component(name: &str, doc: &str, params: Vec<ParamSpec>, plan: SamplingPlan) -> ComponentSpec {
     ComponentSpec::new(name, ComponentKind::Estimator, doc, params, plan.signals())
 }
 
-/// The measures one deterministic pass can feed.
-const SINGLE_PASS_MEASURES: [&str; 4] = ["entropy", "max-prob", "energy", "max-logit"];
-
 impl Plugin for UncertaintyPlugin {
     fn manifest() -> PluginManifest {
         let stochastic = SamplingPlan::Stochastic { passes: 16, top_layers: 0, lower_passes: 0 };
         workbench_plugin_api::manifest![
-                component(
-                    "entropy",
-                    "Certainty from one deterministic pass per teacher.",
-                    common_params(&SINGLE_PASS_MEASURES),
-                    SamplingPlan::Deterministic,
-                ),
-                component(
-                    "mc-dropout",
-                    "Certainty from K stochastic passes with dropout on (Monte-Carlo dropout).",
-                    [
-                        vec![ParamSpec::int("passes", 16, "Number of stochastic passes K.").range(2.0, 1024.0)],
-                        common_params(&MEASURES),
-                        vec![ParamSpec::int(
-                            "top_layers",
-                            0,
-                            "0: dropout in every layer; N: only the top N layers are stochastic and the lower ones run once.",
-                        )
-                        .range(0.0, 256.0),
-                        ParamSpec::int(
-                            "lower_passes",
-                            0,
-                            "With top_layers = N: 0 runs the lower layers once without dropout; M runs them M times \
-                             with dropout, and the K top-layer passes take those M samples in turn (cost about M \
-                             passes of the lower layers).",
-                        )
-                        .range(0.0, 1024.0)],
-                    ]
-                    .concat(),
-                    stochastic,
-                ),
-                component(
-                    "ensemble",
-                    "Certainty from the members of ensemble teachers (one deterministic pass per member).",
-                    common_params(&MEASURES),
-                    SamplingPlan::Members,
-                )]
+            component(
+                "entropy",
+                "Certainty from one deterministic pass per teacher.",
+                SinglePassParams::specs(),
+                SamplingPlan::Deterministic,
+            ),
+            component(
+                "mc-dropout",
+                "Certainty from K stochastic passes with dropout on (Monte-Carlo dropout).",
+                MonteCarloParams::specs(),
+                stochastic,
+            ),
+            component(
+                "ensemble",
+                "Certainty from the members of ensemble teachers (one deterministic pass per member).",
+                MembersParams::specs(),
+                SamplingPlan::Members,
+            )
+        ]
     }
 
     fn create_estimator(component: &str, params: &ParamTable) -> PluginResult<Box<dyn Estimator>> {
-        let plan = match component {
-            "entropy" => SamplingPlan::Deterministic,
+        let estimator = match component {
+            "entropy" => {
+                let SinglePassParams { measure, temperature, scale } = SinglePassParams::parse(params)?;
+                SampleEstimator { plan: SamplingPlan::Deterministic, measure, temperature, scale }
+            }
             "mc-dropout" => {
-                let (passes, top_layers, lower_passes) =
-                    (params.int("passes")?, params.int("top_layers")?, params.int("lower_passes")?);
+                let MonteCarloParams { passes, measure, temperature, scale, top_layers, lower_passes } =
+                    MonteCarloParams::parse(params)?;
                 if lower_passes > 0 && top_layers == 0 {
                     return Err(PluginError::invalid_input(
                         "`lower_passes` needs `top_layers` > 0: with `top_layers` = 0 every layer is stochastic in every pass",
@@ -110,21 +135,16 @@ impl Plugin for UncertaintyPlugin {
                         "`lower_passes` = {lower_passes} is more than the {passes} `passes` that would use its samples"
                     )));
                 }
-                SamplingPlan::Stochastic {
-                    passes: passes as u32,
-                    top_layers: top_layers as u32,
-                    lower_passes: lower_passes as u32,
-                }
+                let plan = SamplingPlan::Stochastic { passes, top_layers, lower_passes };
+                SampleEstimator { plan, measure, temperature, scale }
             }
-            "ensemble" => SamplingPlan::Members,
+            "ensemble" => {
+                let MembersParams { measure, temperature, scale } = MembersParams::parse(params)?;
+                SampleEstimator { plan: SamplingPlan::Members, measure, temperature, scale }
+            }
             other => return Err(PluginError::unsupported(format!("no estimator named `{other}`"))),
         };
-        Ok(Box::new(SampleEstimator {
-            plan,
-            measure: Measure::parse(&params.text("measure")?)?,
-            temperature: params.float("temperature")? as f32,
-            scale: Scale::parse(&params.text("scale")?)?,
-        }))
+        Ok(Box::new(estimator))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use workbench_plugin_api::{
     math::{entropy, softmax},
-    PluginError, PluginResult,
+    FromParam, ParamTable, PluginError, PluginResult,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +176,18 @@ impl Scale {
                 }
             }
         }
+    }
+}
+
+impl FromParam for Measure {
+    fn from_param(table: &ParamTable, name: &str) -> PluginResult<Self> {
+        Measure::parse(&table.text(name)?)
+    }
+}
+
+impl FromParam for Scale {
+    fn from_param(table: &ParamTable, name: &str) -> PluginResult<Self> {
+        Scale::parse(&table.text(name)?)
     }
 }
 

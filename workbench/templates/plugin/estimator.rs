@@ -2,7 +2,7 @@
 //! at the temperature, from one deterministic pass. Replace the score with your measure.
 
 use workbench_plugin_api::{
-    export_plugin, math::softmax, ComponentKind, ComponentSpec, Estimator, ParamSpec, ParamTable, Plugin,
+    export_plugin, math::softmax, params, ComponentKind, ComponentSpec, Estimator, ParamTable, Params, Plugin,
     PluginError, PluginManifest, PluginResult, SamplingPlan, Signals, TeacherSamples, Tensor,
 };
 
@@ -14,14 +14,14 @@ impl Plugin for {{Type}}Plugin {
             "{{name}}",
             ComponentKind::Estimator,
             "Certainty = the teacher's top probability, from one deterministic pass.",
-            vec![ParamSpec::float("temperature", 1.0, "Softmax temperature.").range(0.05, 100.0)],
+            {{Type}}::specs(),
             Signals::default(),
         )]
     }
 
     fn create_estimator(component: &str, params: &ParamTable) -> PluginResult<Box<dyn Estimator>> {
         match component {
-            "{{name}}" => Ok(Box::new({{Type}} { temperature: params.float("temperature")? as f32 })),
+            "{{name}}" => Ok(Box::new({{Type}}::parse(params)?)),
             other => Err(PluginError::unsupported(format!("no estimator named `{other}`"))),
         }
     }
@@ -29,8 +29,12 @@ impl Plugin for {{Type}}Plugin {
 
 export_plugin!({{Type}}Plugin);
 
-pub struct {{Type}} {
-    pub temperature: f32,
+params! {
+    /// The estimator is its parameters, declared once: schema and parsing both come from here.
+    pub struct {{Type}} {
+        /// Softmax temperature.
+        temperature: f32 = float(1.0).range(0.05, 100.0),
+    }
 }
 
 impl Estimator for {{Type}} {

@@ -2,8 +2,8 @@
 //! is most confident (highest top probability). Replace the recipe with your method.
 
 use workbench_plugin_api::{
-    abi_stable::std_types::ROption, export_plugin, math::softmax, ComponentKind, ComponentSpec, DistributionTerm,
-    ParamSpec, ParamTable, Plugin, PluginError, PluginManifest, PluginResult, Recipe, Signals, Strategy, StrategyInput,
+    abi_stable::std_types::ROption, export_plugin, math::softmax, params, ComponentKind, ComponentSpec, DistributionTerm,
+    ParamTable, Params, Plugin, PluginError, PluginManifest, PluginResult, Recipe, Signals, Strategy, StrategyInput,
     Tensor, Term,
 };
 
@@ -15,14 +15,14 @@ impl Plugin for {{Type}}Plugin {
             "{{name}}",
             ComponentKind::Strategy,
             "Distil, per instance, the teacher with the highest top probability.",
-            vec![ParamSpec::float("temperature", 1.0, "Distillation temperature.").range(0.05, 100.0)],
+            {{Type}}::specs(),
             Signals::default(),
         )]
     }
 
     fn create_strategy(component: &str, params: &ParamTable) -> PluginResult<Box<dyn Strategy>> {
         match component {
-            "{{name}}" => Ok(Box::new({{Type}} { temperature: params.float("temperature")? as f32 })),
+            "{{name}}" => Ok(Box::new({{Type}}::parse(params)?)),
             other => Err(PluginError::unsupported(format!("no strategy named `{other}`"))),
         }
     }
@@ -30,8 +30,12 @@ impl Plugin for {{Type}}Plugin {
 
 export_plugin!({{Type}}Plugin);
 
-pub struct {{Type}} {
-    pub temperature: f32,
+params! {
+    /// The strategy is its parameters, declared once: schema and parsing both come from here.
+    pub struct {{Type}} {
+        /// Distillation temperature.
+        temperature: f32 = float(1.0).range(0.05, 100.0),
+    }
 }
 
 impl Strategy for {{Type}} {

@@ -1,10 +1,11 @@
 //! `{{name}}`: a teacher plugin. Its logit for a label is how often the label's name occurs in
 //! the text, a stand-in for a model: replace `forward` with yours (load it in `create_teacher`
-//! from a path parameter).
+//! from a path parameter; `workbench_plugin_api::directory_or_asset` also takes a pinned
+//! asset's name, such as `minilm`).
 
 use workbench_plugin_api::{
     abi_stable::std_types::{ROption, RString},
-    export_plugin, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamSpec, ParamTable, Plugin,
+    export_plugin, params, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamTable, Params, Plugin,
     PluginError, PluginManifest, PluginResult, Sampling, Signals, Teacher, TeacherInfo, TeacherOutput, Tensor,
 };
 
@@ -16,14 +17,14 @@ impl Plugin for {{Type}}Plugin {
             "{{name}}",
             ComponentKind::Teacher,
             "Logit of a label = occurrences of its name in the text.",
-            vec![ParamSpec::required("labels", ParamKind::TextList, "The label names, in logit order.")],
+            {{Type}}::specs(),
             Signals::default(),
         )]
     }
 
     fn create_teacher(component: &str, params: &ParamTable) -> PluginResult<Box<dyn Teacher>> {
         match component {
-            "{{name}}" => Ok(Box::new({{Type}} { labels: params.text_list("labels")? })),
+            "{{name}}" => Ok(Box::new({{Type}}::parse(params)?)),
             other => Err(PluginError::unsupported(format!("no teacher named `{other}`"))),
         }
     }
@@ -31,8 +32,12 @@ impl Plugin for {{Type}}Plugin {
 
 export_plugin!({{Type}}Plugin);
 
-pub struct {{Type}} {
-    pub labels: Vec<String>,
+params! {
+    /// The teacher is its parameters, declared once: schema and parsing both come from here.
+    pub struct {{Type}} {
+        /// The label names, in logit order.
+        labels: Vec<String> = required(ParamKind::TextList),
+    }
 }
 
 impl Teacher for {{Type}} {

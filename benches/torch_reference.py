@@ -4,15 +4,15 @@ Prints JSON lines like `cargo bench --bench throughput`."""
 import json
 import os
 import sys
-import time
 
 import torch
 from transformers import BertForSequenceClassification
 
+from timing import rate
+
 directory = os.environ["MINILM_DIR"]
 batch_size = int(os.environ.get("BENCH_BATCH", 32))
 length = int(os.environ.get("BENCH_LENGTH", 64))
-seconds = float(os.environ.get("BENCH_SECONDS", 10))
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 2)))
 torch.manual_seed(0)
 
@@ -22,16 +22,6 @@ ids = torch.randint(1000, 30000, (batch_size, length))
 mask = torch.ones(batch_size, length, dtype=torch.long)
 labels = torch.arange(batch_size) % 10
 tokens = batch_size * length
-
-
-def rate(work):
-    work()
-    start = time.perf_counter()
-    calls = 0
-    while time.perf_counter() - start < seconds or calls < 3:
-        work()
-        calls += 1
-    return calls / (time.perf_counter() - start)
 
 
 def report(workload, per_second):

@@ -236,6 +236,16 @@ pub struct TeacherOutput {
     pub hidden: ROption<Tensor>,
 }
 
+impl TeacherOutput {
+    pub fn new(logits: Tensor, hidden: Option<Tensor>) -> Self {
+        Self { logits, hidden: hidden.into() }
+    }
+
+    pub fn hidden(&self) -> Option<&Tensor> {
+        self.hidden.as_ref().into_option()
+    }
+}
+
 // ----- estimators -----
 
 /// The passes an estimator needs from every teacher; the host runs them.
@@ -306,7 +316,17 @@ pub struct StrategyInput {
     pub scores: ROption<Tensor>,
 }
 
+impl TeacherSignals {
+    pub fn hidden(&self) -> Option<&Tensor> {
+        self.hidden.as_ref().into_option()
+    }
+}
+
 impl StrategyInput {
+    pub fn scores(&self) -> Option<&Tensor> {
+        self.scores.as_ref().into_option()
+    }
+
     pub fn batch_size(&self) -> usize {
         self.teachers.first().map_or(0, |t| t.logits.shape()[0])
     }
@@ -326,6 +346,22 @@ pub struct DistributionTerm {
     pub weights: ROption<RVec<f32>>,
     pub temperature: f32,
     pub scale: f32,
+}
+
+impl DistributionTerm {
+    /// A term with every instance weighted 1.
+    pub fn new(labels: Vec<u32>, target: Tensor, temperature: f32, scale: f32) -> Self {
+        Self { labels: labels.into(), target, weights: ROption::RNone, temperature, scale }
+    }
+
+    /// The same term with per-instance weights, one per row of the target.
+    pub fn weighted(self, weights: Vec<f32>) -> Self {
+        Self { weights: ROption::RSome(weights.into()), ..self }
+    }
+
+    pub fn weights(&self) -> Option<&[f32]> {
+        self.weights.as_ref().into_option().map(|w| w.as_slice())
+    }
 }
 
 /// How a feature term compares student and teacher features in the shared space.
@@ -400,7 +436,7 @@ impl Term {
                 }
                 d.target.expect_shape("target", &[batch, d.labels.len()]).map_err(|e| e.message.into_string())?;
                 d.target.check_finite("target")?;
-                if let ROption::RSome(weights) = &d.weights {
+                if let Some(weights) = d.weights() {
                     if weights.len() != batch {
                         return Err(format!("{} weights for a batch of {batch}", weights.len()));
                     }

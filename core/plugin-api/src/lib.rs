@@ -35,6 +35,10 @@ pub use roles::*;
 
 /// Re-exported so that plugin crates and the host use the very same version.
 pub use abi_stable;
+/// The texts a teacher receives: abi_stable's string, which dereferences to `str`. It is the only
+/// boundary type plugin code names; everything else it reads or builds through std types
+/// (`Vec`, `Option`, `&[f32]`: see the constructors and accessors of the data types).
+pub use abi_stable::std_types::RString;
 
 /// The version of this API, checked by the host at load time.
 #[cfg(not(feature = "api-3-0"))]

@@ -12,8 +12,7 @@
 //! ```
 
 use workbench_plugin_api::{
-    abi_stable::std_types::RString, math::softmax, LabelSpace, Recipe, Strategy, StrategyInput, TeacherSamples,
-    TeacherSignals, Tensor,
+    math::softmax, LabelSpace, Recipe, Strategy, StrategyInput, TeacherSamples, TeacherSignals, Tensor,
 };
 
 /// A teacher with fixed logits (one row per instance) and optional hidden states.
@@ -60,7 +59,7 @@ impl Harness {
     /// The strategy input, with certainty `scores` (`[B][T]`) when given.
     pub fn strategy_input(&self, scores: Option<Vec<Vec<f32>>>) -> StrategyInput {
         StrategyInput {
-            union_labels: self.labels.labels.iter().map(|l| RString::from(l.as_str())).collect(),
+            union_labels: self.labels.labels.iter().map(|l| l.as_str().into()).collect(),
             teachers: self
                 .teachers
                 .iter()

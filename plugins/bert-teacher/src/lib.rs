@@ -5,10 +5,9 @@
 use candle_core::{Device, Tensor as CandleTensor};
 use workbench_models::{Checkpoint, EncoderClassifier, McDepth, StochasticPass, TextTokenizer};
 use workbench_plugin_api::{
-    abi_stable::std_types::{ROption, RString},
     directory_or_asset, export_plugin, params, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamTable,
-    Params, Plugin, PluginError, PluginManifest, PluginResult, Sampling, Signals, Teacher, TeacherInfo, TeacherOutput,
-    Tensor,
+    Params, Plugin, PluginError, PluginManifest, PluginResult, RString, Sampling, Signals, Teacher, TeacherInfo,
+    TeacherOutput, Tensor,
 };
 
 pub struct BertTeacherPlugin;
@@ -122,7 +121,7 @@ fn plain(tensor: &CandleTensor) -> PluginResult<Tensor> {
 impl Teacher for BertTeacher {
     fn info(&self) -> PluginResult<TeacherInfo> {
         Ok(TeacherInfo {
-            labels: self.labels.iter().map(|l| RString::from(l.as_str())).collect(),
+            labels: self.labels.iter().map(|l| l.as_str().into()).collect(),
             hidden_size: self.members[0].model.hidden_size(),
             members: self.members.len(),
             supports_stochastic: true,
@@ -139,12 +138,12 @@ impl Teacher for BertTeacher {
                 let hidden = if request.want_hidden {
                     let pooled: Vec<CandleTensor> = outputs.iter().map(|(_, p)| p.clone()).collect();
                     let mean = CandleTensor::stack(&pooled, 0).and_then(|t| t.mean(0)).map_err(model_error)?;
-                    ROption::RSome(plain(&mean)?)
+                    Some(plain(&mean)?)
                 } else {
-                    ROption::RNone
+                    None
                 };
                 let logits = mean.unsqueeze(0).map_err(model_error)?;
-                return Ok(TeacherOutput { logits: plain(&logits)?, hidden });
+                return Ok(TeacherOutput::new(plain(&logits)?, hidden));
             }
             Sampling::Stochastic { passes, seed, top_layers, lower_passes } => {
                 let member = &self.members[0];
@@ -159,12 +158,8 @@ impl Teacher for BertTeacher {
                     })
                     .collect::<PluginResult<Vec<_>>>()?;
                 let logits = CandleTensor::cat(&parts, 1).map_err(model_error)?;
-                let hidden = if request.want_hidden {
-                    ROption::RSome(plain(&self.run(member, texts, None)?.1)?)
-                } else {
-                    ROption::RNone
-                };
-                return Ok(TeacherOutput { logits: plain(&logits)?, hidden });
+                let hidden = if request.want_hidden { Some(plain(&self.run(member, texts, None)?.1)?) } else { None };
+                return Ok(TeacherOutput::new(plain(&logits)?, hidden));
             }
             Sampling::Members => self
                 .members
@@ -173,11 +168,7 @@ impl Teacher for BertTeacher {
                 .collect::<PluginResult<Vec<_>>>()?,
         };
         let stacked = CandleTensor::stack(&samples, 0).map_err(model_error)?;
-        let hidden = if request.want_hidden {
-            ROption::RSome(plain(&self.run(&self.members[0], texts, None)?.1)?)
-        } else {
-            ROption::RNone
-        };
-        Ok(TeacherOutput { logits: plain(&stacked)?, hidden })
+        let hidden = if request.want_hidden { Some(plain(&self.run(&self.members[0], texts, None)?.1)?) } else { None };
+        Ok(TeacherOutput::new(plain(&stacked)?, hidden))
     }
 }

@@ -7,9 +7,8 @@
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use workbench_plugin_api::{
-    abi_stable::std_types::{ROption, RString},
     export_plugin, params, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamTable, Params, Plugin,
-    PluginError, PluginManifest, PluginResult, Sampling, Signals, Teacher, TeacherInfo, TeacherOutput, Tensor,
+    PluginError, PluginManifest, PluginResult, RString, Sampling, Signals, Teacher, TeacherInfo, TeacherOutput, Tensor,
 };
 
 pub struct FixedTeacherPlugin;
@@ -100,7 +99,7 @@ impl FixedTeacher {
 impl Teacher for FixedTeacher {
     fn info(&self) -> PluginResult<TeacherInfo> {
         Ok(TeacherInfo {
-            labels: self.labels.iter().map(|l| RString::from(l.as_str())).collect(),
+            labels: self.labels.iter().map(|l| l.as_str().into()).collect(),
             hidden_size: self.labels.len(),
             members: self.members,
             supports_stochastic: true,
@@ -128,12 +127,12 @@ impl Teacher for FixedTeacher {
             }
         };
         let hidden = if request.want_hidden {
-            ROption::RSome(Tensor::new(vec![batch, labels], self.noisy_logits(batch, None))?)
+            Some(Tensor::new(vec![batch, labels], self.noisy_logits(batch, None))?)
         } else {
-            ROption::RNone
+            None
         };
         let passes = samples.len();
-        Ok(TeacherOutput { logits: Tensor::new(vec![passes, batch, labels], samples.concat())?, hidden })
+        Ok(TeacherOutput::new(Tensor::new(vec![passes, batch, labels], samples.concat())?, hidden))
     }
 }
 

@@ -8,7 +8,6 @@
 //! Scores [B, T]: i0 [0.8, 0.2], i1 [0.1, 0.5], i2 [0.6, 0.6] (a tie).
 
 use workbench_plugin_api::{
-    abi_stable::std_types::{ROption, RString},
     DistributionTerm, FeatureMatch, FeatureTerm, Recipe, Strategy, StrategyInput, TeacherSignals, Tensor, Term,
 };
 
@@ -21,7 +20,7 @@ fn teacher(name: &str, label_map: Vec<u32>, rows: Vec<Vec<f32>>, hidden: Vec<Vec
         name: name.into(),
         label_map: label_map.into(),
         logits: Tensor::from_rows(&rows).unwrap(),
-        hidden: ROption::RSome(Tensor::from_rows(&hidden).unwrap()),
+        hidden: Some(Tensor::from_rows(&hidden).unwrap()).into(),
     }
 }
 
@@ -38,10 +37,10 @@ fn input(only: Option<usize>) -> StrategyInput {
         None => rows,
     };
     StrategyInput {
-        union_labels: ["a0", "a1", "b0", "b1", "b2"].iter().map(|&l| RString::from(l)).collect(),
+        union_labels: ["a0", "a1", "b0", "b1", "b2"].iter().map(|&l| l.into()).collect(),
         teachers: vec![teacher("A", vec![0, 1], pick(a), pick(ha)), teacher("B", vec![2, 3, 4], pick(b), pick(hb))]
             .into(),
-        scores: ROption::RSome(Tensor::from_rows(&pick(scores)).unwrap()),
+        scores: Some(Tensor::from_rows(&pick(scores)).unwrap()).into(),
     }
 }
 
@@ -119,7 +118,7 @@ fn vanilla_kd_merges_a_label_two_teachers_own() {
     // A owns union {0, 1}, B owns {1, 2}. Concatenation [0, 0 | 0, ln 2] -> [1, 1, 1, 2] / 5;
     // label 1's two copies add up: [1/5, 2/5, 2/5] over the distinct labels 0, 1, 2.
     let mut overlapping = input(Some(0));
-    overlapping.union_labels = ["x", "shared", "y"].iter().map(|&l| RString::from(l)).collect();
+    overlapping.union_labels = ["x", "shared", "y"].iter().map(|&l| l.into()).collect();
     overlapping.teachers[0].label_map = vec![0, 1].into();
     overlapping.teachers[0].logits = Tensor::from_rows(&[vec![0.0, 0.0]]).unwrap();
     overlapping.teachers[1].label_map = vec![1, 2].into();
@@ -142,10 +141,10 @@ fn muka_margins_can_be_scaled_to_mean_one() {
         temperature: 1.0,
         within_blocks: false,
     };
-    let weights = distribution(&recipe(&scaled, None), 0).weights.as_ref().unwrap().to_vec();
+    let weights = distribution(&recipe(&scaled, None), 0).weights().unwrap().to_vec();
     assert_close(&weights, &[1.799999, 1.2, 0.000003]);
     // A single instance is its own mean.
-    assert_close(distribution(&recipe(&scaled, Some(0)), 0).weights.as_ref().unwrap(), &[1.0]);
+    assert_close(distribution(&recipe(&scaled, Some(0)), 0).weights().unwrap(), &[1.0]);
 }
 
 #[test]
@@ -166,13 +165,13 @@ fn muka_hard_takes_the_most_certain_teacher() {
         &[0.25, 0.75, 0.0, 0.0, 0.0, 0.0, 0.0, 2.0 / 3.0, 1.0 / 3.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0],
     );
     // Margins |s1 - s2| + 1e-6: 0.6, 0.4, 0 (the tie).
-    assert_close(term.weights.as_ref().unwrap(), &[0.600001, 0.400001, 0.000001]);
+    assert_close(term.weights().unwrap(), &[0.600001, 0.400001, 0.000001]);
     // A batch of size 1 works and gives the same row.
     let single = recipe(&hard, Some(1));
     assert_close(distribution(&single, 0).target.data(), &[0.0, 0.0, 2.0 / 3.0, 1.0 / 3.0, 0.0]);
     // Margin off: no weights.
     let off = Muka { margin: false, ..hard };
-    assert!(distribution(&recipe(&off, None), 0).weights.is_none());
+    assert!(distribution(&recipe(&off, None), 0).weights().is_none());
 }
 
 #[test]
@@ -228,7 +227,7 @@ fn muka_within_blocks_adds_each_teachers_own_labels_after_the_integrated_target(
     assert_eq!((a.labels.as_slice(), b.labels.as_slice()), (&[0, 1][..], &[2, 3, 4][..]));
     assert_close(a.target.data(), &[0.366025, 0.633975]);
     assert_close(b.target.data(), &[1.0 / 3.0; 3]);
-    assert_eq!((a.weights.as_ref().into_option(), a.scale, b.scale), (None, 4.0, 4.0));
+    assert_eq!((a.weights(), a.scale, b.scale), (None, 4.0, 4.0));
 }
 
 #[test]
@@ -254,7 +253,7 @@ fn muka_soft_integrates_by_softmax_of_scores() {
         ],
     );
     assert_eq!(term.target.at(&[1])[4], 0.0);
-    assert_close(term.weights.as_ref().unwrap(), &[0.600001, 0.400001, 0.000001]);
+    assert_close(term.weights().unwrap(), &[0.600001, 0.400001, 0.000001]);
 }
 
 #[test]
@@ -301,7 +300,7 @@ fn margins_are_the_gap_between_the_two_highest_scores() {
 #[test]
 fn muka_without_scores_is_refused() {
     let mut no_scores = input(None);
-    no_scores.scores = ROption::RNone;
+    no_scores.scores = None.into();
     let error = Muka {
         integration: Integration::Hard,
         margin: true,
@@ -345,7 +344,7 @@ fn cfl_matches_each_teacher_in_a_common_space_with_mmd() {
 #[test]
 fn feature_strategies_refuse_teachers_without_hidden_states() {
     let mut no_hidden = input(None);
-    no_hidden.teachers[1].hidden = ROption::RNone;
+    no_hidden.teachers[1].hidden = None.into();
     let error = Dfa(FEATURES).recipe(&no_hidden).unwrap_err();
     assert!(error.message.contains("teacher `B` gave none"), "{error}");
 }

@@ -43,7 +43,7 @@ impl FeatureSettings {
 }
 
 fn hidden<'a>(strategy: &str, teacher: &'a TeacherSignals) -> PluginResult<&'a Tensor> {
-    teacher.hidden.as_ref().into_option().ok_or_else(|| {
+    teacher.hidden().ok_or_else(|| {
         PluginError::invalid_input(format!("{strategy} needs hidden states, but teacher `{}` gave none", teacher.name))
     })
 }

@@ -2,8 +2,7 @@
 //! instance by the margin between the two highest scores.
 
 use workbench_plugin_api::{
-    abi_stable::std_types::ROption, math::softmax, params, DistributionTerm, PluginError, PluginResult, Recipe,
-    Strategy, StrategyInput, Tensor, Term,
+    math::softmax, params, DistributionTerm, PluginError, PluginResult, Recipe, Strategy, StrategyInput, Tensor, Term,
 };
 
 use crate::{teacher_probs, temperature, Uhc};
@@ -88,9 +87,7 @@ pub fn margin(scores: &[f32]) -> f32 {
 impl Strategy for Muka {
     fn recipe(&self, input: &StrategyInput) -> PluginResult<Recipe> {
         let scores = input
-            .scores
-            .as_ref()
-            .into_option()
+            .scores()
             .ok_or_else(|| PluginError::invalid_input("muka needs certainty scores: configure an estimator"))?;
         let (batch, teachers, union) = (input.batch_size(), input.teachers.len(), input.union_labels.len());
         scores.expect_shape("scores", &[batch, teachers])?;
@@ -113,13 +110,13 @@ impl Strategy for Muka {
             let mean = weights.iter().sum::<f32>() / batch.max(1) as f32;
             weights.iter_mut().for_each(|w| *w /= mean);
         }
-        let mut terms = vec![Term::Distribution(DistributionTerm {
-            labels: (0..union as u32).collect(),
-            target: Tensor::new(vec![batch, union], target)?,
-            weights: if self.margin { ROption::RSome(weights.into()) } else { ROption::RNone },
-            temperature: self.temperature,
-            scale: 1.0,
-        })];
+        let integrated = DistributionTerm::new(
+            (0..union as u32).collect(),
+            Tensor::new(vec![batch, union], target)?,
+            self.temperature,
+            1.0,
+        );
+        let mut terms = vec![Term::Distribution(if self.margin { integrated.weighted(weights) } else { integrated })];
         if self.within_blocks {
             terms.extend(Uhc { temperature: self.temperature }.recipe(input)?.terms);
         }

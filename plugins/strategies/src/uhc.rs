@@ -2,9 +2,7 @@
 //! over that teacher's labels matches the teacher there; the terms add up, each scaled by T²
 //! as in distillation, so that its gradients keep their size whatever the temperature.
 
-use workbench_plugin_api::{
-    abi_stable::std_types::ROption, DistributionTerm, PluginResult, Recipe, Strategy, StrategyInput, Tensor, Term,
-};
+use workbench_plugin_api::{DistributionTerm, PluginResult, Recipe, Strategy, StrategyInput, Tensor, Term};
 
 use crate::teacher_probs;
 
@@ -20,13 +18,9 @@ impl Strategy for Uhc {
             .iter()
             .map(|teacher| {
                 let target: Vec<f32> = (0..batch).flat_map(|b| teacher_probs(teacher, b, self.temperature)).collect();
-                Ok(Term::Distribution(DistributionTerm {
-                    labels: teacher.label_map.clone(),
-                    target: Tensor::new(vec![batch, teacher.label_map.len()], target)?,
-                    weights: ROption::RNone,
-                    temperature: self.temperature,
-                    scale: self.temperature * self.temperature,
-                }))
+                let target = Tensor::new(vec![batch, teacher.label_map.len()], target)?;
+                let (labels, temperature) = (teacher.label_map.to_vec(), self.temperature);
+                Ok(Term::Distribution(DistributionTerm::new(labels, target, temperature, temperature * temperature)))
             })
             .collect::<PluginResult<Vec<_>>>()?;
         Ok(Recipe { terms: terms.into() })

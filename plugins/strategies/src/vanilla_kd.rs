@@ -6,8 +6,7 @@
 //! teachers together give it); the student's softmax then runs over distinct labels only.
 
 use workbench_plugin_api::{
-    abi_stable::std_types::ROption, math::softmax, DistributionTerm, PluginResult, Recipe, Strategy, StrategyInput,
-    Tensor, Term,
+    math::softmax, DistributionTerm, PluginResult, Recipe, Strategy, StrategyInput, Tensor, Term,
 };
 
 pub struct VanillaKd {
@@ -34,13 +33,8 @@ pub fn vanilla_kd_term(input: &StrategyInput, temperature: f32) -> PluginResult<
             row[at] += p;
         }
     }
-    Ok(DistributionTerm {
-        target: Tensor::new(vec![batch, labels.len()], target)?,
-        labels: labels.into(),
-        weights: ROption::RNone,
-        temperature,
-        scale: temperature * temperature,
-    })
+    let target = Tensor::new(vec![batch, labels.len()], target)?;
+    Ok(DistributionTerm::new(labels, target, temperature, temperature * temperature))
 }
 
 impl Strategy for VanillaKd {

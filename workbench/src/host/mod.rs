@@ -355,7 +355,7 @@ impl TeacherHandle {
             .expect_shape("logits", &[passes, texts.len(), info.labels.len()])
             .map_err(|e| self.origin.invalid(CALL, e.message.into()))?;
         output.logits.check_finite("logits").map_err(|e| self.origin.invalid(CALL, e))?;
-        if let Some(hidden) = output.hidden.as_ref().into_option() {
+        if let Some(hidden) = output.hidden() {
             hidden
                 .expect_shape("hidden state", &[texts.len(), info.hidden_size])
                 .map_err(|e| self.origin.invalid(CALL, e.message.into()))?;

@@ -35,8 +35,8 @@ pub fn distribution_loss(term: &DistributionTerm, logits: &Tensor) -> Result<Ten
     let neg_entropy: Vec<f32> = (0..batch).map(|b| term.target.at(&[b]).iter().copied().map(x_ln_x).sum()).collect();
     let cross = (target * log_q)?.sum(1)?;
     let kl = (Tensor::from_vec(neg_entropy, batch, device)? - cross)?;
-    let weighted = match term.weights.as_ref().into_option() {
-        Some(weights) => (kl * Tensor::from_slice(weights.as_slice(), batch, device)?)?,
+    let weighted = match term.weights() {
+        Some(weights) => (kl * Tensor::from_slice(weights, batch, device)?)?,
         None => kl,
     };
     Ok((weighted.mean(0)? * term.scale as f64)?)

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use abi_stable::std_types::{ROption, RString};
+use abi_stable::std_types::RString;
 use candle_core::{Device, Tensor as CandleTensor, Var};
 use workbench_models::{Checkpoint, ClassifierOptions, EncoderClassifier, ModelOutput};
 use workbench_plugin_api::{LabelSpace, StrategyInput, TeacherSignals, Tensor};
@@ -55,7 +55,7 @@ impl TrainingSignals<'_> {
         StrategyInput {
             union_labels: self.labels.labels.iter().map(|l| RString::from(l.as_str())).collect(),
             teachers,
-            scores: self.scores.map(|s| rows(s.data(), s.shape()[1], indices)).map_or(ROption::RNone, ROption::RSome),
+            scores: self.scores.map(|s| rows(s.data(), s.shape()[1], indices)).into(),
         }
     }
 }

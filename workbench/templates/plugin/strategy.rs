@@ -2,7 +2,7 @@
 //! is most confident (highest top probability). Replace the recipe with your method.
 
 use workbench_plugin_api::{
-    abi_stable::std_types::ROption, export_plugin, math::softmax, params, ComponentKind, ComponentSpec, DistributionTerm,
+    export_plugin, math::softmax, params, ComponentKind, ComponentSpec, DistributionTerm,
     ParamTable, Params, Plugin, PluginError, PluginManifest, PluginResult, Recipe, Signals, Strategy, StrategyInput,
     Tensor, Term,
 };
@@ -55,13 +55,12 @@ impl Strategy for {{Type}} {
             }
         }
         Ok(Recipe {
-            terms: vec![Term::Distribution(DistributionTerm {
-                labels: (0..union as u32).collect(),
-                target: Tensor::new(vec![batch, union], target)?,
-                weights: ROption::RNone,
-                temperature: self.temperature,
-                scale: 1.0,
-            })]
+            terms: vec![Term::Distribution(DistributionTerm::new(
+                (0..union as u32).collect(),
+                Tensor::new(vec![batch, union], target)?,
+                self.temperature,
+                1.0,
+            ))]
             .into(),
         })
     }

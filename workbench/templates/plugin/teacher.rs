@@ -4,9 +4,8 @@
 //! asset's name, such as `minilm`).
 
 use workbench_plugin_api::{
-    abi_stable::std_types::{ROption, RString},
     export_plugin, params, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamTable, Params, Plugin,
-    PluginError, PluginManifest, PluginResult, Sampling, Signals, Teacher, TeacherInfo, TeacherOutput, Tensor,
+    PluginError, PluginManifest, PluginResult, RString, Sampling, Signals, Teacher, TeacherInfo, TeacherOutput, Tensor,
 };
 
 pub struct {{Type}}Plugin;
@@ -43,7 +42,7 @@ params! {
 impl Teacher for {{Type}} {
     fn info(&self) -> PluginResult<TeacherInfo> {
         Ok(TeacherInfo {
-            labels: self.labels.iter().map(|l| RString::from(l.as_str())).collect(),
+            labels: self.labels.iter().map(|l| l.as_str().into()).collect(),
             hidden_size: 0,
             members: 1,
             supports_stochastic: false,
@@ -62,7 +61,7 @@ impl Teacher for {{Type}} {
                 self.labels.iter().map(move |label| text.matches(&label.to_lowercase()).count() as f32)
             })
             .collect();
-        Ok(TeacherOutput { logits: Tensor::new(vec![1, texts.len(), self.labels.len()], logits)?, hidden: ROption::RNone })
+        Ok(TeacherOutput::new(Tensor::new(vec![1, texts.len(), self.labels.len()], logits)?, None))
     }
 }
 

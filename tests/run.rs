@@ -268,6 +268,59 @@ fn a_killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
     );
 }
 
+/// A second round: the first round's student, a model over the union labels, is the selector
+/// of MUKA (its probability mass on a teacher's labels is that teacher's score), computed
+/// once per split; a config cannot have both a selector and an estimator.
+#[test]
+fn an_earlier_student_selects_the_teachers_for_a_second_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = experiment(dir.path(), 2);
+    let first = dir.path().join("first.toml");
+    std::fs::write(
+        &first,
+        base.replace("name = \"tiny\"", "name = \"first\"") + "[strategy]\nplugin = \"vanilla-kd\"\n",
+    )
+    .unwrap();
+    let out = run(&mut workbench(&["run", first.to_str().unwrap()]));
+    assert!(out.ok, "{}", out.stderr);
+    let selector = format!(
+        "[selector]\nplugin = \"bert\"\ncheckpoints = [\"{}\"]\nmax_length = 16\n\n[strategy]\nplugin = \"muka\"\n",
+        dir.path().join("runs/first/student").display()
+    );
+    let second = dir.path().join("second.toml");
+    std::fs::write(&second, base.replace("name = \"tiny\"", "name = \"second\"") + &selector).unwrap();
+    let out = run(&mut workbench(&["run", second.to_str().unwrap()]));
+    assert!(out.ok, "{}", out.stderr);
+    let run_dir = dir.path().join("runs/second");
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join(name)).unwrap()).unwrap()
+    };
+    let selector_signals: Vec<(String, String)> = read("manifest.json")["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["teacher"] == "selector")
+        .map(|s| (s["split"].as_str().unwrap().to_string(), s["provenance"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(selector_signals, [("train".to_string(), "computed".to_string()), ("test".into(), "computed".into())]);
+    let selection = &read("results.json")["selection"]["estimator"];
+    for split in ["train", "test"] {
+        // Two teachers: chance is 0.5; a student that learned the four topics does far better.
+        assert!(selection[split].as_f64().unwrap() > 0.7, "{selection}");
+    }
+    let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(report.contains("Strategy `muka`, estimator `none (selector `bert`)`"), "{report}");
+
+    let both = dir.path().join("both.toml");
+    std::fs::write(&both, base + &selector + "\n[estimator]\nplugin = \"entropy\"\n").unwrap();
+    let out = run(&mut workbench(&["config", "check", both.to_str().unwrap()]));
+    assert!(
+        !out.ok && out.stderr.contains("[estimator] and [selector] both give certainty scores: keep one"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn a_student_learns_from_an_unlabelled_transfer_set() {
     let dir = tempfile::tempdir().unwrap();

@@ -95,7 +95,7 @@ struct PredictArgs {
     /// Config file in TOML (a run or a sweep config; a sweep's first method is used).
     #[arg(value_name = "CONFIG")]
     config: PathBuf,
-    /// The teacher: a key of `[teachers]`, or `oracle`.
+    /// The teacher: a key of `[teachers]`, `oracle` or `selector`.
     #[arg(long)]
     teacher: String,
     /// Override a key, e.g. --set estimator.passes=16.

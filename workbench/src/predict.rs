@@ -17,7 +17,7 @@ pub struct Prediction {
     pub score: Option<f32>,
 }
 
-/// Runs the teacher named `teacher` (a key of `[teachers]`, or `oracle`) on `texts`.
+/// Runs the teacher named `teacher` (a key of `[teachers]`, `oracle` or `selector`) on `texts`.
 pub fn predict(
     config: &ResolvedConfig,
     registry: &Registry,
@@ -26,11 +26,13 @@ pub fn predict(
 ) -> Result<Vec<Prediction>> {
     let choice = match teacher {
         "oracle" => config.oracle.as_ref(),
+        "selector" => config.selector.as_ref(),
         name => config.teachers.get(name),
     }
     .ok_or_else(|| {
-        let names: Vec<&str> =
-            config.teachers.keys().map(String::as_str).chain(config.oracle.as_ref().map(|_| "oracle")).collect();
+        let union_models = [("oracle", &config.oracle), ("selector", &config.selector)];
+        let extra = union_models.into_iter().filter(|(_, choice)| choice.is_some()).map(|(key, _)| key);
+        let names: Vec<&str> = config.teachers.keys().map(String::as_str).chain(extra).collect();
         Error::InvalidConfig {
             problems: vec![format!("the config has no teacher `{teacher}`; its teachers: {}", names.join(", "))],
         }

@@ -138,10 +138,12 @@ impl LoadedConfig {
     }
 }
 
-/// Checks that teachers can produce what the estimator and strategy need.
+/// Checks that teachers can produce what the estimator and strategy need, and that certainty
+/// scores come from one place (an estimator or a selector) where the strategy needs them.
 pub(super) fn check_signals(
     teachers: &[(String, ComponentSpec)],
     estimator: Option<(&ComponentChoice, &ComponentSpec)>,
+    selector: bool,
     strategy: Option<(&ComponentChoice, &ComponentSpec)>,
     problems: &mut Vec<String>,
 ) {
@@ -162,10 +164,14 @@ pub(super) fn check_signals(
         problems.extend(needs(spec, "ensemble member passes", |s| s.member_passes));
         problems.extend(needs(spec, "hidden states", |s| s.hidden_states));
     }
-    if let (Some((_, spec)), None) = (strategy, estimator) {
+    if estimator.is_some() && selector {
+        problems.push("[estimator] and [selector] both give certainty scores: keep one".into());
+    }
+    if let (Some((_, spec)), None, false) = (strategy, estimator, selector) {
         if spec.signals.scores {
             problems.push(format!(
-                "strategy `{}` needs certainty scores: add an [estimator] table (e.g. plugin = \"entropy\")",
+                "strategy `{}` needs certainty scores: add an [estimator] table (e.g. plugin = \"entropy\") \
+                 or a [selector]",
                 spec.name
             ));
         }

@@ -52,6 +52,8 @@ struct Settings {
     sweep: Option<serde::de::IgnoredAny>,
     #[allow(dead_code)]
     oracle: Option<serde::de::IgnoredAny>,
+    #[allow(dead_code)]
+    selector: Option<serde::de::IgnoredAny>,
     data: Option<DataConfig>,
     student: Option<TrainingSettings>,
     #[allow(dead_code)]
@@ -110,6 +112,10 @@ pub struct ResolvedConfig {
     /// A teacher over all labels, evaluated as a reference row.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oracle: Option<ComponentChoice>,
+    /// Instead of an estimator: a model over the union labels (a teacher plugin, e.g. an earlier
+    /// run's student) whose probability mass on each teacher's labels is that teacher's score.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selector: Option<ComponentChoice>,
     /// Plugin name -> the sha256 its library must have (checked at validation).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub plugin_sha256: BTreeMap<String, String>,
@@ -193,12 +199,12 @@ impl LoadedConfig {
             )),
             _ => problems.push("no teachers: add at least one [teachers.NAME] table with a `plugin` key".into()),
         }
-        let oracle = self
-            .figment
-            .find_value("oracle")
-            .ok()
-            .and_then(|value| self.component(registry, ComponentKind::Teacher, "oracle", &value, &mut problems))
-            .map(|(choice, _)| choice);
+        // Teachers over the union labels, under keys of their own.
+        let mut union_model = |key: &str| {
+            let value = self.figment.find_value(key).ok()?;
+            self.component(registry, ComponentKind::Teacher, key, &value, &mut problems).map(|(choice, _)| choice)
+        };
+        let (oracle, selector) = (union_model("oracle"), union_model("selector"));
         let estimator =
             self.figment.find_value("estimator").ok().and_then(|value| {
                 self.component(registry, ComponentKind::Estimator, "estimator", &value, &mut problems)
@@ -213,6 +219,7 @@ impl LoadedConfig {
         check_signals(
             &teacher_specs,
             estimator.as_ref().map(|(c, s)| (c, s)),
+            selector.is_some(),
             strategy.as_ref().map(|(c, s)| (c, s)),
             &mut problems,
         );
@@ -239,6 +246,7 @@ impl LoadedConfig {
                 estimator: estimator.map(|(choice, _)| choice),
                 strategy,
                 oracle,
+                selector,
                 plugin_sha256: self.settings.plugin_sha256.clone(),
             }),
             _ => Err(Error::InvalidConfig { problems }),

@@ -5,7 +5,7 @@ use workbench_plugin_api::{LabelSpace, SamplingPlan, Tensor};
 
 use super::{
     prepare::{prepare, student_examples, student_texts, texts, Prepared},
-    signals::{signals, SignalRecord, Signals},
+    signals::{signals, Scorer, SignalRecord, Signals},
     SelectionReport, SplitSelection,
 };
 use crate::{
@@ -112,22 +112,29 @@ fn cost_in_passes(plan: SamplingPlan, records: &[SignalRecord]) -> Option<f64> {
     }
 }
 
-/// Scores the student's training texts and the test split with the config's estimator and
-/// measures its teacher-selection accuracy; no student is trained and no run directory is
-/// written.
+/// Scores the student's training texts and the test split with the config's estimator (or
+/// selector) and measures its teacher-selection accuracy; no student is trained and no run
+/// directory is written.
 pub fn selection_only(config: &ResolvedConfig, registry: &Registry) -> Result<SelectionOutcome> {
     let Prepared { splits, mut teachers, estimator, labels } = prepare(config, registry)?;
-    let Some(estimator) = estimator else {
-        return Err(Error::InvalidConfig { problems: vec!["no `estimator` table: nothing selects a teacher".into()] });
-    };
+    let scorer = Scorer::of(config, registry, estimator.as_ref(), &labels);
+    if matches!(scorer, Scorer::Nothing) {
+        return Err(Error::InvalidConfig {
+            problems: vec!["no `estimator` or `selector` table: nothing selects a teacher".into()],
+        });
+    }
     let examples = student_examples(&splits, &labels)?;
     let (train_texts, train_gold) = student_texts(config, &examples)?;
     let started = std::time::Instant::now();
-    let train = signals(config, &mut teachers, Some(&estimator), &train_texts, false, "train")?;
-    let test = signals(config, &mut teachers, Some(&estimator), &texts(&examples.test), false, "test")?;
+    let train = signals(config, &mut teachers, scorer, &train_texts, false, "train")?;
+    let test = signals(config, &mut teachers, scorer, &texts(&examples.test), false, "test")?;
     let seconds = started.elapsed().as_secs_f64();
     let provenance: Vec<SignalRecord> = train.provenance.iter().chain(&test.provenance).cloned().collect();
-    let cost = cost_in_passes(estimator.plan()?, &provenance);
+    // A selector's cost is another model's pass, not a number of the teachers' passes.
+    let cost = match &estimator {
+        Some(estimator) if config.selector.is_none() => cost_in_passes(estimator.plan()?, &provenance),
+        _ => None,
+    };
     let computed = provenance.iter().any(|p| p.provenance == Provenance::Computed);
     let report = selection_report(&train, &test, train_gold.as_deref(), &examples.test_gold, &labels);
     let test_gold = &examples.test_gold;

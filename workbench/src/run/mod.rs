@@ -129,8 +129,8 @@ use prepare::{prepare, student_examples, student_texts, texts, Prepared, Student
 pub use prepare::{taught_teachers, teacher_is_ready, train_teacher, UnownedRows};
 use report::{manifest, report, ManifestData};
 pub use report::{DataRecord, HostRecord, Manifest, PluginRecord, SeedRecord, TeacherRecord};
-use signals::{oracle_signals, signals};
 pub use signals::{signal_requests, teacher_signals, SignalRecord, SignalRequest, Split};
+use signals::{signals, union_model_signals, Scorer};
 
 fn write(path: &Path, contents: &str) -> Result<()> {
     write_atomically(path, contents)
@@ -214,8 +214,9 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
     let (train_texts, train_gold) = student_texts(config, &examples)?;
     let StudentExamples { validation, test, test_gold, unowned, .. } = examples;
     let test_texts = texts(&test);
-    let train_signals = signals(config, &mut teachers, estimator.as_ref(), &train_texts, want_hidden, "train")?;
-    let test_signals = signals(config, &mut teachers, estimator.as_ref(), &test_texts, false, "test")?;
+    let scorer = Scorer::of(config, registry, estimator.as_ref(), &labels);
+    let train_signals = signals(config, &mut teachers, scorer, &train_texts, want_hidden, "train")?;
+    let test_signals = signals(config, &mut teachers, scorer, &test_texts, false, "test")?;
 
     let names: Vec<String> = teachers.iter().map(|t| t.name.clone()).collect();
     let training = TrainingSignals {
@@ -242,7 +243,7 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
         })
         .collect();
     let oracle = if let Some(choice) = &config.oracle {
-        let (signals, info, _) = oracle_signals(config, registry, choice, &test_texts)?;
+        let (signals, info, _) = union_model_signals(config, registry, "oracle", choice, &test_texts)?;
         // The oracle's labels map to the union by name; one outside the union is never right.
         let map: Vec<u32> = info.labels.iter().map(|l| labels.index_of(l).unwrap_or(u32::MAX)).collect();
         Some(row("all-label oracle", &teacher_predictions(&signals.logits, &map), &test_gold, &labels))

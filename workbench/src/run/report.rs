@@ -165,7 +165,11 @@ pub(super) fn report(
     out += &format!(
         "Strategy `{}`, estimator `{}`, {} teachers, seed {}, MC seed {}, data seed {}. Student: {} ({} layers), best epoch {} of {}.\n\n",
         config.strategy.component,
-        config.estimator.as_ref().map_or("none", |e| e.component.as_str()),
+        match (&config.selector, &config.estimator) {
+            (Some(selector), _) => format!("none (selector `{}`)", selector.component),
+            (None, Some(estimator)) => estimator.component.clone(),
+            (None, None) => "none".into(),
+        },
         teachers.len(),
         config.seed,
         config.mc_seed,

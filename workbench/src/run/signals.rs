@@ -1,8 +1,8 @@
 //! The teachers' outputs a run reads (deterministic passes, the estimator's samples, the
-//! oracle's), through the signal cache, and the estimator's scores.
+//! oracle's and the selector's), through the signal cache, and the certainty scores.
 
 use abi_stable::std_types::RString;
-use workbench_plugin_api::{SamplingPlan, TeacherSamples, Tensor};
+use workbench_plugin_api::{math::softmax, LabelSpace, SamplingPlan, TeacherInfo, TeacherSamples, Tensor};
 
 use super::prepare::{prepare, student_examples, student_texts, teacher_identity, texts, Prepared, Teacher};
 use crate::{
@@ -31,16 +31,49 @@ pub struct SignalRecord {
     pub seconds: Option<f64>,
 }
 
-/// Every teacher's deterministic signals over `texts`, and the estimator's scores.
+/// Where a run's certainty scores come from.
+#[derive(Clone, Copy)]
+pub(super) enum Scorer<'a> {
+    Nothing,
+    Estimator(&'a EstimatorHandle),
+    /// A model over the union labels (`[selector]`), run through the teacher plugins.
+    Selector {
+        choice: &'a ComponentChoice,
+        registry: &'a Registry,
+        labels: &'a LabelSpace,
+    },
+}
+
+impl<'a> Scorer<'a> {
+    /// The config's selector if it has one, else its estimator if it has one.
+    pub fn of(
+        config: &'a ResolvedConfig,
+        registry: &'a Registry,
+        estimator: Option<&'a EstimatorHandle>,
+        labels: &'a LabelSpace,
+    ) -> Self {
+        match (&config.selector, estimator) {
+            (Some(choice), _) => Scorer::Selector { choice, registry, labels },
+            (None, Some(estimator)) => Scorer::Estimator(estimator),
+            (None, None) => Scorer::Nothing,
+        }
+    }
+}
+
+/// Every teacher's deterministic signals over `texts`, and the certainty scores.
 pub(super) fn signals(
     config: &ResolvedConfig,
     teachers: &mut [Teacher],
-    estimator: Option<&EstimatorHandle>,
+    scorer: Scorer<'_>,
     texts: &[RString],
     want_hidden: bool,
     split: &str,
 ) -> Result<Signals> {
     let cache = SignalCache::new(&config.cache);
+    let estimator = match scorer {
+        Scorer::Estimator(estimator) => Some(estimator),
+        _ => None,
+    };
     let plan = estimator.map(|e| e.plan()).transpose()?;
     let (mut deterministic, mut samples, mut provenance) = (Vec::new(), Vec::new(), Vec::new());
     for teacher in teachers.iter_mut() {
@@ -85,28 +118,79 @@ pub(super) fn signals(
         }
         deterministic.push(det);
     }
-    let scores = match estimator {
-        Some(estimator) => Some(estimator.score(&samples)?),
-        None => None,
+    let scores = match scorer {
+        Scorer::Nothing => None,
+        Scorer::Estimator(estimator) => Some(estimator.score(&samples)?),
+        Scorer::Selector { choice, registry, labels } => {
+            let started = std::time::Instant::now();
+            let (signals, info, from) = union_model_signals(config, registry, "selector", choice, texts)?;
+            provenance.push(SignalRecord {
+                teacher: "selector".into(),
+                split: split.to_string(),
+                plan: "deterministic".into(),
+                provenance: from,
+                seconds: (from == Provenance::Computed).then(|| started.elapsed().as_secs_f64()),
+            });
+            let names: Vec<&str> = teachers.iter().map(|t| t.name.as_str()).collect();
+            Some(selector_scores(&signals.logits, &info, labels, &names)?)
+        }
     };
     Ok(Signals { deterministic, scores, provenance })
 }
 
-/// The oracle's deterministic signals over the test texts, with its labels.
-pub(super) fn oracle_signals(
+/// Certainty scores `[B, T]` from a model over the union labels: the probability mass its
+/// softmax puts on each teacher's labels (a union label two teachers own counts for both; the
+/// selector's labels outside the union count for none).
+pub(super) fn selector_scores(
+    logits: &Tensor,
+    info: &TeacherInfo,
+    labels: &LabelSpace,
+    teachers: &[&str],
+) -> Result<Tensor> {
+    let union: Vec<Option<u32>> = info.labels.iter().map(|l| labels.index_of(l)).collect();
+    let blind: Vec<String> = teachers
+        .iter()
+        .zip(&labels.maps)
+        .filter(|(_, map)| !union.iter().flatten().any(|u| map.contains(u)))
+        .map(|(teacher, _)| format!("`{teacher}`"))
+        .collect();
+    if !blind.is_empty() {
+        return Err(Error::InvalidConfig {
+            problems: vec![format!(
+                "the selector has none of the labels of teacher {}: its labels must name the teachers' labels",
+                blind.join(", ")
+            )],
+        });
+    }
+    let texts = logits.shape()[1];
+    let mut scores = Vec::with_capacity(texts * labels.maps.len());
+    for b in 0..texts {
+        let probabilities = softmax(logits.at(&[0, b]), 1.0);
+        for map in &labels.maps {
+            let owned = union.iter().zip(&probabilities).filter(|(u, _)| u.is_some_and(|u| map.contains(&u)));
+            scores.push(owned.map(|(_, p)| p).sum::<f32>());
+        }
+    }
+    Ok(Tensor::new(vec![texts, labels.maps.len()], scores).expect("one score per text and teacher"))
+}
+
+/// The deterministic signals of a model over the union labels (`oracle` or `selector`, its
+/// config key) over `texts`, with its labels.
+pub(super) fn union_model_signals(
     config: &ResolvedConfig,
     registry: &Registry,
+    key: &str,
     choice: &ComponentChoice,
-    test_texts: &[RString],
-) -> Result<(TeacherSignalSet, workbench_plugin_api::TeacherInfo, Provenance)> {
+    texts: &[RString],
+) -> Result<(TeacherSignalSet, TeacherInfo, Provenance)> {
     let mut handle = registry.create_teacher(&choice.component, choice.library.as_deref(), &choice.params)?;
     let info = handle.info()?;
     let (signals, provenance) = SignalCache::new(&config.cache).get(
-        "oracle",
+        key,
         &mut handle,
         &info,
         &teacher_identity(registry, choice)?,
-        test_texts,
+        texts,
         SamplingPlan::Deterministic,
         config.mc_seed,
         false,
@@ -130,7 +214,7 @@ impl Split {
     }
 }
 
-/// One cached teacher output: which teacher (its config key, `teachers.NAME` or `oracle`),
+/// One cached teacher output: which teacher (its config key: `teachers.NAME`, `oracle` or `selector`),
 /// over which split, under which sampling plan, with hidden states or not.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SignalRequest {
@@ -154,13 +238,17 @@ pub fn signal_requests(config: &ResolvedConfig, plan: Option<SamplingPlan>, hidd
             requests.push(request(Split::Test, plan, false));
         }
     }
+    let deterministic = |teacher: &str, split| SignalRequest {
+        teacher: teacher.into(),
+        split,
+        plan: SamplingPlan::Deterministic,
+        hidden: false,
+    };
     if config.oracle.is_some() {
-        requests.push(SignalRequest {
-            teacher: "oracle".into(),
-            split: Split::Test,
-            plan: SamplingPlan::Deterministic,
-            hidden: false,
-        });
+        requests.push(deterministic("oracle", Split::Test));
+    }
+    if config.selector.is_some() {
+        requests.extend([deterministic("selector", Split::Train), deterministic("selector", Split::Test)]);
     }
     requests
 }
@@ -174,12 +262,16 @@ pub fn teacher_signals(config: &ResolvedConfig, registry: &Registry, request: &S
         Split::Train => student_texts(config, &examples)?.0,
         Split::Test => texts(&examples.test),
     };
-    if request.teacher == "oracle" {
-        let choice = config
-            .oracle
-            .as_ref()
-            .ok_or_else(|| Error::InvalidConfig { problems: vec!["no [oracle] table in the config".into()] })?;
-        return Ok(oracle_signals(config, registry, choice, &texts)?.2);
+    let union_model = match request.teacher.as_str() {
+        "oracle" => Some(&config.oracle),
+        "selector" => Some(&config.selector),
+        _ => None,
+    };
+    if let Some(choice) = union_model {
+        let choice = choice.as_ref().ok_or_else(|| Error::InvalidConfig {
+            problems: vec![format!("no [{}] table in the config", request.teacher)],
+        })?;
+        return Ok(union_model_signals(config, registry, &request.teacher, choice, &texts)?.2);
     }
     let teacher =
         teachers.iter_mut().find(|t| request.teacher.strip_prefix("teachers.") == Some(t.name.as_str())).ok_or_else(
@@ -196,4 +288,38 @@ pub fn teacher_signals(config: &ResolvedConfig, registry: &Registry, request: &S
         request.hidden,
     )?;
     Ok(provenance)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(labels: &[&str]) -> TeacherInfo {
+        TeacherInfo {
+            labels: labels.iter().map(|&l| l.into()).collect(),
+            hidden_size: 0,
+            members: 1,
+            supports_stochastic: false,
+        }
+    }
+
+    /// Teachers `a` over x, y and `b` over y, z (y shared); the selector knows z, x, y and w (w
+    /// outside the union). Softmax of [0, ln 2, ln 3, ln 4] is [1, 2, 3, 4] / 10: `a` gets
+    /// x + y = 0.2 + 0.3, `b` gets y + z = 0.3 + 0.1; equal logits give 1/4 each: 0.5 and 0.5.
+    #[test]
+    fn a_selector_scores_each_teacher_by_the_mass_on_its_labels() {
+        let labels = LabelSpace::union([&["x".to_string(), "y".into()][..], &["y".to_string(), "z".into()][..]]);
+        let (l2, l3, l4) = (2f32.ln(), 3f32.ln(), 4f32.ln());
+        let logits = Tensor::new(vec![1, 2, 4], vec![0.0, l2, l3, l4, 1.0, 1.0, 1.0, 1.0]).unwrap();
+        let scores = selector_scores(&logits, &info(&["z", "x", "y", "w"]), &labels, &["a", "b"]).unwrap();
+        assert_eq!(scores.shape(), &[2, 2]);
+        for (got, want) in scores.data().iter().zip([0.5, 0.4, 0.5, 0.5]) {
+            assert!((got - want).abs() < 1e-6, "{:?}", scores.data());
+        }
+        let blind = selector_scores(&logits, &info(&["w", "v", "x", "u"]), &labels, &["a", "b"]).unwrap_err();
+        assert_eq!(
+            blind.to_string(),
+            "configuration is invalid:\n  - the selector has none of the labels of teacher `b`: its labels must name the teachers' labels"
+        );
+    }
 }

@@ -58,14 +58,15 @@ impl std::str::FromStr for Executor {
     }
 }
 
-/// One method: a strategy table and, when it needs scores, an estimator table; they replace
-/// nothing, so the base config has neither.
+/// One method: a strategy table and, when it needs scores, an estimator or a selector table;
+/// they replace nothing, so the base config has none of them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Method {
     pub name: String,
     pub strategy: Dict,
     pub estimator: Option<Dict>,
+    pub selector: Option<Dict>,
 }
 
 #[derive(Deserialize)]
@@ -171,6 +172,9 @@ impl Grid {
         keys.insert("strategy".into(), Value::from(method.strategy.clone()));
         if let Some(estimator) = &method.estimator {
             keys.insert("estimator".into(), Value::from(estimator.clone()));
+        }
+        if let Some(selector) = &method.selector {
+            keys.insert("selector".into(), Value::from(selector.clone()));
         }
         let figment = Figment::from(self.base.clone()).merge(RunKeys(keys));
         config::LoadedConfig::from_figment(figment, &self.name)?.validate(registry)
@@ -365,20 +369,21 @@ pub fn aggregate(grid: &Grid, graph: &graph::Graph) -> Result<Comparison> {
     Ok(Comparison { summaries, missing })
 }
 
-/// `workbench sweep --selection-only`: every method that has an estimator scores the test split
-/// (the first seed's config; the MC seed is the config's own) and the teacher-selection
-/// accuracies are compared in `selection.md` and `selection.csv`, without training students.
+/// `workbench sweep --selection-only`: every method that has an estimator (or a selector) scores
+/// the student's training texts and the test split (the first seed's config; the MC seed is the
+/// config's own) and the teacher-selection accuracies are compared in `selection.md` and
+/// `selection.csv`, without training students.
 pub fn selection_only(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<PathBuf> {
     let grid = Grid::open(files, sets)?;
     let mut outcomes = Vec::new();
-    for method in grid.settings.methods.iter().filter(|m| m.estimator.is_some()) {
+    for method in grid.settings.methods.iter().filter(|m| m.estimator.is_some() || m.selector.is_some()) {
         let resolved = grid.resolve(method, grid.settings.seeds[0], registry)?;
         tracing::info!(method = %method.name, "scoring the test split");
         outcomes.push((method, run::selection_only(&resolved, registry)?));
     }
     let Some((_, first)) = outcomes.first() else {
         return Err(Error::InvalidConfig {
-            problems: vec!["no method in `sweep.methods` has an `estimator`: nothing to compare".into()],
+            problems: vec!["no method in `sweep.methods` has an `estimator` or a `selector`: nothing to compare".into()],
         });
     };
     let teachers: Vec<&str> = first.own_class.iter().map(|(t, _)| t.as_str()).collect();
@@ -402,7 +407,11 @@ pub fn selection_only(files: &[PathBuf], sets: &[String], registry: &Registry) -
     let reference = ("concat-argmax (reference)".to_string(), "max-logit (one pass)".to_string(), first.concat_argmax);
     let rows = std::iter::once((reference.0, reference.1, reference.2, None, None, Some(1.0))).chain(
         outcomes.iter().map(|(method, outcome)| {
-            let estimator = method.estimator.as_ref().map(describe).unwrap_or_default();
+            let estimator = match (&method.estimator, &method.selector) {
+                (_, Some(selector)) => format!("selector: {}", describe(selector)),
+                (Some(estimator), None) => describe(estimator),
+                (None, None) => String::new(),
+            };
             (
                 method.name.clone(),
                 estimator,

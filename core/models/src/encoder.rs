@@ -263,15 +263,16 @@ impl SelfAttention {
         self.attend(&projections.queries, &probs, &projections.v, pass)
     }
 
-    /// What every stochastic pass over the top layer's first position shares for the same input:
-    /// dropout comes after the attention probabilities, so everything before them.
-    fn share_first_position(&self, samples: &Tensor, mask: &Tensor) -> Result<SharedAttention> {
-        let projections = self.project(samples, true)?;
+    /// What every stochastic pass over the top layer shares for the same input: dropout comes
+    /// after the attention probabilities, so everything before them (for the first position
+    /// only with `first_only`).
+    fn share(&self, samples: &Tensor, mask: &Tensor, first_only: bool) -> Result<SharedAttention> {
+        let projections = self.project(samples, first_only)?;
         let probs = self.probabilities(&projections, mask)?;
         Ok(SharedAttention { queries: projections.queries, probs, v: projections.v })
     }
 
-    /// The first position over `order.len()` stochastic passes: pass i reads input `order[i]`
+    /// The shared positions over `order.len()` stochastic passes: pass i reads input `order[i]`
     /// (rows `order[i] * batch ..` of what was shared).
     fn forward_shared(
         &self,
@@ -576,13 +577,12 @@ impl EncoderClassifier {
             }
             Some((Tensor::cat(&parts, 0)?, attention_mask(&batch.mask)?, samples))
         };
-        // Only the top layer stochastic and only its first position read: its attention up to
-        // the dropout, once per lower sample.
+        // Only the top layer stochastic: its attention up to the dropout, once per lower sample
+        // (at its first position only where the head reads only that one).
         let shared = match &lower {
-            Some((hidden, mask, samples))
-                if stochastic_from + 1 == self.layers.len() && self.pooling == Pooling::Cls =>
-            {
-                Some(self.layers[stochastic_from].attention.share_first_position(hidden, &repeat(mask, *samples)?)?)
+            Some((hidden, mask, samples)) if stochastic_from + 1 == self.layers.len() => {
+                let first_only = self.pooling == Pooling::Cls;
+                Some(self.layers[stochastic_from].attention.share(hidden, &repeat(mask, *samples)?, first_only)?)
             }
             _ => None,
         };

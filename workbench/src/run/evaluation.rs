@@ -116,8 +116,8 @@ fn cost_in_passes(plan: SamplingPlan, records: &[SignalRecord]) -> Option<f64> {
 /// selector) and measures its teacher-selection accuracy; no student is trained and no run
 /// directory is written.
 pub fn selection_only(config: &ResolvedConfig, registry: &Registry) -> Result<SelectionOutcome> {
-    let Prepared { splits, mut teachers, estimator, labels } = prepare(config, registry)?;
-    let scorer = Scorer::of(config, registry, estimator.as_ref(), &labels);
+    let Prepared { splits, mut teachers, estimator, mut selector, labels } = prepare(config, registry)?;
+    let mut scorer = Scorer::of(selector.as_mut(), estimator.as_ref(), &labels);
     if matches!(scorer, Scorer::Nothing) {
         return Err(Error::InvalidConfig {
             problems: vec!["no `estimator` or `selector` table: nothing selects a teacher".into()],
@@ -126,8 +126,8 @@ pub fn selection_only(config: &ResolvedConfig, registry: &Registry) -> Result<Se
     let examples = student_examples(&splits, &labels)?;
     let (train_texts, train_gold) = student_texts(config, &examples)?;
     let started = std::time::Instant::now();
-    let train = signals(config, &mut teachers, scorer, &train_texts, false, "train")?;
-    let test = signals(config, &mut teachers, scorer, &texts(&examples.test), false, "test")?;
+    let train = signals(config, &mut teachers, &mut scorer, &train_texts, false, "train")?;
+    let test = signals(config, &mut teachers, &mut scorer, &texts(&examples.test), false, "test")?;
     let seconds = started.elapsed().as_secs_f64();
     let provenance: Vec<SignalRecord> = train.provenance.iter().chain(&test.provenance).cloned().collect();
     // A selector's cost is another model's pass, not a number of the teachers' passes.

@@ -130,7 +130,7 @@ pub use prepare::{taught_teachers, teacher_is_ready, train_teacher, UnownedRows}
 use report::{manifest, report, ManifestData};
 pub use report::{DataRecord, HostRecord, Manifest, PluginRecord, SeedRecord, TeacherRecord};
 pub use signals::{signal_requests, teacher_signals, SignalRecord, SignalRequest, Split};
-use signals::{signals, union_model_signals, Scorer};
+use signals::{signals, Scorer};
 
 fn write(path: &Path, contents: &str) -> Result<()> {
     write_atomically(path, contents)
@@ -193,7 +193,7 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
         write(&written, &resolved)?;
     }
 
-    let Prepared { splits, mut teachers, estimator, labels } = prepare(config, registry)?;
+    let Prepared { splits, mut teachers, estimator, mut selector, labels } = prepare(config, registry)?;
     let strategy = registry.create_strategy(
         &config.strategy.component,
         config.strategy.library.as_deref(),
@@ -214,9 +214,9 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
     let (train_texts, train_gold) = student_texts(config, &examples)?;
     let StudentExamples { validation, test, test_gold, unowned, .. } = examples;
     let test_texts = texts(&test);
-    let scorer = Scorer::of(config, registry, estimator.as_ref(), &labels);
-    let train_signals = signals(config, &mut teachers, scorer, &train_texts, want_hidden, "train")?;
-    let test_signals = signals(config, &mut teachers, scorer, &test_texts, false, "test")?;
+    let mut scorer = Scorer::of(selector.as_mut(), estimator.as_ref(), &labels);
+    let train_signals = signals(config, &mut teachers, &mut scorer, &train_texts, want_hidden, "train")?;
+    let test_signals = signals(config, &mut teachers, &mut scorer, &test_texts, false, "test")?;
 
     let names: Vec<String> = teachers.iter().map(|t| t.name.clone()).collect();
     let training = TrainingSignals {
@@ -243,9 +243,10 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
         })
         .collect();
     let oracle = if let Some(choice) = &config.oracle {
-        let (signals, info, _) = union_model_signals(config, registry, "oracle", choice, &test_texts)?;
-        // The oracle's labels map to the union by name; one outside the union is never right.
-        let map: Vec<u32> = info.labels.iter().map(|l| labels.index_of(l).unwrap_or(u32::MAX)).collect();
+        let mut oracle = prepare::UnionModel::load(registry, "oracle", choice)?;
+        let (signals, _) = oracle.signals(config, &test_texts)?;
+        // A label of the oracle's outside the union is never right.
+        let map: Vec<u32> = oracle.union_indices(&labels).into_iter().map(|i| i.unwrap_or(u32::MAX)).collect();
         Some(row("all-label oracle", &teacher_predictions(&signals.logits, &map), &test_gold, &labels))
     } else {
         None

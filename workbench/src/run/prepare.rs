@@ -3,13 +3,13 @@
 
 use abi_stable::std_types::RString;
 use serde::{Deserialize, Serialize};
-use workbench_plugin_api::{ComponentKind, LabelSpace, SamplingPlan};
+use workbench_plugin_api::{ComponentKind, LabelSpace, SamplingPlan, TeacherInfo};
 
 use crate::{
     config::{ComponentChoice, ResolvedConfig},
     data::{DataConfig, Example, Splits},
     host::{EstimatorHandle, Registry, TeacherHandle},
-    signal_cache::teacher_hash,
+    signal_cache::{teacher_hash, Provenance, SignalCache, TeacherSignalSet},
     Error, Result,
 };
 
@@ -18,6 +18,62 @@ pub(super) struct Teacher {
     pub handle: TeacherHandle,
     pub info: workbench_plugin_api::TeacherInfo,
     pub identity: String,
+}
+
+/// A model over the union labels (`[oracle]` or `[selector]`, its config key), run through a
+/// teacher plugin.
+pub(super) struct UnionModel {
+    pub key: &'static str,
+    pub handle: TeacherHandle,
+    pub info: TeacherInfo,
+    pub identity: String,
+}
+
+impl UnionModel {
+    pub fn load(registry: &Registry, key: &'static str, choice: &ComponentChoice) -> Result<Self> {
+        let handle = registry.create_teacher(&choice.component, choice.library.as_deref(), &choice.params)?;
+        let info = handle.info()?;
+        Ok(Self { key, handle, info, identity: teacher_identity(registry, choice)? })
+    }
+
+    /// Its deterministic signals over `texts`, through the signal cache.
+    pub fn signals(&mut self, config: &ResolvedConfig, texts: &[RString]) -> Result<(TeacherSignalSet, Provenance)> {
+        SignalCache::new(&config.cache).get(
+            self.key,
+            &mut self.handle,
+            &self.info,
+            &self.identity,
+            texts,
+            SamplingPlan::Deterministic,
+            config.mc_seed,
+            false,
+        )
+    }
+
+    /// The union index of each of its labels, matched by name; none for a label outside the union.
+    pub fn union_indices(&self, labels: &LabelSpace) -> Vec<Option<u32>> {
+        self.info.labels.iter().map(|l| labels.index_of(l)).collect()
+    }
+}
+
+/// Refuses a selector that has none of some teacher's labels: it could never pick that teacher.
+/// `union`: the union index of each selector label; `teachers`: the teachers' names in order.
+fn check_selector_sees_every_teacher(union: &[Option<u32>], teachers: &[&str], labels: &LabelSpace) -> Result<()> {
+    let blind: Vec<String> = teachers
+        .iter()
+        .zip(&labels.maps)
+        .filter(|(_, map)| !union.iter().flatten().any(|u| map.contains(u)))
+        .map(|(teacher, _)| format!("`{teacher}`"))
+        .collect();
+    if blind.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidConfig {
+        problems: vec![format!(
+            "the selector has none of the labels of teacher {}: its labels must name the teachers' labels",
+            blind.join(", ")
+        )],
+    })
 }
 
 /// Every teacher table with its config key: the teachers in order, then the oracle.
@@ -100,6 +156,8 @@ pub(super) struct Prepared {
     pub splits: Splits,
     pub teachers: Vec<Teacher>,
     pub estimator: Option<EstimatorHandle>,
+    /// The `[selector]` model, checked to know a label of every teacher.
+    pub selector: Option<UnionModel>,
     /// The union of the teachers' labels.
     pub labels: LabelSpace,
 }
@@ -142,7 +200,12 @@ pub(super) fn prepare(config: &ResolvedConfig, registry: &Registry) -> Result<Pr
     let teacher_labels: Vec<Vec<String>> =
         teachers.iter().map(|t| t.info.labels.iter().map(|l| l.to_string()).collect()).collect();
     let labels = LabelSpace::union(teacher_labels.iter().map(Vec::as_slice));
-    Ok(Prepared { splits, teachers, estimator, labels })
+    let selector = config.selector.as_ref().map(|choice| UnionModel::load(registry, "selector", choice)).transpose()?;
+    if let Some(selector) = &selector {
+        let names: Vec<&str> = teachers.iter().map(|t| t.name.as_str()).collect();
+        check_selector_sees_every_teacher(&selector.union_indices(&labels), &names, &labels)?;
+    }
+    Ok(Prepared { splits, teachers, estimator, selector, labels })
 }
 
 /// What identifies a teacher's outputs: its parameters, the files they name and the plugin
@@ -216,4 +279,23 @@ pub(super) fn student_texts(
         Some(transfer) => (transfer.iter().map(|t| RString::from(t.as_str())).collect(), None),
         None => (texts(&examples.train), Some(examples.train_gold.clone())),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Teachers `a` over x, y and `b` over y, z: a selector over z, x, y, w sees both; one over
+    /// w, v, x, u (x is `a`'s only) never sees `b`.
+    #[test]
+    fn a_selector_without_a_label_of_some_teacher_is_refused_naming_it() {
+        let labels = LabelSpace::union([&["x".to_string(), "y".into()][..], &["y".to_string(), "z".into()][..]]);
+        let union = |names: [&str; 4]| names.iter().map(|l| labels.index_of(l)).collect::<Vec<_>>();
+        check_selector_sees_every_teacher(&union(["z", "x", "y", "w"]), &["a", "b"], &labels).unwrap();
+        let blind = check_selector_sees_every_teacher(&union(["w", "v", "x", "u"]), &["a", "b"], &labels).unwrap_err();
+        assert_eq!(
+            blind.to_string(),
+            "configuration is invalid:\n  - the selector has none of the labels of teacher `b`: its labels must name the teachers' labels"
+        );
+    }
 }

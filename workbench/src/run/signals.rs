@@ -2,11 +2,11 @@
 //! oracle's and the selector's), through the signal cache, and the certainty scores.
 
 use abi_stable::std_types::RString;
-use workbench_plugin_api::{math::softmax, LabelSpace, SamplingPlan, TeacherInfo, TeacherSamples, Tensor};
+use workbench_plugin_api::{math::softmax, LabelSpace, SamplingPlan, TeacherSamples, Tensor};
 
-use super::prepare::{prepare, student_examples, student_texts, teacher_identity, texts, Prepared, Teacher};
+use super::prepare::{prepare, student_examples, student_texts, texts, Prepared, Teacher, UnionModel};
 use crate::{
-    config::{ComponentChoice, ResolvedConfig},
+    config::ResolvedConfig,
     host::{EstimatorHandle, Registry},
     signal_cache::{Provenance, SignalCache, TeacherSignalSet},
     Error, Result,
@@ -32,30 +32,40 @@ pub struct SignalRecord {
 }
 
 /// Where a run's certainty scores come from.
-#[derive(Clone, Copy)]
 pub(super) enum Scorer<'a> {
     Nothing,
     Estimator(&'a EstimatorHandle),
     /// A model over the union labels (`[selector]`), run through the teacher plugins.
     Selector {
-        choice: &'a ComponentChoice,
-        registry: &'a Registry,
+        model: &'a mut UnionModel,
         labels: &'a LabelSpace,
     },
 }
 
 impl<'a> Scorer<'a> {
-    /// The config's selector if it has one, else its estimator if it has one.
+    /// The prepared selector if there is one, else the estimator if there is one.
     pub fn of(
-        config: &'a ResolvedConfig,
-        registry: &'a Registry,
+        prepared_selector: Option<&'a mut UnionModel>,
         estimator: Option<&'a EstimatorHandle>,
         labels: &'a LabelSpace,
     ) -> Self {
-        match (&config.selector, estimator) {
-            (Some(choice), _) => Scorer::Selector { choice, registry, labels },
+        match (prepared_selector, estimator) {
+            (Some(model), _) => Scorer::Selector { model, labels },
             (None, Some(estimator)) => Scorer::Estimator(estimator),
             (None, None) => Scorer::Nothing,
+        }
+    }
+}
+
+impl SignalRecord {
+    /// The record of one output of `teacher`, timed from `started` when it was computed.
+    fn new(teacher: &str, split: &str, plan: String, provenance: Provenance, started: std::time::Instant) -> Self {
+        SignalRecord {
+            teacher: teacher.to_string(),
+            split: split.to_string(),
+            plan,
+            provenance,
+            seconds: (provenance == Provenance::Computed).then(|| started.elapsed().as_secs_f64()),
         }
     }
 }
@@ -64,14 +74,14 @@ impl<'a> Scorer<'a> {
 pub(super) fn signals(
     config: &ResolvedConfig,
     teachers: &mut [Teacher],
-    scorer: Scorer<'_>,
+    scorer: &mut Scorer<'_>,
     texts: &[RString],
     want_hidden: bool,
     split: &str,
 ) -> Result<Signals> {
     let cache = SignalCache::new(&config.cache);
     let estimator = match scorer {
-        Scorer::Estimator(estimator) => Some(estimator),
+        Scorer::Estimator(estimator) => Some(*estimator),
         _ => None,
     };
     let plan = estimator.map(|e| e.plan()).transpose()?;
@@ -88,14 +98,7 @@ pub(super) fn signals(
             config.mc_seed,
             want_hidden,
         )?;
-        let record = |plan: String, provenance, started: std::time::Instant| SignalRecord {
-            teacher: teacher.name.clone(),
-            split: split.to_string(),
-            plan,
-            provenance,
-            seconds: (provenance == Provenance::Computed).then(|| started.elapsed().as_secs_f64()),
-        };
-        provenance.push(record("deterministic".into(), from, started));
+        provenance.push(SignalRecord::new(&teacher.name, split, "deterministic".into(), from, started));
         if let Some(plan) = plan {
             let sampled = if plan == SamplingPlan::Deterministic {
                 det.logits.clone()
@@ -111,7 +114,7 @@ pub(super) fn signals(
                     config.mc_seed,
                     false,
                 )?;
-                provenance.push(record(format!("{plan:?}"), from, started));
+                provenance.push(SignalRecord::new(&teacher.name, split, format!("{plan:?}"), from, started));
                 s.logits
             };
             samples.push(TeacherSamples { teacher: teacher.name.as_str().into(), logits: sampled });
@@ -121,47 +124,20 @@ pub(super) fn signals(
     let scores = match scorer {
         Scorer::Nothing => None,
         Scorer::Estimator(estimator) => Some(estimator.score(&samples)?),
-        Scorer::Selector { choice, registry, labels } => {
+        Scorer::Selector { model, labels } => {
             let started = std::time::Instant::now();
-            let (signals, info, from) = union_model_signals(config, registry, "selector", choice, texts)?;
-            provenance.push(SignalRecord {
-                teacher: "selector".into(),
-                split: split.to_string(),
-                plan: "deterministic".into(),
-                provenance: from,
-                seconds: (from == Provenance::Computed).then(|| started.elapsed().as_secs_f64()),
-            });
-            let names: Vec<&str> = teachers.iter().map(|t| t.name.as_str()).collect();
-            Some(selector_scores(&signals.logits, &info, labels, &names)?)
+            let (signals, from) = model.signals(config, texts)?;
+            provenance.push(SignalRecord::new(model.key, split, "deterministic".into(), from, started));
+            Some(selector_scores(&signals.logits, &model.union_indices(labels), labels))
         }
     };
     Ok(Signals { deterministic, scores, provenance })
 }
 
-/// Certainty scores `[B, T]` from a model over the union labels: the probability mass its
-/// softmax puts on each teacher's labels (a union label two teachers own counts for both; the
-/// selector's labels outside the union count for none).
-pub(super) fn selector_scores(
-    logits: &Tensor,
-    info: &TeacherInfo,
-    labels: &LabelSpace,
-    teachers: &[&str],
-) -> Result<Tensor> {
-    let union: Vec<Option<u32>> = info.labels.iter().map(|l| labels.index_of(l)).collect();
-    let blind: Vec<String> = teachers
-        .iter()
-        .zip(&labels.maps)
-        .filter(|(_, map)| !union.iter().flatten().any(|u| map.contains(u)))
-        .map(|(teacher, _)| format!("`{teacher}`"))
-        .collect();
-    if !blind.is_empty() {
-        return Err(Error::InvalidConfig {
-            problems: vec![format!(
-                "the selector has none of the labels of teacher {}: its labels must name the teachers' labels",
-                blind.join(", ")
-            )],
-        });
-    }
+/// Certainty scores `[B, T]` from a model over the union labels, whose labels have the union
+/// indices `union`: the probability mass its softmax puts on each teacher's labels (a union label
+/// two teachers own counts for both; the model's labels outside the union count for none).
+pub(super) fn selector_scores(logits: &Tensor, union: &[Option<u32>], labels: &LabelSpace) -> Tensor {
     let texts = logits.shape()[1];
     let mut scores = Vec::with_capacity(texts * labels.maps.len());
     for b in 0..texts {
@@ -171,31 +147,7 @@ pub(super) fn selector_scores(
             scores.push(owned.map(|(_, p)| p).sum::<f32>());
         }
     }
-    Ok(Tensor::new(vec![texts, labels.maps.len()], scores).expect("one score per text and teacher"))
-}
-
-/// The deterministic signals of a model over the union labels (`oracle` or `selector`, its
-/// config key) over `texts`, with its labels.
-pub(super) fn union_model_signals(
-    config: &ResolvedConfig,
-    registry: &Registry,
-    key: &str,
-    choice: &ComponentChoice,
-    texts: &[RString],
-) -> Result<(TeacherSignalSet, TeacherInfo, Provenance)> {
-    let mut handle = registry.create_teacher(&choice.component, choice.library.as_deref(), &choice.params)?;
-    let info = handle.info()?;
-    let (signals, provenance) = SignalCache::new(&config.cache).get(
-        key,
-        &mut handle,
-        &info,
-        &teacher_identity(registry, choice)?,
-        texts,
-        SamplingPlan::Deterministic,
-        config.mc_seed,
-        false,
-    )?;
-    Ok((signals, info, provenance))
+    Tensor::new(vec![texts, labels.maps.len()], scores).expect("one score per text and teacher")
 }
 
 /// The split whose texts a teacher's signals cover.
@@ -263,15 +215,15 @@ pub fn teacher_signals(config: &ResolvedConfig, registry: &Registry, request: &S
         Split::Test => texts(&examples.test),
     };
     let union_model = match request.teacher.as_str() {
-        "oracle" => Some(&config.oracle),
-        "selector" => Some(&config.selector),
+        "oracle" => Some(("oracle", &config.oracle)),
+        "selector" => Some(("selector", &config.selector)),
         _ => None,
     };
-    if let Some(choice) = union_model {
-        let choice = choice.as_ref().ok_or_else(|| Error::InvalidConfig {
-            problems: vec![format!("no [{}] table in the config", request.teacher)],
-        })?;
-        return Ok(union_model_signals(config, registry, &request.teacher, choice, &texts)?.2);
+    if let Some((key, choice)) = union_model {
+        let choice = choice
+            .as_ref()
+            .ok_or_else(|| Error::InvalidConfig { problems: vec![format!("no [{key}] table in the config")] })?;
+        return Ok(UnionModel::load(registry, key, choice)?.signals(config, &texts)?.1);
     }
     let teacher =
         teachers.iter_mut().find(|t| request.teacher.strip_prefix("teachers.") == Some(t.name.as_str())).ok_or_else(
@@ -294,15 +246,6 @@ pub fn teacher_signals(config: &ResolvedConfig, registry: &Registry, request: &S
 mod tests {
     use super::*;
 
-    fn info(labels: &[&str]) -> TeacherInfo {
-        TeacherInfo {
-            labels: labels.iter().map(|&l| l.into()).collect(),
-            hidden_size: 0,
-            members: 1,
-            supports_stochastic: false,
-        }
-    }
-
     /// Teachers `a` over x, y and `b` over y, z (y shared); the selector knows z, x, y and w (w
     /// outside the union). Softmax of [0, ln 2, ln 3, ln 4] is [1, 2, 3, 4] / 10: `a` gets
     /// x + y = 0.2 + 0.3, `b` gets y + z = 0.3 + 0.1; equal logits give 1/4 each: 0.5 and 0.5.
@@ -311,15 +254,11 @@ mod tests {
         let labels = LabelSpace::union([&["x".to_string(), "y".into()][..], &["y".to_string(), "z".into()][..]]);
         let (l2, l3, l4) = (2f32.ln(), 3f32.ln(), 4f32.ln());
         let logits = Tensor::new(vec![1, 2, 4], vec![0.0, l2, l3, l4, 1.0, 1.0, 1.0, 1.0]).unwrap();
-        let scores = selector_scores(&logits, &info(&["z", "x", "y", "w"]), &labels, &["a", "b"]).unwrap();
+        let union: Vec<Option<u32>> = ["z", "x", "y", "w"].iter().map(|l| labels.index_of(l)).collect();
+        let scores = selector_scores(&logits, &union, &labels);
         assert_eq!(scores.shape(), &[2, 2]);
         for (got, want) in scores.data().iter().zip([0.5, 0.4, 0.5, 0.5]) {
             assert!((got - want).abs() < 1e-6, "{:?}", scores.data());
         }
-        let blind = selector_scores(&logits, &info(&["w", "v", "x", "u"]), &labels, &["a", "b"]).unwrap_err();
-        assert_eq!(
-            blind.to_string(),
-            "configuration is invalid:\n  - the selector has none of the labels of teacher `b`: its labels must name the teachers' labels"
-        );
     }
 }

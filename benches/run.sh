@@ -56,14 +56,20 @@ cheap = ["mc16_top1_scoring", *(f"mc16_top1_lower{m}_scoring" for m in (2, 3, 4)
 for w in cheap:
     theirs[w] = theirs["mc16_scoring"]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-rows = ["| workload | ours (tok/s) | PyTorch (tok/s) | ours / PyTorch |", "|---|---|---|---|"]
-for w in ["eval_forward", "stochastic_forward", "training_step", "mc16_scoring", *cheap]:
+# Our bf16 rows (absent on CPUs without AVX512-BF16) against PyTorch's fp32 workload.
+bf16 = [w for w in ["eval_forward_bf16", "mc16_scoring_bf16", "mc16_top1_scoring_bf16", "mc16_top1_lower3_scoring_bf16"] if w in ours]
+for w in bf16:
+    theirs[w] = theirs[w.removesuffix("_bf16")]
+rows = ["| workload | ours (tok/s) | PyTorch fp32 (tok/s) | ours / PyTorch |", "|---|---|---|---|"]
+for w in ["eval_forward", "stochastic_forward", "training_step", "mc16_scoring", *cheap, *bf16]:
     rows.append(f"| {w} | {ours[w]:,.0f} | {theirs[w]:,.0f} | {ours[w] / theirs[w]:.2f}x |")
 cost = {w: ours["eval_forward"] / ours[w] for w in ["mc16_scoring", *cheap]}
 settings = ["ort_fp32", "ort_fp32_fused", "ort_int8"]
 onnx_rows = ["| workload | ours (tok/s) | " + " | ".join(f"`{s}` (tok/s)" for s in settings)
              + " | ours / best ONNX Runtime fp32 |", "|---|---|---|---|---|---|"]
-for w, mine in [("eval_forward", "eval_forward"), ("mc16_scoring", "mc16_top1_lower3_scoring")]:
+ours_vs_onnx = [("eval_forward", "eval_forward"), ("mc16_scoring", "mc16_top1_lower3_scoring")]
+ours_vs_onnx += [(w, f"{mine}_bf16") for w, mine in ours_vs_onnx if f"{mine}_bf16" in ours]
+for w, mine in ours_vs_onnx:
     fp32 = max(onnx[(w, "ort_fp32")], onnx[(w, "ort_fp32_fused")])
     label = w if w == mine else f"{w} (ours: `{mine}`)"
     onnx_rows.append(f"| {label} | {ours[mine]:,.0f} | " + " | ".join(f"{onnx[(w, s)]:,.0f}" for s in settings)
@@ -78,8 +84,12 @@ text = "\n".join([
     "MC rows are tokens scored per second, each scored 16 times: ours run the passes batched;",
     "`mc16_top1_scoring` is `mc-dropout top_layers = 1` (only the last layer and the head stochastic, the",
     "rest run once); `mc16_top1_lowerM_scoring` adds `lower_passes = M` (the rest run M times with dropout,",
-    "the 16 top passes take those samples in turn); all compared with PyTorch's plain 16 passes.", "",
-    f"MC scoring with K=16 costs {cost['mc16_scoring']:.1f}x one deterministic pass with every layer stochastic; "
+    "the 16 top passes take those samples in turn); all compared with PyTorch's plain 16 passes.",
+    "Rows ending in `_bf16` run our linear layers in bf16 (the `bert` teacher's `precision = \"bf16\"`:",
+    "weights and activations rounded to bf16, sums in fp32, AVX512-BF16), against PyTorch in fp32.", "",
+    (f"bf16: eval forward {ours['eval_forward_bf16'] / ours['eval_forward']:.2f}x our fp32; MC-16 with only the top layer "
+     f"stochastic costs {ours['eval_forward_bf16'] / ours['mc16_top1_scoring_bf16']:.1f}x one bf16 pass.\n" if bf16 else "")
+    + f"MC scoring with K=16 costs {cost['mc16_scoring']:.1f}x one deterministic pass with every layer stochastic; "
     f"{cost['mc16_top1_scoring']:.1f}x with only the top layer stochastic; "
     + ", ".join(f"{cost[f'mc16_top1_lower{m}_scoring']:.1f}x" for m in (2, 3, 4))
     + " over 2, 3 and 4 lower samples (target: at most 4x).", "",

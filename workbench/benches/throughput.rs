@@ -7,7 +7,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use workbench::training::train::{AdamW, AdamWSettings};
-use workbench_models::{Batch, Checkpoint, ClassifierOptions, McDepth, StochasticPass};
+use workbench_models::{Batch, Checkpoint, ClassifierOptions, McDepth, Precision, StochasticPass};
 
 // The allocator the workbench binary runs with, set up the same way.
 #[global_allocator]
@@ -91,5 +91,18 @@ fn main() {
     ] {
         let depth = McDepth { top_layers, lower_passes };
         measure(workload, &mut || drop(frozen.mc_logits(&batch, 16, 0, depth).unwrap()));
+    }
+    // The inference workloads again with bf16 linear layers, where this CPU has AVX512-BF16.
+    let mut bf16 = frozen;
+    if bf16.set_precision(Precision::Bf16).unwrap() != Precision::Bf16 {
+        eprintln!("no AVX512-BF16 on this CPU: no bf16 rows");
+        return;
+    }
+    measure("eval_forward_bf16", &mut || drop(bf16.forward(&batch, None).unwrap()));
+    for (workload, top_layers, lower_passes) in
+        [("mc16_scoring_bf16", 0, 0), ("mc16_top1_scoring_bf16", 1, 0), ("mc16_top1_lower3_scoring_bf16", 1, 3)]
+    {
+        let depth = McDepth { top_layers, lower_passes };
+        measure(workload, &mut || drop(bf16.mc_logits(&batch, 16, 0, depth).unwrap()));
     }
 }

@@ -27,6 +27,49 @@ pub enum Pooling {
     Mean,
 }
 
+/// The precision of an inference model's linear layers (see [`crate::EncoderClassifier::set_precision`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    /// Weights and activations rounded to bf16 for each matrix product, sums in fp32; on CPUs
+    /// with AVX512-BF16 only (elsewhere the layers stay fp32).
+    Bf16,
+}
+
+impl Precision {
+    /// The precision that runs where bf16 kernels are (`bf16_runs`) or are not.
+    pub fn in_effect(self, bf16_runs: bool) -> Precision {
+        if bf16_runs {
+            self
+        } else {
+            Precision::Fp32
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(format!("unknown precision `{other}`: use fp32 or bf16")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
 impl std::str::FromStr for Pooling {
     type Err = String;
 

@@ -11,7 +11,8 @@ use rand_distr::{Distribution, Normal};
 
 use crate::{
     family::{Activation, HeadLayout},
-    kernels, Batch, EncoderConfig, Pooling, Result,
+    kernels::{self, bf16::PackedWeight},
+    Batch, EncoderConfig, Pooling, Precision, Result,
 };
 
 /// The source of dropout masks for one stochastic forward pass; the same seed gives the same
@@ -56,18 +57,45 @@ impl Dropout {
 struct Linear {
     weight: Tensor,
     bias: Tensor,
+    /// The weights in bf16 for inference (see [`EncoderClassifier::set_precision`]).
+    packed: Option<PackedWeight>,
 }
 
 impl Linear {
+    fn new(weight: Tensor, bias: Tensor) -> Self {
+        Self { weight, bias, packed: None }
+    }
+
     /// The layers' outputs side by side, as one layer.
     fn stacked(layers: &[&Linear]) -> Result<Linear> {
         let weights: Vec<&Tensor> = layers.iter().map(|l| &l.weight).collect();
         let biases: Vec<&Tensor> = layers.iter().map(|l| &l.bias).collect();
-        Ok(Linear { weight: Tensor::cat(&weights, 0)?, bias: Tensor::cat(&biases, 0)? })
+        let packed: Option<Vec<&PackedWeight>> = layers.iter().map(|l| l.packed.as_ref()).collect();
+        Ok(Linear {
+            weight: Tensor::cat(&weights, 0)?,
+            bias: Tensor::cat(&biases, 0)?,
+            packed: packed.and_then(|p| PackedWeight::stacked(&p)),
+        })
+    }
+
+    /// Packs (or with fp32, drops) the bf16 copy of the weights.
+    fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        self.packed = match precision {
+            Precision::Fp32 => None,
+            Precision::Bf16 => {
+                let (outputs, inputs) = self.weight.dims2()?;
+                let weight = self.weight.flatten_all()?.to_vec1::<f32>()?;
+                PackedWeight::new(&weight, &self.bias.to_vec1::<f32>()?, outputs, inputs)
+            }
+        };
+        Ok(())
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        Ok(kernels::linear(xs, &self.weight, &self.bias)?)
+        match &self.packed {
+            Some(packed) => Ok(kernels::packed_linear(xs, packed)?),
+            None => Ok(kernels::linear(xs, &self.weight, &self.bias)?),
+        }
     }
 }
 
@@ -139,13 +167,13 @@ impl ParamBuilder<'_> {
     fn linear(&mut self, prefix: &str, input: usize, output: usize) -> Result<Linear> {
         let weight = self.load(&format!("{prefix}.weight"), &[output, input])?;
         let bias = self.load(&format!("{prefix}.bias"), &[output])?;
-        Ok(Linear { weight, bias })
+        Ok(Linear::new(weight, bias))
     }
 
     fn fresh_linear(&mut self, prefix: &str, input: usize, output: usize, use_checkpoint: bool) -> Result<Linear> {
         let weight = self.load_or_init(&format!("{prefix}.weight"), &[output, input], use_checkpoint)?;
         let bias = self.load_or_init(&format!("{prefix}.bias"), &[output], use_checkpoint)?;
-        Ok(Linear { weight, bias })
+        Ok(Linear::new(weight, bias))
     }
 
     fn layer_norm(&mut self, prefix: &str, size: usize, eps: f64) -> Result<LayerNorm> {
@@ -454,6 +482,27 @@ impl EncoderClassifier {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Runs the linear layers at `precision` from now on; bf16 takes a copy of the current
+    /// weights (for inference: training does not update it). Returns the precision in effect:
+    /// fp32 where the CPU has no AVX512-BF16 or the model is not on the CPU.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<Precision> {
+        let precision = precision.in_effect(self.device.is_cpu() && kernels::bf16::supported());
+        for linear in self.linears_mut() {
+            linear.set_precision(precision)?;
+        }
+        Ok(precision)
+    }
+
+    fn linears_mut(&mut self) -> impl Iterator<Item = &mut Linear> {
+        let layers = self.layers.iter_mut().flat_map(|layer| {
+            let SelfAttention { query, key, value, output, .. } = &mut layer.attention;
+            let FeedForward { intermediate, output: ff_output, .. } = &mut layer.feed_forward;
+            [query, key, value, output, intermediate, ff_output]
+        });
+        let head = self.head.dense.iter_mut().map(|(dense, _)| dense).chain([&mut self.head.classifier]);
+        layers.chain(head)
     }
 
     /// The trainable variables (empty unless built trainable).

@@ -11,7 +11,7 @@ mod kernels;
 mod tokenizer;
 
 pub use checkpoint::{save_safetensors, Checkpoint, ClassifierOptions, Weights};
-pub use config::{EncoderConfig, Pooling};
+pub use config::{EncoderConfig, Pooling, Precision};
 pub use encoder::{pool, Dropout, EncoderClassifier, McDepth, ModelOutput, StochasticPass};
 pub use error::{ModelError, Result};
 pub use family::Family;

@@ -3,7 +3,7 @@
 //! different tokenizers and depths work together.
 
 use candle_core::{Device, Tensor as CandleTensor};
-use workbench_models::{Checkpoint, EncoderClassifier, McDepth, StochasticPass, TextTokenizer};
+use workbench_models::{Checkpoint, EncoderClassifier, McDepth, Precision, StochasticPass, TextTokenizer};
 use workbench_plugin_api::{
     directory_or_asset, export_plugin, params, ComponentKind, ComponentSpec, ForwardRequest, ParamKind, ParamTable,
     Params, Plugin, PluginError, PluginManifest, PluginResult, RString, Sampling, Signals, Teacher, TeacherInfo,
@@ -22,6 +22,9 @@ params! {
         max_length: usize = int(128).range(2.0, 4096.0),
         /// Texts per forward pass.
         batch_size: usize = int(32).range(1.0, 4096.0),
+        /// Of the linear layers' products: `bf16` rounds weights and activations to bf16 (sums
+        /// stay fp32) where the CPU has AVX512-BF16, and runs fp32 elsewhere.
+        precision: String = choice(&["fp32", "bf16"]),
     }
 }
 
@@ -40,8 +43,9 @@ impl Plugin for BertTeacherPlugin {
         if component != "bert" {
             return Err(PluginError::unsupported(format!("no teacher named `{component}`")));
         }
-        let BertParams { checkpoints, max_length, batch_size } = BertParams::parse(params)?;
-        Ok(Box::new(BertTeacher::open(&checkpoints, max_length, batch_size)?))
+        let BertParams { checkpoints, max_length, batch_size, precision } = BertParams::parse(params)?;
+        let precision = precision.parse().map_err(PluginError::invalid_input)?;
+        Ok(Box::new(BertTeacher::open(&checkpoints, max_length, batch_size, precision)?))
     }
 }
 
@@ -69,13 +73,22 @@ fn pass_seed(seed: u64, chunk: u64) -> u64 {
 }
 
 impl BertTeacher {
-    pub fn open(checkpoints: &[String], max_length: usize, batch_size: usize) -> PluginResult<Self> {
+    pub fn open(
+        checkpoints: &[String],
+        max_length: usize,
+        batch_size: usize,
+        precision: Precision,
+    ) -> PluginResult<Self> {
         let device = Device::Cpu;
         let mut members = Vec::new();
         for dir in checkpoints {
             let dir = directory_or_asset(dir, "checkpoint")?;
             let checkpoint = Checkpoint::open(&dir, max_length, &device).map_err(model_error)?;
-            let model = checkpoint.classifier(None, false, &device).map_err(model_error)?;
+            let mut model = checkpoint.classifier(None, false, &device).map_err(model_error)?;
+            let in_effect = model.set_precision(precision).map_err(model_error)?;
+            if in_effect != precision {
+                tracing::warn!(checkpoint = %dir.display(), "{precision} needs a CPU with AVX512-BF16: this teacher runs in {in_effect}");
+            }
             members.push(Member { model, tokenizer: checkpoint.tokenizer });
         }
         let first = members.first().ok_or_else(|| PluginError::invalid_input("`checkpoints` is empty"))?;

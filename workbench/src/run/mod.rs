@@ -229,8 +229,10 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
     let outcome = train_student(&config.student, &strategy, &training, &validation, &config.cache, &dir)?;
 
     let test_refs: Vec<&str> = test.iter().map(|e| e.text.as_str()).collect();
+    let mut student_model = outcome.model;
+    crate::training::train::evaluate_at(&mut student_model, config.student.eval_precision)?;
     let student_predictions =
-        crate::training::train::predict(&outcome.model, &outcome.tokenizer, &test_refs, 64, &candle_core::Device::Cpu)?;
+        crate::training::train::predict(&student_model, &outcome.tokenizer, &test_refs, 64, &candle_core::Device::Cpu)?;
     let student = row(&format!("student ({})", config.strategy.component), &student_predictions, &test_gold, &labels);
     let test_logits: Vec<&Tensor> = test_signals.deterministic.iter().map(|s| &s.logits).collect();
     let teacher_concat =

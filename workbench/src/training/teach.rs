@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use figment::value::{Dict, Value};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use workbench_models::{Checkpoint, ClassifierOptions, Pooling};
+use workbench_models::{Checkpoint, ClassifierOptions, Pooling, Precision};
 use workbench_plugin_api::{ParamTable, ParamValue};
 
 use crate::{
@@ -100,6 +100,14 @@ pub struct TrainingSettings {
     /// sentence-transformers model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pooling: Option<Pooling>,
+    /// Of the trained model's test evaluation: `fp32` or `bf16` (see the `bert` teacher's
+    /// `precision`); epochs are always chosen on fp32 validation accuracy.
+    #[serde(default, skip_serializing_if = "is_fp32")]
+    pub eval_precision: Precision,
+}
+
+fn is_fp32(precision: &Precision) -> bool {
+    *precision == Precision::Fp32
 }
 
 /// How to train a teacher (`[teach]`, or `teach` in a run's teacher table): which labels,
@@ -166,6 +174,7 @@ impl TrainingSettings {
             seed: 0,
             freeze_word_embeddings: true,
             pooling: None,
+            eval_precision: Precision::Fp32,
         }
     }
 }
@@ -490,8 +499,9 @@ pub fn teach(teach: &TeachSettings, mut splits: Splits, cache: &Path, table: &st
     let mut objective = LabelObjective::new(&labels, &splits.train, &device)?;
     let state = learner.train(&model, &checkpoint.tokenizer, &texts, &splits.validation, &mut objective)?;
     let best_model = Checkpoint::open(&partial, settings.max_length, &device)?;
-    let test_accuracy =
-        accuracy(&best_model.classifier(None, false, &device)?, &best_model.tokenizer, &splits.test, 64, &device)?;
+    let mut classifier = best_model.classifier(None, false, &device)?;
+    super::train::evaluate_at(&mut classifier, settings.eval_precision)?;
+    let test_accuracy = accuracy(&classifier, &best_model.tokenizer, &splits.test, 64, &device)?;
     let outcome = TeachOutcome {
         output: published.clone(),
         labels,

@@ -4,7 +4,7 @@
 
 use candle_core::{backprop::GradStore, Device, Tensor, Var};
 use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
-use workbench_models::{EncoderClassifier, TextTokenizer};
+use workbench_models::{EncoderClassifier, Precision, TextTokenizer};
 
 use crate::{data::Example, Result};
 
@@ -163,6 +163,15 @@ pub fn predict(
         predictions.extend(logits.argmax(1)?.to_vec1::<u32>()?);
     }
     Ok(predictions)
+}
+
+/// Sets a trained model's precision for its evaluation, warning where bf16 cannot run.
+pub fn evaluate_at(model: &mut EncoderClassifier, precision: Precision) -> Result<()> {
+    let in_effect = model.set_precision(precision)?;
+    if in_effect != precision {
+        tracing::warn!("{precision} evaluation needs a CPU with AVX512-BF16: evaluating in {in_effect}");
+    }
+    Ok(())
 }
 
 /// Whether an epoch's validation accuracy makes it the best so far. Ties go to the later epoch:

@@ -5,6 +5,8 @@
 //! compiled twice, the hot copy with AVX2/FMA picked at run time. Other devices and dtypes take
 //! the composed operations (also the reference the tests hold the kernels to).
 
+pub(crate) mod bf16;
+
 use std::ops::Range;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
@@ -576,6 +578,35 @@ pub fn linear(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> CResult<Tensor> {
     let product = xs.contiguous()?.reshape((rows, width))?.matmul(&weight.t()?)?;
     let out = if fused(&product) { product.apply_op2(bias, AddBias)? } else { product.broadcast_add(bias)? };
     out.reshape(dims)
+}
+
+struct PackedLinear<'a>(&'a bf16::PackedWeight);
+
+impl CustomOp1 for PackedLinear<'_> {
+    fn name(&self) -> &'static str {
+        "bf16-linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let xs = contiguous(storage, layout)?;
+        let rows = xs.len() / self.0.inputs();
+        Ok((CpuStorage::F32(self.0.forward(xs)), Shape::from((rows, self.0.outputs()))))
+    }
+}
+
+/// A linear layer with bf16 weights (see [`bf16`]), for inference: no gradient flows through it.
+/// Inputs that cannot take the fused kernels are refused (packed weights exist only on the CPU).
+pub fn packed_linear(xs: &Tensor, packed: &bf16::PackedWeight) -> CResult<Tensor> {
+    if !fused(xs) {
+        candle_core::bail!("bf16 linear layers take f32 inputs on the CPU, not {:?} on {:?}", xs.dtype(), xs.device())
+    }
+    let (rows, width) = (xs.elem_count() / xs.dim(D::Minus1)?, xs.dim(D::Minus1)?);
+    if width != packed.inputs() {
+        candle_core::bail!("a bf16 linear layer of {} inputs got {width}", packed.inputs())
+    }
+    let mut dims = xs.dims().to_vec();
+    *dims.last_mut().expect("a linear input has at least one axis") = packed.outputs();
+    xs.contiguous()?.reshape((rows, width))?.apply_op1_no_bwd(&PackedLinear(packed))?.reshape(dims)
 }
 
 #[derive(Clone, Copy)]

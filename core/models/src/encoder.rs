@@ -52,6 +52,12 @@ impl Dropout {
         let Some(pass) = pass.filter(|_| self.p > 0.0) else { return Ok(xs.clone()) };
         Ok(kernels::dropout(xs, self.p, pass.rng.random())?)
     }
+
+    /// `forward(xs) + residual` (the same mask), without storing the dropped values.
+    pub fn forward_add(&self, xs: &Tensor, residual: &Tensor, pass: Option<&mut StochasticPass>) -> Result<Tensor> {
+        let Some(pass) = pass.filter(|_| self.p > 0.0) else { return Ok((xs + residual)?) };
+        Ok(kernels::dropout_add(xs, residual, self.p, pass.rng.random())?)
+    }
 }
 
 struct Linear {
@@ -316,20 +322,22 @@ impl SelfAttention {
     fn project(&self, xs: &Tensor, first_only: bool) -> Result<Projections> {
         let (batch, _, hidden) = xs.dims3()?;
         let head_dim = hidden / self.heads;
-        let split = |t: Tensor| -> Result<Tensor> {
+        // Projections side by side, `[B, T, n * hidden]`, viewed as `[B, T, n, heads, head_dim]`
+        // (no copy); part i comes out as `[B, heads, T, head_dim]` in one copy.
+        let heads = |t: &Tensor, n: usize| -> Result<Vec<Tensor>> {
             let positions = t.dim(1)?;
-            Ok(t.reshape((batch, positions, self.heads, head_dim))?.transpose(1, 2)?.contiguous()?)
+            let view = t.reshape((batch, positions, n, self.heads, head_dim))?;
+            (0..n).map(|i| Ok(view.narrow(2, i, 1)?.squeeze(2)?.transpose(1, 2)?.contiguous()?)).collect()
         };
         let queries = if first_only { xs.narrow(1, 0, 1)? } else { xs.clone() };
         // One matrix product for the projections that read the same positions.
         let (q, k, v) = if first_only {
-            let kv = Linear::stacked(&[&self.key, &self.value])?.forward(xs)?;
-            let (k, v) = (kv.narrow(2, 0, hidden)?, kv.narrow(2, hidden, hidden)?);
-            (split(self.query.forward(&queries)?)?, split(k)?, split(v)?)
+            let kv = heads(&Linear::stacked(&[&self.key, &self.value])?.forward(xs)?, 2)?;
+            let q = heads(&self.query.forward(&queries)?, 1)?;
+            (q[0].clone(), kv[0].clone(), kv[1].clone())
         } else {
-            let qkv = Linear::stacked(&[&self.query, &self.key, &self.value])?.forward(xs)?;
-            let part = |i: usize| split(qkv.narrow(2, i * hidden, hidden)?);
-            (part(0)?, part(1)?, part(2)?)
+            let qkv = heads(&Linear::stacked(&[&self.query, &self.key, &self.value])?.forward(xs)?, 3)?;
+            (qkv[0].clone(), qkv[1].clone(), qkv[2].clone())
         };
         Ok(Projections { queries, q, k, v })
     }
@@ -352,16 +360,14 @@ impl SelfAttention {
         let (batch, positions, hidden) = queries.dims3()?;
         let probs = self.attention_dropout.forward(probs, pass.as_deref_mut())?;
         let context = probs.matmul(v)?.transpose(1, 2)?.reshape((batch, positions, hidden))?;
-        let projected = self.hidden_dropout.forward(&self.output.forward(&context)?, pass)?;
-        self.norm.forward(&(projected + queries)?)
+        self.norm.forward(&self.hidden_dropout.forward_add(&self.output.forward(&context)?, queries, pass)?)
     }
 }
 
 impl FeedForward {
     fn forward(&self, xs: &Tensor, pass: Option<&mut StochasticPass>) -> Result<Tensor> {
         let intermediate = kernels::gelu(&self.intermediate.forward(xs)?)?;
-        let output = self.dropout.forward(&self.output.forward(&intermediate)?, pass)?;
-        self.norm.forward(&(output + xs)?)
+        self.norm.forward(&self.dropout.forward_add(&self.output.forward(&intermediate)?, xs, pass)?)
     }
 }
 

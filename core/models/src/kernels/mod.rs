@@ -102,18 +102,27 @@ fn column_reduce(
     total
 }
 
+/// Adds `bias` to every row of `values` (rows of its length), in parallel.
+fn add_bias_in_place(values: &mut [f32], bias: &[f32]) {
+    let rows_per_task = (4096 / bias.len().max(1)).max(1);
+    let shared = SharedOut(values.as_mut_ptr());
+    let (shared, len, chunk) = (&shared, values.len(), rows_per_task * bias.len());
+    candle_core::utils::barrier_pool().execute_chunked(len.div_ceil(chunk), |chunks| {
+        for index in chunks {
+            let (start, end) = (index * chunk, len.min((index + 1) * chunk));
+            // SAFETY: chunk ranges are disjoint and inside `values`, borrowed for the call.
+            let rows = unsafe { std::slice::from_raw_parts_mut(shared.0.add(start), end - start) };
+            for row in rows.chunks_exact_mut(bias.len()) {
+                add_into(row, bias);
+            }
+        }
+    });
+}
+
 simd_fn! {
     fn add_into(total: &mut [f32], values: &[f32]) {
         for (t, v) in total.iter_mut().zip(values) {
             *t += v;
-        }
-    }
-}
-
-simd_fn! {
-    fn add_rows(xs: &[f32], ys: &[f32], out: &mut [f32]) {
-        for ((o, x), y) in out.iter_mut().zip(xs).zip(ys) {
-            *o = x + y;
         }
     }
 }
@@ -320,6 +329,24 @@ simd_fn! {
     fn dropout_values(xs: &[f32], seed: u64, start: u64, threshold: u32, keep_scale: f32, out: &mut [f32]) {
         for (i, (o, &x)) in out.iter_mut().zip(xs).enumerate() {
             *o = if keeps(seed, start + i as u64, threshold) { x * keep_scale } else { 0.0 };
+        }
+    }
+}
+
+simd_fn! {
+    /// `dropout_values` plus `residual`, rounded as the two steps are.
+    fn dropout_add_values(
+        xs: &[f32],
+        residual: &[f32],
+        seed: u64,
+        start: u64,
+        threshold: u32,
+        keep_scale: f32,
+        out: &mut [f32],
+    ) {
+        for (i, ((o, &x), &r)) in out.iter_mut().zip(xs).zip(residual).enumerate() {
+            let dropped = if keeps(seed, start + i as u64, threshold) { x * keep_scale } else { 0.0 };
+            *o = dropped + r;
         }
     }
 }
@@ -533,25 +560,80 @@ pub fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> CRes
     }
 }
 
-/// `xs + bias` over the last axis; the bias gradient (a column sum) runs in parallel, where
+/// `xs @ weight^T + bias` for `xs` of `[rows, inputs]`, the bias added in place, so that the layer
+/// leaves one tensor (candle's matmul then a bias add left two, both held for the backward pass).
+/// The product is complete before the bias is added (gemm accumulating onto the bias would round
+/// differently where it splits the inputs: runs would no longer reproduce earlier ones). The bias gradient (a column sum) runs in parallel, where
 /// candle's reduction over leading axes runs on one thread.
-struct AddBias;
+struct FusedLinear;
 
-impl CustomOp2 for AddBias {
+impl CustomOp3 for FusedLinear {
     fn name(&self) -> &'static str {
-        "fused-add-bias"
+        "fused-linear"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let (xs, bias) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
-        let width = bias.len();
-        let out = par_fill_rows(xs.len(), width, |_, at, o| add_rows(&xs[at], bias, o));
-        Ok(output(out, l1))
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let (xs, weight, bias) = (contiguous(s1, l1)?, contiguous(s2, l2)?, contiguous(s3, l3)?);
+        let (rows, inputs) = l1.shape().dims2()?;
+        let outputs = bias.len();
+        if weight.len() != outputs * inputs {
+            candle_core::bail!("a linear layer of [{outputs}, {inputs}] got a weight of {:?}", l2.shape())
+        }
+        let mut out = vec![0f32; rows * outputs];
+        let threads = candle_core::utils::get_num_threads();
+        let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        // SAFETY: `out` is [rows, outputs], `xs` [rows, inputs] and `weight` [outputs, inputs],
+        // all contiguous; the strides below read `weight` transposed.
+        unsafe {
+            gemm::gemm(
+                rows,
+                outputs,
+                inputs,
+                out.as_mut_ptr(),
+                1,
+                outputs as isize,
+                false,
+                xs.as_ptr(),
+                1,
+                inputs as isize,
+                weight.as_ptr(),
+                inputs as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+        add_bias_in_place(&mut out, bias);
+        Ok((CpuStorage::F32(out), Shape::from((rows, outputs))))
     }
 
-    fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        Ok((Some(grad.clone()), Some(grad.apply_op1_no_bwd(&ColumnSums)?)))
+    fn bwd(
+        &self,
+        xs: &Tensor,
+        weight: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // Detached: a gradient that recorded its own graph would chain every step's graph to the
+        // optimizer's moments (candle detaches the gradients of inner nodes, not of variables).
+        let (grad, xs, weight) = (grad.contiguous()?.detach(), xs.detach(), weight.detach());
+        let grad_xs = grad.matmul(&weight)?;
+        // As candle's matmul of `xs` and `weight^T` computes it, so that the sums run in the same order.
+        let grad_weight = xs.t()?.matmul(&grad)?.t()?;
+        Ok((Some(grad_xs), Some(grad_weight), Some(grad.apply_op1_no_bwd(&ColumnSums)?)))
     }
 }
 
@@ -575,8 +657,12 @@ pub fn linear(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> CResult<Tensor> {
     let (rows, width) = (xs.elem_count() / xs.dim(D::Minus1)?, xs.dim(D::Minus1)?);
     let mut dims = xs.dims().to_vec();
     *dims.last_mut().expect("a linear input has at least one axis") = weight.dim(0)?;
-    let product = xs.contiguous()?.reshape((rows, width))?.matmul(&weight.t()?)?;
-    let out = if fused(&product) { product.apply_op2(bias, AddBias)? } else { product.broadcast_add(bias)? };
+    let xs = xs.contiguous()?.reshape((rows, width))?;
+    let out = if fused(&xs) {
+        xs.apply_op3(&weight.contiguous()?, &bias.contiguous()?, FusedLinear)?
+    } else {
+        xs.matmul(&weight.t()?)?.broadcast_add(bias)?
+    };
     out.reshape(dims)
 }
 
@@ -645,6 +731,42 @@ impl CustomOp1 for Dropout {
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         Ok(Some(grad.contiguous()?.apply_op1_no_bwd(self)?))
+    }
+}
+
+/// `dropout(xs) + residual` in one pass: the dropped values are never stored (a layer's two
+/// residual branches kept two such tensors for the backward pass).
+struct DropoutAdd(Dropout);
+
+impl CustomOp2 for DropoutAdd {
+    fn name(&self) -> &'static str {
+        "fused-dropout-add"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (xs, residual) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
+        if xs.len() != residual.len() {
+            candle_core::bail!("dropout-add of {:?} and {:?}", l1.shape(), l2.shape())
+        }
+        let Dropout { seed, threshold, keep_scale } = self.0;
+        let out = par_fill(xs.len(), ELEMENTWISE_CHUNK, |at, o| {
+            dropout_add_values(&xs[at.clone()], &residual[at.clone()], seed, at.start as u64, threshold, keep_scale, o)
+        });
+        Ok(output(out, l1))
+    }
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        Ok((Some(grad.apply_op1_no_bwd(&self.0)?), Some(grad)))
+    }
+}
+
+/// `dropout(xs, p, seed) + residual` (the same masks), fused where the kernels run.
+pub fn dropout_add(xs: &Tensor, residual: &Tensor, p: f32, seed: u64) -> CResult<Tensor> {
+    if fused(xs) && fused(residual) && xs.shape() == residual.shape() {
+        xs.contiguous()?.apply_op2(&residual.contiguous()?, DropoutAdd(Dropout::new(p, seed)))
+    } else {
+        dropout(xs, p, seed)? + residual
     }
 }
 
@@ -789,6 +911,36 @@ mod tests {
         assert!(max_difference(&fused, &reference) < 1e-5);
         for (fused, reference) in fused_grads.iter().zip(&reference_grads) {
             assert!(max_difference(fused, reference) < 1e-4);
+        }
+    }
+
+    /// A gradient that recorded a graph of its own would keep every training step's graph alive
+    /// through the optimizer's moments (a run grew to 21 GB before this test).
+    #[test]
+    fn linear_gradients_record_no_graph() {
+        let vars: Vec<Var> = [random(&[5, 8], 1, 1.0), random(&[3, 8], 2, 1.0), random(&[3], 3, 1.0)]
+            .iter()
+            .map(|t| Var::from_tensor(t).unwrap())
+            .collect();
+        let out = linear(vars[0].as_tensor(), vars[1].as_tensor(), vars[2].as_tensor()).unwrap();
+        let grads = out.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        for var in &vars {
+            assert!(
+                !grads.get(var.as_tensor()).unwrap().track_op(),
+                "a gradient of shape {:?} tracks its graph",
+                var.dims()
+            );
+        }
+    }
+
+    #[test]
+    fn dropout_add_is_dropout_then_add_bit_for_bit_with_its_gradients() {
+        let (xs, residual) = (random(&[64, 257], 10, 1.0), random(&[64, 257], 11, 1.0));
+        let (fused, fused_grads) = gradients(&[&xs, &residual], |t| dropout_add(t[0], t[1], 0.25, 7).unwrap());
+        let (apart, apart_grads) = gradients(&[&xs, &residual], |t| (dropout(t[0], 0.25, 7).unwrap() + t[1]).unwrap());
+        assert_eq!(max_difference(&fused, &apart), 0.0);
+        for (fused, apart) in fused_grads.iter().zip(&apart_grads) {
+            assert_eq!(max_difference(fused, apart), 0.0);
         }
     }
 

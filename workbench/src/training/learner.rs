@@ -214,12 +214,14 @@ impl Learner<'_> {
                 let output = model.forward(&batch, Some(&mut pass))?;
                 let loss = objective.loss(indices, &output)?;
                 let mut grads = loss.backward()?;
+                let value = loss.to_scalar::<f32>()? as f64;
+                // The forward pass's tensors go before the optimizer step allocates its moments.
+                drop((output, loss));
                 clip_gradients(&mut grads, &vars, settings.max_grad_norm)?;
                 optimizer.step(&grads, schedule.learning_rate(state.step))?;
                 if epoch > 0 {
                     kill_point("training-step");
                 }
-                let value = loss.to_scalar::<f32>()? as f64;
                 total_loss += value;
                 state.step += 1;
                 bar.inc(1);

@@ -112,6 +112,8 @@ pub fn train_student(
     let best = run.join("student");
     let learner = Learner { settings, dir: run, best: &best, what: "training the student" };
     let model = learner.model(&base, &options, &device)?;
+    // The model has copied or shares what it needs: the rest would stay resident through training.
+    drop(base.weights);
     let tokenizer = base.tokenizer;
     // One recipe on a first batch creates the feature adapters, whose variables must join the optimizer.
     let mut objective =

@@ -488,6 +488,8 @@ pub fn teach(teach: &TeachSettings, mut splits: Splits, cache: &Path, table: &st
     };
     let learner = Learner { settings, dir: &partial, best: &partial, what: "teaching" };
     let model = learner.model(&checkpoint, &options, &device)?;
+    // The model has copied or shares what it needs: the rest would stay resident through training.
+    drop(checkpoint.weights);
     tracing::info!(
         labels = labels.len(),
         train = splits.train.len(),

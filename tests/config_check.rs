@@ -373,3 +373,41 @@ fn plugin_paths_are_read_from_the_working_directory_like_every_path() {
         inside.stderr
     );
 }
+
+/// `precision = "bf16"` on a `bert` teacher: its distribution stays within bf16 rounding of
+/// fp32's (where the CPU has AVX512-BF16; elsewhere it is fp32's exactly), and a precision it
+/// does not know is refused naming the choices.
+#[test]
+fn a_bf16_teacher_predicts_within_rounding_of_fp32_and_other_precisions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let roberta = support::repo_root().join("core/models/fixtures/parity/roberta");
+    let text = format!(
+        "[teachers.r]\nplugin = \"bert\"\ncheckpoints = [\"{}\"]\nmax_length = 16\n\n[strategy]\nplugin = \"vanilla-kd\"\n",
+        roberta.display()
+    );
+    let file = config(dir.path(), &text);
+    let predict = |precision: &str| {
+        let set = format!("teachers.r.precision={precision}");
+        run(&mut workbench(&["predict", &file, "--teacher", "r", "--json", "--set", &set, "alpha beta gamma"]))
+    };
+    let probabilities = |precision: &str| -> Vec<f64> {
+        let out = predict(precision);
+        assert!(out.ok, "{}", out.stderr);
+        let line: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+        line["probabilities"].as_array().unwrap().iter().map(|p| p[1].as_f64().unwrap()).collect()
+    };
+    let (fp32, bf16) = (probabilities("fp32"), probabilities("bf16"));
+    assert_eq!(fp32.len(), 3);
+    for (a, b) in fp32.iter().zip(&bf16) {
+        // 8 bits of mantissa per input of each product: about 1e-3 on these probabilities.
+        assert!((a - b).abs() < 5e-3, "fp32 {fp32:?} against bf16 {bf16:?}");
+    }
+    let unknown = predict("fp16");
+    assert!(
+        unknown
+            .stderr
+            .contains("`teachers.r.precision` (from --set teachers.r.precision): \"fp16\" is not one of fp32, bf16"),
+        "{}",
+        unknown.stderr
+    );
+}

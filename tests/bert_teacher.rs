@@ -22,6 +22,7 @@ fn the_bert_teacher_runs_every_kind_of_pass() {
             .with("checkpoints", ParamValue::TextList(vec![RString::from(checkpoint.as_str()); members].into()))
             .with("max_length", ParamValue::Int(16))
             .with("batch_size", ParamValue::Int(2))
+            .with("precision", ParamValue::Text("fp32".into()))
     };
     let mut teacher = registry.create_teacher("bert", None, &params(2)).unwrap();
     let info = teacher.info().unwrap();
@@ -64,7 +65,8 @@ fn a_checkpoint_without_a_classification_head_is_refused_by_name() {
     let params = ParamTable::default()
         .with("checkpoints", ParamValue::TextList(vec![RString::from(minilm.to_str().unwrap())].into()))
         .with("max_length", ParamValue::Int(16))
-        .with("batch_size", ParamValue::Int(2));
+        .with("batch_size", ParamValue::Int(2))
+        .with("precision", ParamValue::Text("fp32".into()));
     let message = registry.create_teacher("bert", None, &params).err().expect("refused").to_string();
     assert!(message.contains("has no classification head"), "{message}");
     assert!(message.contains("plugin `workbench-bert-teacher`"), "{message}");

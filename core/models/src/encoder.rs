@@ -72,16 +72,12 @@ impl Linear {
         Self { weight, bias, packed: None }
     }
 
-    /// The layers' outputs side by side, as one layer.
+    /// The layers' outputs side by side, as one layer (fp32: the concatenation is part of the
+    /// graph, so that a trained model's gradients reach each layer).
     fn stacked(layers: &[&Linear]) -> Result<Linear> {
         let weights: Vec<&Tensor> = layers.iter().map(|l| &l.weight).collect();
         let biases: Vec<&Tensor> = layers.iter().map(|l| &l.bias).collect();
-        let packed: Option<Vec<&PackedWeight>> = layers.iter().map(|l| l.packed.as_ref()).collect();
-        Ok(Linear {
-            weight: Tensor::cat(&weights, 0)?,
-            bias: Tensor::cat(&biases, 0)?,
-            packed: packed.and_then(|p| PackedWeight::stacked(&p)),
-        })
+        Ok(Linear::new(Tensor::cat(&weights, 0)?, Tensor::cat(&biases, 0)?))
     }
 
     /// Packs (or with fp32, drops) the bf16 copy of the weights.
@@ -206,6 +202,10 @@ struct SelfAttention {
     query: Linear,
     key: Linear,
     value: Linear,
+    /// Query, key and value, and key and value, stacked once, in a model that is not trained (a
+    /// trained model's are stacked in each pass's graph, so that gradients reach each layer).
+    fixed_qkv: Option<Linear>,
+    fixed_kv: Option<Linear>,
     output: Linear,
     norm: LayerNorm,
     heads: usize,
@@ -283,6 +283,15 @@ struct SharedAttention {
 }
 
 impl SelfAttention {
+    /// Stacks query, key and value (and key and value) once, where they are not yet.
+    fn fix_stacks(&mut self) -> Result<()> {
+        if self.fixed_qkv.is_none() {
+            self.fixed_qkv = Some(Linear::stacked(&[&self.query, &self.key, &self.value])?);
+            self.fixed_kv = Some(Linear::stacked(&[&self.key, &self.value])?);
+        }
+        Ok(())
+    }
+
     /// With `first_only`, only the first position attends (to every position) and comes out:
     /// all that the classifier head reads of the last layer.
     fn forward(
@@ -331,12 +340,18 @@ impl SelfAttention {
         };
         let queries = if first_only { xs.narrow(1, 0, 1)? } else { xs.clone() };
         // One matrix product for the projections that read the same positions.
+        let stacked = |layers: &[&Linear], fixed: &Option<Linear>| -> Result<Tensor> {
+            match fixed {
+                Some(fixed) => fixed.forward(xs),
+                None => Linear::stacked(layers)?.forward(xs),
+            }
+        };
         let (q, k, v) = if first_only {
-            let kv = heads(&Linear::stacked(&[&self.key, &self.value])?.forward(xs)?, 2)?;
+            let kv = heads(&stacked(&[&self.key, &self.value], &self.fixed_kv)?, 2)?;
             let q = heads(&self.query.forward(&queries)?, 1)?;
             (q[0].clone(), kv[0].clone(), kv[1].clone())
         } else {
-            let qkv = heads(&Linear::stacked(&[&self.query, &self.key, &self.value])?.forward(xs)?, 3)?;
+            let qkv = heads(&stacked(&[&self.query, &self.key, &self.value], &self.fixed_qkv)?, 3)?;
             (qkv[0].clone(), qkv[1].clone(), qkv[2].clone())
         };
         Ok(Projections { queries, q, k, v })
@@ -432,6 +447,8 @@ impl EncoderClassifier {
                         query: p.linear(&at("attention.self.query"), h, h)?,
                         key: p.linear(&at("attention.self.key"), h, h)?,
                         value: p.linear(&at("attention.self.value"), h, h)?,
+                        fixed_qkv: None,
+                        fixed_kv: None,
                         output: p.linear(&at("attention.output.dense"), h, h)?,
                         norm: p.layer_norm(&at("attention.output.LayerNorm"), h, eps)?,
                         heads: config.num_attention_heads,
@@ -462,6 +479,12 @@ impl EncoderClassifier {
             classifier: p.fresh_linear(classifier, h, labels.len(), reuse_head)?,
             dropout: Dropout::new(config.classifier_dropout()),
         };
+        let mut layers = layers;
+        if !options.trainable {
+            for layer in &mut layers {
+                layer.attention.fix_stacks()?;
+            }
+        }
         let ParamBuilder { params, vars, .. } = p;
         Ok(Self { embeddings, layers, pooling, head, config, labels, params, vars, device: device.clone() })
     }
@@ -495,6 +518,15 @@ impl EncoderClassifier {
     /// fp32 where the CPU has no AVX512-BF16 or the model is not on the CPU.
     pub fn set_precision(&mut self, precision: Precision) -> Result<Precision> {
         let precision = precision.in_effect(self.device.is_cpu() && kernels::bf16::supported());
+        let trained = !self.vars.is_empty();
+        for layer in &mut self.layers {
+            // bf16 is a snapshot anyway, so a trained model's stacks may be fixed too.
+            if precision == Precision::Bf16 || !trained {
+                layer.attention.fix_stacks()?;
+            } else {
+                (layer.attention.fixed_qkv, layer.attention.fixed_kv) = (None, None);
+            }
+        }
         for linear in self.linears_mut() {
             linear.set_precision(precision)?;
         }
@@ -503,9 +535,9 @@ impl EncoderClassifier {
 
     fn linears_mut(&mut self) -> impl Iterator<Item = &mut Linear> {
         let layers = self.layers.iter_mut().flat_map(|layer| {
-            let SelfAttention { query, key, value, output, .. } = &mut layer.attention;
+            let SelfAttention { query, key, value, output, fixed_qkv, fixed_kv, .. } = &mut layer.attention;
             let FeedForward { intermediate, output: ff_output, .. } = &mut layer.feed_forward;
-            [query, key, value, output, intermediate, ff_output]
+            [query, key, value, output, intermediate, ff_output].into_iter().chain(fixed_qkv).chain(fixed_kv)
         });
         let head = self.head.dense.iter_mut().map(|(dense, _)| dense).chain([&mut self.head.classifier]);
         layers.chain(head)

@@ -175,6 +175,28 @@ fn cutting_layers_keeps_the_first_ones() {
 fn every_parameter_receives_a_gradient() {
     let (_dir, checkpoint) = tiny();
     let model = checkpoint.classifier_for(&options(None, true), &Device::Cpu).unwrap();
+    assert_every_parameter_learns(&checkpoint, &model);
+}
+
+/// A trained model evaluated in bf16 (a snapshot of its weights) and set back to fp32 trains on:
+/// its projections are stacked in each pass's graph again.
+#[test]
+fn a_trained_model_set_back_from_bf16_to_fp32_trains_every_parameter() {
+    let (_dir, checkpoint) = tiny();
+    let mut model = checkpoint.classifier_for(&options(None, true), &Device::Cpu).unwrap();
+    let fp32 = logits(&checkpoint, &model, None);
+    model.set_precision(Precision::Bf16).unwrap();
+    model.set_precision(Precision::Fp32).unwrap();
+    assert_eq!(logits(&checkpoint, &model, None), fp32);
+    assert_every_parameter_learns(&checkpoint, &model);
+    // An update of a key projection reaches the next pass (no stale stacked copy).
+    let (_, key) =
+        model.params().iter().zip(model.vars()).find(|((name, _), _)| name.ends_with("self.key.weight")).unwrap();
+    key.set(&key.zeros_like().unwrap()).unwrap();
+    assert_ne!(logits(&checkpoint, &model, None), fp32);
+}
+
+fn assert_every_parameter_learns(checkpoint: &Checkpoint, model: &crate::EncoderClassifier) {
     let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
     let output = model.forward(&batch, Some(&mut StochasticPass::new(3))).unwrap();
     let loss =

@@ -81,24 +81,6 @@ impl PackedWeight {
         self.inputs
     }
 
-    /// The layers' outputs side by side, as one layer; none unless every layer but the last
-    /// fills its panels (so that the panels can be laid end to end).
-    pub fn stacked(layers: &[&PackedWeight]) -> Option<Self> {
-        let (first, last) = (layers.first()?, layers.last()?);
-        let fits = layers.iter().all(|l| l.inputs == first.inputs)
-            && layers[..layers.len() - 1].iter().all(|l| l.outputs % PANEL == 0);
-        fits.then(|| Self {
-            outputs: layers.iter().map(|l| l.outputs).sum(),
-            inputs: first.inputs,
-            panels: layers.iter().flat_map(|l| l.panels.iter().copied()).collect(),
-            bias: layers
-                .iter()
-                .flat_map(|l| l.bias[..l.outputs].iter().copied())
-                .chain(last.bias[last.outputs..].iter().copied())
-                .collect(),
-        })
-    }
-
     /// `xs @ weight^T + bias` for `xs` of `[rows, inputs]` (row-major): `[rows, outputs]`.
     pub fn forward(&self, xs: &[f32]) -> Vec<f32> {
         assert_eq!(xs.len() % self.inputs.max(1), 0, "inputs of [rows, {}]", self.inputs);
@@ -286,29 +268,5 @@ mod tests {
             // fp32 sums of at most 384 products of size <= 1: errors of a few ulp of the total.
             assert!(worst < 1e-5 * (inputs as f32).sqrt().max(1.0), "{rows}x{outputs}x{inputs}: {worst}");
         }
-    }
-
-    #[test]
-    fn stacked_layers_give_the_outputs_side_by_side() {
-        if !supported() {
-            eprintln!("SKIPPED: this CPU has no AVX512-BF16; the bf16 kernel cannot run here");
-            return;
-        }
-        let mut rng = StdRng::seed_from_u64(8);
-        let (rows, inputs) = (5, 20);
-        let xs = random(rows * inputs, &mut rng);
-        let layers: Vec<(Vec<f32>, Vec<f32>, usize)> =
-            [32, 64, 3].iter().map(|&o| (random(o * inputs, &mut rng), random(o, &mut rng), o)).collect();
-        let packed: Vec<PackedWeight> =
-            layers.iter().map(|(w, b, o)| PackedWeight::new(w, b, *o, inputs).unwrap()).collect();
-        let stacked = PackedWeight::stacked(&packed.iter().collect::<Vec<_>>()).expect("full panels before the last");
-        let together = stacked.forward(&xs);
-        let apart: Vec<Vec<f32>> = packed.iter().map(|p| p.forward(&xs)).collect();
-        for row in 0..rows {
-            let joined: Vec<f32> =
-                apart.iter().zip(&layers).flat_map(|(out, (_, _, o))| out[row * o..(row + 1) * o].to_vec()).collect();
-            assert_eq!(&together[row * 99..(row + 1) * 99], &joined[..]);
-        }
-        assert!(PackedWeight::stacked(&[&packed[2], &packed[0]]).is_none(), "a partial panel cannot come first");
     }
 }

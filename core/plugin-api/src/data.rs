@@ -200,7 +200,6 @@ pub struct TeacherInfo {
     pub hidden_size: usize,
     /// Number of ensemble members (1 for a single model).
     pub members: usize,
-    pub supports_stochastic: bool,
 }
 
 /// How the host asks a teacher to run.

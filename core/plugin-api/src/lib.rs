@@ -11,9 +11,9 @@
 //!
 //! Compatibility: a host loads a plugin when the API major versions match. A newer minor version
 //! only adds optional entry points, as C symbols of their own that older hosts never look up and
-//! newer hosts treat as absent in older plugins (3.1 added `configure`, see [`plugin_context`]).
+//! newer hosts treat as absent in older plugins (`configure`, see [`plugin_context`], is such an entry
 //!
-//! Feature `api-3-0` builds a plugin as API 3.0 made it, without `configure`: only for the test
+//! Feature `api-4-0` builds a plugin as API 4.0 would, without `configure`: only for the test
 //! that a newer host still loads an older plugin; never enable it in a plugin.
 
 mod context;
@@ -41,10 +41,10 @@ pub use abi_stable;
 pub use abi_stable::std_types::RString;
 
 /// The version of this API, checked by the host at load time.
-#[cfg(not(feature = "api-3-0"))]
-pub const API_VERSION: ApiVersion = ApiVersion { major: 3, minor: 1 };
-#[cfg(feature = "api-3-0")]
-pub const API_VERSION: ApiVersion = ApiVersion { major: 3, minor: 0 };
+#[cfg(not(feature = "api-4-0"))]
+pub const API_VERSION: ApiVersion = ApiVersion { major: 4, minor: 1 };
+#[cfg(feature = "api-4-0")]
+pub const API_VERSION: ApiVersion = ApiVersion { major: 4, minor: 0 };
 
 /// Version of the plugin API, compared by the host before anything else is read from a plugin.
 #[repr(C)]

@@ -137,7 +137,6 @@ impl Teacher for BertTeacher {
             labels: self.labels.iter().map(|l| l.as_str().into()).collect(),
             hidden_size: self.members[0].model.hidden_size(),
             members: self.members.len(),
-            supports_stochastic: true,
         })
     }
 

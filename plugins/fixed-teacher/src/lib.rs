@@ -102,7 +102,6 @@ impl Teacher for FixedTeacher {
             labels: self.labels.iter().map(|l| l.as_str().into()).collect(),
             hidden_size: self.labels.len(),
             members: self.members,
-            supports_stochastic: true,
         })
     }
 

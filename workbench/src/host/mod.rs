@@ -139,10 +139,10 @@ fn read_handshake(path: &Path) -> Result<Option<(String, String, workbench_plugi
     Ok(result)
 }
 
-/// The plugin's `configure` entry point (API 3.1), `None` in a plugin built against API 3.0.
+/// The plugin's `configure` entry point (API 3.1 and 4.1), `None` in a plugin built against API 4.0.
 fn configure_entry_point(path: &Path) -> Result<Option<Configure>> {
     let raw = RawLibrary::load_at(path).map_err(|e| Error::LoadFailed { path: path.into(), reason: e.to_string() })?;
-    // SAFETY: the symbol's type is fixed for API 3.x (see `CONFIGURE_SYMBOL`), and the plugin's
+    // SAFETY: the symbol's type is fixed for API 4.x (see `CONFIGURE_SYMBOL`), and the plugin's
     // major version was checked before.
     let configure = unsafe { raw.get::<Configure>(CONFIGURE_SYMBOL).ok().map(|f| *f) };
     std::mem::forget(raw);

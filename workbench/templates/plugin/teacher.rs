@@ -45,7 +45,6 @@ impl Teacher for {{Type}} {
             labels: self.labels.iter().map(|l| l.as_str().into()).collect(),
             hidden_size: 0,
             members: 1,
-            supports_stochastic: false,
         })
     }
 

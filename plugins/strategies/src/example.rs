@@ -140,6 +140,7 @@ fn muka_margins_can_be_scaled_to_mean_one() {
         margin_mean_one: true,
         temperature: 1.0,
         within_blocks: false,
+        margin_against_rival: false,
     };
     let weights = distribution(&recipe(&scaled, None), 0).weights().unwrap().to_vec();
     assert_close(&weights, &[1.799999, 1.2, 0.000003]);
@@ -155,6 +156,7 @@ fn muka_hard_takes_the_most_certain_teacher() {
         margin_mean_one: false,
         temperature: 1.0,
         within_blocks: false,
+        margin_against_rival: false,
     };
     let r = recipe(&hard, None);
     let term = distribution(&r, 0);
@@ -187,6 +189,7 @@ fn muka_hard_equals_the_one_hot_choice_of_teacher() {
                 margin_mean_one: false,
                 temperature: 1.0,
                 within_blocks: false,
+                margin_against_rival: false,
             },
             None,
         ),
@@ -218,6 +221,7 @@ fn muka_within_blocks_adds_each_teachers_own_labels_after_the_integrated_target(
         margin_mean_one: false,
         temperature: 2.0,
         within_blocks: false,
+        margin_against_rival: false,
     };
     let both = Muka { within_blocks: true, ..plain };
     let (alone, r) = (recipe(&plain, Some(0)), recipe(&both, Some(0)));
@@ -243,6 +247,7 @@ fn muka_soft_integrates_by_softmax_of_scores() {
         margin_mean_one: false,
         temperature: 1.0,
         within_blocks: false,
+        margin_against_rival: false,
     };
     let term = distribution(&recipe(&soft, None), 0).clone();
     assert_close(
@@ -266,6 +271,7 @@ fn muka_soft_approaches_hard_as_tau_goes_to_zero() {
                 margin_mean_one: false,
                 temperature: 1.0,
                 within_blocks: false,
+                margin_against_rival: false,
             },
             Some(0),
         ),
@@ -280,6 +286,7 @@ fn muka_soft_approaches_hard_as_tau_goes_to_zero() {
             margin_mean_one: false,
             temperature: 1.0,
             within_blocks: false,
+            margin_against_rival: false,
         };
         let term = distribution(&recipe(&soft, Some(0)), 0).clone();
         let gap = term.target.data().iter().zip(hard.target.data()).map(|(s, h)| (s - h).abs()).fold(0.0, f32::max);
@@ -307,6 +314,7 @@ fn muka_without_scores_is_refused() {
         margin_mean_one: false,
         temperature: 1.0,
         within_blocks: false,
+        margin_against_rival: false,
     }
     .recipe(&no_scores)
     .unwrap_err();
@@ -347,4 +355,34 @@ fn feature_strategies_refuse_teachers_without_hidden_states() {
     no_hidden.teachers[1].hidden = None.into();
     let error = Dfa(FEATURES).recipe(&no_hidden).unwrap_err();
     assert!(error.message.contains("teacher `B` gave none"), "{error}");
+}
+
+/// Teachers sharing a label: A over x, y (union 0, 1), B over y, z (union 1, 2).
+/// i0: A is on top (0.9 > 0.7) and predicts y, which B owns too: no rival, so the batch's largest
+///     margin, 0.5 (against the second score it would be 0.2).
+/// i1: A on top (0.8) predicts x; B does not own x: rival B (0.3), margin 0.5.
+/// i2: B on top (0.6) predicts z; A does not own z: rival A (0.2), margin 0.4.
+#[test]
+fn muka_margins_against_a_rival_leave_out_teachers_that_own_the_predicted_label() {
+    let teachers = vec![
+        teacher("A", vec![0, 1], vec![vec![0.0, 1.0], vec![1.0, 0.0], vec![0.0, 0.0]], vec![vec![0.0]; 3]),
+        teacher("B", vec![1, 2], vec![vec![0.0, 0.0], vec![0.0, 0.0], vec![0.0, 2.0]], vec![vec![0.0]; 3]),
+    ];
+    let scores = vec![vec![0.9, 0.7], vec![0.8, 0.3], vec![0.2, 0.6]];
+    let input = StrategyInput {
+        union_labels: ["x", "y", "z"].iter().map(|&l| l.into()).collect(),
+        teachers: teachers.into(),
+        scores: Some(Tensor::from_rows(&scores).unwrap()).into(),
+    };
+    let muka = |margin_against_rival| Muka {
+        integration: Integration::Hard,
+        margin: true,
+        margin_mean_one: false,
+        margin_against_rival,
+        temperature: 1.0,
+        within_blocks: false,
+    };
+    let weights = |rival| distribution(&muka(rival).recipe(&input).unwrap(), 0).weights().unwrap().to_vec();
+    assert_close(&weights(true), &[0.500001, 0.500001, 0.400001]);
+    assert_close(&weights(false), &[0.200001, 0.500001, 0.400001]);
 }

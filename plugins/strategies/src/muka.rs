@@ -2,7 +2,8 @@
 //! instance by the margin between the two highest scores.
 
 use workbench_plugin_api::{
-    math::softmax, params, DistributionTerm, PluginError, PluginResult, Recipe, Strategy, StrategyInput, Tensor, Term,
+    math::softmax, params, DistributionTerm, PluginError, PluginResult, Recipe, Strategy, StrategyInput,
+    TeacherSignals, Tensor, Term,
 };
 
 use crate::{teacher_probs, temperature, Uhc};
@@ -19,6 +20,11 @@ params! {
         /// raw: the margins as they are (the paper); mean-one: divided by their batch mean, so that
         /// the loss keeps its size when scores crowd together.
         margin_scale: String = choice(&["raw", "mean-one"]),
+        /// second: s(2) is the second-highest score (the paper); rival: the highest score of a
+        /// teacher that does not own the label the top teacher predicts (teachers that own it give
+        /// that answer too, so they do not contest it); a text without a rival gets the batch's
+        /// largest margin.
+        margin_against: String = choice(&["second", "rival"]),
         /// Also match each teacher on its own labels for every instance (UHC's terms, scaled by
         /// T²), so that the student learns within each teacher's labels whatever the selection.
         within_blocks: bool = bool(false),
@@ -40,6 +46,9 @@ pub struct Muka {
     /// Divide the margins by their batch mean, so that they average 1: the loss keeps the size
     /// it has without margins however the scores crowd (the paper's margins are unnormalised).
     pub margin_mean_one: bool,
+    /// Measure the margin against the best rival teacher, not the second score (see
+    /// `margin_against`): with overlapping label sets, owners of the same label agree.
+    pub margin_against_rival: bool,
     pub temperature: f32,
     /// Also UHC's terms (each teacher matched on its own labels, every instance): what the
     /// student learns inside a teacher's labels then no longer rests on the selection, which
@@ -56,6 +65,7 @@ impl From<MukaParams> for Muka {
             },
             margin: params.margin,
             margin_mean_one: params.margin_scale == "mean-one",
+            margin_against_rival: params.margin_against == "rival",
             temperature: params.temperature,
             within_blocks: params.within_blocks,
         }
@@ -84,6 +94,23 @@ pub fn margin(scores: &[f32]) -> f32 {
     }
 }
 
+/// |s(top) - s(rival)| + 1e-6, where `top` is the first highest-scoring teacher and the rival the
+/// highest-scoring teacher that does not own the union label `top` predicts; none when every
+/// other teacher owns it.
+pub fn rival_margin(scores: &[f32], teachers: &[TeacherSignals], b: usize) -> Option<f32> {
+    let top = scores.iter().enumerate().fold(0, |best, (t, &s)| if s > scores[best] { t } else { best });
+    let logits = teachers[top].logits.at(&[b]);
+    let predicted = logits.iter().enumerate().fold(0, |best, (i, &l)| if l > logits[best] { i } else { best });
+    let label = teachers[top].label_map[predicted];
+    let rivals = teachers
+        .iter()
+        .zip(scores)
+        .enumerate()
+        .filter(|(t, (teacher, _))| *t != top && !teacher.label_map.contains(&label));
+    let rival = rivals.map(|(_, (_, &s))| s).fold(None, |best: Option<f32>, s| Some(best.map_or(s, |b| b.max(s))))?;
+    Some((scores[top] - rival).abs() + 1e-6)
+}
+
 impl Strategy for Muka {
     fn recipe(&self, input: &StrategyInput) -> PluginResult<Recipe> {
         let scores = input
@@ -92,7 +119,7 @@ impl Strategy for Muka {
         let (batch, teachers, union) = (input.batch_size(), input.teachers.len(), input.union_labels.len());
         scores.expect_shape("scores", &[batch, teachers])?;
         let mut target = vec![0.0f32; batch * union];
-        let mut weights = Vec::with_capacity(batch);
+        let mut margins = Vec::with_capacity(batch);
         for b in 0..batch {
             let row_scores = scores.at(&[b]);
             let row = &mut target[b * union..(b + 1) * union];
@@ -104,8 +131,15 @@ impl Strategy for Muka {
                     row[label as usize] += weight * p;
                 }
             }
-            weights.push(margin(row_scores));
+            margins.push(if self.margin_against_rival {
+                rival_margin(row_scores, &input.teachers, b)
+            } else {
+                Some(margin(row_scores))
+            });
         }
+        // Uncontested texts are at least as certain as the most certain contested one.
+        let largest = margins.iter().flatten().copied().fold(None, |m: Option<f32>, w| Some(m.map_or(w, |m| m.max(w))));
+        let mut weights: Vec<f32> = margins.into_iter().map(|w| w.or(largest).unwrap_or(1.0)).collect();
         if self.margin_mean_one {
             let mean = weights.iter().sum::<f32>() / batch.max(1) as f32;
             weights.iter_mut().for_each(|w| *w /= mean);

@@ -2,10 +2,7 @@
 
 use workbench_plugin_api::Tensor;
 
-/// The index of the largest value; ties go to the first (as MUKA's hard integration breaks them).
-pub fn argmax(row: &[f32]) -> usize {
-    (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best })
-}
+pub use workbench_plugin_api::math::argmax;
 
 /// For each instance, whether the highest-scored teacher is one whose label set contains the
 /// gold label. `scores` is `[B, T]`; `gold` holds union label indices; `maps[t]` the union

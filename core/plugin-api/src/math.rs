@@ -8,6 +8,11 @@ pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
     exps.into_iter().map(|e| e / sum).collect()
 }
 
+/// The index of the largest value; ties go to the first (as MUKA's hard integration breaks them).
+pub fn argmax(values: &[f32]) -> usize {
+    (0..values.len()).fold(0, |best, i| if values[i] > values[best] { i } else { best })
+}
+
 /// `x * ln(x)` with the limit 0 at 0, so a zero probability adds no NaN.
 pub fn x_ln_x(x: f32) -> f32 {
     if x > 0.0 {

@@ -2,8 +2,8 @@
 //! instance by the margin between the two highest scores.
 
 use workbench_plugin_api::{
-    math::softmax, params, DistributionTerm, PluginError, PluginResult, Recipe, Strategy, StrategyInput,
-    TeacherSignals, Tensor, Term,
+    math::{argmax, softmax},
+    params, DistributionTerm, PluginError, PluginResult, Recipe, Strategy, StrategyInput, TeacherSignals, Tensor, Term,
 };
 
 use crate::{teacher_probs, temperature, Uhc};
@@ -76,7 +76,7 @@ impl From<MukaParams> for Muka {
 pub fn integration_weights(scores: &[f32], integration: Integration) -> Vec<f32> {
     match integration {
         Integration::Hard => {
-            let best = scores.iter().enumerate().fold(0, |best, (t, &s)| if s > scores[best] { t } else { best });
+            let best = argmax(scores);
             (0..scores.len()).map(|t| if t == best { 1.0 } else { 0.0 }).collect()
         }
         Integration::Soft { tau } => softmax(scores, tau),
@@ -98,16 +98,14 @@ pub fn margin(scores: &[f32]) -> f32 {
 /// highest-scoring teacher that does not own the union label `top` predicts; none when every
 /// other teacher owns it.
 pub fn rival_margin(scores: &[f32], teachers: &[TeacherSignals], b: usize) -> Option<f32> {
-    let top = scores.iter().enumerate().fold(0, |best, (t, &s)| if s > scores[best] { t } else { best });
-    let logits = teachers[top].logits.at(&[b]);
-    let predicted = logits.iter().enumerate().fold(0, |best, (i, &l)| if l > logits[best] { i } else { best });
-    let label = teachers[top].label_map[predicted];
+    let top = argmax(scores);
+    let label = teachers[top].label_map[argmax(teachers[top].logits.at(&[b]))];
     let rivals = teachers
         .iter()
         .zip(scores)
         .enumerate()
         .filter(|(t, (teacher, _))| *t != top && !teacher.label_map.contains(&label));
-    let rival = rivals.map(|(_, (_, &s))| s).fold(None, |best: Option<f32>, s| Some(best.map_or(s, |b| b.max(s))))?;
+    let rival = rivals.map(|(_, (_, &s))| s).reduce(f32::max)?;
     Some((scores[top] - rival).abs() + 1e-6)
 }
 
@@ -138,7 +136,7 @@ impl Strategy for Muka {
             });
         }
         // Uncontested texts are at least as certain as the most certain contested one.
-        let largest = margins.iter().flatten().copied().fold(None, |m: Option<f32>, w| Some(m.map_or(w, |m| m.max(w))));
+        let largest = margins.iter().flatten().copied().reduce(f32::max);
         let mut weights: Vec<f32> = margins.into_iter().map(|w| w.or(largest).unwrap_or(1.0)).collect();
         if self.margin_mean_one {
             let mean = weights.iter().sum::<f32>() / batch.max(1) as f32;

@@ -2,7 +2,7 @@
 //! scales that put a measure's scores on a footing common to every measure.
 
 use workbench_plugin_api::{
-    math::{entropy, softmax},
+    math::{argmax, entropy, softmax},
     FromParam, ParamTable, PluginError, PluginResult,
 };
 
@@ -87,7 +87,7 @@ pub fn certainty(measure: Measure, passes: &[&[f32]], temperature: f32) -> f32 {
             (max - uniform) / (1.0 - uniform)
         }
         Measure::TopVariance => {
-            let top = (0..labels).fold(0, |best, k| if mean[k] > mean[best] { k } else { best });
+            let top = argmax(&mean);
             let variance = probs.iter().map(|p| (p[top] - mean[top]).powi(2)).sum::<f32>() / count;
             1.0 - 4.0 * variance
         }

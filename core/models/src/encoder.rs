@@ -527,17 +527,19 @@ impl EncoderClassifier {
                 (layer.attention.fixed_qkv, layer.attention.fixed_kv) = (None, None);
             }
         }
-        for linear in self.linears_mut() {
+        for linear in self.inference_linears_mut() {
             linear.set_precision(precision)?;
         }
         Ok(precision)
     }
 
-    fn linears_mut(&mut self) -> impl Iterator<Item = &mut Linear> {
+    /// The linear layers a bf16 model runs: key and value alone never run there (only inside
+    /// the fixed stacks), so they are not packed.
+    fn inference_linears_mut(&mut self) -> impl Iterator<Item = &mut Linear> {
         let layers = self.layers.iter_mut().flat_map(|layer| {
-            let SelfAttention { query, key, value, output, fixed_qkv, fixed_kv, .. } = &mut layer.attention;
+            let SelfAttention { query, output, fixed_qkv, fixed_kv, .. } = &mut layer.attention;
             let FeedForward { intermediate, output: ff_output, .. } = &mut layer.feed_forward;
-            [query, key, value, output, intermediate, ff_output].into_iter().chain(fixed_qkv).chain(fixed_kv)
+            [query, output, intermediate, ff_output].into_iter().chain(fixed_qkv).chain(fixed_kv)
         });
         let head = self.head.dense.iter_mut().map(|(dense, _)| dense).chain([&mut self.head.classifier]);
         layers.chain(head)

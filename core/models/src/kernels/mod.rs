@@ -1,5 +1,6 @@
 //! Fused CPU kernels, with their backward passes, for the element-wise work of a BERT layer:
-//! scaled and masked softmax, exact (erf) GELU, layer normalisation, bias addition and dropout. Composed from
+//! scaled and masked softmax, exact (erf) GELU, layer normalisation, linear layers, dropout and
+//! dropout + residual (and, in [`bf16`], the matrix kernel of bf16 inference). Composed from
 //! candle operations these take many passes over memory and scalar `libm` calls, which cost
 //! more than the matrix products on a CPU. Each kernel runs on candle's own thread pool and is
 //! compiled twice, the hot copy with AVX2/FMA picked at run time. Other devices and dtypes take
@@ -49,21 +50,27 @@ struct SharedOut(*mut f32);
 // SAFETY: every parallel task writes a disjoint range of the buffer.
 unsafe impl Sync for SharedOut {}
 
-/// A new buffer of `len` values, filled in parallel `chunk` values at a time:
-/// `fill(positions, values)` gets the positions its chunk covers.
-fn par_fill(len: usize, chunk: usize, fill: impl Fn(Range<usize>, &mut [f32]) + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; len];
-    let shared = SharedOut(out.as_mut_ptr());
+/// Runs `fill(positions, values)` in parallel over `values`, `chunk` values at a time.
+fn par_chunks(values: &mut [f32], chunk: usize, fill: impl Fn(Range<usize>, &mut [f32]) + Sync) {
+    let len = values.len();
+    let shared = SharedOut(values.as_mut_ptr());
     let shared = &shared;
     candle_core::utils::barrier_pool().execute_chunked(len.div_ceil(chunk), |chunks| {
         for index in chunks {
             let start = index * chunk;
             let end = len.min(start + chunk);
-            // SAFETY: chunk ranges are disjoint and inside `out`, which outlives the call.
-            let values = unsafe { std::slice::from_raw_parts_mut(shared.0.add(start), end - start) };
-            fill(start..end, values);
+            // SAFETY: chunk ranges are disjoint and inside `values`, borrowed for the call.
+            let part = unsafe { std::slice::from_raw_parts_mut(shared.0.add(start), end - start) };
+            fill(start..end, part);
         }
     });
+}
+
+/// A new buffer of `len` values, filled in parallel `chunk` values at a time:
+/// `fill(positions, values)` gets the positions its chunk covers.
+fn par_fill(len: usize, chunk: usize, fill: impl Fn(Range<usize>, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; len];
+    par_chunks(&mut out, chunk, fill);
     out
 }
 
@@ -105,16 +112,9 @@ fn column_reduce(
 /// Adds `bias` to every row of `values` (rows of its length), in parallel.
 fn add_bias_in_place(values: &mut [f32], bias: &[f32]) {
     let rows_per_task = (4096 / bias.len().max(1)).max(1);
-    let shared = SharedOut(values.as_mut_ptr());
-    let (shared, len, chunk) = (&shared, values.len(), rows_per_task * bias.len());
-    candle_core::utils::barrier_pool().execute_chunked(len.div_ceil(chunk), |chunks| {
-        for index in chunks {
-            let (start, end) = (index * chunk, len.min((index + 1) * chunk));
-            // SAFETY: chunk ranges are disjoint and inside `values`, borrowed for the call.
-            let rows = unsafe { std::slice::from_raw_parts_mut(shared.0.add(start), end - start) };
-            for row in rows.chunks_exact_mut(bias.len()) {
-                add_into(row, bias);
-            }
+    par_chunks(values, rows_per_task * bias.len(), |_, rows| {
+        for row in rows.chunks_exact_mut(bias.len()) {
+            add_into(row, bias);
         }
     });
 }
@@ -325,10 +325,20 @@ fn keeps(seed: u64, index: u64, threshold: u32) -> bool {
     ((z ^ (z >> 31)) >> 32) as u32 >= threshold
 }
 
+/// Value `index` of a pass after inverted dropout.
+#[inline(always)]
+fn dropped(x: f32, seed: u64, index: u64, threshold: u32, keep_scale: f32) -> f32 {
+    if keeps(seed, index, threshold) {
+        x * keep_scale
+    } else {
+        0.0
+    }
+}
+
 simd_fn! {
     fn dropout_values(xs: &[f32], seed: u64, start: u64, threshold: u32, keep_scale: f32, out: &mut [f32]) {
         for (i, (o, &x)) in out.iter_mut().zip(xs).enumerate() {
-            *o = if keeps(seed, start + i as u64, threshold) { x * keep_scale } else { 0.0 };
+            *o = dropped(x, seed, start + i as u64, threshold, keep_scale);
         }
     }
 }
@@ -345,8 +355,7 @@ simd_fn! {
         out: &mut [f32],
     ) {
         for (i, ((o, &x), &r)) in out.iter_mut().zip(xs).zip(residual).enumerate() {
-            let dropped = if keeps(seed, start + i as u64, threshold) { x * keep_scale } else { 0.0 };
-            *o = dropped + r;
+            *o = dropped(x, seed, start + i as u64, threshold, keep_scale) + r;
         }
     }
 }
@@ -563,8 +572,9 @@ pub fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> CRes
 /// `xs @ weight^T + bias` for `xs` of `[rows, inputs]`, the bias added in place, so that the layer
 /// leaves one tensor (candle's matmul then a bias add left two, both held for the backward pass).
 /// The product is complete before the bias is added (gemm accumulating onto the bias would round
-/// differently where it splits the inputs: runs would no longer reproduce earlier ones). The bias gradient (a column sum) runs in parallel, where
-/// candle's reduction over leading axes runs on one thread.
+/// differently where it splits the inputs: runs would no longer reproduce earlier ones). The bias
+/// gradient (a column sum) runs in parallel, where candle's reduction over leading axes runs on one
+/// thread.
 struct FusedLinear;
 
 impl CustomOp3 for FusedLinear {
@@ -652,18 +662,24 @@ impl CustomOp1 for ColumnSums {
     }
 }
 
-/// A linear layer, `xs @ weight^T + bias`, as one matrix product over all leading axes.
-pub fn linear(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> CResult<Tensor> {
+/// `layer` applied to `xs` with its leading axes flattened into rows (`[rows, inputs]` to
+/// `[rows, outputs]`), the axes restored after.
+fn over_rows(xs: &Tensor, outputs: usize, layer: impl FnOnce(Tensor) -> CResult<Tensor>) -> CResult<Tensor> {
     let (rows, width) = (xs.elem_count() / xs.dim(D::Minus1)?, xs.dim(D::Minus1)?);
     let mut dims = xs.dims().to_vec();
-    *dims.last_mut().expect("a linear input has at least one axis") = weight.dim(0)?;
-    let xs = xs.contiguous()?.reshape((rows, width))?;
-    let out = if fused(&xs) {
-        xs.apply_op3(&weight.contiguous()?, &bias.contiguous()?, FusedLinear)?
-    } else {
-        xs.matmul(&weight.t()?)?.broadcast_add(bias)?
-    };
-    out.reshape(dims)
+    *dims.last_mut().expect("a linear input has at least one axis") = outputs;
+    layer(xs.contiguous()?.reshape((rows, width))?)?.reshape(dims)
+}
+
+/// A linear layer, `xs @ weight^T + bias`, as one matrix product over all leading axes.
+pub fn linear(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> CResult<Tensor> {
+    over_rows(xs, weight.dim(0)?, |xs| {
+        if fused(&xs) {
+            xs.apply_op3(&weight.contiguous()?, &bias.contiguous()?, FusedLinear)
+        } else {
+            xs.matmul(&weight.t()?)?.broadcast_add(bias)
+        }
+    })
 }
 
 struct PackedLinear<'a>(&'a bf16::PackedWeight);
@@ -686,13 +702,11 @@ pub fn packed_linear(xs: &Tensor, packed: &bf16::PackedWeight) -> CResult<Tensor
     if !fused(xs) {
         candle_core::bail!("bf16 linear layers take f32 inputs on the CPU, not {:?} on {:?}", xs.dtype(), xs.device())
     }
-    let (rows, width) = (xs.elem_count() / xs.dim(D::Minus1)?, xs.dim(D::Minus1)?);
+    let width = xs.dim(D::Minus1)?;
     if width != packed.inputs() {
         candle_core::bail!("a bf16 linear layer of {} inputs got {width}", packed.inputs())
     }
-    let mut dims = xs.dims().to_vec();
-    *dims.last_mut().expect("a linear input has at least one axis") = packed.outputs();
-    xs.contiguous()?.reshape((rows, width))?.apply_op1_no_bwd(&PackedLinear(packed))?.reshape(dims)
+    over_rows(xs, packed.outputs(), |xs| xs.apply_op1_no_bwd(&PackedLinear(packed)))
 }
 
 #[derive(Clone, Copy)]

@@ -208,22 +208,25 @@ pub fn signal_requests(config: &ResolvedConfig, plan: Option<SamplingPlan>, hidd
 /// A sweep's signal job: computes one teacher output into the cache (or finds it there), the
 /// same entry a run of `config` reads.
 pub fn teacher_signals(config: &ResolvedConfig, registry: &Registry, request: &SignalRequest) -> Result<Provenance> {
-    let Prepared { splits, mut teachers, labels, .. } = prepare(config, registry)?;
+    let Prepared { splits, mut teachers, selector, labels, .. } = prepare(config, registry)?;
     let examples = student_examples(&splits, &labels)?;
     let texts = match request.split {
         Split::Train => student_texts(config, &examples)?.0,
         Split::Test => texts(&examples.test),
     };
+    // The selector is loaded (and checked) by the preparation; the oracle is not.
     let union_model = match request.teacher.as_str() {
-        "oracle" => Some(("oracle", &config.oracle)),
-        "selector" => Some(("selector", &config.selector)),
+        "oracle" => {
+            Some(config.oracle.as_ref().map(|choice| UnionModel::load(registry, "oracle", choice)).transpose()?)
+        }
+        "selector" => Some(selector),
         _ => None,
     };
-    if let Some((key, choice)) = union_model {
-        let choice = choice
-            .as_ref()
-            .ok_or_else(|| Error::InvalidConfig { problems: vec![format!("no [{key}] table in the config")] })?;
-        return Ok(UnionModel::load(registry, key, choice)?.signals(config, &texts)?.1);
+    if let Some(model) = union_model {
+        let mut model = model.ok_or_else(|| Error::InvalidConfig {
+            problems: vec![format!("no [{}] table in the config", request.teacher)],
+        })?;
+        return Ok(model.signals(config, &texts)?.1);
     }
     let teacher =
         teachers.iter_mut().find(|t| request.teacher.strip_prefix("teachers.") == Some(t.name.as_str())).ok_or_else(

@@ -80,16 +80,18 @@ fn main() {
     });
     // MC scoring with K = 16, batched as the mc-dropout estimator runs it: every layer stochastic;
     // only the top layer (the rest run once); only the top layer, over 2, 3 or 4 stochastic samples
-    // of the rest (`lower_passes`). Reported per scored token, so the cost relative to one
-    // deterministic pass is eval_forward / mc16_scoring.
-    for (workload, top_layers, lower_passes) in [
-        ("mc16_scoring", 0, 0),
-        ("mc16_top1_scoring", 1, 0),
-        ("mc16_top1_lower2_scoring", 1, 2),
-        ("mc16_top1_lower3_scoring", 1, 3),
-        ("mc16_top1_lower4_scoring", 1, 4),
+    // of the rest (`lower_passes`); only the top layer's output dropout and the head's
+    // (`outputs_only`). Reported per scored token, so the cost relative to one deterministic pass
+    // is eval_forward / mc16_scoring.
+    for (workload, top_layers, lower_passes, outputs_only) in [
+        ("mc16_scoring", 0, 0, false),
+        ("mc16_top1_scoring", 1, 0, false),
+        ("mc16_top1_lower2_scoring", 1, 2, false),
+        ("mc16_top1_lower3_scoring", 1, 3, false),
+        ("mc16_top1_lower4_scoring", 1, 4, false),
+        ("mc16_top1_outputs_scoring", 1, 0, true),
     ] {
-        let depth = McDepth { top_layers, lower_passes };
+        let depth = McDepth { top_layers, lower_passes, outputs_only };
         measure(workload, &mut || drop(frozen.mc_logits(&batch, 16, 0, depth).unwrap()));
     }
     // The inference workloads again with bf16 linear layers, where this CPU has AVX512-BF16.
@@ -99,10 +101,13 @@ fn main() {
         return;
     }
     measure("eval_forward_bf16", &mut || drop(bf16.forward(&batch, None).unwrap()));
-    for (workload, top_layers, lower_passes) in
-        [("mc16_scoring_bf16", 0, 0), ("mc16_top1_scoring_bf16", 1, 0), ("mc16_top1_lower3_scoring_bf16", 1, 3)]
-    {
-        let depth = McDepth { top_layers, lower_passes };
+    for (workload, top_layers, lower_passes, outputs_only) in [
+        ("mc16_scoring_bf16", 0, 0, false),
+        ("mc16_top1_scoring_bf16", 1, 0, false),
+        ("mc16_top1_lower3_scoring_bf16", 1, 3, false),
+        ("mc16_top1_outputs_scoring_bf16", 1, 0, true),
+    ] {
+        let depth = McDepth { top_layers, lower_passes, outputs_only };
         measure(workload, &mut || drop(bf16.mc_logits(&batch, 16, 0, depth).unwrap()));
     }
 }

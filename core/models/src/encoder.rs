@@ -19,11 +19,23 @@ use crate::{
 /// masks, so stochastic passes are reproducible.
 pub struct StochasticPass {
     rng: StdRng,
+    /// Dropout only where a layer's output joins its residual (after the feed-forward block) and
+    /// in the head; see [`McDepth::outputs_only`].
+    outputs_only: bool,
 }
 
 impl StochasticPass {
     pub fn new(seed: u64) -> Self {
-        Self { rng: StdRng::seed_from_u64(seed) }
+        Self::at_sites(seed, false)
+    }
+
+    pub(crate) fn at_sites(seed: u64, outputs_only: bool) -> Self {
+        Self { rng: StdRng::seed_from_u64(seed), outputs_only }
+    }
+
+    /// `pass`, unless it spares every dropout but the layers' outputs and the head's.
+    fn at_every_site(pass: Option<&mut StochasticPass>) -> Option<&mut StochasticPass> {
+        pass.filter(|pass| !pass.outputs_only)
     }
 }
 
@@ -35,6 +47,11 @@ pub struct McDepth {
     /// With `top_layers` > 0: 0 runs the embeddings and lower layers once without dropout; M
     /// runs them M times with dropout, and pass k reads lower sample k mod M.
     pub lower_passes: usize,
+    /// Dropout only on each layer's output (after its feed-forward block, before the residual
+    /// norm) and in the head; the embeddings' and attention's dropouts stay off. With
+    /// `top_layers = 1` the passes then share the whole top layer up to its last dropout, so 16
+    /// passes cost little more than one even when the head pools every position.
+    pub outputs_only: bool,
 }
 
 /// Inverted dropout: zeroes each value with probability `p` and scales the rest by 1/(1-p).
@@ -97,6 +114,14 @@ impl Linear {
         match &self.packed {
             Some(packed) => Ok(kernels::packed_linear(xs, packed)?),
             None => Ok(kernels::linear(xs, &self.weight, &self.bias)?),
+        }
+    }
+
+    /// `forward(gelu(xs))`.
+    fn forward_gelu(&self, xs: &Tensor) -> Result<Tensor> {
+        match &self.packed {
+            Some(packed) => Ok(kernels::packed_linear(&kernels::gelu(xs)?, packed)?),
+            None => Ok(kernels::gelu_linear(xs, &self.weight, &self.bias)?),
         }
     }
 }
@@ -275,6 +300,14 @@ struct Projections {
     v: Tensor,
 }
 
+/// What the stochastic passes over the top layer share, for inputs that several passes read.
+enum SharedTop {
+    /// Every dropout on: the top layer's attention up to its first dropout.
+    Attention(SharedAttention),
+    /// Only the output dropout on: the feed-forward block's input to it, and the residual.
+    Output { transformed: Tensor, attended: Tensor },
+}
+
 /// The top layer's attention up to its dropout, for inputs that several passes read.
 struct SharedAttention {
     queries: Tensor,
@@ -359,9 +392,8 @@ impl SelfAttention {
 
     /// Masked, scaled softmax of the attention scores, before dropout.
     fn probabilities(&self, projections: &Projections, mask: &Tensor) -> Result<Tensor> {
-        let head_dim = projections.q.dim(3)?;
-        let scores = projections.q.matmul(&projections.k.t()?)?;
-        Ok(kernels::masked_softmax(&scores, mask, 1.0 / (head_dim as f64).sqrt())?)
+        let scale = 1.0 / (projections.q.dim(3)? as f64).sqrt();
+        Ok(kernels::attention_probabilities(&projections.q, &projections.k, mask, scale)?)
     }
 
     /// Attention dropout, the weighted values, the output projection and the residual norm.
@@ -373,6 +405,7 @@ impl SelfAttention {
         mut pass: Option<&mut StochasticPass>,
     ) -> Result<Tensor> {
         let (batch, positions, hidden) = queries.dims3()?;
+        pass = StochasticPass::at_every_site(pass);
         let probs = self.attention_dropout.forward(probs, pass.as_deref_mut())?;
         let context = probs.matmul(v)?.transpose(1, 2)?.reshape((batch, positions, hidden))?;
         self.norm.forward(&self.hidden_dropout.forward_add(&self.output.forward(&context)?, queries, pass)?)
@@ -381,8 +414,17 @@ impl SelfAttention {
 
 impl FeedForward {
     fn forward(&self, xs: &Tensor, pass: Option<&mut StochasticPass>) -> Result<Tensor> {
-        let intermediate = kernels::gelu(&self.intermediate.forward(xs)?)?;
-        self.norm.forward(&self.dropout.forward_add(&self.output.forward(&intermediate)?, xs, pass)?)
+        self.finish(&self.transform(xs)?, xs, pass)
+    }
+
+    /// The block up to its dropout.
+    fn transform(&self, xs: &Tensor) -> Result<Tensor> {
+        self.output.forward_gelu(&self.intermediate.forward(xs)?)
+    }
+
+    /// Dropout on the `transformed` input `xs`, the residual and the norm: the layer's output.
+    fn finish(&self, transformed: &Tensor, xs: &Tensor, pass: Option<&mut StochasticPass>) -> Result<Tensor> {
+        self.norm.forward(&self.dropout.forward_add(transformed, xs, pass)?)
     }
 }
 
@@ -568,7 +610,7 @@ impl EncoderClassifier {
         if let Some(token_types) = &e.token_types {
             summed = (summed + token_types.forward(&Tensor::zeros((size, length), DType::U32, &self.device)?)?)?;
         }
-        let hidden = e.dropout.forward(&e.norm.forward(&summed)?, pass)?;
+        let hidden = e.dropout.forward(&e.norm.forward(&summed)?, StochasticPass::at_every_site(pass))?;
         Ok((hidden, attention_mask(&batch.mask)?))
     }
 
@@ -643,7 +685,7 @@ impl EncoderClassifier {
         let size = batch.ids.dims2()?.0;
         let stochastic_from =
             if depth.top_layers == 0 { 0 } else { self.layers.len().saturating_sub(depth.top_layers) };
-        let mut pass = StochasticPass::new(seed);
+        let mut pass = StochasticPass::at_sites(seed, depth.outputs_only);
         let group = |count: usize| (128 / size.max(1)).clamp(1, count.max(1));
         let repeat = |t: &Tensor, copies: usize| -> Result<Tensor> { Ok(Tensor::cat(&vec![t.clone(); copies], 0)?) };
         let repeated = |copies: usize| -> Result<Batch> {
@@ -666,12 +708,18 @@ impl EncoderClassifier {
             }
             Some((Tensor::cat(&parts, 0)?, attention_mask(&batch.mask)?, samples))
         };
-        // Only the top layer stochastic: its attention up to the dropout, once per lower sample
-        // (at its first position only where the head reads only that one).
+        // Only the top layer stochastic: what its passes share, once per lower sample (at its
+        // first position only where the head reads only that one).
         let shared = match &lower {
             Some((hidden, mask, samples)) if stochastic_from + 1 == self.layers.len() => {
                 let first_only = self.pooling == Pooling::Cls;
-                Some(self.layers[stochastic_from].attention.share(hidden, &repeat(mask, *samples)?, first_only)?)
+                let (top, mask) = (&self.layers[stochastic_from], repeat(mask, *samples)?);
+                Some(if depth.outputs_only {
+                    let attended = top.attention.forward(hidden, &mask, first_only, None)?;
+                    SharedTop::Output { transformed: top.feed_forward.transform(&attended)?, attended }
+                } else {
+                    SharedTop::Attention(top.attention.share(hidden, &mask, first_only)?)
+                })
             }
             _ => None,
         };
@@ -683,14 +731,18 @@ impl EncoderClassifier {
                 // Pass k reads lower sample k mod `samples`.
                 Some((hidden, mask, samples)) => {
                     let order: Vec<usize> = (done..done + copies).map(|k| k % samples).collect();
+                    let pick = |t: &Tensor| blocks_in_order(t, &order, size);
+                    let top = &self.layers[stochastic_from];
                     match &shared {
-                        Some(shared) => {
-                            let top = &self.layers[stochastic_from];
+                        Some(SharedTop::Attention(shared)) => {
                             let attended = top.attention.forward_shared(shared, &order, size, Some(&mut pass))?;
                             top.feed_forward.forward(&attended, Some(&mut pass))?
                         }
+                        Some(SharedTop::Output { transformed, attended }) => {
+                            top.feed_forward.finish(&pick(transformed)?, &pick(attended)?, Some(&mut pass))?
+                        }
                         None => self.encode(
-                            blocks_in_order(hidden, &order, size)?,
+                            pick(hidden)?,
                             &repeat(mask, copies)?,
                             &self.layers[stochastic_from..],
                             true,

@@ -292,7 +292,9 @@ fn batched_mc_passes_follow_their_seed_and_can_spare_the_lower_layers() {
     let (_dir, checkpoint) = tiny();
     let model = checkpoint.classifier_for(&options(None, false), &Device::Cpu).unwrap();
     let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
-    let mc = |seed, top_layers| model.mc_logits(&batch, 5, seed, McDepth { top_layers, lower_passes: 0 }).unwrap();
+    let mc = |seed, top_layers| {
+        model.mc_logits(&batch, 5, seed, McDepth { top_layers, lower_passes: 0, outputs_only: false }).unwrap()
+    };
     let a = mc(1, 0);
     assert_eq!(a.dims(), &[5, 3, 3]);
     assert_eq!(a.to_vec3::<f32>().unwrap(), mc(1, 0).to_vec3::<f32>().unwrap(), "same seed, same passes");
@@ -319,7 +321,7 @@ fn top_passes_take_the_lower_samples_in_turn(pooling: Pooling) {
         .classifier_for(&ClassifierOptions { pooling: Some(pooling), ..options(None, false) }, &Device::Cpu)
         .unwrap();
     let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
-    let mc = model.mc_logits(&batch, 4, 9, McDepth { top_layers: 1, lower_passes: 2 }).unwrap();
+    let mc = model.mc_logits(&batch, 4, 9, McDepth { top_layers: 1, lower_passes: 2, outputs_only: false }).unwrap();
 
     // The same from the parts, on one seeded stream: the embeddings and the lower layer twice
     // with dropout, then the top layer and the head over lower samples 0, 1, 0, 1.
@@ -337,7 +339,7 @@ fn top_passes_take_the_lower_samples_in_turn(pooling: Pooling) {
     assert_ne!(passes[0], passes[2], "passes sharing a lower sample still differ in the top layer");
 
     // With the lower part run once without dropout, every pass reads that one output.
-    let once = model.mc_logits(&batch, 4, 9, McDepth { top_layers: 1, lower_passes: 0 }).unwrap();
+    let once = model.mc_logits(&batch, 4, 9, McDepth { top_layers: 1, lower_passes: 0, outputs_only: false }).unwrap();
     let (hidden, mask) = model.embed(&batch, None).unwrap();
     let lower = model.encode(hidden, &mask, &model.layers[..1], false, None).unwrap();
     let four = |t: &Tensor| Tensor::cat(&[t, t, t, t], 0).unwrap();
@@ -346,6 +348,41 @@ fn top_passes_take_the_lower_samples_in_turn(pooling: Pooling) {
     let expected = model.head(&top, &padding, Some(&mut pass)).unwrap().logits.reshape((4, TEXTS.len(), 3)).unwrap();
     assert_close(&once, &expected);
     assert_ne!(once.to_vec3::<f32>().unwrap(), passes, "a deterministic lower part gives other passes");
+}
+
+#[test]
+fn output_only_passes_share_the_top_layer_up_to_its_last_dropout() {
+    for pooling in [Pooling::Cls, Pooling::Mean] {
+        let (_dir, checkpoint) = tiny();
+        let options = ClassifierOptions { pooling: Some(pooling), ..options(None, false) };
+        let model = checkpoint.classifier_for(&options, &Device::Cpu).unwrap();
+        let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
+        let depth = McDepth { top_layers: 1, lower_passes: 0, outputs_only: true };
+        let mc = model.mc_logits(&batch, 4, 9, depth).unwrap();
+
+        // The same unshared: the lower layer once without dropout, then the top layer over four
+        // copies with a pass that draws masks only for the output dropout and the head.
+        let (hidden, mask) = model.embed(&batch, None).unwrap();
+        let lower = model.encode(hidden, &mask, &model.layers[..1], false, None).unwrap();
+        let four = |t: &Tensor| Tensor::cat(&[t, t, t, t], 0).unwrap();
+        let mut pass = StochasticPass::at_sites(9, true);
+        let top = model.encode(four(&lower), &four(&mask), &model.layers[1..], true, Some(&mut pass)).unwrap();
+        let padding = four(&batch.mask);
+        let expected =
+            model.head(&top, &padding, Some(&mut pass)).unwrap().logits.reshape((4, TEXTS.len(), 3)).unwrap();
+        assert_close(&mc, &expected);
+
+        let passes = mc.to_vec3::<f32>().unwrap();
+        assert_ne!(passes[0], passes[1], "{pooling:?}: the passes still differ");
+        let every_site = model.mc_logits(&batch, 4, 9, McDepth { outputs_only: false, ..depth }).unwrap();
+        assert_ne!(every_site.to_vec3::<f32>().unwrap(), passes, "{pooling:?}: fewer dropouts, other passes");
+        // Every layer's output dropout, the attention's off: not the passes of full MC.
+        let all_layers = |outputs_only| {
+            let depth = McDepth { top_layers: 0, lower_passes: 0, outputs_only };
+            model.mc_logits(&batch, 4, 9, depth).unwrap().to_vec3::<f32>().unwrap()
+        };
+        assert_ne!(all_layers(true), all_layers(false));
+    }
 }
 
 /// Equal up to float summation order (the shared top-layer path multiplies fewer rows at once).
@@ -510,7 +547,7 @@ fn bf16_layers_stay_within_rounding_of_fp32_and_fp32_comes_back_exactly() {
         let options = ClassifierOptions { pooling: Some(pooling), ..options(None, false) };
         let mut model = checkpoint.classifier_for(&options, &Device::Cpu).unwrap();
         let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();
-        let depth = McDepth { top_layers: 1, lower_passes: 0 };
+        let depth = McDepth { top_layers: 1, lower_passes: 0, outputs_only: false };
         let mc = |model: &crate::EncoderClassifier| {
             model.mc_logits(&batch, 3, 4, depth).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
         };

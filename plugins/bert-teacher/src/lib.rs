@@ -25,6 +25,10 @@ params! {
         /// Of the linear layers' products: `bf16` rounds weights and activations to bf16 (sums
         /// stay fp32) where the CPU has AVX512-BF16, and runs fp32 elsewhere.
         precision: String = choice(&["fp32", "bf16"]),
+        /// Monte-Carlo passes switch on only each stochastic layer's output dropout (after its
+        /// feed-forward block) and the head's, not the embeddings' and attention's: with an
+        /// estimator's `top_layers = 1`, 16 passes then cost about one deterministic pass.
+        mc_outputs_only: bool = bool(false),
     }
 }
 
@@ -43,9 +47,9 @@ impl Plugin for BertTeacherPlugin {
         if component != "bert" {
             return Err(PluginError::unsupported(format!("no teacher named `{component}`")));
         }
-        let BertParams { checkpoints, max_length, batch_size, precision } = BertParams::parse(params)?;
+        let BertParams { checkpoints, max_length, batch_size, precision, mc_outputs_only } = BertParams::parse(params)?;
         let precision = precision.parse().map_err(PluginError::invalid_input)?;
-        Ok(Box::new(BertTeacher::open(&checkpoints, max_length, batch_size, precision)?))
+        Ok(Box::new(BertTeacher::open(&checkpoints, max_length, batch_size, precision, mc_outputs_only)?))
     }
 }
 
@@ -60,6 +64,7 @@ pub struct BertTeacher {
     members: Vec<Member>,
     labels: Vec<String>,
     batch_size: usize,
+    mc_outputs_only: bool,
     device: Device,
 }
 
@@ -78,6 +83,7 @@ impl BertTeacher {
         max_length: usize,
         batch_size: usize,
         precision: Precision,
+        mc_outputs_only: bool,
     ) -> PluginResult<Self> {
         let device = Device::Cpu;
         let mut members = Vec::new();
@@ -102,7 +108,7 @@ impl BertTeacher {
                 )));
             }
         }
-        Ok(Self { members, labels, batch_size, device })
+        Ok(Self { members, labels, batch_size, mc_outputs_only, device })
     }
 
     /// Logits `[B, L]` and pooled states `[B, H]` of one member, in chunks of `batch_size`.
@@ -165,7 +171,11 @@ impl Teacher for BertTeacher {
                     .map(|(chunk, part)| {
                         let batch = member.tokenizer.batch(part, &self.device).map_err(model_error)?;
                         let seed = pass_seed(seed, chunk as u64);
-                        let depth = McDepth { top_layers: top_layers as usize, lower_passes: lower_passes as usize };
+                        let depth = McDepth {
+                            top_layers: top_layers as usize,
+                            lower_passes: lower_passes as usize,
+                            outputs_only: self.mc_outputs_only,
+                        };
                         member.model.mc_logits(&batch, passes as usize, seed, depth).map_err(model_error)
                     })
                     .collect::<PluginResult<Vec<_>>>()?;

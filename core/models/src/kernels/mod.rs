@@ -10,7 +10,7 @@ pub(crate) mod bf16;
 
 use std::ops::Range;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Shape, Tensor, D};
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -466,6 +466,66 @@ pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> CResult<Ten
     }
 }
 
+/// `masked_softmax(q @ k^T, mask, scale)` as one operation, so that a training step keeps the
+/// probabilities (which the backward pass needs) but not the scores (which it does not).
+struct AttentionProbabilities {
+    scale: f32,
+}
+
+impl CustomOp3 for AttentionProbabilities {
+    fn name(&self) -> &'static str {
+        "fused-attention-probabilities"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let cpu =
+            |storage, layout: &Layout| Tensor::from_slice(contiguous(storage, layout)?, layout.shape(), &Device::Cpu);
+        // candle's batched product, so that the scores are those of the unfused path.
+        let scores = cpu(s1, l1)?.matmul(&cpu(s2, l2)?.t()?)?;
+        let shape = scores.shape().clone();
+        let scores = scores.flatten_all()?.to_vec1::<f32>()?;
+        let (mask, width) = (contiguous(s3, l3)?, l3.shape().dims2()?.1);
+        let rows_per_item = shape.dims()[1] * shape.dims()[2];
+        let out = par_fill_rows(scores.len(), width, |row, at, o| {
+            let item = row / rows_per_item;
+            softmax_row(&scores[at], &mask[item * width..(item + 1) * width], self.scale, o)
+        });
+        Ok((CpuStorage::F32(out), shape))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        _: &Tensor,
+        probs: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (q, k) = (q.detach(), k.detach());
+        let scores_grad = probs.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward { scale: self.scale })?;
+        // As candle's matmul and transpose pass them back, so that the sums run in the same order.
+        Ok((Some(scores_grad.matmul(&k)?), Some(q.t()?.matmul(&scores_grad)?.t()?), None))
+    }
+}
+
+/// Attention probabilities of queries and keys `[B, heads, T, head_dim]`: [`masked_softmax`] of
+/// `q @ k^T`.
+pub fn attention_probabilities(q: &Tensor, k: &Tensor, mask: &Tensor, scale: f64) -> CResult<Tensor> {
+    if fused(q) {
+        q.contiguous()?.apply_op3(&k.contiguous()?, &mask.contiguous()?, AttentionProbabilities { scale: scale as f32 })
+    } else {
+        masked_softmax(&q.matmul(&k.t()?)?, mask, scale)
+    }
+}
+
 /// Layer normalisation over the last axis of x `[.., width]`, with weight and bias `[width]`.
 struct LayerNorm {
     eps: f32,
@@ -574,8 +634,12 @@ pub fn layer_norm(xs: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> CRes
 /// The product is complete before the bias is added (gemm accumulating onto the bias would round
 /// differently where it splits the inputs: runs would no longer reproduce earlier ones). The bias
 /// gradient (a column sum) runs in parallel, where candle's reduction over leading axes runs on one
-/// thread.
-struct FusedLinear;
+/// thread. With `gelu_input`, the layer reads GELU of its input, computed on the fly and again in
+/// the backward pass, so that a training step holds the feed-forward block's intermediate once
+/// (before GELU) rather than twice.
+struct FusedLinear {
+    gelu_input: bool,
+}
 
 impl CustomOp3 for FusedLinear {
     fn name(&self) -> &'static str {
@@ -597,6 +661,13 @@ impl CustomOp3 for FusedLinear {
         if weight.len() != outputs * inputs {
             candle_core::bail!("a linear layer of [{outputs}, {inputs}] got a weight of {:?}", l2.shape())
         }
+        let activated;
+        let xs = if self.gelu_input {
+            activated = par_fill(xs.len(), ELEMENTWISE_CHUNK, |at, o| gelu_values(&xs[at], o));
+            &activated[..]
+        } else {
+            xs
+        };
         let mut out = vec![0f32; rows * outputs];
         let threads = candle_core::utils::get_num_threads();
         let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
@@ -640,9 +711,14 @@ impl CustomOp3 for FusedLinear {
         // Detached: a gradient that recorded its own graph would chain every step's graph to the
         // optimizer's moments (candle detaches the gradients of inner nodes, not of variables).
         let (grad, xs, weight) = (grad.contiguous()?.detach(), xs.detach(), weight.detach());
-        let grad_xs = grad.matmul(&weight)?;
+        let grad_inputs = grad.matmul(&weight)?;
+        let (inputs, grad_xs) = if self.gelu_input {
+            (xs.apply_op1_no_bwd(&Gelu)?, xs.apply_op2_no_bwd(&grad_inputs, &GeluBackward)?)
+        } else {
+            (xs, grad_inputs)
+        };
         // As candle's matmul of `xs` and `weight^T` computes it, so that the sums run in the same order.
-        let grad_weight = xs.t()?.matmul(&grad)?.t()?;
+        let grad_weight = inputs.t()?.matmul(&grad)?.t()?;
         Ok((Some(grad_xs), Some(grad_weight), Some(grad.apply_op1_no_bwd(&ColumnSums)?)))
     }
 }
@@ -675,9 +751,20 @@ fn over_rows(xs: &Tensor, outputs: usize, layer: impl FnOnce(Tensor) -> CResult<
 pub fn linear(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> CResult<Tensor> {
     over_rows(xs, weight.dim(0)?, |xs| {
         if fused(&xs) {
-            xs.apply_op3(&weight.contiguous()?, &bias.contiguous()?, FusedLinear)
+            xs.apply_op3(&weight.contiguous()?, &bias.contiguous()?, FusedLinear { gelu_input: false })
         } else {
             xs.matmul(&weight.t()?)?.broadcast_add(bias)
+        }
+    })
+}
+
+/// `linear(gelu(xs), weight, bias)`, keeping only `xs` for the backward pass.
+pub fn gelu_linear(xs: &Tensor, weight: &Tensor, bias: &Tensor) -> CResult<Tensor> {
+    over_rows(xs, weight.dim(0)?, |xs| {
+        if fused(&xs) {
+            xs.apply_op3(&weight.contiguous()?, &bias.contiguous()?, FusedLinear { gelu_input: true })
+        } else {
+            xs.gelu_erf()?.matmul(&weight.t()?)?.broadcast_add(bias)
         }
     })
 }
@@ -798,7 +885,7 @@ pub fn dropout(xs: &Tensor, p: f32, seed: u64) -> CResult<Tensor> {
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{Device, Var};
+    use candle_core::Var;
     use rand::{rngs::StdRng, Rng, SeedableRng};
 
     use super::*;
@@ -925,6 +1012,48 @@ mod tests {
         assert!(max_difference(&fused, &reference) < 1e-5);
         for (fused, reference) in fused_grads.iter().zip(&reference_grads) {
             assert!(max_difference(fused, reference) < 1e-4);
+        }
+    }
+
+    /// The GELU computed inside the layer (and again in the backward pass) gives what GELU then
+    /// the layer give, bit for bit, values and gradients.
+    #[test]
+    fn gelu_linear_is_gelu_then_linear_bit_for_bit_with_its_gradients() {
+        let xs = random(&[3, 70, 24], 12, 3.0);
+        let weight = random(&[40, 24], 13, 1.0);
+        let bias = random(&[40], 14, 1.0);
+        let (fused, fused_grads) = gradients(&[&xs, &weight, &bias], |t| gelu_linear(t[0], t[1], t[2]).unwrap());
+        let (apart, apart_grads) =
+            gradients(&[&xs, &weight, &bias], |t| linear(&gelu(t[0]).unwrap(), t[1], t[2]).unwrap());
+        assert_eq!(fused.dims(), &[3, 70, 40]);
+        assert_eq!(max_difference(&fused, &apart), 0.0);
+        for (fused, apart) in fused_grads.iter().zip(&apart_grads) {
+            assert_eq!(max_difference(fused, apart), 0.0);
+        }
+    }
+
+    /// Scores and softmax in one operation give what they give apart, bit for bit, values and
+    /// gradients; with a padded position and a single query row (a `cls` top layer).
+    #[test]
+    fn attention_probabilities_are_the_masked_softmax_of_the_scores_bit_for_bit() {
+        let mask = Tensor::from_vec(
+            (0..2 * 9).map(|i| if i >= 16 { f32::MIN } else { 0.0 }).collect::<Vec<_>>(),
+            (2, 9),
+            &Device::Cpu,
+        )
+        .unwrap();
+        for queries in [9, 1] {
+            let (q, k) = (random(&[2, 3, queries, 8], 15, 2.0), random(&[2, 3, 9, 8], 16, 2.0));
+            let (fused, fused_grads) =
+                gradients(&[&q, &k], |t| attention_probabilities(t[0], t[1], &mask, 0.35).unwrap());
+            let (apart, apart_grads) = gradients(&[&q, &k], |t| {
+                masked_softmax(&t[0].matmul(&t[1].t().unwrap()).unwrap(), &mask, 0.35).unwrap()
+            });
+            assert_eq!(fused.dims(), &[2, 3, queries, 9]);
+            assert_eq!(max_difference(&fused, &apart), 0.0);
+            for (fused, apart) in fused_grads.iter().zip(&apart_grads) {
+                assert_eq!(max_difference(fused, apart), 0.0);
+            }
         }
     }
 

@@ -407,6 +407,17 @@ pub fn gelu(xs: &Tensor) -> CResult<Tensor> {
     }
 }
 
+/// softmax(scale * scores + mask) of every row of `scores` `[B, .., T]`, with the additive
+/// `mask` `[B, T]` of the row's item.
+fn masked_softmax_rows(scores: &[f32], mask: &[f32], mask_layout: &Layout, scale: f32) -> CResult<Vec<f32>> {
+    let (batch, width) = mask_layout.shape().dims2()?;
+    let rows_per_item = scores.len() / width / batch.max(1);
+    Ok(par_fill_rows(scores.len(), width, |row, at, o| {
+        let item = row / rows_per_item;
+        softmax_row(&scores[at], &mask[item * width..(item + 1) * width], scale, o)
+    }))
+}
+
 /// Softmax over the last axis of `scale * scores + mask`, mask `[B, T]` broadcast over heads
 /// and query positions of scores `[B, heads, T, T]`.
 struct MaskedSoftmax {
@@ -420,13 +431,7 @@ impl CustomOp2 for MaskedSoftmax {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
         let (scores, mask) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
-        let (batch, width) = l2.shape().dims2()?;
-        let rows_per_item = scores.len() / width / batch.max(1);
-        let out = par_fill_rows(scores.len(), width, |row, at, o| {
-            let item = row / rows_per_item;
-            softmax_row(&scores[at], &mask[item * width..(item + 1) * width], self.scale, o)
-        });
-        Ok(output(out, l1))
+        Ok(output(masked_softmax_rows(scores, mask, l2, self.scale)?, l1))
     }
 
     fn bwd(&self, _: &Tensor, _: &Tensor, probs: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
@@ -492,13 +497,7 @@ impl CustomOp3 for AttentionProbabilities {
         let scores = cpu(s1, l1)?.matmul(&cpu(s2, l2)?.t()?)?;
         let shape = scores.shape().clone();
         let scores = scores.flatten_all()?.to_vec1::<f32>()?;
-        let (mask, width) = (contiguous(s3, l3)?, l3.shape().dims2()?.1);
-        let rows_per_item = shape.dims()[1] * shape.dims()[2];
-        let out = par_fill_rows(scores.len(), width, |row, at, o| {
-            let item = row / rows_per_item;
-            softmax_row(&scores[at], &mask[item * width..(item + 1) * width], self.scale, o)
-        });
-        Ok((CpuStorage::F32(out), shape))
+        Ok((CpuStorage::F32(masked_softmax_rows(&scores, contiguous(s3, l3)?, l3, self.scale)?), shape))
     }
 
     fn bwd(

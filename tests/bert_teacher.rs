@@ -23,6 +23,7 @@ fn the_bert_teacher_runs_every_kind_of_pass() {
             .with("max_length", ParamValue::Int(16))
             .with("batch_size", ParamValue::Int(2))
             .with("precision", ParamValue::Text("fp32".into()))
+            .with("mc_outputs_only", ParamValue::Bool(false))
     };
     let mut teacher = registry.create_teacher("bert", None, &params(2)).unwrap();
     let info = teacher.info().unwrap();
@@ -49,6 +50,17 @@ fn the_bert_teacher_runs_every_kind_of_pass() {
     let top = pass(Sampling::Stochastic { passes: 3, seed: 5, top_layers: 1, lower_passes: 0 }, false).logits;
     assert_eq!(top.shape(), &[3, 3, 2]);
     assert_ne!(top.at(&[0]), top.at(&[1]));
+    // With only the output dropouts on: still seeded and varied, and other passes.
+    let mut outputs_only =
+        registry.create_teacher("bert", None, &params(1).with("mc_outputs_only", ParamValue::Bool(true))).unwrap();
+    let mut outputs_pass = |seed| {
+        let sampling = Sampling::Stochastic { passes: 3, seed, top_layers: 1, lower_passes: 0 };
+        outputs_only.forward(&texts, &ForwardRequest { sampling, want_hidden: false }, &info).unwrap().logits
+    };
+    let cheap = outputs_pass(5);
+    assert_eq!(cheap, outputs_pass(5), "same seed, same passes");
+    assert_ne!(cheap.at(&[0]), cheap.at(&[1]));
+    assert_ne!(cheap, top, "fewer dropouts, other passes");
 
     // Two copies of one checkpoint: both members equal the deterministic pass.
     let members = pass(Sampling::Members, false).logits;
@@ -66,7 +78,8 @@ fn a_checkpoint_without_a_classification_head_is_refused_by_name() {
         .with("checkpoints", ParamValue::TextList(vec![RString::from(minilm.to_str().unwrap())].into()))
         .with("max_length", ParamValue::Int(16))
         .with("batch_size", ParamValue::Int(2))
-        .with("precision", ParamValue::Text("fp32".into()));
+        .with("precision", ParamValue::Text("fp32".into()))
+        .with("mc_outputs_only", ParamValue::Bool(false));
     let message = registry.create_teacher("bert", None, &params).err().expect("refused").to_string();
     assert!(message.contains("has no classification head"), "{message}");
     assert!(message.contains("plugin `workbench-bert-teacher`"), "{message}");

@@ -418,28 +418,6 @@ fn masked_softmax_rows(scores: &[f32], mask: &[f32], mask_layout: &Layout, scale
     }))
 }
 
-/// Softmax over the last axis of `scale * scores + mask`, mask `[B, T]` broadcast over heads
-/// and query positions of scores `[B, heads, T, T]`.
-struct MaskedSoftmax {
-    scale: f32,
-}
-
-impl CustomOp2 for MaskedSoftmax {
-    fn name(&self) -> &'static str {
-        "fused-masked-softmax"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let (scores, mask) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
-        Ok(output(masked_softmax_rows(scores, mask, l2, self.scale)?, l1))
-    }
-
-    fn bwd(&self, _: &Tensor, _: &Tensor, probs: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
-        let scores_grad = probs.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward { scale: self.scale })?;
-        Ok((Some(scores_grad), None))
-    }
-}
-
 struct SoftmaxBackward {
     scale: f32,
 }
@@ -456,18 +434,6 @@ impl CustomOp2 for SoftmaxBackward {
             softmax_gradient_row(&probs[at.clone()], &grads[at], self.scale, o)
         });
         Ok(output(out, l1))
-    }
-}
-
-/// Attention probabilities: softmax over the last axis of `scale * scores + mask`, for scores
-/// `[B, heads, T, T]` and an additive mask `[B, T]`.
-pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> CResult<Tensor> {
-    if fused(scores) {
-        scores.contiguous()?.apply_op2(&mask.contiguous()?, MaskedSoftmax { scale: scale as f32 })
-    } else {
-        let (batch, length) = mask.dims2()?;
-        let logits = (scores * scale)?.broadcast_add(&mask.reshape((batch, 1, 1, length))?)?;
-        candle_nn::ops::softmax(&logits, D::Minus1)
     }
 }
 
@@ -515,14 +481,23 @@ impl CustomOp3 for AttentionProbabilities {
     }
 }
 
-/// Attention probabilities of queries and keys `[B, heads, T, head_dim]`: [`masked_softmax`] of
-/// `q @ k^T`.
+/// Attention probabilities of queries and keys `[B, heads, T, head_dim]`: softmax over the last
+/// axis of `scale * q @ k^T + mask`, with the additive mask `[B, T]` broadcast over heads and
+/// query positions.
 pub fn attention_probabilities(q: &Tensor, k: &Tensor, mask: &Tensor, scale: f64) -> CResult<Tensor> {
     if fused(q) {
         q.contiguous()?.apply_op3(&k.contiguous()?, &mask.contiguous()?, AttentionProbabilities { scale: scale as f32 })
     } else {
-        masked_softmax(&q.matmul(&k.t()?)?, mask, scale)
+        composed_masked_softmax(&q.matmul(&k.t()?)?, mask, scale)
     }
+}
+
+/// The masked softmax of `scores` `[B, heads, T, T]` in candle's operations, for the devices and
+/// dtypes the kernels do not serve.
+fn composed_masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> CResult<Tensor> {
+    let (batch, length) = mask.dims2()?;
+    let logits = (scores * scale)?.broadcast_add(&mask.reshape((batch, 1, 1, length))?)?;
+    candle_nn::ops::softmax(&logits, D::Minus1)
 }
 
 /// Layer normalisation over the last axis of x `[.., width]`, with weight and bias `[width]`.
@@ -965,6 +940,32 @@ mod tests {
         assert!(max_difference(&fused_grad, &reference_grad) < 1e-6);
     }
 
+    /// The softmax rows and their backward as an operation on given scores: the unfused
+    /// reference of [`AttentionProbabilities`], whose scores come from candle's product.
+    struct MaskedSoftmax {
+        scale: f32,
+    }
+
+    impl CustomOp2 for MaskedSoftmax {
+        fn name(&self) -> &'static str {
+            "masked-softmax-reference"
+        }
+
+        fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
+            let (scores, mask) = (contiguous(s1, l1)?, contiguous(s2, l2)?);
+            Ok(output(masked_softmax_rows(scores, mask, l2, self.scale)?, l1))
+        }
+
+        fn bwd(&self, _: &Tensor, _: &Tensor, probs: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+            let scores_grad = probs.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward { scale: self.scale })?;
+            Ok((Some(scores_grad), None))
+        }
+    }
+
+    fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f32) -> Tensor {
+        scores.contiguous().unwrap().apply_op2(mask, MaskedSoftmax { scale }).unwrap()
+    }
+
     #[test]
     fn masked_softmax_matches_the_composed_operation_and_its_gradient() {
         let scores = random(&[2, 3, 5, 19], 2, 4.0);
@@ -974,9 +975,9 @@ mod tests {
             &Device::Cpu,
         )
         .unwrap();
-        let (fused, fused_grad) = value_and_gradient(&scores, |s| masked_softmax(s, &mask, 0.125).unwrap());
+        let (fused, fused_grad) = value_and_gradient(&scores, |s| masked_softmax(s, &mask, 0.125));
         let mask64 = mask.to_dtype(DType::F64).unwrap();
-        let (reference, reference_grad) = composed(&scores, |s| masked_softmax(s, &mask64, 0.125).unwrap());
+        let (reference, reference_grad) = composed(&scores, |s| composed_masked_softmax(s, &mask64, 0.125).unwrap());
         assert!(max_difference(&fused, &reference) < 1e-6);
         assert!(max_difference(&fused_grad, &reference_grad) < 1e-6);
         // Masked positions of the second item get exactly zero probability.
@@ -1046,12 +1047,21 @@ mod tests {
             let (fused, fused_grads) =
                 gradients(&[&q, &k], |t| attention_probabilities(t[0], t[1], &mask, 0.35).unwrap());
             let (apart, apart_grads) = gradients(&[&q, &k], |t| {
-                masked_softmax(&t[0].matmul(&t[1].t().unwrap()).unwrap(), &mask, 0.35).unwrap()
+                masked_softmax(&t[0].matmul(&t[1].t().unwrap()).unwrap(), &mask, 0.35)
             });
             assert_eq!(fused.dims(), &[2, 3, queries, 9]);
             assert_eq!(max_difference(&fused, &apart), 0.0);
             for (fused, apart) in fused_grads.iter().zip(&apart_grads) {
                 assert_eq!(max_difference(fused, apart), 0.0);
+            }
+            // The composed path, which f64 takes, agrees to f32's precision.
+            let mask64 = mask.to_dtype(DType::F64).unwrap();
+            let (composed, composed_grads) = gradients(&[&q, &k].map(f64).each_ref(), |t| {
+                attention_probabilities(t[0], t[1], &mask64, 0.35).unwrap()
+            });
+            assert!(max_difference(&fused, &composed) < 1e-6);
+            for (fused, composed) in fused_grads.iter().zip(&composed_grads) {
+                assert!(max_difference(fused, composed) < 1e-5);
             }
         }
     }

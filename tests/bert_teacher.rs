@@ -24,6 +24,8 @@ fn the_bert_teacher_runs_every_kind_of_pass() {
             .with("batch_size", ParamValue::Int(2))
             .with("precision", ParamValue::Text("fp32".into()))
             .with("mc_outputs_only", ParamValue::Bool(false))
+            .with("mc_max_length", ParamValue::Int(0))
+            .with("mc_precision", ParamValue::Text("same".into()))
     };
     let mut teacher = registry.create_teacher("bert", None, &params(2)).unwrap();
     let info = teacher.info().unwrap();
@@ -62,6 +64,39 @@ fn the_bert_teacher_runs_every_kind_of_pass() {
     assert_ne!(cheap.at(&[0]), cheap.at(&[1]));
     assert_ne!(cheap, top, "fewer dropouts, other passes");
 
+    // Monte-Carlo passes over a shorter prefix in another precision are those of a teacher that
+    // reads that prefix in that precision; the deterministic pass keeps the full length in fp32.
+    let mut short_bf16 = registry
+        .create_teacher(
+            "bert",
+            None,
+            &params(1).with("mc_max_length", ParamValue::Int(4)).with("mc_precision", ParamValue::Text("bf16".into())),
+        )
+        .unwrap();
+    let mut reads_four = registry
+        .create_teacher(
+            "bert",
+            None,
+            &params(1).with("max_length", ParamValue::Int(4)).with("precision", ParamValue::Text("bf16".into())),
+        )
+        .unwrap();
+    let forward = |teacher: &mut workbench::host::TeacherHandle, sampling| {
+        teacher.forward(&texts, &ForwardRequest { sampling, want_hidden: false }, &info).unwrap().logits
+    };
+    let short = forward(&mut short_bf16, stochastic(5));
+    assert_eq!(short, forward(&mut reads_four, stochastic(5)));
+    assert_ne!(short, a, "the texts are cut: other passes");
+    assert_eq!(forward(&mut short_bf16, Sampling::Deterministic), first.logits);
+    let longer = params(1).with("mc_max_length", ParamValue::Int(32));
+    let message = registry.create_teacher("bert", None, &longer).err().expect("refused").to_string();
+    assert!(
+        message.contains(
+            "`mc_max_length` (32) is above `max_length` (16): Monte-Carlo passes read a prefix of what the \
+             deterministic pass reads"
+        ),
+        "{message}"
+    );
+
     // Two copies of one checkpoint: both members equal the deterministic pass.
     let members = pass(Sampling::Members, false).logits;
     assert_eq!(members.shape(), &[2, 3, 2]);
@@ -79,7 +114,9 @@ fn a_checkpoint_without_a_classification_head_is_refused_by_name() {
         .with("max_length", ParamValue::Int(16))
         .with("batch_size", ParamValue::Int(2))
         .with("precision", ParamValue::Text("fp32".into()))
-        .with("mc_outputs_only", ParamValue::Bool(false));
+        .with("mc_outputs_only", ParamValue::Bool(false))
+        .with("mc_max_length", ParamValue::Int(0))
+        .with("mc_precision", ParamValue::Text("same".into()));
     let message = registry.create_teacher("bert", None, &params).err().expect("refused").to_string();
     assert!(message.contains("has no classification head"), "{message}");
     assert!(message.contains("plugin `workbench-bert-teacher`"), "{message}");

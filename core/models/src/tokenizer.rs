@@ -54,13 +54,7 @@ impl TextTokenizer {
                 reason: format!("it has no padding token ({})", PAD_TOKENS.join(" or ")),
             }
         })?;
-        if max_length < 2 {
-            return Err(ModelError::file(
-                &path,
-                format!("max_length {max_length} leaves no room for the start and end tokens"),
-            ));
-        }
-        Ok(Self { tokenizer, path, max_length, pad })
+        Self { tokenizer, path, max_length, pad }.with_max_length(max_length)
     }
 
     fn from_vocab(vocab: &Path) -> Result<Tokenizer> {
@@ -94,6 +88,17 @@ impl TextTokenizer {
 
     pub fn max_length(&self) -> usize {
         self.max_length
+    }
+
+    /// The same tokenizer cutting texts to `max_length` tokens instead.
+    pub fn with_max_length(&self, max_length: usize) -> Result<Self> {
+        if max_length < 2 {
+            return Err(ModelError::file(
+                &self.path,
+                format!("max_length {max_length} leaves no room for the start and end tokens"),
+            ));
+        }
+        Ok(Self { tokenizer: self.tokenizer.clone(), path: self.path.clone(), max_length, pad: self.pad })
     }
 
     /// Token ids of one text with the tokenizer's special tokens (`[CLS] ... [SEP]`,

@@ -53,9 +53,9 @@ fn main() {
         mask: Tensor::ones((batch_size, length), candle_core::DType::F32, &device).unwrap(),
     };
     let tokens = (batch_size * length) as f64;
-    // `BENCH_ONLY=training_step` (say) measures one workload, for profiling.
+    // `BENCH_ONLY=training_step` (say; a comma-separated list) measures only those workloads.
     let only = std::env::var("BENCH_ONLY").ok();
-    let wanted = |workload: &str| only.as_deref().is_none_or(|o| o == workload);
+    let wanted = |workload: &str| only.as_deref().is_none_or(|o| o.split(',').any(|w| w == workload));
     let measure = |workload: &str, work: &mut dyn FnMut()| {
         if wanted(workload) {
             let per_second = rate(seconds, work);
@@ -110,4 +110,12 @@ fn main() {
         let depth = McDepth { top_layers, lower_passes, outputs_only };
         measure(workload, &mut || drop(bf16.mc_logits(&batch, 16, 0, depth).unwrap()));
     }
+    // Full MC over the first quarter of each text's tokens (a teacher's `mc_max_length` at a
+    // quarter of its `max_length`, `mc_precision = "bf16"`), counted per token of the whole
+    // texts: its cost against one deterministic fp32 pass over them is eval_forward / this.
+    let quarter = length.div_ceil(4);
+    let prefix = Batch { ids: batch.ids.narrow(1, 0, quarter).unwrap(), mask: batch.mask.narrow(1, 0, quarter).unwrap() };
+    measure("mc16_quarter_length_scoring_bf16", &mut || {
+        drop(bf16.mc_logits(&prefix, 16, 0, McDepth::default()).unwrap())
+    });
 }

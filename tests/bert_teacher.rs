@@ -96,6 +96,13 @@ fn the_bert_teacher_runs_every_kind_of_pass() {
         ),
         "{message}"
     );
+    let one = params(1).with("mc_max_length", ParamValue::Int(1));
+    let message = registry.create_teacher("bert", None, &one).err().expect("refused").to_string();
+    assert!(
+        message
+            .contains("`mc_max_length` = 1 leaves no room for the start and end tokens (0 reads `max_length` tokens)"),
+        "{message}"
+    );
 
     // Two copies of one checkpoint: both members equal the deterministic pass.
     let members = pass(Sampling::Members, false).logits;

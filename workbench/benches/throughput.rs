@@ -114,7 +114,8 @@ fn main() {
     // quarter of its `max_length`, `mc_precision = "bf16"`), counted per token of the whole
     // texts: its cost against one deterministic fp32 pass over them is eval_forward / this.
     let quarter = length.div_ceil(4);
-    let prefix = Batch { ids: batch.ids.narrow(1, 0, quarter).unwrap(), mask: batch.mask.narrow(1, 0, quarter).unwrap() };
+    let prefix =
+        Batch { ids: batch.ids.narrow(1, 0, quarter).unwrap(), mask: batch.mask.narrow(1, 0, quarter).unwrap() };
     measure("mc16_quarter_length_scoring_bf16", &mut || {
         drop(bf16.mc_logits(&prefix, 16, 0, McDepth::default()).unwrap())
     });

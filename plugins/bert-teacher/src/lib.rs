@@ -55,10 +55,18 @@ impl Plugin for BertTeacherPlugin {
         let BertParams { checkpoints, max_length, batch_size, precision, mc_outputs_only, mc_max_length, mc_precision } =
             BertParams::parse(params)?;
         let precision: Precision = precision.parse().map_err(PluginError::invalid_input)?;
-        if mc_max_length > max_length {
-            return Err(PluginError::invalid_input(format!(
-                "`mc_max_length` ({mc_max_length}) is above `max_length` ({max_length}): Monte-Carlo passes read a prefix of what the deterministic pass reads"
-            )));
+        match mc_max_length {
+            1 => {
+                return Err(PluginError::invalid_input(
+                    "`mc_max_length` = 1 leaves no room for the start and end tokens (0 reads `max_length` tokens)",
+                ))
+            }
+            length if length > max_length => {
+                return Err(PluginError::invalid_input(format!(
+                    "`mc_max_length` ({length}) is above `max_length` ({max_length}): Monte-Carlo passes read a prefix of what the deterministic pass reads"
+                )))
+            }
+            _ => {}
         }
         let mc = McView {
             max_length: (mc_max_length > 0).then_some(mc_max_length),
@@ -86,7 +94,8 @@ pub struct McView {
 struct Member {
     model: EncoderClassifier,
     tokenizer: TextTokenizer,
-    /// The model and tokenizer of Monte-Carlo passes where their precision or length differ.
+    /// The model and tokenizer of Monte-Carlo passes where their precision or length differ
+    /// (the first member's only: Monte-Carlo passes run the first member).
     mc_model: Option<EncoderClassifier>,
     mc_tokenizer: Option<TextTokenizer>,
 }
@@ -138,11 +147,13 @@ impl BertTeacher {
             let dir = directory_or_asset(dir, "checkpoint")?;
             let checkpoint = Checkpoint::open(&dir, max_length, &device).map_err(model_error)?;
             let model = classifier(&checkpoint, &dir, precision)?;
-            let mc_model =
-                (mc.precision != precision).then(|| classifier(&checkpoint, &dir, mc.precision)).transpose()?;
+            let first = members.is_empty();
+            let mc_model = (first && mc.precision != precision)
+                .then(|| classifier(&checkpoint, &dir, mc.precision))
+                .transpose()?;
             let mc_tokenizer = mc
                 .max_length
-                .filter(|&length| length < checkpoint.tokenizer.max_length())
+                .filter(|&length| first && length < checkpoint.tokenizer.max_length())
                 .map(|length| checkpoint.tokenizer.with_max_length(length).map_err(model_error))
                 .transpose()?;
             members.push(Member { model, tokenizer: checkpoint.tokenizer, mc_model, mc_tokenizer });

@@ -956,7 +956,13 @@ mod tests {
             Ok(output(masked_softmax_rows(scores, mask, l2, self.scale)?, l1))
         }
 
-        fn bwd(&self, _: &Tensor, _: &Tensor, probs: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        fn bwd(
+            &self,
+            _: &Tensor,
+            _: &Tensor,
+            probs: &Tensor,
+            grad: &Tensor,
+        ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
             let scores_grad = probs.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward { scale: self.scale })?;
             Ok((Some(scores_grad), None))
         }
@@ -1046,9 +1052,8 @@ mod tests {
             let (q, k) = (random(&[2, 3, queries, 8], 15, 2.0), random(&[2, 3, 9, 8], 16, 2.0));
             let (fused, fused_grads) =
                 gradients(&[&q, &k], |t| attention_probabilities(t[0], t[1], &mask, 0.35).unwrap());
-            let (apart, apart_grads) = gradients(&[&q, &k], |t| {
-                masked_softmax(&t[0].matmul(&t[1].t().unwrap()).unwrap(), &mask, 0.35)
-            });
+            let (apart, apart_grads) =
+                gradients(&[&q, &k], |t| masked_softmax(&t[0].matmul(&t[1].t().unwrap()).unwrap(), &mask, 0.35));
             assert_eq!(fused.dims(), &[2, 3, queries, 9]);
             assert_eq!(max_difference(&fused, &apart), 0.0);
             for (fused, apart) in fused_grads.iter().zip(&apart_grads) {

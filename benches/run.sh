@@ -61,7 +61,8 @@ bf16 = ["eval_forward_bf16", "mc16_scoring_bf16", "mc16_top1_scoring_bf16", "mc1
         "mc16_top1_outputs_scoring_bf16", "mc16_quarter_length_scoring_bf16"]
 bf16 = [w for w in bf16 if w in ours]
 for w in bf16:
-    theirs.setdefault(w, theirs[w.removesuffix("_bf16")])
+    if w not in theirs:
+        theirs[w] = theirs[w.removesuffix("_bf16")]
 rows = ["| workload | ours (tok/s) | PyTorch fp32 (tok/s) | ours / PyTorch |", "|---|---|---|---|"]
 for w in ["eval_forward", "stochastic_forward", "training_step", "mc16_scoring", *cheap, *bf16]:
     rows.append(f"| {w} | {ours[w]:,.0f} | {theirs[w]:,.0f} | {ours[w] / theirs[w]:.2f}x |")

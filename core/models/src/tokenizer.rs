@@ -28,6 +28,17 @@ pub struct TextTokenizer {
 /// The padding token's name in the vocabularies of the supported families.
 const PAD_TOKENS: [&str; 2] = ["[PAD]", "<pad>"];
 
+/// A text cut to `max_length` tokens must keep room for the start and end tokens.
+fn check_room(path: &Path, max_length: usize) -> Result<()> {
+    if max_length < 2 {
+        return Err(ModelError::file(
+            path,
+            format!("max_length {max_length} leaves no room for the start and end tokens"),
+        ));
+    }
+    Ok(())
+}
+
 impl TextTokenizer {
     /// Reads `tokenizer.json`, or builds a BERT WordPiece tokenizer from `vocab.txt`.
     pub fn from_dir(dir: &Path, max_length: usize) -> Result<Self> {
@@ -54,7 +65,8 @@ impl TextTokenizer {
                 reason: format!("it has no padding token ({})", PAD_TOKENS.join(" or ")),
             }
         })?;
-        Self { tokenizer, path, max_length, pad }.with_max_length(max_length)
+        check_room(&path, max_length)?;
+        Ok(Self { tokenizer, path, max_length, pad })
     }
 
     fn from_vocab(vocab: &Path) -> Result<Tokenizer> {
@@ -92,12 +104,7 @@ impl TextTokenizer {
 
     /// The same tokenizer cutting texts to `max_length` tokens instead.
     pub fn with_max_length(&self, max_length: usize) -> Result<Self> {
-        if max_length < 2 {
-            return Err(ModelError::file(
-                &self.path,
-                format!("max_length {max_length} leaves no room for the start and end tokens"),
-            ));
-        }
+        check_room(&self.path, max_length)?;
         Ok(Self { tokenizer: self.tokenizer.clone(), path: self.path.clone(), max_length, pad: self.pad })
     }
 

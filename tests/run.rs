@@ -157,24 +157,32 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
     assert!(selection.ok, "{}", selection.stderr);
     let csv = std::fs::read_to_string(sweep.join("selection.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "method,estimator,selection_train,selection_test,on_a,on_b,seconds,cost_passes");
+    assert_eq!(
+        lines[0],
+        "method,estimator,selection_train,selection_validation,selection_test,on_a,on_b,seconds,cost_passes"
+    );
     assert_eq!(lines.len(), 3, "the concat-argmax reference, then `muka`, the one method with an estimator: {csv}");
     let parse = |field: &str| -> f64 { field.parse().unwrap() };
     let reference_fields: Vec<&str> = lines[1].split(',').collect();
     assert_eq!(reference_fields[..2], ["concat-argmax (reference)", "max-logit (one pass)"]);
     assert!((parse(reference_fields[2]) - concat["train"].as_f64().unwrap()).abs() < 1e-6, "{csv}");
-    assert!((parse(reference_fields[3]) - reference).abs() < 1e-6, "{csv}");
-    assert_eq!(reference_fields[4..], ["", "", "", "1.000"], "{csv}");
+    assert!((parse(reference_fields[4]) - reference).abs() < 1e-6, "{csv}");
+    assert_eq!(reference_fields[5..], ["", "", "", "1.000"], "{csv}");
     let fields: Vec<&str> = lines[2].split(',').collect();
     assert_eq!(fields[..2], ["muka", "mc-dropout passes=4"]);
     assert!((parse(fields[2]) - estimator_train).abs() < 1e-6, "{} vs the run's {estimator_train}", fields[2]);
-    let accuracy = parse(fields[3]);
+    // The validation texts (scored by selection only) hold a whole number of the 20 drawn.
+    for validation in [parse(reference_fields[3]), parse(fields[3])] {
+        assert!((0.0..=1.0).contains(&validation), "{csv}");
+        assert!((validation * 20.0 - (validation * 20.0).round()).abs() < 1e-4, "{validation} of 20: {csv}");
+    }
+    let accuracy = parse(fields[4]);
     assert!((accuracy - muka_selection).abs() < 1e-6, "{accuracy} vs the sweep's {muka_selection}");
     // Both teachers own half of the test instances.
-    let (on_a, on_b) = (parse(fields[4]), parse(fields[5]));
+    let (on_a, on_b) = (parse(fields[5]), parse(fields[6]));
     assert!((accuracy - (on_a + on_b) / 2.0).abs() < 1e-3, "{accuracy} vs {on_a} and {on_b}");
-    assert_eq!(fields[6], "", "every signal came from the cache, so no scoring time");
-    assert_eq!(fields[7], "4.000", "4 plain MC passes from the cache: their count");
+    assert_eq!(fields[7], "", "every signal came from the cache, so no scoring time");
+    assert_eq!(fields[8], "4.000", "4 plain MC passes from the cache: their count");
     let chart = std::fs::read_to_string(sweep.join("selection.svg")).unwrap();
     assert!(chart.contains("muka") && chart.contains("cost (deterministic passes)"), "{chart}");
     let markdown = std::fs::read_to_string(sweep.join("selection.md")).unwrap();

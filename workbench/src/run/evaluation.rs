@@ -25,7 +25,8 @@ const WEAK_SELECTION: f64 = 0.6;
 const WEAK_COVERAGE: f64 = 0.7;
 
 /// How often the estimator (when there is one) and the concat-argmax selector pick a teacher
-/// that owns the gold label, on the student's training texts and on test.
+/// that owns the gold label, on the student's training texts and on test (the validation
+/// column is selection-only scoring's, [`selection_only`]).
 pub(super) fn selection_report(
     train: &Signals,
     test: &Signals,
@@ -33,18 +34,36 @@ pub(super) fn selection_report(
     test_gold: &[u32],
     labels: &LabelSpace,
 ) -> SelectionReport {
-    let selected = |scores: &Tensor, gold: &[u32]| f64::from(selection_accuracy(scores, gold, &labels.maps));
-    let concat_scores =
-        |signals: &Signals| concat_argmax_scores(&signals.deterministic.iter().map(|s| &s.logits).collect::<Vec<_>>());
+    let on_train = train_gold.map(|gold| selection_on(train, gold, labels));
+    let on_test = selection_on(test, test_gold, labels);
     SelectionReport {
-        estimator: train.scores.as_ref().zip(test.scores.as_ref()).map(|(train, test)| SplitSelection {
-            train: train_gold.map(|gold| selected(train, gold)),
-            test: selected(test, test_gold),
+        estimator: on_test.estimator.map(|test| SplitSelection {
+            train: on_train.and_then(|t| t.estimator),
+            validation: None,
+            test,
         }),
         concat_argmax: SplitSelection {
-            train: train_gold.map(|gold| selected(&concat_scores(train), gold)),
-            test: selected(&concat_scores(test), test_gold),
+            train: on_train.map(|t| t.concat_argmax),
+            validation: None,
+            test: on_test.concat_argmax,
         },
+    }
+}
+
+/// Selection accuracies on one split.
+#[derive(Clone, Copy)]
+struct SelectionOn {
+    /// The estimator's (or selector's); none without one.
+    estimator: Option<f64>,
+    concat_argmax: f64,
+}
+
+fn selection_on(signals: &Signals, gold: &[u32], labels: &LabelSpace) -> SelectionOn {
+    let selected = |scores: &Tensor| f64::from(selection_accuracy(scores, gold, &labels.maps));
+    let logits: Vec<&Tensor> = signals.deterministic.iter().map(|s| &s.logits).collect();
+    SelectionOn {
+        estimator: signals.scores.as_ref().map(selected),
+        concat_argmax: selected(&concat_argmax_scores(&logits)),
     }
 }
 
@@ -78,8 +97,8 @@ pub(super) fn warnings(
 /// What an estimator achieves on the student's training texts and on test, without a student.
 pub struct SelectionOutcome {
     /// How often the highest-scored teacher owns the gold label, on the student's training
-    /// texts (`train`, none for an unlabelled transfer set) and on test: the estimator's and
-    /// the concat-argmax selector's.
+    /// texts (`train`, none for an unlabelled transfer set), on the validation texts and on
+    /// test: the estimator's and the concat-argmax selector's.
     pub estimator: SplitSelection,
     pub concat_argmax: SplitSelection,
     /// Each teacher's name and accuracy on the test instances of its own labels.
@@ -129,6 +148,12 @@ pub fn selection_only(config: &ResolvedConfig, registry: &Registry) -> Result<Se
     let train = signals(config, &mut teachers, &mut scorer, &train_texts, false, "train")?;
     let test = signals(config, &mut teachers, &mut scorer, &texts(&examples.test), false, "test")?;
     let seconds = started.elapsed().as_secs_f64();
+    // Scored apart from the timed splits: the cost compares the passes over train and test.
+    let validation = if examples.validation.is_empty() {
+        None
+    } else {
+        Some(signals(config, &mut teachers, &mut scorer, &texts(&examples.validation), false, "validation")?)
+    };
     let provenance: Vec<SignalRecord> = train.provenance.iter().chain(&test.provenance).cloned().collect();
     // A selector's cost is another model's pass, not a number of the teachers' passes.
     let cost = match &estimator {
@@ -136,7 +161,14 @@ pub fn selection_only(config: &ResolvedConfig, registry: &Registry) -> Result<Se
         _ => None,
     };
     let computed = provenance.iter().any(|p| p.provenance == Provenance::Computed);
-    let report = selection_report(&train, &test, train_gold.as_deref(), &examples.test_gold, &labels);
+    let mut report = selection_report(&train, &test, train_gold.as_deref(), &examples.test_gold, &labels);
+    if let Some(validation) = &validation {
+        let on_validation = selection_on(validation, &examples.validation_gold, &labels);
+        report.concat_argmax.validation = Some(on_validation.concat_argmax);
+        if let Some(estimator) = report.estimator.as_mut() {
+            estimator.validation = on_validation.estimator;
+        }
+    }
     let test_gold = &examples.test_gold;
     let own_class = teachers
         .iter()
@@ -165,10 +197,47 @@ pub fn selection_only(config: &ResolvedConfig, registry: &Registry) -> Result<Se
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signal_cache::TeacherSignalSet;
 
     fn record(plan: &str, seconds: Option<f64>) -> SignalRecord {
         let provenance = if seconds.is_some() { Provenance::Computed } else { Provenance::Cached };
         SignalRecord { teacher: "a".into(), split: "test".into(), plan: plan.into(), provenance, seconds }
+    }
+
+    /// Two teachers, `a` over union labels {0, 1}, `b` over {2}, on three texts.
+    fn two_teacher_signals(a: [[f32; 2]; 3], b: [f32; 3], scores: Option<Vec<Vec<f32>>>) -> Signals {
+        let set = |labels: usize, values: Vec<f32>| TeacherSignalSet {
+            logits: Tensor::new(vec![1, 3, labels], values).unwrap(),
+            hidden: None,
+        };
+        Signals {
+            deterministic: vec![set(2, a.concat()), set(1, b.to_vec())],
+            scores: scores.map(|rows| Tensor::from_rows(&rows).unwrap()),
+            provenance: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn selection_is_measured_per_split_for_the_estimator_and_the_concat_argmax_selector() {
+        let labels = LabelSpace::union([&["x".to_string(), "y".into()][..], &["z".to_string()][..]]);
+        // Concat-argmax picks a, b, a (largest logits 3, 4, 1); the estimator picks b, b, a.
+        let scores = vec![vec![0.1, 0.9], vec![0.2, 0.8], vec![0.7, 0.3]];
+        let train = two_teacher_signals([[3.0, 0.0], [1.0, 2.0], [1.0, 0.0]], [1.0, 4.0, 0.5], Some(scores));
+        // Gold: z (b's), z (b's), x (a's): concat 2 of 3, estimator 3 of 3.
+        let on_train = selection_on(&train, &[2, 2, 0], &labels);
+        assert!((on_train.concat_argmax - 2.0 / 3.0).abs() < 1e-6);
+        assert_eq!(on_train.estimator, Some(1.0));
+        // Test gold: x, x, z: concat 1 of 3 (the first), estimator none.
+        let report = selection_report(&train, &train, Some(&[2, 2, 0]), &[0, 0, 2], &labels);
+        let estimator = report.estimator.unwrap();
+        assert_eq!((estimator.train, estimator.validation, estimator.test), (Some(1.0), None, 0.0));
+        assert!((report.concat_argmax.test - 1.0 / 3.0).abs() < 1e-6);
+        // No estimator: only the concat-argmax column; an unlabelled transfer set: no train column.
+        let plain = two_teacher_signals([[3.0, 0.0], [1.0, 2.0], [1.0, 0.0]], [1.0, 4.0, 0.5], None);
+        let report = selection_report(&plain, &plain, None, &[2, 2, 0], &labels);
+        assert_eq!(report.estimator, None);
+        assert_eq!(report.concat_argmax.train, None);
+        assert!((report.concat_argmax.test - 2.0 / 3.0).abs() < 1e-6);
     }
 
     #[test]

@@ -22,10 +22,16 @@ use crate::{
 
 /// A selector's accuracy (how often its top-scored teacher owns the gold label) on the
 /// student's training texts, the transfer set MUKA's targets are built from (none for an
-/// unlabelled transfer set), and on test.
+/// unlabelled transfer set), on the validation texts and on test.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SplitSelection {
     pub train: Option<f64>,
+    /// Measured by selection-only scoring (`workbench sweep --selection-only`), the column to
+    /// choose a selector on: a student used as selector has learnt the training texts' picks of
+    /// the selector it was trained with. Runs leave it out (their teachers do not score the
+    /// validation texts); `None` too without validation rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<f64>,
     pub test: f64,
 }
 

@@ -240,6 +240,7 @@ pub(super) struct StudentExamples {
     pub train: Vec<Example>,
     pub train_gold: Vec<u32>,
     pub validation: Vec<Example>,
+    pub validation_gold: Vec<u32>,
     pub test: Vec<Example>,
     pub test_gold: Vec<u32>,
     pub unowned: UnownedRows,
@@ -248,7 +249,7 @@ pub(super) struct StudentExamples {
 pub(super) fn student_examples(splits: &Splits, labels: &LabelSpace) -> Result<StudentExamples> {
     let mut unowned = UnownedRows::default();
     let (train, train_gold) = gold(&splits.train, labels, &mut unowned.train);
-    let (validation, _) = gold(&splits.validation, labels, &mut unowned.validation);
+    let (validation, validation_gold) = gold(&splits.validation, labels, &mut unowned.validation);
     let (test, test_gold) = gold(&splits.test, labels, &mut unowned.test);
     if unowned != UnownedRows::default() {
         tracing::warn!(
@@ -266,7 +267,7 @@ pub(super) fn student_examples(splits: &Splits, labels: &LabelSpace) -> Result<S
             )],
         });
     }
-    Ok(StudentExamples { train, train_gold, validation, test, test_gold, unowned })
+    Ok(StudentExamples { train, train_gold, validation, validation_gold, test, test_gold, unowned })
 }
 
 /// The texts the student learns from: the transfer set when the config names one (unlabelled),

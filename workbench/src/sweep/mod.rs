@@ -370,7 +370,7 @@ pub fn aggregate(grid: &Grid, graph: &graph::Graph) -> Result<Comparison> {
 }
 
 /// `workbench sweep --selection-only`: every method that has an estimator (or a selector) scores
-/// the student's training texts and the test split (the first seed's config; the MC seed is the
+/// the student's training texts, the validation texts and the test split (the first seed's config; the MC seed is the
 /// config's own) and the teacher-selection accuracies are compared in `selection.md` and
 /// `selection.csv`, without training students.
 pub fn selection_only(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<PathBuf> {
@@ -391,12 +391,12 @@ pub fn selection_only(files: &[PathBuf], sets: &[String], registry: &Registry) -
     let on_labels: String = teachers.iter().map(|t| format!(" test, on `{t}`'s labels |")).collect();
     let mut markdown = format!(
         "Teachers' accuracy on their own classes (test): {}.\n\n\
-         | method | estimator | selection (training texts) | selection (test) |{on_labels} scoring seconds | cost (deterministic passes) |\n|---|---|---|---|{}---|---|\n",
+         | method | estimator | selection (training texts) | selection (validation) | selection (test) |{on_labels} scoring seconds | cost (deterministic passes) |\n|---|---|---|---|---|{}---|---|\n",
         own_class.join(", "),
         "---|".repeat(teachers.len())
     );
     let mut csv = CsvTable::new(
-        ["method", "estimator", "selection_train", "selection_test"]
+        ["method", "estimator", "selection_train", "selection_validation", "selection_test"]
             .map(String::from)
             .into_iter()
             .chain(teachers.iter().map(|t| format!("on_{t}")))
@@ -423,7 +423,8 @@ pub fn selection_only(files: &[PathBuf], sets: &[String], registry: &Registry) -
         }),
     );
     for (name, estimator, selection, by_teacher, seconds, cost) in rows {
-        let train = selection.train.map_or("–".into(), |t| format!("{t:.4}"));
+        let [train, validation] =
+            [selection.train, selection.validation].map(|s| s.map_or("–".into(), |t| format!("{t:.4}")));
         let on_cells: String = match by_teacher {
             Some(by_teacher) => by_teacher.iter().map(|a| format!(" {a:.4} |")).collect(),
             None => " – |".repeat(teachers.len()),
@@ -435,16 +436,22 @@ pub fn selection_only(files: &[PathBuf], sets: &[String], registry: &Registry) -
         };
         let shown_cost = cost.map_or("–".into(), |c| format!("{c:.2}"));
         markdown += &format!(
-            "| {name} | {estimator} | {train} | {:.4} |{on_cells} {shown_seconds} | {shown_cost} |\n",
+            "| {name} | {estimator} | {train} | {validation} | {:.4} |{on_cells} {shown_seconds} | {shown_cost} |\n",
             selection.test
         );
         let on_values =
             by_teacher.map_or(vec![String::new(); teachers.len()], |b| b.iter().map(|a| format!("{a:.6}")).collect());
         csv.row(
-            [name, estimator, optional(selection.train, 6), format!("{:.6}", selection.test)]
-                .into_iter()
-                .chain(on_values)
-                .chain([optional(seconds, 3), optional(cost, 3)]),
+            [
+                name,
+                estimator,
+                optional(selection.train, 6),
+                optional(selection.validation, 6),
+                format!("{:.6}", selection.test),
+            ]
+            .into_iter()
+            .chain(on_values)
+            .chain([optional(seconds, 3), optional(cost, 3)]),
         );
     }
     let points: Vec<(String, f64, f64)> = outcomes

@@ -25,26 +25,27 @@ const WEAK_SELECTION: f64 = 0.6;
 const WEAK_COVERAGE: f64 = 0.7;
 
 /// How often the estimator (when there is one) and the concat-argmax selector pick a teacher
-/// that owns the gold label, on the student's training texts and on test (the validation
-/// column is selection-only scoring's, [`selection_only`]).
+/// that owns the gold label, on the student's training texts (no gold for an unlabelled
+/// transfer set), on the validation texts when they were scored (selection-only scoring,
+/// [`selection_only`]; runs do not) and on test: each split's signals with its gold labels.
 pub(super) fn selection_report(
-    train: &Signals,
-    test: &Signals,
-    train_gold: Option<&[u32]>,
-    test_gold: &[u32],
+    train: (&Signals, Option<&[u32]>),
+    validation: Option<(&Signals, &[u32])>,
+    test: (&Signals, &[u32]),
     labels: &LabelSpace,
 ) -> SelectionReport {
-    let on_train = train_gold.map(|gold| selection_on(train, gold, labels));
-    let on_test = selection_on(test, test_gold, labels);
+    let on_train = train.1.map(|gold| selection_on(train.0, gold, labels));
+    let on_validation = validation.map(|(signals, gold)| selection_on(signals, gold, labels));
+    let on_test = selection_on(test.0, test.1, labels);
     SelectionReport {
         estimator: on_test.estimator.map(|test| SplitSelection {
             train: on_train.and_then(|t| t.estimator),
-            validation: None,
+            validation: on_validation.and_then(|v| v.estimator),
             test,
         }),
         concat_argmax: SplitSelection {
             train: on_train.map(|t| t.concat_argmax),
-            validation: None,
+            validation: on_validation.map(|v| v.concat_argmax),
             test: on_test.concat_argmax,
         },
     }
@@ -161,14 +162,12 @@ pub fn selection_only(config: &ResolvedConfig, registry: &Registry) -> Result<Se
         _ => None,
     };
     let computed = provenance.iter().any(|p| p.provenance == Provenance::Computed);
-    let mut report = selection_report(&train, &test, train_gold.as_deref(), &examples.test_gold, &labels);
-    if let Some(validation) = &validation {
-        let on_validation = selection_on(validation, &examples.validation_gold, &labels);
-        report.concat_argmax.validation = Some(on_validation.concat_argmax);
-        if let Some(estimator) = report.estimator.as_mut() {
-            estimator.validation = on_validation.estimator;
-        }
-    }
+    let report = selection_report(
+        (&train, train_gold.as_deref()),
+        validation.as_ref().map(|v| (v, examples.validation_gold.as_slice())),
+        (&test, &examples.test_gold),
+        &labels,
+    );
     let test_gold = &examples.test_gold;
     let own_class = teachers
         .iter()
@@ -227,14 +226,22 @@ mod tests {
         let on_train = selection_on(&train, &[2, 2, 0], &labels);
         assert!((on_train.concat_argmax - 2.0 / 3.0).abs() < 1e-6);
         assert_eq!(on_train.estimator, Some(1.0));
-        // Test gold: x, x, z: concat 1 of 3 (the first), estimator none.
-        let report = selection_report(&train, &train, Some(&[2, 2, 0]), &[0, 0, 2], &labels);
+        // Test gold: x, x, z: concat 1 of 3 (the first), estimator none; validation not scored.
+        let report = selection_report((&train, Some(&[2, 2, 0])), None, (&train, &[0, 0, 2]), &labels);
         let estimator = report.estimator.unwrap();
         assert_eq!((estimator.train, estimator.validation, estimator.test), (Some(1.0), None, 0.0));
         assert!((report.concat_argmax.test - 1.0 / 3.0).abs() < 1e-6);
+        assert_eq!(report.concat_argmax.validation, None);
+        // Validation gold z, x, x: concat (a, b, a) 1 of 3, the third; the estimator (b, b, a) 2 of
+        // 3, the first and the third. Gold for the training texts absent: no train column.
+        let report = selection_report((&train, None), Some((&train, &[2, 0, 0])), (&train, &[0, 0, 2]), &labels);
+        let estimator = report.estimator.unwrap();
+        assert_eq!(estimator.train, None);
+        assert!((estimator.validation.unwrap() - 2.0 / 3.0).abs() < 1e-6);
+        assert!((report.concat_argmax.validation.unwrap() - 1.0 / 3.0).abs() < 1e-6);
         // No estimator: only the concat-argmax column; an unlabelled transfer set: no train column.
         let plain = two_teacher_signals([[3.0, 0.0], [1.0, 2.0], [1.0, 0.0]], [1.0, 4.0, 0.5], None);
-        let report = selection_report(&plain, &plain, None, &[2, 2, 0], &labels);
+        let report = selection_report((&plain, None), None, (&plain, &[2, 2, 0]), &labels);
         assert_eq!(report.estimator, None);
         assert_eq!(report.concat_argmax.train, None);
         assert!((report.concat_argmax.test - 2.0 / 3.0).abs() < 1e-6);

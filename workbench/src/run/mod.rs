@@ -259,7 +259,8 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
     } else {
         None
     };
-    let selection = selection_report(&train_signals, &test_signals, train_gold.as_deref(), &test_gold, &labels);
+    let selection =
+        selection_report((&train_signals, train_gold.as_deref()), None, (&test_signals, &test_gold), &labels);
     let coverage = coverage(&student, &teacher_rows);
     let min_coverage = coverage.iter().copied().fold(f64::INFINITY, f64::min);
 

@@ -370,9 +370,9 @@ pub fn aggregate(grid: &Grid, graph: &graph::Graph) -> Result<Comparison> {
 }
 
 /// `workbench sweep --selection-only`: every method that has an estimator (or a selector) scores
-/// the student's training texts, the validation texts and the test split (the first seed's config; the MC seed is the
-/// config's own) and the teacher-selection accuracies are compared in `selection.md` and
-/// `selection.csv`, without training students.
+/// the student's training texts, the validation texts and the test split (the first seed's
+/// config; the MC seed is the config's own) and the teacher-selection accuracies are compared
+/// in `selection.md` and `selection.csv`, without training students.
 pub fn selection_only(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<PathBuf> {
     let grid = Grid::open(files, sets)?;
     let mut outcomes = Vec::new();

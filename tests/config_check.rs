@@ -411,3 +411,42 @@ fn a_bf16_teacher_predicts_within_rounding_of_fp32_and_other_precisions_are_refu
         unknown.stderr
     );
 }
+
+/// `cross_fit` is a key of the `[selector]` table (written out when set), refused elsewhere and
+/// when not a boolean; `student.holdout_fold` names one fold of at least two.
+#[test]
+fn cross_fitting_keys_are_checked_where_they_belong() {
+    let selector = GOOD.replace("[estimator]\nplugin = \"entropy\"\n", "")
+        + "\n[selector]\nplugin = \"fixed-logits\"\nlabels = [\"politics\", \"space\"]\nrows = [[1, 0]]\ncross_fit = true\n";
+    let (out, _) = check(&selector, &[]);
+    assert!(out.ok, "{}", out.stderr);
+    let resolved: toml::Table = out.stdout.parse().expect("the output is TOML");
+    assert_eq!(resolved["selector"]["cross_fit"].as_bool(), Some(true));
+    assert!(!out.stdout.contains("holdout_fold"), "absent unless set: {}", out.stdout);
+
+    let (out, file) = check(&selector.replace("cross_fit = true", "cross_fit = \"yes\""), &[]);
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains(&format!("`selector.cross_fit` in {file}: expected true or false, found string \"yes\"")),
+        "{}",
+        out.stderr
+    );
+    let (out, _) = check(GOOD, &["--set", "teachers.news.cross_fit=true"]);
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains(
+            "`teachers.news.cross_fit` (from --set teachers.news.cross_fit): a key of [selector] only (its members score the folds they were not trained on)"
+        ),
+        "{}",
+        out.stderr
+    );
+    let (out, file) = check(&(GOOD.to_string() + "\n[student]\nholdout_fold = [2, 2]\n"), &[]);
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains(&format!(
+            "`student.holdout_fold` in {file} = [2, 2]: [k, n] names fold k of n folds, from 0 to n - 1, with n at least 2"
+        )),
+        "{}",
+        out.stderr
+    );
+}

@@ -176,6 +176,7 @@ fn cases() -> Vec<Case> {
         case("student-output", "`student.output` (from --set student.output): unknown key", run_with(&["student.output=elsewhere"])),
         case("student-unknown-key", "unknown key; did you mean `learning_rate`?", run_with(&["student.learningrate=0.1"])),
         case("student-wrong-type", "`student.epochs`", run_with(&["student.epochs=\"three\""])),
+        case("holdout-fold-one-fold", "`student.holdout_fold` (from --set student.holdout_fold) = [0, 1]: [k, n] names fold k of n folds, from 0 to n - 1, with n at least 2", run_with(&["student.holdout_fold=[0, 1]"])),
         // Data settings.
         case("validation-fraction-two", "`data.validation_fraction` (from --set data.validation_fraction) = 2: a share of train, at least 0 and below 1", run_with(&["data.validation_fraction=2.0"])),
         case("validation-fraction-one", "`data.validation_fraction` (from --set data.validation_fraction) = 1: a share of train", run_with(&["data.validation_fraction=1.0"])),
@@ -197,6 +198,7 @@ fn cases() -> Vec<Case> {
             "`teachers.a.teach.epohcs` (from --set teachers.a.teach.epohcs) = unknown key; did you mean `epochs`?",
             run_with(&["teachers.a.teach.epohcs=3"]),
         ),
+        case("teach-holdout-fold", "`teachers.a.teach.holdout_fold` (from --set teachers.a.teach.holdout_fold) = a student's key: a teacher learns from all its training texts", run_with(&["teachers.a.teach.holdout_fold=[0, 2]"])),
         case("teach-unknown-label", "`teachers.a.teach.labels`: [\"chess\"] not in the training data", run_with(&["teachers.a.teach.labels=[\"chess\", \"sport\"]"])),
         // Run names.
         case("name-parent", "`name` (from --set name) = \"../escape\": a run name is one directory name", |w, d| { let mut a = run_with(&[])(w, d); a.push("--set".into()); a.push("name=../escape".into()); a }),

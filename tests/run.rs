@@ -329,6 +329,73 @@ fn an_earlier_student_selects_the_teachers_for_a_second_round() {
     );
 }
 
+/// Cross-fitting: two students, each leaving out one fold of the training texts
+/// (`student.holdout_fold`), are the members of one selector (`cross_fit`), each scoring the
+/// fold it never saw; a selector with one member cannot be cross-fitted.
+#[test]
+fn two_students_that_each_left_out_a_fold_make_a_cross_fitted_selector() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = experiment(dir.path(), 2);
+    let manifest = |name: &str| -> serde_json::Value {
+        let path = dir.path().join("runs").join(name).join("manifest.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    for fold in 0..2 {
+        let config = dir.path().join(format!("fold{fold}.toml"));
+        let text = base
+            .replace("name = \"tiny\"", &format!("name = \"fold{fold}\""))
+            .replace("[student]\n", &format!("[student]\nholdout_fold = [{fold}, 2]\n"))
+            + "[strategy]\nplugin = \"vanilla-kd\"\n";
+        std::fs::write(&config, text).unwrap();
+        let out = run(&mut workbench(&["run", config.to_str().unwrap()]));
+        assert!(out.ok, "{}", out.stderr);
+    }
+    let members: Vec<String> =
+        (0..2).map(|fold| format!("\"{}\"", dir.path().join(format!("runs/fold{fold}/student")).display())).collect();
+    let selector = format!(
+        "[selector]\nplugin = \"bert\"\ncheckpoints = [{}]\nmax_length = 16\ncross_fit = true\n\n[strategy]\nplugin = \"muka\"\n",
+        members.join(", ")
+    );
+    let config = dir.path().join("cross.toml");
+    std::fs::write(&config, base.replace("name = \"tiny\"", "name = \"cross\"") + &selector).unwrap();
+    let out = run(&mut workbench(&["run", config.to_str().unwrap()]));
+    assert!(out.ok, "{}", out.stderr);
+
+    // The folds split the training texts between them.
+    let trained = |name: &str| manifest(name)["data"]["train"].as_u64().unwrap();
+    let (fold0, fold1, all) = (trained("fold0"), trained("fold1"), trained("cross"));
+    assert_eq!(fold1 + fold0, all, "each fold student leaves out the other's texts");
+    assert!(fold0 > all / 4 && fold1 > all / 4, "{fold0} and {fold1} of {all}");
+    let plans: Vec<(String, String)> = manifest("cross")["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["teacher"] == "selector")
+        .map(|s| (s["split"].as_str().unwrap().to_string(), s["plan"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        plans,
+        [("train".to_string(), "cross-fitted members".to_string()), ("test".into(), "cross-fitted members".into())]
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("runs/cross/results.json")).unwrap()).unwrap();
+    for split in ["train", "test"] {
+        // Two teachers: chance is 0.5; students that learned the four topics do far better.
+        let selection = results["selection"]["estimator"][split].as_f64().unwrap();
+        assert!(selection > 0.7, "{split}: {selection}");
+    }
+
+    let single = dir.path().join("single.toml");
+    let one_member = selector.replace(&format!(", {}", members[1]), "");
+    std::fs::write(&single, base.replace("name = \"tiny\"", "name = \"single\"") + &one_member).unwrap();
+    let out = run(&mut workbench(&["run", single.to_str().unwrap()]));
+    assert!(
+        !out.ok && out.stderr.contains("`selector.cross_fit`: it needs one member per fold, at least 2; it has 1"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn a_student_learns_from_an_unlabelled_transfer_set() {
     let dir = tempfile::tempdir().unwrap();

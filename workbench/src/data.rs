@@ -306,6 +306,17 @@ pub fn per_class(examples: Vec<Example>, limit: usize, seed: u64) -> Vec<Example
     examples.into_iter().zip(keep).filter_map(|(e, k)| k.then_some(e)).collect()
 }
 
+/// The fold of `folds` a text falls in, from the sha256 of its bytes: the same for a text
+/// wherever it appears, in any order or run, so that a model trained without one fold
+/// (`student.holdout_fold`) and the cross-fitted selector that lets it score that fold agree
+/// without sharing indices; copies of a text share their fold.
+pub fn text_fold(text: &str, folds: usize) -> usize {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    let first = u64::from_le_bytes(digest[..8].try_into().expect("a sha256 has 32 bytes"));
+    (first % folds.max(1) as u64) as usize
+}
+
 impl DataConfig {
     /// Values out of range, as (key under `data`, reason), found before anything loads.
     pub fn problems(&self) -> Vec<crate::training::teach::Problem> {
@@ -485,6 +496,18 @@ impl DataConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Folds by hand (python: int.from_bytes(sha256(t).digest()[:8], "little") % n).
+    #[test]
+    fn a_text_falls_in_the_fold_of_its_hash() {
+        let folds = |text: &str| [2, 3, 5].map(|n| text_fold(text, n));
+        assert_eq!(folds("a"), [0, 1, 0]);
+        assert_eq!(folds("the cat"), [0, 0, 4]);
+        assert_eq!(folds("dog"), [1, 1, 2]);
+        assert_eq!(folds("hello world"), [1, 0, 0]);
+        let ones = (0..100).filter(|i| text_fold(&format!("text {i}"), 2) == 1).count();
+        assert_eq!(ones, 54, "two folds of about half each");
+    }
 
     #[test]
     fn a_transfer_set_is_read_from_lines_or_a_text_column_without_labels() {

@@ -11,6 +11,9 @@ use crate::{
     training::teach::{self, TeachSettings},
 };
 
+/// The `[selector]` key that makes it cross-fitted (`ComponentChoice::cross_fit`).
+pub(super) const CROSS_FIT: &str = "cross_fit";
+
 impl LoadedConfig {
     /// Resolves one component table: its plugin and its parameters.
     pub(super) fn component(
@@ -88,10 +91,27 @@ impl LoadedConfig {
                 return None;
             }
         };
+        let cross_fit = match table.get(CROSS_FIT) {
+            None => false,
+            Some(Value::Bool(_, on)) if key == "selector" => *on,
+            Some(other) => {
+                let reason = if key == "selector" {
+                    format!("expected true or false, found {}", describe(other))
+                } else {
+                    "a key of [selector] only (its members score the folds they were not trained on)".into()
+                };
+                problems.push(format!("{}: {reason}", self.origin(&format!("{key}.{CROSS_FIT}"), other)));
+                return None;
+            }
+        };
         let before = problems.len();
         let mut params = ParamTable::default();
-        let reserved =
-            |name: &str| name == "plugin" || name == "library" || (kind == ComponentKind::Teacher && name == "teach");
+        let reserved = |name: &str| {
+            name == "plugin"
+                || name == "library"
+                || name == CROSS_FIT
+                || (kind == ComponentKind::Teacher && name == "teach")
+        };
         for (name, value) in table.iter().filter(|(name, _)| !reserved(name)) {
             let param_key = format!("{key}.{name}");
             let Some(param) = spec.params.iter().find(|p| p.name == name.as_str()) else {
@@ -134,7 +154,7 @@ impl LoadedConfig {
                 .filter_map(|p| params.entries.iter().find(|e| e.name == p.name).cloned())
                 .collect(),
         };
-        (problems.len() == before).then_some((ComponentChoice { component, library, params, teach }, spec))
+        (problems.len() == before).then_some((ComponentChoice { component, library, params, teach, cross_fit }, spec))
     }
 }
 

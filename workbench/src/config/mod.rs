@@ -81,6 +81,10 @@ pub struct ComponentChoice {
     pub params: ParamTable,
     /// Teachers only: how to train the teacher when its checkpoint does not exist yet.
     pub teach: Option<TeachSettings>,
+    /// `[selector]` only: member k of its checkpoints (a student trained with
+    /// `student.holdout_fold = [k, n]`, n the number of members) scores the texts of fold k,
+    /// the texts it never saw, instead of the members' mean scoring every text.
+    pub cross_fit: bool,
 }
 
 /// A configuration resolved from all sources and validated against the loaded plugins; it

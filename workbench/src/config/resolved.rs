@@ -35,6 +35,9 @@ impl Serialize for ComponentChoice {
         if let Some(teach) = &self.teach {
             table.serialize_entry("teach", teach)?;
         }
+        if self.cross_fit {
+            table.serialize_entry(super::components::CROSS_FIT, &true)?;
+        }
         table.end()
     }
 }

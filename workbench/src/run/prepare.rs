@@ -7,7 +7,7 @@ use workbench_plugin_api::{ComponentKind, LabelSpace, SamplingPlan, TeacherInfo}
 
 use crate::{
     config::{ComponentChoice, ResolvedConfig},
-    data::{DataConfig, Example, Splits},
+    data::{text_fold, DataConfig, Example, Splits},
     host::{EstimatorHandle, Registry, TeacherHandle},
     signal_cache::{teacher_hash, Provenance, SignalCache, TeacherSignalSet},
     Error, Result,
@@ -27,16 +27,41 @@ pub(super) struct UnionModel {
     pub handle: TeacherHandle,
     pub info: TeacherInfo,
     pub identity: String,
+    /// Cross-fitted: member k scores the texts of fold k ([`ComponentChoice::cross_fit`]).
+    pub cross_fit: bool,
 }
 
 impl UnionModel {
     pub fn load(registry: &Registry, key: &'static str, choice: &ComponentChoice) -> Result<Self> {
         let handle = registry.create_teacher(&choice.component, choice.library.as_deref(), &choice.params)?;
         let info = handle.info()?;
-        Ok(Self { key, handle, info, identity: teacher_identity(registry, choice)? })
+        if choice.cross_fit {
+            let (_, spec) = registry.find(ComponentKind::Teacher, &choice.component, choice.library.as_deref())?;
+            let problem = if !spec.signals.member_passes {
+                Some(format!("teacher plugin `{}` cannot run its members one by one", choice.component))
+            } else if info.members < 2 {
+                Some(format!("it needs one member per fold, at least 2; it has {}", info.members))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(Error::InvalidConfig { problems: vec![format!("`{key}.cross_fit`: {problem}")] });
+            }
+        }
+        Ok(Self { key, handle, info, identity: teacher_identity(registry, choice)?, cross_fit: choice.cross_fit })
     }
 
-    /// Its deterministic signals over `texts`, through the signal cache.
+    /// What it runs over a split: every member apart when cross-fitted, else one pass (the
+    /// members' mean).
+    pub fn plan(cross_fit: bool) -> SamplingPlan {
+        if cross_fit {
+            SamplingPlan::Members
+        } else {
+            SamplingPlan::Deterministic
+        }
+    }
+
+    /// Its signals over `texts` under [`UnionModel::plan`], through the signal cache.
     pub fn signals(&mut self, config: &ResolvedConfig, texts: &[RString]) -> Result<(TeacherSignalSet, Provenance)> {
         SignalCache::new(&config.cache).get(
             self.key,
@@ -44,16 +69,28 @@ impl UnionModel {
             &self.info,
             &self.identity,
             texts,
-            SamplingPlan::Deterministic,
+            Self::plan(self.cross_fit),
             config.mc_seed,
             false,
         )
+    }
+
+    /// Per text, the row of [`UnionModel::signals`]' logits that scores it: the member that
+    /// left out the text's fold when cross-fitted, else the one row.
+    pub fn scoring_rows(&self, texts: &[RString]) -> Vec<usize> {
+        scoring_rows(texts, self.cross_fit.then_some(self.info.members))
     }
 
     /// The union index of each of its labels, matched by name; none for a label outside the union.
     pub fn union_indices(&self, labels: &LabelSpace) -> Vec<Option<u32>> {
         self.info.labels.iter().map(|l| labels.index_of(l)).collect()
     }
+}
+
+/// Per text, the row of a union model's logits that scores it: with `cross_fit_members` n, the
+/// member that was trained without the text's fold (member k left out fold k); else row 0.
+fn scoring_rows(texts: &[RString], cross_fit_members: Option<usize>) -> Vec<usize> {
+    texts.iter().map(|t| cross_fit_members.map_or(0, |members| text_fold(t, members))).collect()
 }
 
 /// Refuses a selector that has none of some teacher's labels: it could never pick that teacher.
@@ -271,20 +308,44 @@ pub(super) fn student_examples(splits: &Splits, labels: &LabelSpace) -> Result<S
 }
 
 /// The texts the student learns from: the transfer set when the config names one (unlabelled),
-/// else the labelled training rows with their union labels (for the selection accuracy on them).
+/// else the labelled training rows with their union labels (for the selection accuracy on them);
+/// without the held-out fold where `student.holdout_fold` names one.
 pub(super) fn student_texts(
     config: &ResolvedConfig,
     examples: &StudentExamples,
 ) -> Result<(Vec<RString>, Option<Vec<u32>>)> {
-    Ok(match data_config(config)?.transfer_texts()? {
+    let (texts, gold) = match data_config(config)?.transfer_texts()? {
         Some(transfer) => (transfer.iter().map(|t| RString::from(t.as_str())).collect(), None),
         None => (texts(&examples.train), Some(examples.train_gold.clone())),
-    })
+    };
+    let Some([fold, folds]) = config.student.holdout_fold else {
+        return Ok((texts, gold));
+    };
+    let kept: Vec<bool> = texts.iter().map(|t| text_fold(t, folds) != fold).collect();
+    let keep = |i: &usize| kept[*i];
+    let gold = gold.map(|gold| gold.into_iter().enumerate().filter(|(i, _)| keep(i)).map(|(_, g)| g).collect());
+    let texts: Vec<RString> = texts.into_iter().enumerate().filter(|(i, _)| keep(i)).map(|(_, t)| t).collect();
+    if texts.is_empty() {
+        return Err(Error::InvalidConfig {
+            problems: vec![format!("`student.holdout_fold` = [{fold}, {folds}] leaves no training text")],
+        });
+    }
+    tracing::info!(fold, folds, kept = texts.len(), "the student leaves out one fold of its training texts");
+    Ok((texts, gold))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// "a" falls in fold 0 of 2 and "dog" in fold 1 (data.rs checks the hashes by hand): member
+    /// 0, which left out fold 0, scores "a".
+    #[test]
+    fn each_text_is_scored_by_the_member_that_left_out_its_fold() {
+        let texts: Vec<RString> = ["dog", "a", "dog"].map(RString::from).to_vec();
+        assert_eq!(scoring_rows(&texts, Some(2)), [1, 0, 1]);
+        assert_eq!(scoring_rows(&texts, None), [0, 0, 0]);
+    }
 
     /// Teachers `a` over x, y and `b` over y, z: a selector over z, x, y, w sees both; one over
     /// w, v, x, u (x is `a`'s only) never sees `b`.

@@ -127,8 +127,9 @@ pub(super) fn signals(
         Scorer::Selector { model, labels } => {
             let started = std::time::Instant::now();
             let (signals, from) = model.signals(config, texts)?;
-            provenance.push(SignalRecord::new(model.key, split, "deterministic".into(), from, started));
-            Some(selector_scores(&signals.logits, &model.union_indices(labels), labels))
+            let plan = if model.cross_fit { "cross-fitted members".into() } else { "deterministic".into() };
+            provenance.push(SignalRecord::new(model.key, split, plan, from, started));
+            Some(selector_scores(&signals.logits, &model.scoring_rows(texts), &model.union_indices(labels), labels))
         }
     };
     Ok(Signals { deterministic, scores, provenance })
@@ -137,11 +138,13 @@ pub(super) fn signals(
 /// Certainty scores `[B, T]` from a model over the union labels, whose labels have the union
 /// indices `union`: the probability mass its softmax puts on each teacher's labels (a union label
 /// two teachers own counts for both; the model's labels outside the union count for none).
-pub(super) fn selector_scores(logits: &Tensor, union: &[Option<u32>], labels: &LabelSpace) -> Tensor {
+/// `logits`: `[S, B, L]`; text b is scored by row `rows[b]` (a cross-fitted selector's members).
+pub(super) fn selector_scores(logits: &Tensor, rows: &[usize], union: &[Option<u32>], labels: &LabelSpace) -> Tensor {
     let texts = logits.shape()[1];
+    assert_eq!(rows.len(), texts, "one scoring row per text");
     let mut scores = Vec::with_capacity(texts * labels.maps.len());
-    for b in 0..texts {
-        let probabilities = softmax(logits.at(&[0, b]), 1.0);
+    for (b, &row) in rows.iter().enumerate() {
+        let probabilities = softmax(logits.at(&[row, b]), 1.0);
         for map in &labels.maps {
             let owned = union.iter().zip(&probabilities).filter(|(u, _)| u.is_some_and(|u| map.contains(&u)));
             scores.push(owned.map(|(_, p)| p).sum::<f32>());
@@ -199,8 +202,11 @@ pub fn signal_requests(config: &ResolvedConfig, plan: Option<SamplingPlan>, hidd
     if config.oracle.is_some() {
         requests.push(deterministic("oracle", Split::Test));
     }
-    if config.selector.is_some() {
-        requests.extend([deterministic("selector", Split::Train), deterministic("selector", Split::Test)]);
+    if let Some(selector) = &config.selector {
+        let plan = UnionModel::plan(selector.cross_fit);
+        requests.extend(
+            [Split::Train, Split::Test].map(|split| SignalRequest { plan, ..deterministic("selector", split) }),
+        );
     }
     requests
 }
@@ -258,9 +264,27 @@ mod tests {
         let (l2, l3, l4) = (2f32.ln(), 3f32.ln(), 4f32.ln());
         let logits = Tensor::new(vec![1, 2, 4], vec![0.0, l2, l3, l4, 1.0, 1.0, 1.0, 1.0]).unwrap();
         let union: Vec<Option<u32>> = ["z", "x", "y", "w"].iter().map(|l| labels.index_of(l)).collect();
-        let scores = selector_scores(&logits, &union, &labels);
+        let scores = selector_scores(&logits, &[0, 0], &union, &labels);
         assert_eq!(scores.shape(), &[2, 2]);
         for (got, want) in scores.data().iter().zip([0.5, 0.4, 0.5, 0.5]) {
+            assert!((got - want).abs() < 1e-6, "{:?}", scores.data());
+        }
+    }
+
+    /// A cross-fitted selector with two members: text 0 is scored by member 1 and text 1 by
+    /// member 0, each row as in the test above (member 0's row for text 0 and member 1's for
+    /// text 1, all zeros, would give 0.5 everywhere).
+    #[test]
+    fn a_cross_fitted_selector_scores_each_text_with_the_member_of_its_fold() {
+        let labels = LabelSpace::union([&["x".to_string(), "y".into()][..], &["y".to_string(), "z".into()][..]]);
+        let (l2, l3, l4) = (2f32.ln(), 3f32.ln(), 4f32.ln());
+        let member_0 = [0.0; 4].into_iter().chain([l4, l3, l2, 0.0]);
+        let member_1 = [0.0, l2, l3, l4].into_iter().chain([0.0; 4]);
+        let logits = Tensor::new(vec![2, 2, 4], member_0.chain(member_1).collect()).unwrap();
+        let union: Vec<Option<u32>> = ["z", "x", "y", "w"].iter().map(|l| labels.index_of(l)).collect();
+        let scores = selector_scores(&logits, &[1, 0], &union, &labels);
+        // Text 1 under member 0: z, x, y, w = 0.4, 0.3, 0.2, 0.1: `a` 0.5, `b` 0.6.
+        for (got, want) in scores.data().iter().zip([0.5, 0.4, 0.5, 0.6]) {
             assert!((got - want).abs() < 1e-6, "{:?}", scores.data());
         }
     }

@@ -104,6 +104,11 @@ pub struct TrainingSettings {
     /// `precision`); epochs are always chosen on fp32 validation accuracy.
     #[serde(default, skip_serializing_if = "is_fp32")]
     pub eval_precision: Precision,
+    /// Student only: `[k, n]` leaves out the training texts of fold k of n
+    /// ([`crate::data::text_fold`]), so that this student can score them as member k of a
+    /// cross-fitted selector (`selector.cross_fit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout_fold: Option<[usize; 2]>,
 }
 
 fn is_fp32(precision: &Precision) -> bool {
@@ -175,6 +180,7 @@ impl TrainingSettings {
             freeze_word_embeddings: true,
             pooling: None,
             eval_precision: Precision::Fp32,
+            holdout_fold: None,
         }
     }
 }
@@ -203,6 +209,13 @@ impl TrainingSettings {
         check(decay.is_finite() && decay >= 0.0, "weight_decay", format!("{decay}: must be a finite number >= 0"));
         let norm = self.max_grad_norm;
         check(norm.is_finite() && norm > 0.0, "max_grad_norm", format!("{norm}: must be a finite number above 0"));
+        if let Some([fold, folds]) = self.holdout_fold {
+            check(
+                folds >= 2 && fold < folds,
+                "holdout_fold",
+                format!("[{fold}, {folds}]: [k, n] names fold k of n folds, from 0 to n - 1, with n at least 2"),
+            );
+        }
         problems
     }
 
@@ -244,6 +257,10 @@ impl TeachSettings {
     /// The recipe's problems and every key neither part knows.
     pub fn problems(&self) -> Vec<Problem> {
         let mut problems = self.recipe.problems();
+        if self.recipe.holdout_fold.is_some() {
+            problems
+                .push(("holdout_fold".into(), "a student's key: a teacher learns from all its training texts".into()));
+        }
         if !self.unknown.is_empty() {
             let mut known: Vec<String> = ["labels", "block", "output", "pooling"].map(String::from).to_vec();
             if let Ok(serde_json::Value::Object(recipe)) = serde_json::to_value(&self.recipe) {

@@ -595,6 +595,9 @@ fn runs_killed_at_each_critical_point_resume_to_the_results_of_an_uninterrupted_
             run(&mut workbench(&args))
         };
         assert!(resumed.ok, "{point}: {}", resumed.stderr);
+        for state in ["state", "state.old", "state.partial"] {
+            assert!(!run_dir.join(state).exists(), "{point}: a complete run keeps no {state}");
+        }
         let (got, want) = (results(&run_dir), results(&dir.path().join("runs/whole")));
         for part in ["student", "teacher_concat", "teachers", "selection", "coverage", "best_epoch"] {
             assert_eq!(got[part], want[part], "{point}: the same {part} as the uninterrupted run");

@@ -322,9 +322,8 @@ pub(super) fn student_texts(
         return Ok((texts, gold));
     };
     let kept: Vec<bool> = texts.iter().map(|t| text_fold(t, folds) != fold).collect();
-    let keep = |i: &usize| kept[*i];
-    let gold = gold.map(|gold| gold.into_iter().enumerate().filter(|(i, _)| keep(i)).map(|(_, g)| g).collect());
-    let texts: Vec<RString> = texts.into_iter().enumerate().filter(|(i, _)| keep(i)).map(|(_, t)| t).collect();
+    let gold = gold.map(|gold| gold.into_iter().zip(&kept).filter_map(|(g, &k)| k.then_some(g)).collect());
+    let texts: Vec<RString> = texts.into_iter().zip(&kept).filter_map(|(t, &k)| k.then_some(t)).collect();
     if texts.is_empty() {
         return Err(Error::InvalidConfig {
             problems: vec![format!("`student.holdout_fold` = [{fold}, {folds}] leaves no training text")],

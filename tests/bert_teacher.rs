@@ -26,7 +26,6 @@ fn the_bert_teacher_runs_every_kind_of_pass() {
             .with("mc_outputs_only", ParamValue::Bool(false))
             .with("mc_max_length", ParamValue::Int(0))
             .with("mc_precision", ParamValue::Text("same".into()))
-            .with("mc_moments", ParamValue::Bool(false))
     };
     let mut teacher = registry.create_teacher("bert", None, &params(2)).unwrap();
     let info = teacher.info().unwrap();
@@ -105,36 +104,6 @@ fn the_bert_teacher_runs_every_kind_of_pass() {
         "{message}"
     );
 
-    // Moment propagation: seeded samples of the logits' Gaussian in place of passes, only with
-    // every layer stochastic.
-    let moments = params(1).with("mc_moments", ParamValue::Bool(true));
-    let mut propagated = registry.create_teacher("bert", None, &moments).unwrap();
-    let samples = forward(&mut propagated, stochastic(5));
-    assert_eq!(samples.shape(), &[3, 3, 2]);
-    assert_eq!(samples, forward(&mut propagated, stochastic(5)), "same seed, same samples");
-    assert_ne!(samples, forward(&mut propagated, stochastic(6)), "another seed, other samples");
-    assert_ne!(samples.at(&[0]), samples.at(&[1]));
-    assert_ne!(samples, a, "samples, not passes");
-    let top_only = Sampling::Stochastic { passes: 3, seed: 5, top_layers: 1, lower_passes: 0 };
-    let message = propagated
-        .forward(&texts, &ForwardRequest { sampling: top_only, want_hidden: false }, &info)
-        .err()
-        .expect("refused")
-        .to_string();
-    assert!(
-        message.contains(
-            "this `bert` teacher's `mc_moments` propagates the dropout of every layer; an estimator's `top_layers` \
-             (1) must be 0 with it"
-        ),
-        "{message}"
-    );
-    let with_outputs_only = moments.with("mc_outputs_only", ParamValue::Bool(true));
-    let message = registry.create_teacher("bert", None, &with_outputs_only).err().expect("refused").to_string();
-    assert!(
-        message.contains("`mc_moments` propagates every dropout; it cannot be combined with `mc_outputs_only`"),
-        "{message}"
-    );
-
     // Two copies of one checkpoint: both members equal the deterministic pass.
     let members = pass(Sampling::Members, false).logits;
     assert_eq!(members.shape(), &[2, 3, 2]);
@@ -154,8 +123,7 @@ fn a_checkpoint_without_a_classification_head_is_refused_by_name() {
         .with("precision", ParamValue::Text("fp32".into()))
         .with("mc_outputs_only", ParamValue::Bool(false))
         .with("mc_max_length", ParamValue::Int(0))
-        .with("mc_precision", ParamValue::Text("same".into()))
-        .with("mc_moments", ParamValue::Bool(false));
+        .with("mc_precision", ParamValue::Text("same".into()));
     let message = registry.create_teacher("bert", None, &params).err().expect("refused").to_string();
     assert!(message.contains("has no classification head"), "{message}");
     assert!(message.contains("plugin `workbench-bert-teacher`"), "{message}");

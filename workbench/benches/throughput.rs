@@ -94,9 +94,6 @@ fn main() {
         let depth = McDepth { top_layers, lower_passes, outputs_only };
         measure(workload, &mut || drop(frozen.mc_logits(&batch, 16, 0, depth).unwrap()));
     }
-    // Full MC by moment propagation (a teacher's `mc_moments`): one pass of means and variances,
-    // then 16 samples of the logits.
-    measure("mc16_moments_scoring", &mut || drop(frozen.moment_samples(&batch, 16, 0).unwrap()));
     // The inference workloads again with bf16 linear layers, where this CPU has AVX512-BF16.
     let mut bf16 = frozen;
     if bf16.set_precision(Precision::Bf16).unwrap() != Precision::Bf16 {
@@ -113,7 +110,6 @@ fn main() {
         let depth = McDepth { top_layers, lower_passes, outputs_only };
         measure(workload, &mut || drop(bf16.mc_logits(&batch, 16, 0, depth).unwrap()));
     }
-    measure("mc16_moments_scoring_bf16", &mut || drop(bf16.moment_samples(&batch, 16, 0).unwrap()));
     // Full MC over the first quarter of each text's tokens (a teacher's `mc_max_length` at a
     // quarter of its `max_length`, `mc_precision = "bf16"`), counted per token of the whole
     // texts: its cost against one deterministic fp32 pass over them is eval_forward / this.

@@ -9,8 +9,6 @@ use candle_nn::Embedding;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
-mod moments;
-
 use crate::{
     family::{Activation, HeadLayout},
     kernels::{self, bf16::PackedWeight},

@@ -72,7 +72,7 @@ fn tiny_checkpoint(dir: &Path, prefix: &str, head: Option<&[&str]>) {
 }
 
 /// A tiny random checkpoint without a head, opened (the directory lives as long as the guard).
-pub(crate) fn tiny() -> (tempfile::TempDir, Checkpoint) {
+fn tiny() -> (tempfile::TempDir, Checkpoint) {
     let dir = tempfile::tempdir().unwrap();
     tiny_checkpoint(dir.path(), "", None);
     let checkpoint = Checkpoint::open(dir.path(), 16, &Device::Cpu).unwrap();
@@ -83,7 +83,7 @@ fn labels(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
-pub(crate) fn options(layers: Option<usize>, trainable: bool) -> ClassifierOptions {
+fn options(layers: Option<usize>, trainable: bool) -> ClassifierOptions {
     ClassifierOptions {
         labels: labels(&["sport", "politics", "other"]),
         layers,
@@ -94,7 +94,7 @@ pub(crate) fn options(layers: Option<usize>, trainable: bool) -> ClassifierOptio
     }
 }
 
-pub(crate) const TEXTS: [&str; 3] = ["the sport team goal", "vote the law", "a big big news state party ball"];
+const TEXTS: [&str; 3] = ["the sport team goal", "vote the law", "a big big news state party ball"];
 
 fn logits(checkpoint: &Checkpoint, model: &crate::EncoderClassifier, seed: Option<u64>) -> Vec<f32> {
     let batch = checkpoint.tokenizer.batch(&TEXTS, &Device::Cpu).unwrap();

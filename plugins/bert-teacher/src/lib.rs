@@ -34,10 +34,6 @@ params! {
         mc_max_length: usize = int(0).range(0.0, 4096.0),
         /// Of the linear layers' products in Monte-Carlo passes (`same`: `precision`).
         mc_precision: String = choice(&["same", "fp32", "bf16"]),
-        /// Monte-Carlo passes are samples of a Gaussian over the logits whose mean and variance one
-        /// pass propagates through every dropout (moment propagation), in place of passes of the
-        /// model: any number of them costs about two deterministic passes.
-        mc_moments: bool = bool(false),
     }
 }
 
@@ -56,21 +52,8 @@ impl Plugin for BertTeacherPlugin {
         if component != "bert" {
             return Err(PluginError::unsupported(format!("no teacher named `{component}`")));
         }
-        let BertParams {
-            checkpoints,
-            max_length,
-            batch_size,
-            precision,
-            mc_outputs_only,
-            mc_max_length,
-            mc_precision,
-            mc_moments,
-        } = BertParams::parse(params)?;
-        if mc_moments && mc_outputs_only {
-            return Err(PluginError::invalid_input(
-                "`mc_moments` propagates every dropout; it cannot be combined with `mc_outputs_only`",
-            ));
-        }
+        let BertParams { checkpoints, max_length, batch_size, precision, mc_outputs_only, mc_max_length, mc_precision } =
+            BertParams::parse(params)?;
         let precision: Precision = precision.parse().map_err(PluginError::invalid_input)?;
         match mc_max_length {
             1 => {
@@ -92,7 +75,6 @@ impl Plugin for BertTeacherPlugin {
                 other => other.parse().map_err(PluginError::invalid_input)?,
             },
             outputs_only: mc_outputs_only,
-            moments: mc_moments,
         };
         Ok(Box::new(BertTeacher::open(&checkpoints, max_length, batch_size, precision, mc)?))
     }
@@ -107,8 +89,6 @@ pub struct McView {
     pub max_length: Option<usize>,
     pub precision: Precision,
     pub outputs_only: bool,
-    /// Samples of the propagated moments in place of passes.
-    pub moments: bool,
 }
 
 struct Member {
@@ -130,7 +110,7 @@ pub struct BertTeacher {
     members: Vec<Member>,
     labels: Vec<String>,
     batch_size: usize,
-    mc: McView,
+    mc_outputs_only: bool,
     device: Device,
 }
 
@@ -189,7 +169,7 @@ impl BertTeacher {
                 )));
             }
         }
-        Ok(Self { members, labels, batch_size, mc, device })
+        Ok(Self { members, labels, batch_size, mc_outputs_only: mc.outputs_only, device })
     }
 
     /// Logits `[B, L]` and pooled states `[B, H]` of one member, in chunks of `batch_size`.
@@ -245,11 +225,6 @@ impl Teacher for BertTeacher {
                 return Ok(TeacherOutput::new(plain(&logits)?, hidden));
             }
             Sampling::Stochastic { passes, seed, top_layers, lower_passes } => {
-                if self.mc.moments && top_layers > 0 {
-                    return Err(PluginError::invalid_input(format!(
-                        "this `bert` teacher's `mc_moments` propagates the dropout of every layer; an estimator's `top_layers` ({top_layers}) must be 0 with it"
-                    )));
-                }
                 let member = &self.members[0];
                 let (model, tokenizer) = member.mc();
                 let parts = texts
@@ -258,13 +233,10 @@ impl Teacher for BertTeacher {
                     .map(|(chunk, part)| {
                         let batch = tokenizer.batch(part, &self.device).map_err(model_error)?;
                         let seed = pass_seed(seed, chunk as u64);
-                        if self.mc.moments {
-                            return model.moment_samples(&batch, passes as usize, seed).map_err(model_error);
-                        }
                         let depth = McDepth {
                             top_layers: top_layers as usize,
                             lower_passes: lower_passes as usize,
-                            outputs_only: self.mc.outputs_only,
+                            outputs_only: self.mc_outputs_only,
                         };
                         model.mc_logits(&batch, passes as usize, seed, depth).map_err(model_error)
                     })

@@ -407,19 +407,6 @@ pub fn gelu(xs: &Tensor) -> CResult<Tensor> {
     }
 }
 
-/// GELU's slope at each value, `gelu'(xs)`: what a small change of the input is multiplied by
-/// (moment propagation carries variances through GELU with it).
-pub fn gelu_slope(xs: &Tensor) -> CResult<Tensor> {
-    if fused(xs) {
-        let xs = xs.contiguous()?;
-        xs.apply_op2_no_bwd(&xs.ones_like()?, &GeluBackward)
-    } else {
-        let cdf = ((xs * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)? * 0.5;
-        let density = ((xs.sqr()? * -0.5)?.exp()? * (0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2))?;
-        cdf? + (xs * density)?
-    }
-}
-
 /// softmax(scale * scores + mask) of every row of `scores` `[B, .., T]`, with the additive
 /// `mask` `[B, T]` of the row's item.
 fn masked_softmax_rows(scores: &[f32], mask: &[f32], mask_layout: &Layout, scale: f32) -> CResult<Vec<f32>> {

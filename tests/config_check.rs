@@ -450,3 +450,39 @@ fn cross_fitting_keys_are_checked_where_they_belong() {
         out.stderr
     );
 }
+
+/// A sweep method's `student` table changes the base `[student]` key by key: the folds of a
+/// cross-fitted round are methods of one sweep.
+#[test]
+fn a_sweep_methods_student_table_changes_the_base_student_key_by_key() {
+    let folds = |last: usize| {
+        let methods: String = (0..=last)
+            .map(|k| {
+                format!(
+                    "\n[[sweep.methods]]\nname = \"fold {k}\"\nstrategy = {{ plugin = \"vanilla-kd\" }}\nstudent = {{ holdout_fold = [{k}, 2] }}\n"
+                )
+            })
+            .collect();
+        GOOD.replace("[estimator]\nplugin = \"entropy\"\n", "")
+            + "\n[student]\nepochs = 2\n\n[sweep]\nseeds = [0]\n"
+            + &methods
+    };
+    let (out, _) = check(&folds(1), &[]);
+    assert!(out.ok, "{}", out.stderr);
+    let resolved: Vec<toml::Table> =
+        out.stdout.split("# method ").skip(1).map(|m| m.split_once('\n').unwrap().1.parse().unwrap()).collect();
+    for (k, method) in resolved.iter().enumerate() {
+        assert_eq!(method["student"]["holdout_fold"].as_array().unwrap()[0].as_integer(), Some(k as i64));
+        assert_eq!(method["student"]["epochs"].as_integer(), Some(2), "the base's other keys stay");
+    }
+
+    let (out, file) = check(&folds(2), &[]);
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains(&format!(
+            "method `fold 2`: `student.holdout_fold` in {file} = [2, 2]: [k, n] names fold k of n folds, from 0 to n - 1, with n at least 2"
+        )),
+        "{}",
+        out.stderr
+    );
+}

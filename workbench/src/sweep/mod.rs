@@ -59,7 +59,9 @@ impl std::str::FromStr for Executor {
 }
 
 /// One method: a strategy table and, when it needs scores, an estimator or a selector table;
-/// they replace nothing, so the base config has none of them.
+/// they replace nothing, so the base config has none of them. A `student` table changes the
+/// base config's `[student]` key by key for this method's runs (the folds of a cross-fitted
+/// round are methods of one sweep that differ in `holdout_fold`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Method {
@@ -67,6 +69,7 @@ pub struct Method {
     pub strategy: Dict,
     pub estimator: Option<Dict>,
     pub selector: Option<Dict>,
+    pub student: Option<Dict>,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +178,9 @@ impl Grid {
         }
         if let Some(selector) = &method.selector {
             keys.insert("selector".into(), Value::from(selector.clone()));
+        }
+        if let Some(student) = &method.student {
+            keys.insert("student".into(), Value::from(student.clone()));
         }
         let figment = Figment::from(self.base.clone()).merge(RunKeys(keys));
         config::LoadedConfig::from_figment(figment, &self.name)?.validate(registry)

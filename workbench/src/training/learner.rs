@@ -201,7 +201,7 @@ impl Learner<'_> {
             total,
         };
         let metrics_path = self.dir.join("metrics.jsonl");
-        let bar = crate::training::teach::progress(total, self.what);
+        let bar = crate::progress::Progress::steps(total, self.what);
         bar.set_position(state.step as u64);
         for epoch in state.epochs_done..settings.epochs {
             let started = Instant::now();
@@ -253,7 +253,7 @@ impl Learner<'_> {
                 state.epochs.iter().map(|r| serde_json::to_string(r).expect("record serializes") + "\n").collect();
             write_atomically(&metrics_path, lines)?;
         }
-        bar.finish_and_clear();
+        bar.finish();
         Ok(state)
     }
 }

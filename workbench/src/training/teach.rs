@@ -8,7 +8,6 @@ use std::{
 
 use candle_core::{Device, Tensor};
 use figment::value::{Dict, Value};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use workbench_models::{Checkpoint, ClassifierOptions, Pooling, Precision};
 use workbench_plugin_api::{ParamTable, ParamValue};
@@ -354,15 +353,6 @@ pub fn select_labels(splits: &mut Splits, settings: &TeachSettings, table: &str)
     }
     splits.restrict(&labels);
     Ok(labels)
-}
-
-pub(crate) fn progress(total: usize, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(total as u64).with_message(what.to_string());
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {elapsed} (eta {eta})")
-            .expect("a valid template"),
-    );
-    bar
 }
 
 /// The completion record of a trained teacher, written last: a directory without it is a

@@ -396,6 +396,89 @@ fn two_students_that_each_left_out_a_fold_make_a_cross_fitted_selector() {
     );
 }
 
+/// The fold students and the round whose cross-fitted selector reads them, as one sweep: the
+/// fold methods run one seed, the round two, each round cell after the fold cells (two workers,
+/// so that nothing but the dependency holds a round cell back), and Slurm gets them as two
+/// arrays, the second after the first.
+#[test]
+fn one_sweep_makes_the_fold_students_then_the_round_that_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = dir.path().join("runs/tiny");
+    let fold = |k: usize| {
+        format!(
+            "\n[[sweep.methods]]\nname = \"fold {k} of 2\"\nseeds = [0]\nstrategy = {{ plugin = \"vanilla-kd\" }}\n\
+             student = {{ holdout_fold = [{k}, 2] }}\n"
+        )
+    };
+    let members: Vec<String> =
+        (0..2).map(|k| format!("\"{}\"", sweep.join(format!("fold-{k}-of-2-seed0/student")).display())).collect();
+    let round = format!(
+        "\n[[sweep.methods]]\nname = \"round\"\nstrategy = {{ plugin = \"muka\" }}\n\
+         selector = {{ plugin = \"bert\", checkpoints = [{}], max_length = 16, cross_fit = true }}\n",
+        members.join(", ")
+    );
+    let base = experiment(dir.path(), 2);
+    // The round first: the order of the methods does not decide the order of the runs.
+    let text = base.clone() + "[sweep]\nseeds = [0, 1]\n" + &round + &fold(0) + &fold(1);
+    let config = dir.path().join("sweep.toml");
+    std::fs::write(&config, text).unwrap();
+    let config = config.to_str().unwrap();
+
+    // Folds that read each other's students cannot start.
+    let cycle = dir.path().join("cycle.toml");
+    let reads = |k: usize| {
+        fold(k).replace(
+            "student = {",
+            &format!("selector = {{ plugin = \"bert\", checkpoints = [{}] }}\nstudent = {{", members[1 - k]),
+        )
+    };
+    std::fs::write(&cycle, base + "[sweep]\nseeds = [0]\n" + &reads(0) + &reads(1)).unwrap();
+    let refused = run(&mut workbench(&["sweep", cycle.to_str().unwrap(), "--dry-run"]));
+    assert!(
+        refused.stderr.contains(
+            "the selectors of runs `fold-0-of-2-seed0`, `fold-1-of-2-seed0` read each other's students: none of them can run first"
+        ),
+        "{}",
+        refused.stderr
+    );
+
+    let slurm = run(&mut workbench(&["sweep", config, "--executor", "slurm", "--dry-run"]));
+    assert!(slurm.ok, "{}", slurm.stderr);
+    let script = |name: &str| slurm.stdout.split("# sbatch").find(|s| s.contains(&format!(" {name}.sh "))).unwrap();
+    assert!(script("students").contains("#SBATCH --array=2,3\n"), "{}", slurm.stdout);
+    let second = script("students-2");
+    assert!(second.contains("#SBATCH --array=0,1\n"), "{second}");
+    assert!(second.contains(":<students> --kill-on-invalid-dep=yes"), "{second}");
+
+    let out = run(&mut workbench(&["sweep", config, "--jobs", "2"]));
+    assert!(out.ok, "{}", out.stderr);
+    let log: Vec<serde_json::Value> = std::fs::read_to_string(sweep.join("jobs.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Jobs are logged as they end; a round cell starts only after both fold cells ended.
+    let ended = |job: &str| log.iter().position(|r| r["job"] == job).unwrap_or_else(|| panic!("{job} in {log:?}"));
+    let folds_done = ended("student:2").max(ended("student:3"));
+    for round_cell in ["student:0", "student:1"] {
+        assert!(ended(round_cell) > folds_done, "{log:?}");
+    }
+    let manifest = |run: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(sweep.join(run).join("manifest.json")).unwrap()).unwrap()
+    };
+    let trained = |run: &str| manifest(run)["data"]["train"].as_u64().unwrap();
+    assert_eq!(trained("fold-0-of-2-seed0") + trained("fold-1-of-2-seed0"), trained("round-seed0"));
+    assert!(!sweep.join("fold-0-of-2-seed1").exists(), "the folds run their own seeds only");
+    let selector = manifest("round-seed1")["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["teacher"] == "selector" && s["split"] == "train")
+        .unwrap()
+        .clone();
+    assert_eq!(selector["plan"], "cross-fitted members");
+}
+
 #[test]
 fn a_student_learns_from_an_unlabelled_transfer_set() {
     let dir = tempfile::tempdir().unwrap();

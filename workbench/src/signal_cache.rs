@@ -8,9 +8,15 @@ use std::path::{Path, PathBuf};
 use abi_stable::std_types::RString;
 use candle_core::{Device, Tensor as CandleTensor};
 use sha2::{Digest, Sha256};
-use workbench_plugin_api::{ForwardRequest, ParamValue, Sampling, SamplingPlan, TeacherInfo, Tensor};
+use workbench_plugin_api::{ForwardRequest, Sampling, SamplingPlan, TeacherInfo, Tensor};
 
-use crate::{config::ComponentChoice, files::FileLock, host::TeacherHandle, progress::Progress, Error, Result};
+use crate::{
+    config::{self, ComponentChoice},
+    files::FileLock,
+    host::TeacherHandle,
+    progress::Progress,
+    Error, Result,
+};
 
 /// Hashes a teacher's identity: its plugin library's sha256, its component, parameters, and
 /// every file its text parameters name (a checkpoint directory is hashed file by file, leaving
@@ -22,12 +28,7 @@ pub fn teacher_hash(choice: &ComponentChoice, plugin_sha256: &str) -> Result<Str
     for param in choice.params.entries.iter() {
         hasher.update(param.name.as_bytes());
         hasher.update(param.value.to_string().as_bytes());
-        let paths: Vec<&str> = match &param.value {
-            ParamValue::Text(t) => vec![t.as_str()],
-            ParamValue::TextList(list) => list.iter().map(RString::as_str).collect(),
-            _ => Vec::new(),
-        };
-        for path in paths.into_iter().map(Path::new).filter(|p| p.exists()) {
+        for path in config::texts(&param.value).into_iter().map(Path::new).filter(|p| p.exists()) {
             hash_path(&mut hasher, path)?;
         }
     }

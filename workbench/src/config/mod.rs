@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use figment::{value::Value, Figment};
 use serde::Deserialize;
-use workbench_plugin_api::{ComponentKind, ParamTable};
+use workbench_plugin_api::{ComponentKind, ParamTable, ParamValue};
 
 use components::check_signals;
 use sources::origin;
@@ -85,6 +85,22 @@ pub struct ComponentChoice {
     /// `student.holdout_fold = [k, n]`, n the number of members) scores the texts of fold k,
     /// the texts it never saw, instead of the members' mean scoring every text.
     pub cross_fit: bool,
+}
+
+impl ComponentChoice {
+    /// The values of its text parameters: the paths it may read (checkpoints, data files).
+    pub fn texts(&self) -> impl Iterator<Item = &str> {
+        self.params.entries.iter().flat_map(|param| texts(&param.value))
+    }
+}
+
+/// The texts a parameter value holds (none unless it is a text or a list of them).
+pub fn texts(value: &ParamValue) -> Vec<&str> {
+    match value {
+        ParamValue::Text(text) => vec![text.as_str()],
+        ParamValue::TextList(list) => list.iter().map(|text| text.as_str()).collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// A configuration resolved from all sources and validated against the loaded plugins; it

@@ -121,7 +121,7 @@ impl Graph {
         let (mut cells, mut signals) = (Vec::new(), Vec::<SignalRequest>::new());
         for (index, method) in grid.settings.methods.iter().enumerate() {
             let mut requests = None;
-            for &seed in &grid.settings.seeds {
+            for &seed in grid.seeds(method) {
                 let config = grid.resolve(method, seed, registry)?;
                 // What a run reads depends on its method, not on its seed.
                 let requests = match &requests {
@@ -137,12 +137,56 @@ impl Graph {
             }
         }
         let teachers = run::taught_teachers(&cells[0].config);
-        Ok(Self { cells, teachers, signals })
+        let graph = Self { cells, teachers, signals };
+        graph.waves()?;
+        Ok(graph)
+    }
+
+    /// Each cell's wave: 0 for a cell that reads no other cell's student, else one more than
+    /// the latest wave among the cells it reads. Refused where cells read each other's.
+    pub fn waves(&self) -> Result<Vec<usize>> {
+        let producers: Vec<Vec<usize>> = (0..self.cells.len()).map(|cell| self.producers(cell)).collect();
+        let mut wave = vec![0; self.cells.len()];
+        // A chain of n cells settles in n rounds; a round more that still moves is a cycle.
+        for _ in 0..=self.cells.len() {
+            let next: Vec<usize> =
+                producers.iter().map(|p| p.iter().map(|&c| wave[c] + 1).max().unwrap_or(0)).collect();
+            if next == wave {
+                return Ok(wave);
+            }
+            wave = next;
+        }
+        let cycle: BTreeSet<String> = (0..self.cells.len())
+            .filter(|&c| wave[c] > self.cells.len())
+            .map(|c| format!("`{}`", self.cells[c].config.name))
+            .collect();
+        Err(Error::InvalidConfig {
+            problems: vec![format!(
+                "the selectors of runs {} read each other's students: none of them can run first",
+                cycle.into_iter().collect::<Vec<_>>().join(", ")
+            )],
+        })
     }
 
     /// The config teacher and signal jobs run under: every cell's has the same teachers and data.
     fn base(&self) -> &ResolvedConfig {
         &self.cells[0].config
+    }
+
+    /// The cell a signal job computes for: the first that reads it.
+    fn reader(&self, request: &SignalRequest) -> usize {
+        self.cells.iter().position(|c| c.signals.contains(request)).expect("a planned signal has a reader")
+    }
+
+    /// The cells whose students the selector of `cell` reads (one of its parameters names their
+    /// `student` directory): the fold students of a cross-fitted round, made in the same sweep.
+    pub fn producers(&self, cell: usize) -> Vec<usize> {
+        let Some(selector) = &self.cells[cell].config.selector else { return Vec::new() };
+        let named: Vec<PathBuf> = selector.texts().filter_map(|text| std::path::absolute(text).ok()).collect();
+        let student = |c: &Cell| std::path::absolute(c.run_dir().join("student")).ok();
+        (0..self.cells.len())
+            .filter(|&other| other != cell && student(&self.cells[other]).is_some_and(|dir| named.contains(&dir)))
+            .collect()
     }
 
     /// The job named `id`, as [`Job::id`] spells it.
@@ -156,7 +200,9 @@ impl Graph {
     /// What is left: missing teachers, the cells not complete (minus `except`, those another
     /// submission is still running) and the signals those cells read, less those a job has
     /// computed or found already (`succeeded`, from the job log) from a teacher that is not
-    /// trained again. A run computes any signal it finds missing all the same.
+    /// trained again, and less those whose reader waits for other cells' students (its run
+    /// computes them). A run computes any signal it finds missing all the same. A cell waits
+    /// for the cells whose students its selector reads.
     pub fn pending(&self, except: &[usize], succeeded: &BTreeSet<String>) -> Pending {
         let cells: Vec<usize> =
             (0..self.cells.len()).filter(|i| !except.contains(i) && !self.cells[*i].is_complete()).collect();
@@ -173,6 +219,7 @@ impl Graph {
             .iter()
             .filter(|r| cells.iter().any(|&c| self.cells[c].signals.contains(r)))
             .filter(|r| retrained(r) || !succeeded.contains(&Job::Signals((*r).clone()).id()))
+            .filter(|r| self.producers(self.reader(r)).is_empty())
             .collect();
         let mut jobs = teachers.clone();
         let mut needs = vec![Vec::new(); teachers.len()];
@@ -183,10 +230,13 @@ impl Graph {
         }
         let signal_index =
             |request: &SignalRequest| signals.iter().position(|r| *r == request).map(|i| teachers.len() + i);
+        let first_student = jobs.len();
+        let student_index = |cell: usize| cells.iter().position(|&c| c == cell).map(|i| first_student + i);
         for &cell in &cells {
             jobs.push(Job::Student(cell));
             let mut waits: Vec<usize> = self.cells[cell].signals.iter().filter_map(signal_index).collect();
             waits.extend(&all_teachers);
+            waits.extend(self.producers(cell).into_iter().filter_map(student_index));
             needs.push(waits);
         }
         Pending { jobs, needs }
@@ -234,7 +284,7 @@ pub fn execute(grid: &Grid, graph: &Graph, job: &Job, registry: &Registry) -> Re
             Ok(if run::train_teacher(graph.base(), key)? { Outcome::Trained } else { Outcome::Present })
         }
         Job::Signals(request) => {
-            let cell = graph.cells.iter().find(|c| c.signals.contains(request)).expect("a planned signal has a reader");
+            let cell = &graph.cells[graph.reader(request)];
             Ok(match run::teacher_signals(&cell.config, registry, request)? {
                 Provenance::Computed => Outcome::Computed,
                 Provenance::Cached => Outcome::Cached,

@@ -61,7 +61,8 @@ impl std::str::FromStr for Executor {
 /// One method: a strategy table and, when it needs scores, an estimator or a selector table;
 /// they replace nothing, so the base config has none of them. A `student` table changes the
 /// base config's `[student]` key by key for this method's runs (the folds of a cross-fitted
-/// round are methods of one sweep that differ in `holdout_fold`).
+/// round are methods of one sweep that differ in `holdout_fold`), and `seeds` replaces
+/// `sweep.seeds` for them (the folds need one seed, the round they select for three).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Method {
@@ -70,6 +71,7 @@ pub struct Method {
     pub estimator: Option<Dict>,
     pub selector: Option<Dict>,
     pub student: Option<Dict>,
+    pub seeds: Option<Vec<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -149,6 +151,12 @@ impl Grid {
         }
         let mut problems = Vec::new();
         for (i, method) in file.sweep.methods.iter().enumerate() {
+            if method.seeds.as_ref().is_some_and(Vec::is_empty) {
+                problems.push(format!(
+                    "`sweep.methods`: `{}` has empty `seeds` (leave it out for `sweep.seeds`)",
+                    method.name
+                ));
+            }
             if let Some(earlier) = file.sweep.methods[..i].iter().find(|m| slug(&m.name) == slug(&method.name)) {
                 problems.push(format!(
                     "`sweep.methods`: `{}` and `{}` would share the run directories `{}-seed*`; rename one",
@@ -164,6 +172,11 @@ impl Grid {
         let name = file.name.unwrap_or_else(|| "sweep".into());
         let dir = file.output.unwrap_or_else(|| PathBuf::from("runs")).join(&name);
         Ok(Self { base, name, dir, settings: file.sweep })
+    }
+
+    /// The seeds of a method's runs.
+    pub fn seeds<'a>(&'a self, method: &'a Method) -> &'a [u64] {
+        method.seeds.as_deref().unwrap_or(&self.settings.seeds)
     }
 
     /// The validated config of one method and seed.
@@ -277,7 +290,7 @@ pub fn check(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<
     let grid = Grid::open(files, sets)?;
     let (mut resolved, mut problems) = (Vec::new(), Vec::new());
     for method in &grid.settings.methods {
-        match grid.resolve(method, grid.settings.seeds[0], registry) {
+        match grid.resolve(method, grid.seeds(method)[0], registry) {
             Ok(config) => resolved.push((method.name.clone(), config)),
             Err(Error::InvalidConfig { problems: found }) => {
                 problems.extend(found.into_iter().map(|p| format!("method `{}`: {p}", method.name)))
@@ -383,7 +396,7 @@ pub fn selection_only(files: &[PathBuf], sets: &[String], registry: &Registry) -
     let grid = Grid::open(files, sets)?;
     let mut outcomes = Vec::new();
     for method in grid.settings.methods.iter().filter(|m| m.estimator.is_some() || m.selector.is_some()) {
-        let resolved = grid.resolve(method, grid.settings.seeds[0], registry)?;
+        let resolved = grid.resolve(method, grid.seeds(method)[0], registry)?;
         tracing::info!(method = %method.name, "scoring the test split");
         outcomes.push((method, run::selection_only(&resolved, registry)?));
     }

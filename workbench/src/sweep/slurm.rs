@@ -3,7 +3,11 @@
 //! reports whatever completed. Each submission is recorded in `<sweep>/slurm/submissions.jsonl`
 //! with its Slurm job ids, which `--status` and the next submission read back.
 
-use std::{collections::BTreeMap, path::PathBuf, process::Command};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    process::Command,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -247,16 +251,23 @@ pub fn submit(grid: &Grid, graph: &Graph, command: &JobCommand, dry_run: bool) -
         }
     }
     let mut ended_by = signals.clone();
-    if !cells.is_empty() {
-        let array: Vec<String> = cells.iter().map(usize::to_string).collect();
-        let waits: Vec<String> = teachers.iter().chain(&signals).cloned().collect();
+    // One array per wave: a cell whose selector reads other cells' students starts after them.
+    let waves = graph.waves()?;
+    let mut waits: Vec<String> = teachers.iter().chain(&signals).cloned().collect();
+    let mut array_of = BTreeMap::new();
+    for (order, wave) in cells.iter().map(|&c| waves[c]).collect::<BTreeSet<_>>().into_iter().enumerate() {
+        let members: Vec<usize> = cells.iter().copied().filter(|&c| waves[c] == wave).collect();
+        let array: Vec<String> = members.iter().map(usize::to_string).collect();
+        let name = if order == 0 { "students".to_string() } else { format!("students-{}", order + 1) };
+        array_of.extend(members.into_iter().map(|c| (c, name.clone())));
         scripts.push(Script {
-            name: "students".into(),
-            file: "students.sh".into(),
+            name: name.clone(),
+            file: format!("{name}.sh"),
             text: script(JobKind::Student, "student", "\"student:${SLURM_ARRAY_TASK_ID}\"", Some(&array.join(",")))?,
-            after: (!waits.is_empty()).then_some(("afterok", waits)),
+            after: (!waits.is_empty()).then_some(("afterok", waits.clone())),
         });
-        ended_by.push("students".into());
+        ended_by.push(name.clone());
+        waits.push(name);
     }
     ended_by.extend(teachers.iter().cloned());
     scripts.push(Script {
@@ -313,9 +324,7 @@ pub fn submit(grid: &Grid, graph: &Graph, command: &JobCommand, dry_run: bool) -
         tracing::info!(job = %s.name, slurm_job = %id, "submitted");
         record.jobs.insert(s.name.clone(), id);
     }
-    if let Some(array) = record.jobs.get("students") {
-        record.cells = cells.iter().map(|&c| (c, format!("{array}_{c}"))).collect();
-    }
+    record.cells = array_of.into_iter().map(|(c, array)| (c, format!("{}_{c}", record.jobs[&array]))).collect();
     crate::files::append_json_line(&submissions_path(grid), &record)?;
     Ok(Submitted::Jobs { record, already_queued: queued.len(), scripts: dir })
 }

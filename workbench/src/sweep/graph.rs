@@ -180,7 +180,7 @@ impl Graph {
 
     /// The cells whose students the selector of `cell` reads (one of its parameters names their
     /// `student` directory): the fold students of a cross-fitted round, made in the same sweep.
-    pub fn producers(&self, cell: usize) -> Vec<usize> {
+    fn producers(&self, cell: usize) -> Vec<usize> {
         let Some(selector) = &self.cells[cell].config.selector else { return Vec::new() };
         let named: Vec<PathBuf> = selector.texts().filter_map(|text| std::path::absolute(text).ok()).collect();
         let student = |c: &Cell| std::path::absolute(c.run_dir().join("student")).ok();

@@ -106,6 +106,9 @@ pub struct Graph {
     /// Config keys of the teachers trained from a `teach` table.
     pub teachers: Vec<String>,
     pub signals: Vec<SignalRequest>,
+    /// Per cell, the cells whose students its selector reads, found once when the sweep is
+    /// planned (the waves and the pending jobs both follow them).
+    producers: Vec<Vec<usize>>,
 }
 
 /// The jobs still to do, each with the indices (into `jobs`) of those it waits for. The
@@ -136,8 +139,9 @@ impl Graph {
                 cells.push(Cell { method: index, seed, config, signals: requests });
             }
         }
+        let producers = (0..cells.len()).map(|cell| producers(&cells, cell)).collect();
         let teachers = run::taught_teachers(&cells[0].config);
-        let graph = Self { cells, teachers, signals };
+        let graph = Self { cells, teachers, signals, producers };
         graph.waves()?;
         Ok(graph)
     }
@@ -145,12 +149,11 @@ impl Graph {
     /// Each cell's wave: 0 for a cell that reads no other cell's student, else one more than
     /// the latest wave among the cells it reads. Refused where cells read each other's.
     pub fn waves(&self) -> Result<Vec<usize>> {
-        let producers: Vec<Vec<usize>> = (0..self.cells.len()).map(|cell| self.producers(cell)).collect();
         let mut wave = vec![0; self.cells.len()];
         // A chain of n cells settles in n rounds; a round more that still moves is a cycle.
         for _ in 0..=self.cells.len() {
             let next: Vec<usize> =
-                producers.iter().map(|p| p.iter().map(|&c| wave[c] + 1).max().unwrap_or(0)).collect();
+                self.producers.iter().map(|p| p.iter().map(|&c| wave[c] + 1).max().unwrap_or(0)).collect();
             if next == wave {
                 return Ok(wave);
             }
@@ -176,17 +179,6 @@ impl Graph {
     /// The cell a signal job computes for: the first that reads it.
     fn reader(&self, request: &SignalRequest) -> usize {
         self.cells.iter().position(|c| c.signals.contains(request)).expect("a planned signal has a reader")
-    }
-
-    /// The cells whose students the selector of `cell` reads (one of its parameters names their
-    /// `student` directory): the fold students of a cross-fitted round, made in the same sweep.
-    fn producers(&self, cell: usize) -> Vec<usize> {
-        let Some(selector) = &self.cells[cell].config.selector else { return Vec::new() };
-        let named: Vec<PathBuf> = selector.texts().filter_map(|text| std::path::absolute(text).ok()).collect();
-        let student = |c: &Cell| std::path::absolute(c.run_dir().join("student")).ok();
-        (0..self.cells.len())
-            .filter(|&other| other != cell && student(&self.cells[other]).is_some_and(|dir| named.contains(&dir)))
-            .collect()
     }
 
     /// The job named `id`, as [`Job::id`] spells it.
@@ -219,7 +211,7 @@ impl Graph {
             .iter()
             .filter(|r| cells.iter().any(|&c| self.cells[c].signals.contains(r)))
             .filter(|r| retrained(r) || !succeeded.contains(&Job::Signals((*r).clone()).id()))
-            .filter(|r| self.producers(self.reader(r)).is_empty())
+            .filter(|r| self.producers[self.reader(r)].is_empty())
             .collect();
         let mut jobs = teachers.clone();
         let mut needs = vec![Vec::new(); teachers.len()];
@@ -236,11 +228,22 @@ impl Graph {
             jobs.push(Job::Student(cell));
             let mut waits: Vec<usize> = self.cells[cell].signals.iter().filter_map(signal_index).collect();
             waits.extend(&all_teachers);
-            waits.extend(self.producers(cell).into_iter().filter_map(student_index));
+            waits.extend(self.producers[cell].iter().copied().filter_map(student_index));
             needs.push(waits);
         }
         Pending { jobs, needs }
     }
+}
+
+/// The cells whose students the selector of `cells[cell]` reads (one of its parameters names their
+/// `student` directory): the fold students of a cross-fitted round, made in the same sweep.
+fn producers(cells: &[Cell], cell: usize) -> Vec<usize> {
+    let Some(selector) = &cells[cell].config.selector else { return Vec::new() };
+    let named: Vec<PathBuf> = selector.texts().filter_map(|text| std::path::absolute(text).ok()).collect();
+    let student = |c: &Cell| std::path::absolute(c.run_dir().join("student")).ok();
+    (0..cells.len())
+        .filter(|&other| other != cell && student(&cells[other]).is_some_and(|dir| named.contains(&dir)))
+        .collect()
 }
 
 /// The teacher outputs a run of `config` reads: its estimator's sampling plan, and hidden

@@ -195,6 +195,51 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
         run(&mut workbench(&["sweep", "--selection-only", config.to_str().unwrap(), "--set", "name=selection-first"]));
     assert!(fresh.ok, "{}", fresh.stderr);
     assert!(dir.path().join("runs/selection-first/selection.svg").is_file());
+
+    // Exported signals: the estimator's scores with the gold labels give the selection accuracy
+    // of selection.csv, beside the passes they were computed from.
+    let refused = run(&mut workbench(&["sweep", "--export-signals", config.to_str().unwrap()]));
+    assert!(!refused.ok && refused.stderr.contains("--selection-only"), "{}", refused.stderr);
+    let exported = run(&mut workbench(&[
+        "sweep",
+        "--selection-only",
+        "--export-signals",
+        config.to_str().unwrap(),
+        "--set",
+        "name=selection-export",
+    ]));
+    assert!(exported.ok, "{}", exported.stderr);
+    let signals = dir.path().join("runs/selection-export/signals/muka");
+    let labels: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(signals.join("labels.json")).unwrap()).unwrap();
+    let maps: Vec<Vec<u32>> = ["a", "b"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            assert_eq!(labels["teachers"][i]["name"], *name, "{labels}");
+            serde_json::from_value(labels["teachers"][i]["labels"].clone()).unwrap()
+        })
+        .collect();
+    let load = |split: &str| {
+        candle_core::safetensors::load(signals.join(format!("{split}.safetensors")), &candle_core::Device::Cpu).unwrap()
+    };
+    let test = load("test");
+    let gold: Vec<u32> = test["gold"].to_vec1().unwrap();
+    let scores: Vec<Vec<f32>> = test["scores"].to_vec2().unwrap();
+    assert_eq!(test["a.sampled"].dims(), [4, gold.len(), maps[0].len()]);
+    assert_eq!(test["b.deterministic"].dims(), [gold.len(), maps[1].len()]);
+    assert_eq!(test["a.hidden"].dims()[0], gold.len());
+    let first_max = |row: &[f32]| (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best });
+    let adequate = scores.iter().zip(&gold).filter(|(row, g)| maps[first_max(row)].contains(g)).count();
+    assert!(
+        (adequate as f64 / gold.len() as f64 - accuracy).abs() < 1e-6,
+        "{adequate} of {} vs {accuracy}",
+        gold.len()
+    );
+    for split in ["train", "validation"] {
+        let tensors = load(split);
+        assert_eq!(tensors["gold"].dims()[0], tensors["scores"].dims()[0], "{split}");
+    }
 }
 
 #[test]

@@ -205,6 +205,11 @@ struct SweepArgs {
     /// selection.csv); no student is trained.
     #[arg(long, conflicts_with_all = ["status", "job", "executor"])]
     selection_only: bool,
+    /// With --selection-only: also write each method's signals (deterministic passes with hidden
+    /// states, the estimator's passes and scores) and the gold labels, per split, as safetensors
+    /// to `signals/<method>/` in the sweep directory, for analyses outside the workbench.
+    #[arg(long, requires = "selection_only")]
+    export_signals: bool,
     /// Where the jobs run: `local` (the default) or `slurm` (submitted with sbatch); also
     /// `sweep.executor` in the config.
     #[arg(long, value_name = "local|slurm")]
@@ -389,7 +394,7 @@ fn run_sweep(sweep: &SweepArgs, global: Vec<String>, registry: &Registry) -> any
     use workbench::sweep::{self, slurm::Submitted, SweepOutcome};
     let ConfigArgs { files, sets } = &sweep.config;
     if sweep.selection_only {
-        let dir = sweep::selection_only(files, sets, registry)?;
+        let dir = sweep::selection_only(files, sets, registry, sweep.export_signals)?;
         print!("{}", std::fs::read_to_string(dir.join("selection.md"))?);
         println!("selection.md, selection.csv in {}", dir.display());
         return Ok(());

@@ -1,9 +1,12 @@
 //! Judging a run: teacher selection on the training texts and on test, the warnings that say
 //! when a comparison means little, and an estimator's selection without a student.
 
+use std::path::Path;
+
 use workbench_plugin_api::{LabelSpace, SamplingPlan, Tensor};
 
 use super::{
+    export,
     prepare::{prepare, student_examples, student_texts, texts, Prepared},
     signals::{signals, Scorer, SignalRecord, Signals},
     SelectionReport, SplitSelection,
@@ -134,8 +137,9 @@ fn cost_in_passes(plan: SamplingPlan, records: &[SignalRecord]) -> Option<f64> {
 
 /// Scores the student's training texts and the test split with the config's estimator (or
 /// selector) and measures its teacher-selection accuracy; no student is trained and no run
-/// directory is written.
-pub fn selection_only(config: &ResolvedConfig, registry: &Registry) -> Result<SelectionOutcome> {
+/// directory is written. With `export`, each split's signals (the deterministic passes with
+/// their hidden states, the estimator's passes and scores) and gold labels go there too.
+pub fn selection_only(config: &ResolvedConfig, registry: &Registry, export: Option<&Path>) -> Result<SelectionOutcome> {
     let Prepared { splits, mut teachers, estimator, mut selector, labels } = prepare(config, registry)?;
     let mut scorer = Scorer::of(selector.as_mut(), estimator.as_ref(), &labels);
     if matches!(scorer, Scorer::Nothing) {
@@ -146,15 +150,24 @@ pub fn selection_only(config: &ResolvedConfig, registry: &Registry) -> Result<Se
     let examples = student_examples(&splits, &labels)?;
     let (train_texts, train_gold) = student_texts(config, &examples)?;
     let started = std::time::Instant::now();
-    let train = signals(config, &mut teachers, &mut scorer, &train_texts, false, "train")?;
-    let test = signals(config, &mut teachers, &mut scorer, &texts(&examples.test), false, "test")?;
+    let hidden = export.is_some();
+    let train = signals(config, &mut teachers, &mut scorer, &train_texts, hidden, "train")?;
+    let test = signals(config, &mut teachers, &mut scorer, &texts(&examples.test), hidden, "test")?;
     let seconds = started.elapsed().as_secs_f64();
     // Scored apart from the timed splits: the cost compares the passes over train and test.
     let validation = if examples.validation.is_empty() {
         None
     } else {
-        Some(signals(config, &mut teachers, &mut scorer, &texts(&examples.validation), false, "validation")?)
+        Some(signals(config, &mut teachers, &mut scorer, &texts(&examples.validation), hidden, "validation")?)
     };
+    if let Some(dir) = export {
+        export::write_labels(dir, &labels, &teachers)?;
+        export::write_split(dir, "train", &train, train_gold.as_deref(), &teachers)?;
+        export::write_split(dir, "test", &test, Some(&examples.test_gold), &teachers)?;
+        if let Some(validation) = &validation {
+            export::write_split(dir, "validation", validation, Some(&examples.validation_gold), &teachers)?;
+        }
+    }
     let provenance: Vec<SignalRecord> = train.provenance.iter().chain(&test.provenance).cloned().collect();
     // A selector's cost is another model's pass, not a number of the teachers' passes.
     let cost = match &estimator {
@@ -211,6 +224,7 @@ mod tests {
         };
         Signals {
             deterministic: vec![set(2, a.concat()), set(1, b.to_vec())],
+            sampled: Vec::new(),
             scores: scores.map(|rows| Tensor::from_rows(&rows).unwrap()),
             provenance: Vec::new(),
         }

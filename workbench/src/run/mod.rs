@@ -125,6 +125,7 @@ pub fn is_complete(dir: &Path) -> bool {
 }
 
 mod evaluation;
+mod export;
 mod prepare;
 mod report;
 mod signals;

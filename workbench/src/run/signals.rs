@@ -14,6 +14,8 @@ use crate::{
 
 pub(super) struct Signals {
     pub deterministic: Vec<TeacherSignalSet>,
+    /// Per teacher, the estimator's passes `[S, N, L_t]`; empty without an estimator.
+    pub sampled: Vec<Tensor>,
     pub scores: Option<Tensor>,
     pub provenance: Vec<SignalRecord>,
 }
@@ -132,7 +134,8 @@ pub(super) fn signals(
             Some(selector_scores(&signals.logits, &model.scoring_rows(texts), &model.union_indices(labels), labels))
         }
     };
-    Ok(Signals { deterministic, scores, provenance })
+    let sampled = samples.into_iter().map(|s| s.logits).collect();
+    Ok(Signals { deterministic, sampled, scores, provenance })
 }
 
 /// Certainty scores `[B, T]` from a model over the union labels, whose labels have the union

@@ -391,14 +391,21 @@ pub fn aggregate(grid: &Grid, graph: &graph::Graph) -> Result<Comparison> {
 /// `workbench sweep --selection-only`: every method that has an estimator (or a selector) scores
 /// the student's training texts, the validation texts and the test split (the first seed's
 /// config; the MC seed is the config's own) and the teacher-selection accuracies are compared
-/// in `selection.md` and `selection.csv`, without training students.
-pub fn selection_only(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<PathBuf> {
+/// in `selection.md` and `selection.csv`, without training students. With `export_signals`,
+/// each method's signals and gold labels go to `signals/<method>/` in the sweep directory.
+pub fn selection_only(
+    files: &[PathBuf],
+    sets: &[String],
+    registry: &Registry,
+    export_signals: bool,
+) -> Result<PathBuf> {
     let grid = Grid::open(files, sets)?;
     let mut outcomes = Vec::new();
     for method in grid.settings.methods.iter().filter(|m| m.estimator.is_some() || m.selector.is_some()) {
         let resolved = grid.resolve(method, grid.seeds(method)[0], registry)?;
         tracing::info!(method = %method.name, "scoring the test split");
-        outcomes.push((method, run::selection_only(&resolved, registry)?));
+        let export = export_signals.then(|| grid.dir.join("signals").join(slug(&method.name)));
+        outcomes.push((method, run::selection_only(&resolved, registry, export.as_deref())?));
     }
     let Some((_, first)) = outcomes.first() else {
         return Err(Error::InvalidConfig {

@@ -13,7 +13,7 @@ and prints, per split, the selection accuracy of
   - a fitted certainty: the BALD certainty of all S passes measured on a random share of the
     training texts only, and predicted for every other text (the rest of the training texts,
     validation, test) by ridge regression on the deterministic pass (log-probabilities, sorted
-    and as they are, and the pooled hidden state), over 20 random shares.
+    and as they are, and the pooled hidden state; once without it), over 20 random shares.
 Needs numpy and safetensors (scripts/requirements-analysis.txt).
 """
 import json
@@ -98,33 +98,35 @@ def main(directory):
             cells.append(f"K={k} {np.mean(groups):.4f} ± {np.std(groups):.4f}")
         print(f"{split}, {len(gold)}: {one_pass:.4f} | K={passes} {mine:.4f} | " + ", ".join(cells))
 
-    def features(split, name):
+    def features(split, name, hidden):
         t = splits[split]
         log_probs = np.log(softmax(t[f"{name}.deterministic"].astype(np.float64)))
-        return np.concatenate([np.sort(log_probs, -1)[:, ::-1], log_probs, t[f"{name}.hidden"]], 1)
+        parts = [np.sort(log_probs, -1)[:, ::-1], log_probs] + ([t[f"{name}.hidden"]] if hidden else [])
+        return np.concatenate(parts, 1)
 
     n = len(splits["train"]["gold"])
     print("fitted certainty (ridge, lambda 10), mean ± spread [min, max] over 20 random shares:")
-    for share in (0.05, 0.1, 0.2):
+    for share, hidden in ((0.05, True), (0.1, True), (0.2, True), (0.1, False)):
         results = {split: [] for split in splits}
         for seed in range(20):
             measured = np.random.default_rng(seed).random(n) < share
             predicted = {split: [] for split in splits}
             for i, name in enumerate(teachers):
-                x = features("train", name)
+                x = features("train", name, hidden)
                 mean, scale = x[measured].mean(0), x[measured].std(0) + 1e-6
                 design = lambda f: np.concatenate([(f - mean) / scale, np.ones((len(f), 1))], 1)
                 d = design(x[measured])
                 weights = np.linalg.solve(d.T @ d + 10.0 * np.eye(d.shape[1]), d.T @ full["train"][i][measured])
                 for split in splits:
-                    values = design(features(split, name)) @ weights
+                    values = design(features(split, name, hidden)) @ weights
                     if split == "train":
                         values[measured] = full["train"][i][measured]
                     predicted[split].append(values)
             for split in splits:
                 results[split].append(selection(predicted[split], splits[split]["gold"]))
         cells = [f"{split} {np.mean(v):.4f} ± {np.std(v):.4f} [{np.min(v):.3f}, {np.max(v):.3f}]" for split, v in results.items()]
-        print(f"  MC on {share:.0%} of the training texts: " + ", ".join(cells))
+        inputs = "log-probabilities and hidden state" if hidden else "log-probabilities only"
+        print(f"  MC on {share:.0%} of the training texts, from {inputs}: " + ", ".join(cells))
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ def main(directory):
 
     n = len(splits["train"]["gold"])
     print("fitted certainty (ridge, lambda 10), mean ± spread [min, max] over 20 random shares:")
-    for share, hidden in ((0.05, True), (0.1, True), (0.2, True), (0.1, False)):
+    for share, hidden in ((0.05, True), (0.1, True), (0.2, True), (0.3, True), (0.1, False)):
         results = {split: [] for split in splits}
         for seed in range(20):
             measured = np.random.default_rng(seed).random(n) < share

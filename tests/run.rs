@@ -229,8 +229,8 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
     assert_eq!(test["a.sampled"].dims(), [4, gold.len(), maps[0].len()]);
     assert_eq!(test["b.deterministic"].dims(), [gold.len(), maps[1].len()]);
     assert_eq!(test["a.hidden"].dims()[0], gold.len());
-    let first_max = |row: &[f32]| (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best });
-    let adequate = scores.iter().zip(&gold).filter(|(row, g)| maps[first_max(row)].contains(g)).count();
+    let adequate =
+        scores.iter().zip(&gold).filter(|(row, g)| maps[workbench_plugin_api::math::argmax(row)].contains(g)).count();
     assert!(
         (adequate as f64 / gold.len() as f64 - accuracy).abs() < 1e-6,
         "{adequate} of {} vs {accuracy}",

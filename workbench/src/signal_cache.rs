@@ -15,6 +15,7 @@ use crate::{
     files::FileLock,
     host::TeacherHandle,
     progress::Progress,
+    training::loss::to_candle,
     Error, Result,
 };
 
@@ -110,12 +111,9 @@ pub struct SignalCache {
 fn save(path: &Path, signals: &TeacherSignalSet) -> Result<()> {
     let device = Device::Cpu;
     let mut tensors = std::collections::HashMap::new();
-    tensors.insert(
-        "logits".to_string(),
-        CandleTensor::from_slice(signals.logits.data(), signals.logits.shape(), &device)?,
-    );
+    tensors.insert("logits".to_string(), to_candle(&signals.logits, &device)?);
     if let Some(hidden) = &signals.hidden {
-        tensors.insert("hidden".to_string(), CandleTensor::from_slice(hidden.data(), hidden.shape(), &device)?);
+        tensors.insert("hidden".to_string(), to_candle(hidden, &device)?);
     }
     Ok(workbench_models::save_safetensors(&tensors, path)?)
 }

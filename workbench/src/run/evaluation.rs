@@ -161,12 +161,18 @@ pub fn selection_only(config: &ResolvedConfig, registry: &Registry, export: Opti
         Some(signals(config, &mut teachers, &mut scorer, &texts(&examples.validation), hidden, "validation")?)
     };
     if let Some(dir) = export {
-        export::write_labels(dir, &labels, &teachers)?;
-        export::write_split(dir, "train", &train, train_gold.as_deref(), &teachers)?;
-        export::write_split(dir, "test", &test, Some(&examples.test_gold), &teachers)?;
+        let mut splits = vec![
+            export::Split { name: "train", signals: &train, gold: train_gold.as_deref() },
+            export::Split { name: "test", signals: &test, gold: Some(&examples.test_gold) },
+        ];
         if let Some(validation) = &validation {
-            export::write_split(dir, "validation", validation, Some(&examples.validation_gold), &teachers)?;
+            splits.push(export::Split {
+                name: "validation",
+                signals: validation,
+                gold: Some(&examples.validation_gold),
+            });
         }
+        export::write(dir, &labels, &teachers, &splits)?;
     }
     let provenance: Vec<SignalRecord> = train.provenance.iter().chain(&test.provenance).cloned().collect();
     // A selector's cost is another model's pass, not a number of the teachers' passes.

@@ -38,6 +38,7 @@ fn plugins_list_shows_every_workspace_plugin_with_kind_and_version() {
         ("fixed-logits", "teacher", "workbench-fixed-teacher"),
         ("entropy", "estimator", "workbench-uncertainty"),
         ("mc-dropout", "estimator", "workbench-uncertainty"),
+        ("mc-fitted", "estimator", "workbench-uncertainty"),
         ("ensemble", "estimator", "workbench-uncertainty"),
         ("vanilla-kd", "strategy", "workbench-strategies"),
         ("uhc", "strategy", "workbench-strategies"),
@@ -197,7 +198,7 @@ fn context_echo_config(dir: &std::path::Path, plugins: &std::path::Path) -> std:
     config
 }
 
-/// The plugin context (API 4.1): the plugin sees the cache and the config file's directory and
+/// The plugin context (API 4.1 on): the plugin sees the cache and the config file's directory and
 /// resolves an asset name through the host, in process and in a worker process alike.
 #[test]
 fn a_plugin_gets_the_cache_and_config_directories_and_resolves_assets_through_the_host() {
@@ -221,21 +222,22 @@ fn a_plugin_gets_the_cache_and_config_directories_and_resolves_assets_through_th
     }
 }
 
-/// A newer minor version only adds optional entry points: a plugin built against API 4.0
-/// (without `configure`) loads and runs in this 4.1 host, in process and in a worker process.
+/// A minor version only adds optional entry points, which the host treats as absent where a
+/// plugin has none: a plugin without `configure` (as one of API 4.0 had none; the API's
+/// `without-configure` feature) loads and runs without a context, in process and in a worker process.
 #[test]
-fn a_plugin_built_against_the_older_minor_api_4_0_loads_and_runs_without_a_context() {
-    use workbench_plugin_api::{ApiVersion, ForwardRequest, Sampling, API_VERSION};
-    assert_eq!(API_VERSION, ApiVersion { major: 4, minor: 1 }, "this test pairs a 4.0 plugin with the next minor");
-    let library = support::context_echo_of_api_4_0();
-    let loaded = PluginLibrary::load(library, &HostSettings::default()).expect("a 4.0 plugin loads");
-    assert_eq!(loaded.manifest.api_version, ApiVersion { major: 4, minor: 0 });
+fn a_plugin_without_the_configure_entry_point_loads_and_runs_without_a_context() {
+    use workbench_plugin_api::{ForwardRequest, Sampling, API_VERSION};
+    assert_eq!(API_VERSION.to_string(), "5.0", "the labels below name the version");
+    let library = support::context_echo_without_configure();
+    let loaded = PluginLibrary::load(library, &HostSettings::default()).expect("a plugin without `configure` loads");
+    assert_eq!(loaded.manifest.api_version, API_VERSION);
     let mut registry = Registry::default();
     registry.add(loaded);
     let params = ParamTable::default().with("asset", ParamValue::Text("minilm".into()));
     let mut teacher = registry.create_teacher("context-echo", None, &params).unwrap();
     let info = teacher.info().unwrap();
-    assert_eq!(info.labels.as_slice(), [RString::from("no context (API 4.0)")]);
+    assert_eq!(info.labels.as_slice(), [RString::from("no context (API 5.0)")]);
     let request = ForwardRequest { sampling: Sampling::Deterministic, want_hidden: false };
     let output = teacher.forward(&["a".into(), "b".into()], &request, &info).unwrap();
     assert_eq!(output.logits.shape(), &[1, 2, 1]);
@@ -243,6 +245,6 @@ fn a_plugin_built_against_the_older_minor_api_4_0_loads_and_runs_without_a_conte
     let dir = tempfile::tempdir().unwrap();
     let config = context_echo_config(dir.path(), library.parent().unwrap());
     for isolated in [false, true] {
-        assert_eq!(echoed_labels(&config, "known", isolated), ["no context (API 4.0)"], "isolated: {isolated}");
+        assert_eq!(echoed_labels(&config, "known", isolated), ["no context (API 5.0)"], "isolated: {isolated}");
     }
 }

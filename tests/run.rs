@@ -240,6 +240,45 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
         let tensors = load(split);
         assert_eq!(tensors["gold"].dims()[0], tensors["scores"].dims()[0], "{split}");
     }
+    let all_rows: Vec<u32> = (0..gold.len() as u32).collect();
+    assert_eq!(test["a.sampled_rows"].to_vec1::<u32>().unwrap(), all_rows, "plain MC samples every text");
+
+    // `mc-fitted` over a quarter of the texts, at least 10: the passes cover those texts only, the
+    // same ones for both teachers; the cost counts them; the scores select as selection.csv says.
+    let fitted = dir.path().join("fitted.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        r#"estimator = { plugin = "mc-dropout", passes = 4 }"#,
+        r#"estimator = { plugin = "mc-fitted", passes = 4, share = 0.25, minimum = 10 }"#,
+    );
+    std::fs::write(&fitted, text).unwrap();
+    let args = ["sweep", "--selection-only", "--export-signals", fitted.to_str().unwrap(), "--set", "name=fitted"];
+    let exported = run(&mut workbench(&args));
+    assert!(exported.ok, "{}", exported.stderr);
+    let csv = std::fs::read_to_string(dir.path().join("runs/fitted/selection.csv")).unwrap();
+    let fields: Vec<&str> = csv.lines().nth(2).unwrap().split(',').collect();
+    assert_eq!(fields[..2], ["muka", "mc-fitted minimum=10 passes=4 share=0.25"], "{csv}");
+    let test = candle_core::safetensors::load(
+        dir.path().join("runs/fitted/signals/muka/test.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let texts = gold.len();
+    let sampled = texts.div_ceil(4).max(10);
+    assert!(sampled < texts, "{sampled} of {texts}: some texts are predicted");
+    let rows: Vec<u32> = test["a.sampled_rows"].to_vec1().unwrap();
+    assert_eq!(rows, test["b.sampled_rows"].to_vec1::<u32>().unwrap());
+    assert!(
+        rows.len() == sampled && rows.windows(2).all(|w| w[0] < w[1]) && rows[sampled - 1] < texts as u32,
+        "{rows:?}"
+    );
+    assert_eq!(test["a.sampled"].dims(), [4, sampled, maps[0].len()]);
+    let scores: Vec<Vec<f32>> = test["scores"].to_vec2().unwrap();
+    let adequate =
+        scores.iter().zip(&gold).filter(|(row, g)| maps[workbench_plugin_api::math::argmax(row)].contains(g)).count();
+    assert!((adequate as f64 / texts as f64 - parse(fields[4])).abs() < 1e-6, "{adequate} of {texts}: {csv}");
+    let train_texts = load("train")["gold"].dims()[0];
+    let share = (train_texts.div_ceil(4).max(10).min(train_texts) + sampled) as f64 / (train_texts + texts) as f64;
+    assert!((parse(fields[8]) - 4.0 * share).abs() < 1e-3, "4 passes over {share} of the texts: {csv}");
 }
 
 #[test]

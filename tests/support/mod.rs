@@ -88,13 +88,13 @@ fn library_file(stem: &str) -> String {
     format!("{}{stem}.{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_EXTENSION)
 }
 
-/// The `context-echo` fixture built as a plugin of API 4.0 (the API crate's `api-4-0` feature:
-/// its handshake says 4.0 and it exports no `configure`), in a target directory of its own.
-pub fn context_echo_of_api_4_0() -> &'static Path {
+/// The `context-echo` fixture built without `configure` (the API crate's `without-configure`
+/// feature), in a target directory of its own.
+pub fn context_echo_without_configure() -> &'static Path {
     static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
     LIBRARY.get_or_init(|| {
-        let features = ["-p", "context-echo", "--features", "workbench-plugin-api/api-4-0"];
-        build_fixtures("fixtures-target-api-4-0", &features).join(library_file("context_echo"))
+        let features = ["-p", "context-echo", "--features", "workbench-plugin-api/without-configure"];
+        build_fixtures("fixtures-target-without-configure", &features).join(library_file("context_echo"))
     })
 }
 

@@ -45,6 +45,7 @@ pub fn predict(
     let scores = match &config.estimator {
         Some(e) => {
             let estimator = registry.create_estimator(&e.component, e.library.as_deref(), &e.params)?;
+            // A share plan samples every one of these few texts: nothing is left to predict.
             let sampled = match estimator.plan()? {
                 SamplingPlan::Deterministic => logits.clone(),
                 plan => {
@@ -52,7 +53,7 @@ pub fn predict(
                     handle.forward(&inputs, &request, &info)?.logits
                 }
             };
-            let samples = [TeacherSamples { teacher: teacher.into(), logits: sampled }];
+            let samples = [TeacherSamples::of_every_text(teacher, sampled, logits.part(0))];
             Some(estimator.score(&samples)?)
         }
         None => None,

@@ -68,6 +68,7 @@ fn plan_key(plan: SamplingPlan) -> String {
         SamplingPlan::Stochastic { passes, top_layers, lower_passes } => {
             format!("Stochastic {{ passes: {passes}, top_layers: {top_layers}, lower_passes: {lower_passes} }}")
         }
+        share @ SamplingPlan::StochasticShare { .. } => format!("{share:?}"),
     }
 }
 

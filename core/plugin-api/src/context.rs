@@ -1,4 +1,4 @@
-//! Where a plugin runs (API 3.1 and 4.1): the host's asset cache, the config file's directory and
+//! Where a plugin runs (API 3.1, 4.1, 5.0): the host's asset cache, the config file's directory and
 //! the host's asset resolver, given once after loading through the optional `configure` entry point.
 //! A plugin reads it with [`plugin_context`]; under a 3.0 host there is none.
 

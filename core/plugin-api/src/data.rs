@@ -74,6 +74,12 @@ impl Tensor {
         &self.data[offset * inner..(offset + 1) * inner]
     }
 
+    /// The sub-tensor at `index` along the first dimension, as a tensor of its own (the
+    /// `[B, L]` of a `[1, B, L]` pass).
+    pub fn part(&self, index: usize) -> Tensor {
+        Tensor { shape: self.shape[1..].to_vec().into(), data: self.at(&[index]).to_vec().into() }
+    }
+
     /// Refuses NaN and infinities, naming `what` and the first bad position.
     pub fn check_finite(&self, what: &str) -> Result<(), String> {
         check_finite(what, &self.data)
@@ -252,8 +258,20 @@ impl TeacherOutput {
 #[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SamplingPlan {
     Deterministic,
-    Stochastic { passes: u32, top_layers: u32, lower_passes: u32 },
+    Stochastic {
+        passes: u32,
+        top_layers: u32,
+        lower_passes: u32,
+    },
     Members,
+    /// `passes` stochastic passes over a share of the texts only (`per_mille` of them, at least
+    /// `minimum`, chosen by the MC seed), beside every text's deterministic pass with its pooled
+    /// hidden state: the estimator predicts the certainty of the texts it was not given samples of.
+    StochasticShare {
+        passes: u32,
+        per_mille: u32,
+        minimum: u32,
+    },
 }
 
 impl SamplingPlan {
@@ -265,28 +283,71 @@ impl SamplingPlan {
                 Sampling::Stochastic { passes, seed, top_layers, lower_passes }
             }
             SamplingPlan::Members => Sampling::Members,
+            SamplingPlan::StochasticShare { passes, .. } => {
+                Sampling::Stochastic { passes, seed, top_layers: 0, lower_passes: 0 }
+            }
+        }
+    }
+
+    /// How many of `texts` texts get sampled passes: all of them but under `StochasticShare`.
+    pub fn sampled_texts(self, texts: usize) -> usize {
+        match self {
+            SamplingPlan::StochasticShare { per_mille, minimum, .. } => {
+                (texts * per_mille as usize).div_ceil(1000).max(minimum as usize).min(texts)
+            }
+            _ => texts,
         }
     }
 
     /// The teacher signals this plan needs.
     pub fn signals(self) -> Signals {
         Signals {
-            stochastic_passes: matches!(self, SamplingPlan::Stochastic { .. }),
+            stochastic_passes: matches!(self, SamplingPlan::Stochastic { .. } | SamplingPlan::StochasticShare { .. }),
             member_passes: matches!(self, SamplingPlan::Members),
+            hidden_states: matches!(self, SamplingPlan::StochasticShare { .. }),
             ..Signals::default()
         }
     }
 }
 
-/// The sampled outputs of one teacher.
+/// The sampled outputs of one teacher over `B` texts.
 #[repr(C)]
 #[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub struct TeacherSamples {
     /// The teacher's name in the config, for messages.
     pub teacher: RString,
-    /// `[S, B, L_t]`, the sampled logits: an estimator chooses its own temperature, and
-    /// measures such as the energy read the logits themselves.
+    /// `[S, M, L_t]`, the sampled logits of M texts (M = B but under
+    /// [`SamplingPlan::StochasticShare`]): an estimator chooses its own temperature, and measures
+    /// such as the energy read the logits themselves.
     pub logits: Tensor,
+    /// For each of the M sampled rows, the index of its text among the B, ascending.
+    pub rows: RVec<u32>,
+    /// `[B, L_t]`, the deterministic pass over every text.
+    pub deterministic: Tensor,
+    /// `[B, H]`, its pooled hidden state, when the plan's signals ask for hidden states.
+    pub hidden: ROption<Tensor>,
+}
+
+impl TeacherSamples {
+    /// Samples of every text (`logits` `[S, B, L_t]`), beside the deterministic pass `[B, L_t]`.
+    pub fn of_every_text(teacher: &str, logits: Tensor, deterministic: Tensor) -> Self {
+        let rows = (0..deterministic.shape()[0] as u32).collect();
+        Self { teacher: teacher.into(), logits, rows, deterministic, hidden: ROption::RNone }
+    }
+
+    /// Samples of the texts `rows` only, and the hidden state of every text.
+    pub fn of_some_texts(teacher: &str, logits: Tensor, rows: Vec<u32>, deterministic: Tensor, hidden: Tensor) -> Self {
+        Self { teacher: teacher.into(), logits, rows: rows.into(), deterministic, hidden: ROption::RSome(hidden) }
+    }
+
+    /// The number of texts B.
+    pub fn texts(&self) -> usize {
+        self.deterministic.shape()[0]
+    }
+
+    pub fn hidden(&self) -> Option<&Tensor> {
+        self.hidden.as_ref().into_option()
+    }
 }
 
 // ----- strategies -----

@@ -27,13 +27,13 @@ use crate::{
 /// so a version mismatch is reported by name even when every other layout differs.
 pub const HANDSHAKE_SYMBOL: &[u8] = b"workbench_plugin_handshake\0";
 
-/// Name of the plain C symbol of the optional `configure` entry point (API 3.1 and 4.1), of type
+/// Name of the plain C symbol of the optional `configure` entry point (API 3.1, 4.1, 5.0), of type
 /// [`Configure`]. Entry points a minor version adds are symbols of their own, looked up by name:
 /// abi_stable refuses a root module with fewer fields than the host's, so the module's layout
 /// stays as it is for a whole major version.
 pub const CONFIGURE_SYMBOL: &[u8] = b"workbench_plugin_configure\0";
 
-/// `configure`: where the plugin runs ([`PluginContext`], whose layout is fixed for API 4.x),
+/// `configure`: where the plugin runs ([`PluginContext`], whose layout is fixed for API 5.x),
 /// given once right after `init`.
 pub type Configure = extern "C" fn(&PluginContext) -> RResult<(), PluginError>;
 
@@ -241,13 +241,13 @@ macro_rules! export_plugin {
     };
 }
 
-/// The entry points a minor version added (`configure`: 3.1, again 4.1), exported as plain C symbols.
-#[cfg(not(feature = "api-4-0"))]
+/// The entry points a minor version added (`configure`: 3.1, again 4.1, kept in 5.0), exported as plain C symbols.
+#[cfg(not(feature = "without-configure"))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export_entry_points_of_this_minor {
     () => {
-        /// Where the plugin runs, from the host (API 3.1, 4.1).
+        /// Where the plugin runs, from the host (API 3.1, 4.1, 5.0).
         #[no_mangle]
         pub extern "C" fn workbench_plugin_configure(
             context: &$crate::PluginContext,
@@ -257,8 +257,8 @@ macro_rules! __export_entry_points_of_this_minor {
     };
 }
 
-/// API 4.0 has no entry points beyond the root module.
-#[cfg(feature = "api-4-0")]
+/// A plugin without `configure` (feature `without-configure`) has no entry points beyond the root module.
+#[cfg(feature = "without-configure")]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export_entry_points_of_this_minor {

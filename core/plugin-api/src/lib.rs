@@ -12,9 +12,12 @@
 //! Compatibility: a host loads a plugin when the API major versions match. A newer minor version
 //! only adds optional entry points, as C symbols of their own that older hosts never look up and
 //! newer hosts treat as absent in older plugins (`configure`, see [`plugin_context`], is such an entry
+//! point). API 5.0 changed [`TeacherSamples`] and [`SamplingPlan`] (sampled passes over a share of
+//! the texts), so 4.x plugins are refused.
 //!
-//! Feature `api-4-0` builds a plugin as API 4.0 would, without `configure`: only for the test
-//! that a newer host still loads an older plugin; never enable it in a plugin.
+//! Feature `without-configure` builds a plugin that exports no `configure`, as one of an older
+//! minor would: only for the test that the host treats that entry point as optional; never enable
+//! it in a plugin.
 
 mod context;
 mod data;
@@ -41,10 +44,7 @@ pub use abi_stable;
 pub use abi_stable::std_types::RString;
 
 /// The version of this API, checked by the host at load time.
-#[cfg(not(feature = "api-4-0"))]
-pub const API_VERSION: ApiVersion = ApiVersion { major: 4, minor: 1 };
-#[cfg(feature = "api-4-0")]
-pub const API_VERSION: ApiVersion = ApiVersion { major: 4, minor: 0 };
+pub const API_VERSION: ApiVersion = ApiVersion { major: 5, minor: 0 };
 
 /// Version of the plugin API, compared by the host before anything else is read from a plugin.
 #[repr(C)]

@@ -84,11 +84,9 @@ impl Harness {
         self.teachers
             .iter()
             .map(|t| {
-                let shape = vec![1, t.logits.len(), t.labels.len()];
-                TeacherSamples {
-                    teacher: t.name.as_str().into(),
-                    logits: Tensor::new(shape, t.logits.concat()).unwrap(),
-                }
+                let (texts, labels) = (t.logits.len(), t.labels.len());
+                let logits = Tensor::new(vec![1, texts, labels], t.logits.concat()).unwrap();
+                TeacherSamples::of_every_text(&t.name, logits.clone(), logits.part(0))
             })
             .collect()
     }

@@ -2,6 +2,7 @@
 //! teacher, normalized by the teacher's label count so that teachers are comparable, then
 //! rescaled over the whole call (see [`Scale`]).
 
+mod fit;
 mod measures;
 
 pub use measures::{certainty, Measure, Scale, MEASURES, SCALES};
@@ -78,6 +79,27 @@ params! {
     }
 }
 
+/// The measures, mutual information (BALD) first: what the fit was measured with.
+const FITTED_MEASURES: [&str; 6] = ["mutual-information", "entropy", "max-prob", "top-variance", "energy", "max-logit"];
+
+params! {
+    /// `mc-fitted`: K stochastic passes over a share of the texts, the rest predicted.
+    pub struct FittedParams {
+        /// Number of stochastic passes K over each sampled text.
+        passes: u32 = int(16).range(2.0, 1024.0),
+        /// The share of the texts that get the K passes, chosen by the MC seed.
+        share: f64 = float(0.1).range(0.001, 1.0),
+        /// At least this many texts get the K passes (all of them when there are fewer): the
+        /// fit has about 400 features with MiniLM's hidden state and is unsteady from fewer texts.
+        minimum: u32 = int(256).range(2.0, 1e9),
+        measure: Measure = measure(&FITTED_MEASURES),
+        temperature: f32 = temperature(),
+        scale: Scale = scale(),
+        /// Ridge penalty of the fit, on standardized features.
+        ridge: f64 = float(10.0).range(1e-9, 1e9),
+    }
+}
+
 params! {
     /// `ensemble`: one deterministic pass per member.
     pub struct MembersParams {
@@ -106,6 +128,13 @@ impl Plugin for UncertaintyPlugin {
                 "Certainty from K stochastic passes with dropout on (Monte-Carlo dropout).",
                 MonteCarloParams::specs(),
                 stochastic,
+            ),
+            component(
+                "mc-fitted",
+                "Certainty from K stochastic passes over a share of the texts; for the others, predicted \
+                 from their deterministic pass and hidden state by a ridge fit on the sampled ones.",
+                FittedParams::specs(),
+                SamplingPlan::StochasticShare { passes: 16, per_mille: 100, minimum: 256 },
             ),
             component(
                 "ensemble",
@@ -141,6 +170,16 @@ impl Plugin for UncertaintyPlugin {
             "ensemble" => {
                 let MembersParams { measure, temperature, scale } = MembersParams::parse(params)?;
                 SampleEstimator { plan: SamplingPlan::Members, measure, temperature, scale }
+            }
+            "mc-fitted" => {
+                let FittedParams { passes, share, minimum, measure, temperature, scale, ridge } =
+                    FittedParams::parse(params)?;
+                let per_mille = (share * 1000.0).round().max(1.0) as u32;
+                let plan = SamplingPlan::StochasticShare { passes, per_mille, minimum };
+                return Ok(Box::new(FittedEstimator {
+                    measured: SampleEstimator { plan, measure, temperature, scale },
+                    ridge,
+                }));
             }
             other => return Err(PluginError::unsupported(format!("no estimator named `{other}`"))),
         };
@@ -199,4 +238,96 @@ impl Estimator for SampleEstimator {
         self.scale.apply(&mut scores, samples.len());
         Tensor::new(vec![batch, samples.len()], scores)
     }
+}
+
+/// `mc-fitted`: the measure over the sampled texts; for the others, a ridge fit's prediction of it.
+pub struct FittedEstimator {
+    pub measured: SampleEstimator,
+    pub ridge: f64,
+}
+
+impl Estimator for FittedEstimator {
+    fn plan(&self) -> SamplingPlan {
+        self.measured.plan
+    }
+
+    fn score(&self, samples: &[TeacherSamples]) -> PluginResult<Tensor> {
+        let texts = samples.first().ok_or_else(|| PluginError::invalid_input("no teacher samples to score"))?.texts();
+        let mut columns = Vec::with_capacity(samples.len());
+        for teacher in samples {
+            check_sampled_rows(teacher, texts)?;
+            let passes = teacher.logits.shape()[0];
+            let measured: Vec<f64> = (0..teacher.rows.len())
+                .map(|m| {
+                    let rows: Vec<&[f32]> = (0..passes).map(|s| teacher.logits.at(&[s, m])).collect();
+                    f64::from(certainty(self.measured.measure, &rows, self.measured.temperature))
+                })
+                .collect();
+            columns.push(if teacher.rows.len() == texts { measured } else { self.fitted(teacher, &measured)? });
+        }
+        let mut scores: Vec<f32> = (0..texts).flat_map(|b| columns.iter().map(move |c| c[b] as f32)).collect();
+        self.measured.scale.apply(&mut scores, samples.len());
+        Tensor::new(vec![texts, samples.len()], scores)
+    }
+}
+
+impl FittedEstimator {
+    /// Every text's certainty: the measured one where there is one, the fit's prediction elsewhere.
+    fn fitted(&self, teacher: &TeacherSamples, measured: &[f64]) -> PluginResult<Vec<f64>> {
+        let hidden = teacher.hidden().ok_or_else(|| {
+            PluginError::invalid_input(format!(
+                "teacher `{}` has samples of {} of its {} texts but no hidden states to predict the others from",
+                teacher.teacher,
+                teacher.rows.len(),
+                teacher.texts()
+            ))
+        })?;
+        let features: Vec<Vec<f64>> =
+            (0..teacher.texts()).map(|b| fit::features(teacher.deterministic.at(&[b]), hidden.at(&[b]))).collect();
+        let sampled: Vec<Vec<f64>> = teacher.rows.iter().map(|&r| features[r as usize].clone()).collect();
+        let ridge = fit::Ridge::fit(&sampled, measured, self.ridge);
+        let mut values: Vec<f64> = features.iter().map(|f| ridge.predict(f)).collect();
+        for (&row, &value) in teacher.rows.iter().zip(measured) {
+            values[row as usize] = value;
+        }
+        Ok(values)
+    }
+}
+
+/// The shapes `mc-fitted` reads: `[B, L]` deterministic, `[S >= 1, M, L]` samples of M >= 2
+/// distinct texts in ascending order (or all of them), `[B, H]` hidden states.
+fn check_sampled_rows(teacher: &TeacherSamples, texts: usize) -> PluginResult<()> {
+    let name = &teacher.teacher;
+    let deterministic = teacher.deterministic.shape();
+    let labels = deterministic.get(1).copied().unwrap_or(0);
+    if deterministic.len() != 2 || deterministic[0] != texts {
+        return Err(PluginError::invalid_input(format!(
+            "the deterministic pass of teacher `{name}` has shape {deterministic:?}, expected [{texts}, L]"
+        )));
+    }
+    let sampled = teacher.rows.len();
+    let shape = teacher.logits.shape();
+    if shape.len() != 3 || shape[0] == 0 || shape[1] != sampled || shape[2] != labels {
+        return Err(PluginError::invalid_input(format!(
+            "samples of teacher `{name}` have shape {shape:?}, expected [S >= 1, {sampled}, {labels}] for its {sampled} sampled texts"
+        )));
+    }
+    if sampled < 2.min(texts)
+        || teacher.rows.windows(2).any(|w| w[0] >= w[1])
+        || teacher.rows.last().is_some_and(|&r| r as usize >= texts)
+    {
+        return Err(PluginError::invalid_input(format!(
+            "the sampled rows of teacher `{name}` must be at least 2 distinct texts in ascending order below {texts}, got {:?}",
+            teacher.rows
+        )));
+    }
+    if let Some(hidden) = teacher.hidden() {
+        if hidden.shape().len() != 2 || hidden.shape()[0] != texts {
+            return Err(PluginError::invalid_input(format!(
+                "the hidden states of teacher `{name}` have shape {:?}, expected [{texts}, H]",
+                hidden.shape()
+            )));
+        }
+    }
+    Ok(())
 }

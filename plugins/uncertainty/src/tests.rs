@@ -10,7 +10,9 @@ use super::*;
 fn samples(teacher: &str, passes: &[&[&[f32]]]) -> TeacherSamples {
     let (s, b, l) = (passes.len(), passes[0].len(), passes[0][0].len());
     let data: Vec<f32> = passes.iter().flat_map(|p| p.iter().flat_map(|row| row.iter().map(|p| p.ln()))).collect();
-    TeacherSamples { teacher: teacher.into(), logits: Tensor::new(vec![s, b, l], data).unwrap() }
+    let logits = Tensor::new(vec![s, b, l], data).unwrap();
+    // The first pass stands for the deterministic one.
+    TeacherSamples::of_every_text(teacher, logits.clone(), logits.part(0))
 }
 
 fn assert_scores(scores: &Tensor, expected: &[[f32; 2]]) {
@@ -136,12 +138,9 @@ fn mc_dropout_plans_its_depth_and_refuses_lower_passes_it_cannot_use() {
 fn max_logit_of_one_pass_picks_the_teacher_holding_the_concatenated_argmax() {
     // Logits A [2, 0], B [1, 3, 0]: the concatenation's argmax (3) is B's -> scores [2, 3].
     // A [4, 1], B [0, 0, 3.5]: A's 4 -> [4, 3.5].
-    let a =
-        TeacherSamples { teacher: "A".into(), logits: Tensor::new(vec![1, 2, 2], vec![2.0, 0.0, 4.0, 1.0]).unwrap() };
-    let b = TeacherSamples {
-        teacher: "B".into(),
-        logits: Tensor::new(vec![1, 2, 3], vec![1.0, 3.0, 0.0, 0.0, 0.0, 3.5]).unwrap(),
-    };
+    let one_pass = |teacher, logits: Tensor| TeacherSamples::of_every_text(teacher, logits.clone(), logits.part(0));
+    let a = one_pass("A", Tensor::new(vec![1, 2, 2], vec![2.0, 0.0, 4.0, 1.0]).unwrap());
+    let b = one_pass("B", Tensor::new(vec![1, 2, 3], vec![1.0, 3.0, 0.0, 0.0, 0.0, 3.5]).unwrap());
     let scores = estimator(SamplingPlan::Deterministic, Measure::MaxLogit).score(&[a.clone(), b.clone()]).unwrap();
     assert_scores(&scores, &[[2.0, 3.0], [4.0, 3.5]]);
     // Energy of the same: A [2, 0] -> ln(e^2 + 1) - ln 2 = 2.126928 - 0.693147 = 1.433781;
@@ -178,4 +177,88 @@ fn top_variance_reads_disagreement_between_passes() {
     // then [0,1,0]: top 0 (first on the tie), variance 1/4 -> 0; B2 repeats -> 1.
     let scores = estimator(MC, Measure::TopVariance).score(&two_pass_samples()).unwrap();
     assert_scores(&scores, &[[0.0, 1.0], [1.0, 0.0], [0.75, 1.0]]);
+}
+
+/// One standardized feature x = [-1, 1] (mean 0, spread 1) and a constant, targets [0, 2],
+/// lambda 1: X'X = 2 I, X'y = [2, 2], so w = [2/3, 2/3]; at x = 3: 2/3 * 3 + 2/3 = 8/3.
+#[test]
+fn ridge_fit_by_hand() {
+    let ridge = fit::Ridge::fit(&[vec![-1.0], vec![1.0]], &[0.0, 2.0], 1.0);
+    assert!((ridge.predict(&[3.0]) - 8.0 / 3.0).abs() < 1e-5, "{}", ridge.predict(&[3.0]));
+    assert!((ridge.predict(&[0.0]) - 2.0 / 3.0).abs() < 1e-5, "{}", ridge.predict(&[0.0]));
+    // Features on another scale fit the same: standardization takes x = [9, 11] to [-1, 1].
+    let shifted = fit::Ridge::fit(&[vec![9.0], vec![11.0]], &[0.0, 2.0], 1.0);
+    assert!((shifted.predict(&[13.0]) - 8.0 / 3.0).abs() < 1e-5, "{}", shifted.predict(&[13.0]));
+}
+
+fn fitted(scale: Scale) -> FittedEstimator {
+    let plan = SamplingPlan::StochasticShare { passes: 2, per_mille: 500, minimum: 2 };
+    FittedEstimator {
+        measured: SampleEstimator { plan, measure: Measure::Entropy, temperature: 1.0, scale },
+        ridge: 1e-6,
+    }
+}
+
+/// With every text sampled, `mc-fitted` measures exactly as `mc-dropout` does.
+#[test]
+fn mc_fitted_with_every_text_sampled_scores_as_mc_dropout() {
+    let mc = estimator(MC, Measure::Entropy).score(&two_pass_samples()).unwrap();
+    assert_eq!(fitted(Scale::Raw).score(&two_pass_samples()).unwrap(), mc);
+}
+
+/// Teacher A sampled on texts 0 and 2 of 3 (the two-pass example's texts 0 and 2: MC entropy 0
+/// and 0.188722); text 1 has the same deterministic pass and hidden state as text 2, so a fit
+/// that interpolates (lambda 1e-6) predicts text 2's value for it. The sampled texts keep their
+/// measured values.
+#[test]
+fn mc_fitted_measures_the_sampled_texts_and_predicts_the_others() {
+    let [a, _] = two_pass_samples();
+    let row = |s, b| a.logits.at(&[s, b]).to_vec();
+    let sampled = Tensor::new(vec![2, 2, 2], [row(0, 0), row(0, 2), row(1, 0), row(1, 2)].concat()).unwrap();
+    let deterministic =
+        Tensor::new(vec![3, 2], [a.logits.at(&[0, 0]), a.logits.at(&[0, 2]), a.logits.at(&[0, 2])].concat()).unwrap();
+    let hidden = Tensor::new(vec![3, 2], vec![0.5, -1.0, 2.0, 0.25, 2.0, 0.25]).unwrap();
+    let teacher = TeacherSamples::of_some_texts("A", sampled.clone(), vec![0, 2], deterministic.clone(), hidden);
+    let scores = fitted(Scale::Raw).score(&[teacher]).unwrap();
+    assert_eq!(scores.shape(), &[3, 1]);
+    for (got, want) in scores.data().iter().zip([0.0, 0.188722, 0.188722]) {
+        assert!((got - want).abs() < 1e-4, "{:?}", scores.data());
+    }
+    // Without hidden states the texts that were not sampled cannot be predicted.
+    let blind = TeacherSamples {
+        hidden: None.into(),
+        ..TeacherSamples::of_some_texts(
+            "A",
+            sampled.clone(),
+            vec![0, 2],
+            deterministic.clone(),
+            Tensor::zeros(vec![3, 2]),
+        )
+    };
+    let error = fitted(Scale::Raw).score(&[blind]).unwrap_err().to_string();
+    assert!(error.contains("teacher `A` has samples of 2 of its 3 texts but no hidden states"), "{error}");
+    // Rows must name distinct texts in order.
+    let unordered = TeacherSamples::of_some_texts("A", sampled, vec![2, 0], deterministic, Tensor::zeros(vec![3, 2]));
+    let error = fitted(Scale::Raw).score(&[unordered]).unwrap_err().to_string();
+    assert!(
+        error.contains(
+            "sampled rows of teacher `A` must be at least 2 distinct texts in ascending order below 3, got [2, 0]"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn mc_fitted_plans_its_share_from_its_parameters() {
+    let params = |share: f64| {
+        let defaults = UncertaintyPlugin::manifest().component("mc-fitted").unwrap().params.clone();
+        let table = defaults.iter().fold(ParamTable::default(), |table, spec| {
+            table.with(&spec.name, spec.default.clone().into_option().unwrap())
+        });
+        table.with("share", ParamValue::Float(share))
+    };
+    let plan = UncertaintyPlugin::create_estimator("mc-fitted", &params(0.25)).unwrap().plan();
+    assert_eq!(plan, SamplingPlan::StochasticShare { passes: 16, per_mille: 250, minimum: 256 });
+    // 25 % of 2,000 texts is 500; of 900 it is 225, below the minimum 256; 100 texts: all of them.
+    assert_eq!([2000, 900, 100].map(|n| plan.sampled_texts(n)), [500, 256, 100]);
 }

@@ -139,10 +139,10 @@ fn read_handshake(path: &Path) -> Result<Option<(String, String, workbench_plugi
     Ok(result)
 }
 
-/// The plugin's `configure` entry point (API 3.1 and 4.1), `None` in a plugin built against API 4.0.
+/// The plugin's `configure` entry point (API 3.1, 4.1, 5.0), `None` in a plugin that exports none.
 fn configure_entry_point(path: &Path) -> Result<Option<Configure>> {
     let raw = RawLibrary::load_at(path).map_err(|e| Error::LoadFailed { path: path.into(), reason: e.to_string() })?;
-    // SAFETY: the symbol's type is fixed for API 4.x (see `CONFIGURE_SYMBOL`), and the plugin's
+    // SAFETY: the symbol's type is fixed for API 5.x (see `CONFIGURE_SYMBOL`), and the plugin's
     // major version was checked before.
     let configure = unsafe { raw.get::<Configure>(CONFIGURE_SYMBOL).ok().map(|f| *f) };
     std::mem::forget(raw);
@@ -397,7 +397,7 @@ impl EstimatorHandle {
                 })?
             }
         };
-        let batch = samples.first().map_or(0, |s| s.logits.shape().get(1).copied().unwrap_or(0));
+        let batch = samples.first().map_or(0, TeacherSamples::texts);
         scores
             .expect_shape("scores", &[batch, samples.len()])
             .map_err(|e| self.origin.invalid(CALL, e.message.into()))?;

@@ -114,13 +114,14 @@ pub struct SelectionOutcome {
     pub seconds: Option<f64>,
     /// What the estimator's passes cost, in deterministic passes: 1 for an estimator that reads
     /// the deterministic pass; for sampled passes their measured time over the deterministic
-    /// pass's when both were computed now, else the number of full passes of plain MC dropout;
-    /// `None` where neither is known.
+    /// pass's when both were computed now, else the number of full passes of plain MC dropout
+    /// (times the share of the texts sampled, under a share plan); `None` where neither is known.
     pub cost: Option<f64>,
 }
 
-/// The cost of the estimator's passes in deterministic passes (see [`SelectionOutcome::cost`]).
-fn cost_in_passes(plan: SamplingPlan, records: &[SignalRecord]) -> Option<f64> {
+/// The cost of the estimator's passes in deterministic passes (see [`SelectionOutcome::cost`]);
+/// `sampled_share`: the share of the texts that got them.
+fn cost_in_passes(plan: SamplingPlan, records: &[SignalRecord], sampled_share: f64) -> Option<f64> {
     if plan == SamplingPlan::Deterministic {
         return Some(1.0);
     }
@@ -131,6 +132,7 @@ fn cost_in_passes(plan: SamplingPlan, records: &[SignalRecord]) -> Option<f64> {
     match (total(false), total(true), plan) {
         (Some(sampled), Some(deterministic), _) => Some(sampled / deterministic),
         (_, _, SamplingPlan::Stochastic { passes, top_layers: 0, .. }) => Some(f64::from(passes)),
+        (_, _, SamplingPlan::StochasticShare { passes, .. }) => Some(f64::from(passes) * sampled_share),
         _ => None,
     }
 }
@@ -177,7 +179,13 @@ pub fn selection_only(config: &ResolvedConfig, registry: &Registry, export: Opti
     let provenance: Vec<SignalRecord> = train.provenance.iter().chain(&test.provenance).cloned().collect();
     // A selector's cost is another model's pass, not a number of the teachers' passes.
     let cost = match &estimator {
-        Some(estimator) if config.selector.is_none() => cost_in_passes(estimator.plan()?, &provenance),
+        Some(estimator) if config.selector.is_none() => {
+            // (sampled texts, texts): the same for every teacher.
+            let counts = |signals: &Signals| signals.sampled.first().map_or((0, 0), |s| (s.rows.len(), s.texts()));
+            let ((train_sampled, train_all), (test_sampled, test_all)) = (counts(&train), counts(&test));
+            let share = (train_sampled + test_sampled) as f64 / (train_all + test_all).max(1) as f64;
+            cost_in_passes(estimator.plan()?, &provenance, share)
+        }
         _ => None,
     };
     let computed = provenance.iter().any(|p| p.provenance == Provenance::Computed);
@@ -271,7 +279,7 @@ mod tests {
     fn cost_is_measured_against_the_deterministic_pass_or_counted_in_full_passes() {
         let mc = SamplingPlan::Stochastic { passes: 8, top_layers: 0, lower_passes: 0 };
         let top = SamplingPlan::Stochastic { passes: 8, top_layers: 1, lower_passes: 0 };
-        assert_eq!(cost_in_passes(SamplingPlan::Deterministic, &[]), Some(1.0));
+        assert_eq!(cost_in_passes(SamplingPlan::Deterministic, &[], 1.0), Some(1.0));
         // Two teachers: deterministic 2 + 2 seconds, sampled 3 + 5: twice the deterministic pass.
         let measured = [
             record("deterministic", Some(2.0)),
@@ -279,9 +287,11 @@ mod tests {
             record("deterministic", Some(2.0)),
             record("mc", Some(5.0)),
         ];
-        assert_eq!(cost_in_passes(top, &measured), Some(2.0));
+        assert_eq!(cost_in_passes(top, &measured, 1.0), Some(2.0));
         let cached = [record("deterministic", None), record("mc", None)];
-        assert_eq!(cost_in_passes(mc, &cached), Some(8.0), "plain MC: its passes");
-        assert_eq!(cost_in_passes(top, &cached), None, "top-layer MC from the cache: unknown");
+        assert_eq!(cost_in_passes(mc, &cached, 1.0), Some(8.0), "plain MC: its passes");
+        assert_eq!(cost_in_passes(top, &cached, 1.0), None, "top-layer MC from the cache: unknown");
+        let share = SamplingPlan::StochasticShare { passes: 16, per_mille: 100, minimum: 2 };
+        assert_eq!(cost_in_passes(share, &cached, 0.125), Some(2.0), "16 passes over an eighth of the texts");
     }
 }

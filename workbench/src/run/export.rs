@@ -20,8 +20,9 @@ pub(super) struct Split<'a> {
 /// Writes `<dir>/labels.json` (the union labels and, per teacher, the union index of each of
 /// its labels in the order of its logits) and, per split, `<dir>/<split>.safetensors`: for
 /// each teacher `<name>.deterministic` `[N, L_t]`, `<name>.hidden` `[N, H]` (the pooled state
-/// of the deterministic pass, where the teacher has one) and `<name>.sampled` `[S, N, L_t]`
-/// (the estimator's passes); `scores` `[N, T]` (the estimator's certainties, teachers in
+/// of the deterministic pass, where the teacher has one), `<name>.sampled` `[S, M, L_t]`
+/// (the estimator's passes over M of the N texts, all of them but under a share plan) and
+/// `<name>.sampled_rows` `[M]` (which texts, ascending); `scores` `[N, T]` (the estimator's certainties, teachers in
 /// config order) and `gold` `[N]` (union label indices).
 pub(super) fn write(dir: &Path, labels: &LabelSpace, teachers: &[Teacher], splits: &[Split<'_>]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
@@ -52,7 +53,10 @@ fn write_split(dir: &Path, split: &Split<'_>, teachers: &[Teacher]) -> Result<()
             tensors.insert(format!("{}.hidden", teacher.name), to_candle(hidden, &device)?);
         }
         if let Some(sampled) = split.signals.sampled.get(i) {
-            tensors.insert(format!("{}.sampled", teacher.name), to_candle(sampled, &device)?);
+            tensors.insert(format!("{}.sampled", teacher.name), to_candle(&sampled.logits, &device)?);
+            let rows = sampled.rows.as_slice();
+            tensors
+                .insert(format!("{}.sampled_rows", teacher.name), CandleTensor::from_slice(rows, rows.len(), &device)?);
         }
     }
     if let Some(scores) = &split.signals.scores {

@@ -2,6 +2,7 @@
 //! oracle's and the selector's), through the signal cache, and the certainty scores.
 
 use abi_stable::std_types::RString;
+use rand::SeedableRng;
 use workbench_plugin_api::{math::softmax, LabelSpace, SamplingPlan, TeacherSamples, Tensor};
 
 use super::prepare::{prepare, student_examples, student_texts, texts, Prepared, Teacher, UnionModel};
@@ -14,8 +15,8 @@ use crate::{
 
 pub(super) struct Signals {
     pub deterministic: Vec<TeacherSignalSet>,
-    /// Per teacher, the estimator's passes `[S, N, L_t]`; empty without an estimator.
-    pub sampled: Vec<Tensor>,
+    /// Per teacher, what the estimator scored; empty without an estimator.
+    pub sampled: Vec<TeacherSamples>,
     pub scores: Option<Tensor>,
     pub provenance: Vec<SignalRecord>,
 }
@@ -87,6 +88,7 @@ pub(super) fn signals(
         _ => None,
     };
     let plan = estimator.map(|e| e.plan()).transpose()?;
+    let want_hidden = want_hidden || plan.is_some_and(|p| p.signals().hidden_states);
     let (mut deterministic, mut samples, mut provenance) = (Vec::new(), Vec::new(), Vec::new());
     for teacher in teachers.iter_mut() {
         let started = std::time::Instant::now();
@@ -102,24 +104,32 @@ pub(super) fn signals(
         )?;
         provenance.push(SignalRecord::new(&teacher.name, split, "deterministic".into(), from, started));
         if let Some(plan) = plan {
-            let sampled = if plan == SamplingPlan::Deterministic {
-                det.logits.clone()
+            let one_pass = det.logits.part(0);
+            let name = teacher.name.as_str();
+            samples.push(if plan == SamplingPlan::Deterministic {
+                TeacherSamples::of_every_text(name, det.logits.clone(), one_pass)
             } else {
+                let sampled = SampledTexts::of(plan, texts, config.mc_seed);
                 let started = std::time::Instant::now();
                 let (s, from) = cache.get(
-                    &teacher.name,
+                    name,
                     &mut teacher.handle,
                     &teacher.info,
                     &teacher.identity,
-                    texts,
-                    plan,
+                    &sampled.texts,
+                    sampled.plan,
                     config.mc_seed,
                     false,
                 )?;
-                provenance.push(SignalRecord::new(&teacher.name, split, format!("{plan:?}"), from, started));
-                s.logits
-            };
-            samples.push(TeacherSamples { teacher: teacher.name.as_str().into(), logits: sampled });
+                let record = format!("{plan:?}");
+                provenance.push(SignalRecord::new(name, split, record, from, started));
+                match &det.hidden {
+                    Some(hidden) if sampled.rows.len() < texts.len() => {
+                        TeacherSamples::of_some_texts(name, s.logits, sampled.rows, one_pass, hidden.clone())
+                    }
+                    _ => TeacherSamples::of_every_text(name, s.logits, one_pass),
+                }
+            });
         }
         deterministic.push(det);
     }
@@ -134,8 +144,37 @@ pub(super) fn signals(
             Some(selector_scores(&signals.logits, &model.scoring_rows(texts), &model.union_indices(labels), labels))
         }
     };
-    let sampled = samples.into_iter().map(|s| s.logits).collect();
-    Ok(Signals { deterministic, sampled, scores, provenance })
+    Ok(Signals { deterministic, sampled: samples, scores, provenance })
+}
+
+/// The texts an estimator's plan samples: all of them, or under `StochasticShare` a share
+/// drawn with the MC seed (the same texts for every teacher), with the plan the teachers run
+/// on them.
+struct SampledTexts {
+    /// Their indices among all the texts, ascending.
+    rows: Vec<u32>,
+    texts: Vec<RString>,
+    plan: SamplingPlan,
+}
+
+impl SampledTexts {
+    fn of(plan: SamplingPlan, texts: &[RString], seed: u64) -> Self {
+        let count = plan.sampled_texts(texts.len());
+        let mut rows: Vec<u32> = if count < texts.len() {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            rand::seq::index::sample(&mut rng, texts.len(), count).into_iter().map(|i| i as u32).collect()
+        } else {
+            (0..texts.len() as u32).collect()
+        };
+        rows.sort_unstable();
+        let plan = match plan {
+            SamplingPlan::StochasticShare { passes, .. } => {
+                SamplingPlan::Stochastic { passes, top_layers: 0, lower_passes: 0 }
+            }
+            other => other,
+        };
+        SampledTexts { texts: rows.iter().map(|&r| texts[r as usize].clone()).collect(), rows, plan }
+    }
 }
 
 /// Certainty scores `[B, T]` from a model over the union labels, whose labels have the union
@@ -189,8 +228,9 @@ pub fn signal_requests(config: &ResolvedConfig, plan: Option<SamplingPlan>, hidd
     for name in config.teachers.keys() {
         let teacher = format!("teachers.{name}");
         let request = |split, plan, hidden| SignalRequest { teacher: teacher.clone(), split, plan, hidden };
-        requests.push(request(Split::Train, SamplingPlan::Deterministic, hidden));
-        requests.push(request(Split::Test, SamplingPlan::Deterministic, false));
+        let plan_hidden = plan.is_some_and(|p| p.signals().hidden_states);
+        requests.push(request(Split::Train, SamplingPlan::Deterministic, hidden || plan_hidden));
+        requests.push(request(Split::Test, SamplingPlan::Deterministic, plan_hidden));
         if let Some(plan) = plan.filter(|p| *p != SamplingPlan::Deterministic) {
             requests.push(request(Split::Train, plan, false));
             requests.push(request(Split::Test, plan, false));
@@ -241,13 +281,14 @@ pub fn teacher_signals(config: &ResolvedConfig, registry: &Registry, request: &S
         teachers.iter_mut().find(|t| request.teacher.strip_prefix("teachers.") == Some(t.name.as_str())).ok_or_else(
             || Error::InvalidConfig { problems: vec![format!("no teacher table `{}` in the config", request.teacher)] },
         )?;
+    let sampled = SampledTexts::of(request.plan, &texts, config.mc_seed);
     let (_, provenance) = SignalCache::new(&config.cache).get(
         &teacher.name,
         &mut teacher.handle,
         &teacher.info,
         &teacher.identity,
-        &texts,
-        request.plan,
+        &sampled.texts,
+        sampled.plan,
         config.mc_seed,
         request.hidden,
     )?;
@@ -257,6 +298,25 @@ pub fn teacher_signals(config: &ResolvedConfig, registry: &Registry, request: &S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 10 % of 1,000 texts with a minimum of 64: 100 distinct texts in order, the same for the
+    /// same seed, others for another; a minimum above the share raises the count; a full plan
+    /// samples every text.
+    #[test]
+    fn a_share_plan_samples_a_seeded_share_of_the_texts() {
+        let texts: Vec<RString> = (0..1000).map(|i| RString::from(format!("text {i}"))).collect();
+        let plan = SamplingPlan::StochasticShare { passes: 16, per_mille: 100, minimum: 64 };
+        let sampled = SampledTexts::of(plan, &texts, 7);
+        assert_eq!(sampled.rows.len(), 100);
+        assert!(sampled.rows.windows(2).all(|w| w[0] < w[1]), "{:?}", sampled.rows);
+        assert!(sampled.rows.iter().zip(&sampled.texts).all(|(&r, t)| *t == texts[r as usize]));
+        assert_eq!(sampled.plan, SamplingPlan::Stochastic { passes: 16, top_layers: 0, lower_passes: 0 });
+        assert_eq!(SampledTexts::of(plan, &texts, 7).rows, sampled.rows);
+        assert_ne!(SampledTexts::of(plan, &texts, 8).rows, sampled.rows);
+        assert_eq!(SampledTexts::of(plan, &texts[..500], 7).rows.len(), 64, "the minimum");
+        let full = SamplingPlan::Stochastic { passes: 16, top_layers: 0, lower_passes: 0 };
+        assert_eq!(SampledTexts::of(full, &texts, 7).rows, (0..1000).collect::<Vec<u32>>());
+    }
 
     /// Teachers `a` over x, y and `b` over y, z (y shared); the selector knows z, x, y and w (w
     /// outside the union). Softmax of [0, ln 2, ln 3, ln 4] is [1, 2, 3, 4] / 10: `a` gets

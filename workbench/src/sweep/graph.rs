@@ -77,6 +77,9 @@ fn plan_name(plan: SamplingPlan) -> String {
         SamplingPlan::Stochastic { passes, top_layers, lower_passes } => {
             format!("mc{passes}-top{top_layers}-lower{lower_passes}")
         }
+        SamplingPlan::StochasticShare { passes, per_mille, minimum } => {
+            format!("mc{passes}-share{per_mille}-min{minimum}")
+        }
     }
 }
 

@@ -324,7 +324,8 @@ pub struct TeacherSamples {
     pub rows: RVec<u32>,
     /// `[B, L_t]`, the deterministic pass over every text.
     pub deterministic: Tensor,
-    /// `[B, H]`, its pooled hidden state, when the plan's signals ask for hidden states.
+    /// `[B, H]`, its pooled hidden state, where the samples cover only some of the texts (what
+    /// an estimator predicts the others from).
     pub hidden: ROption<Tensor>,
 }
 

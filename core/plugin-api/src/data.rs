@@ -283,9 +283,18 @@ impl SamplingPlan {
                 Sampling::Stochastic { passes, seed, top_layers, lower_passes }
             }
             SamplingPlan::Members => Sampling::Members,
+            SamplingPlan::StochasticShare { .. } => self.per_text().request(seed),
+        }
+    }
+
+    /// The plan each sampled text runs under: plain MC for a share plan's texts, the plan itself
+    /// otherwise.
+    pub fn per_text(self) -> SamplingPlan {
+        match self {
             SamplingPlan::StochasticShare { passes, .. } => {
-                Sampling::Stochastic { passes, seed, top_layers: 0, lower_passes: 0 }
+                SamplingPlan::Stochastic { passes, top_layers: 0, lower_passes: 0 }
             }
+            other => other,
         }
     }
 
@@ -336,9 +345,15 @@ impl TeacherSamples {
         Self { teacher: teacher.into(), logits, rows, deterministic, hidden: ROption::RNone }
     }
 
-    /// Samples of the texts `rows` only, and the hidden state of every text.
-    pub fn of_some_texts(teacher: &str, logits: Tensor, rows: Vec<u32>, deterministic: Tensor, hidden: Tensor) -> Self {
-        Self { teacher: teacher.into(), logits, rows: rows.into(), deterministic, hidden: ROption::RSome(hidden) }
+    /// Samples of the texts `rows` only, and the hidden state of every text where the teacher has one.
+    pub fn of_some_texts(
+        teacher: &str,
+        logits: Tensor,
+        rows: Vec<u32>,
+        deterministic: Tensor,
+        hidden: Option<Tensor>,
+    ) -> Self {
+        Self { teacher: teacher.into(), logits, rows: rows.into(), deterministic, hidden: hidden.into() }
     }
 
     /// The number of texts B.

@@ -231,12 +231,19 @@ impl Estimator for SampleEstimator {
         let mut scores = Vec::with_capacity(batch * samples.len());
         for b in 0..batch {
             for teacher in samples {
-                let passes: Vec<&[f32]> = (0..teacher.logits.shape()[0]).map(|s| teacher.logits.at(&[s, b])).collect();
-                scores.push(certainty(self.measure, &passes, self.temperature));
+                scores.push(self.certainty_of_row(&teacher.logits, b));
             }
         }
         self.scale.apply(&mut scores, samples.len());
         Tensor::new(vec![batch, samples.len()], scores)
+    }
+}
+
+impl SampleEstimator {
+    /// The measure over the passes of row `row` of `[S, M, L]` samples.
+    fn certainty_of_row(&self, samples: &Tensor, row: usize) -> f32 {
+        let passes: Vec<&[f32]> = (0..samples.shape()[0]).map(|s| samples.at(&[s, row])).collect();
+        certainty(self.measure, &passes, self.temperature)
     }
 }
 
@@ -256,12 +263,8 @@ impl Estimator for FittedEstimator {
         let mut columns = Vec::with_capacity(samples.len());
         for teacher in samples {
             check_sampled_rows(teacher, texts)?;
-            let passes = teacher.logits.shape()[0];
             let measured: Vec<f64> = (0..teacher.rows.len())
-                .map(|m| {
-                    let rows: Vec<&[f32]> = (0..passes).map(|s| teacher.logits.at(&[s, m])).collect();
-                    f64::from(certainty(self.measured.measure, &rows, self.measured.temperature))
-                })
+                .map(|m| f64::from(self.measured.certainty_of_row(&teacher.logits, m)))
                 .collect();
             columns.push(if teacher.rows.len() == texts { measured } else { self.fitted(teacher, &measured)? });
         }

@@ -218,27 +218,19 @@ fn mc_fitted_measures_the_sampled_texts_and_predicts_the_others() {
     let deterministic =
         Tensor::new(vec![3, 2], [a.logits.at(&[0, 0]), a.logits.at(&[0, 2]), a.logits.at(&[0, 2])].concat()).unwrap();
     let hidden = Tensor::new(vec![3, 2], vec![0.5, -1.0, 2.0, 0.25, 2.0, 0.25]).unwrap();
-    let teacher = TeacherSamples::of_some_texts("A", sampled.clone(), vec![0, 2], deterministic.clone(), hidden);
+    let teacher = TeacherSamples::of_some_texts("A", sampled.clone(), vec![0, 2], deterministic.clone(), Some(hidden));
     let scores = fitted(Scale::Raw).score(&[teacher]).unwrap();
     assert_eq!(scores.shape(), &[3, 1]);
     for (got, want) in scores.data().iter().zip([0.0, 0.188722, 0.188722]) {
         assert!((got - want).abs() < 1e-4, "{:?}", scores.data());
     }
     // Without hidden states the texts that were not sampled cannot be predicted.
-    let blind = TeacherSamples {
-        hidden: None.into(),
-        ..TeacherSamples::of_some_texts(
-            "A",
-            sampled.clone(),
-            vec![0, 2],
-            deterministic.clone(),
-            Tensor::zeros(vec![3, 2]),
-        )
-    };
+    let blind = TeacherSamples::of_some_texts("A", sampled.clone(), vec![0, 2], deterministic.clone(), None);
     let error = fitted(Scale::Raw).score(&[blind]).unwrap_err().to_string();
     assert!(error.contains("teacher `A` has samples of 2 of its 3 texts but no hidden states"), "{error}");
     // Rows must name distinct texts in order.
-    let unordered = TeacherSamples::of_some_texts("A", sampled, vec![2, 0], deterministic, Tensor::zeros(vec![3, 2]));
+    let unordered =
+        TeacherSamples::of_some_texts("A", sampled, vec![2, 0], deterministic, Some(Tensor::zeros(vec![3, 2])));
     let error = fitted(Scale::Raw).score(&[unordered]).unwrap_err().to_string();
     assert!(
         error.contains(

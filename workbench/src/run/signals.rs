@@ -123,11 +123,10 @@ pub(super) fn signals(
                 )?;
                 let record = format!("{plan:?}");
                 provenance.push(SignalRecord::new(name, split, record, from, started));
-                match &det.hidden {
-                    Some(hidden) if sampled.rows.len() < texts.len() => {
-                        TeacherSamples::of_some_texts(name, s.logits, sampled.rows, one_pass, hidden.clone())
-                    }
-                    _ => TeacherSamples::of_every_text(name, s.logits, one_pass),
+                if sampled.rows.len() < texts.len() {
+                    TeacherSamples::of_some_texts(name, s.logits, sampled.rows, one_pass, det.hidden.clone())
+                } else {
+                    TeacherSamples::of_every_text(name, s.logits, one_pass)
                 }
             });
         }
@@ -167,13 +166,8 @@ impl SampledTexts {
             (0..texts.len() as u32).collect()
         };
         rows.sort_unstable();
-        let plan = match plan {
-            SamplingPlan::StochasticShare { passes, .. } => {
-                SamplingPlan::Stochastic { passes, top_layers: 0, lower_passes: 0 }
-            }
-            other => other,
-        };
-        SampledTexts { texts: rows.iter().map(|&r| texts[r as usize].clone()).collect(), rows, plan }
+        let texts = rows.iter().map(|&r| texts[r as usize].clone()).collect();
+        SampledTexts { texts, rows, plan: plan.per_text() }
     }
 }
 

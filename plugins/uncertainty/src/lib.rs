@@ -89,8 +89,9 @@ params! {
         passes: u32 = int(16).range(2.0, 1024.0),
         /// The share of the texts that get the K passes, chosen by the MC seed.
         share: f64 = float(0.1).range(0.001, 1.0),
-        /// At least this many texts get the K passes (all of them when there are fewer): the
-        /// fit has about 400 features with MiniLM's hidden state and is unsteady from fewer texts.
+        /// At least this many texts get the K passes: the fit has about 400 features with
+        /// MiniLM's hidden state and is unsteady from fewer texts. A split with fewer texts is
+        /// measured whole and keeps its measured values.
         minimum: u32 = int(256).range(2.0, 1e9),
         measure: Measure = measure(&FITTED_MEASURES),
         temperature: f32 = temperature(),
@@ -131,8 +132,8 @@ impl Plugin for UncertaintyPlugin {
             ),
             component(
                 "mc-fitted",
-                "Certainty from K stochastic passes over a share of the texts; for the others, predicted \
-                 from their deterministic pass and hidden state by a ridge fit on the sampled ones.",
+                "Certainty of K stochastic passes as a ridge fit predicts it from each text's \
+                 deterministic pass and hidden state, fitted on a share of the texts that get the passes.",
                 FittedParams::specs(),
                 SamplingPlan::StochasticShare { passes: 16, per_mille: 100, minimum: 256 },
             ),
@@ -178,6 +179,7 @@ impl Plugin for UncertaintyPlugin {
                 let plan = SamplingPlan::StochasticShare { passes, per_mille, minimum };
                 return Ok(Box::new(FittedEstimator {
                     measured: SampleEstimator { plan, measure, temperature, scale },
+                    minimum: minimum as usize,
                     ridge,
                 }));
             }
@@ -247,9 +249,11 @@ impl SampleEstimator {
     }
 }
 
-/// `mc-fitted`: the measure over the sampled texts; for the others, a ridge fit's prediction of it.
+/// `mc-fitted`: a ridge fit's prediction of the measure, for every text, from the texts that were
+/// sampled; in a split smaller than `minimum`, every text sampled, the measure itself.
 pub struct FittedEstimator {
     pub measured: SampleEstimator,
+    pub minimum: usize,
     pub ridge: f64,
 }
 
@@ -266,7 +270,10 @@ impl Estimator for FittedEstimator {
             let measured: Vec<f64> = (0..teacher.rows.len())
                 .map(|m| f64::from(self.measured.certainty_of_row(&teacher.logits, m)))
                 .collect();
-            columns.push(if teacher.rows.len() == texts { measured } else { self.fitted(teacher, &measured)? });
+            // Below the minimum the fit is unsteady; from it on, its prediction beats one draw of
+            // K passes even on the sampled texts (it averages out their sampling noise).
+            let whole_small_split = teacher.rows.len() == texts && texts < self.minimum;
+            columns.push(if whole_small_split { measured } else { self.fitted(teacher, &measured)? });
         }
         let mut scores: Vec<f32> = (0..texts).flat_map(|b| columns.iter().map(move |c| c[b] as f32)).collect();
         self.measured.scale.apply(&mut scores, samples.len());
@@ -275,11 +282,11 @@ impl Estimator for FittedEstimator {
 }
 
 impl FittedEstimator {
-    /// Every text's certainty: the measured one where there is one, the fit's prediction elsewhere.
+    /// Every text's certainty as the fit on the sampled texts predicts it.
     fn fitted(&self, teacher: &TeacherSamples, measured: &[f64]) -> PluginResult<Vec<f64>> {
         let hidden = teacher.hidden().ok_or_else(|| {
             PluginError::invalid_input(format!(
-                "teacher `{}` has samples of {} of its {} texts but no hidden states to predict the others from",
+                "teacher `{}` has samples of {} of its {} texts but no hidden states to fit their certainty on",
                 teacher.teacher,
                 teacher.rows.len(),
                 teacher.texts()
@@ -289,11 +296,7 @@ impl FittedEstimator {
             (0..teacher.texts()).map(|b| fit::features(teacher.deterministic.at(&[b]), hidden.at(&[b]))).collect();
         let sampled: Vec<Vec<f64>> = teacher.rows.iter().map(|&r| features[r as usize].clone()).collect();
         let ridge = fit::Ridge::fit(&sampled, measured, self.ridge);
-        let mut values: Vec<f64> = features.iter().map(|f| ridge.predict(f)).collect();
-        for (&row, &value) in teacher.rows.iter().zip(measured) {
-            values[row as usize] = value;
-        }
-        Ok(values)
+        Ok(features.iter().map(|f| ridge.predict(f)).collect())
     }
 }
 

@@ -191,25 +191,40 @@ fn ridge_fit_by_hand() {
     assert!((shifted.predict(&[13.0]) - 8.0 / 3.0).abs() < 1e-5, "{}", shifted.predict(&[13.0]));
 }
 
-fn fitted(scale: Scale) -> FittedEstimator {
-    let plan = SamplingPlan::StochasticShare { passes: 2, per_mille: 500, minimum: 2 };
+/// `mc-fitted` with Entropy over 2 passes, fitting from `minimum` sampled texts.
+fn fitted(minimum: u32, ridge: f64) -> FittedEstimator {
+    let plan = SamplingPlan::StochasticShare { passes: 2, per_mille: 500, minimum };
     FittedEstimator {
-        measured: SampleEstimator { plan, measure: Measure::Entropy, temperature: 1.0, scale },
-        ridge: 1e-6,
+        measured: SampleEstimator { plan, measure: Measure::Entropy, temperature: 1.0, scale: Scale::Raw },
+        minimum: minimum as usize,
+        ridge,
     }
 }
 
-/// With every text sampled, `mc-fitted` measures exactly as `mc-dropout` does.
+/// A split of fewer texts than the minimum is sampled whole and measured exactly as
+/// `mc-dropout` measures it; from the minimum on, even a whole split gets the fit's values
+/// (lambda 1e9 shrinks every weight, the constant's too, to about 0, where B measures 1 on text 0).
 #[test]
-fn mc_fitted_with_every_text_sampled_scores_as_mc_dropout() {
+fn mc_fitted_measures_a_split_below_its_minimum_and_fits_from_it_on() {
     let mc = estimator(MC, Measure::Entropy).score(&two_pass_samples()).unwrap();
-    assert_eq!(fitted(Scale::Raw).score(&two_pass_samples()).unwrap(), mc);
+    assert_eq!(fitted(4, 1e9).score(&two_pass_samples()).unwrap(), mc);
+    let [a, b] = two_pass_samples().map(|t| {
+        let hidden = Tensor::new(vec![3, 1], vec![1.0, 2.0, 3.0]).unwrap();
+        TeacherSamples::of_some_texts(
+            &t.teacher,
+            t.logits.clone(),
+            vec![0, 1, 2],
+            t.deterministic.clone(),
+            Some(hidden),
+        )
+    });
+    let shrunk = fitted(3, 1e9).score(&[a, b]).unwrap();
+    assert!(shrunk.data().iter().all(|v| v.abs() < 1e-6), "{:?} against {:?}", shrunk.data(), mc.data());
 }
 
 /// Teacher A sampled on texts 0 and 2 of 3 (the two-pass example's texts 0 and 2: MC entropy 0
 /// and 0.188722); text 1 has the same deterministic pass and hidden state as text 2, so a fit
-/// that interpolates (lambda 1e-6) predicts text 2's value for it. The sampled texts keep their
-/// measured values.
+/// that interpolates (lambda 1e-6) predicts text 2's value for it, and the sampled texts' own.
 #[test]
 fn mc_fitted_measures_the_sampled_texts_and_predicts_the_others() {
     let [a, _] = two_pass_samples();
@@ -219,19 +234,22 @@ fn mc_fitted_measures_the_sampled_texts_and_predicts_the_others() {
         Tensor::new(vec![3, 2], [a.logits.at(&[0, 0]), a.logits.at(&[0, 2]), a.logits.at(&[0, 2])].concat()).unwrap();
     let hidden = Tensor::new(vec![3, 2], vec![0.5, -1.0, 2.0, 0.25, 2.0, 0.25]).unwrap();
     let teacher = TeacherSamples::of_some_texts("A", sampled.clone(), vec![0, 2], deterministic.clone(), Some(hidden));
-    let scores = fitted(Scale::Raw).score(&[teacher]).unwrap();
+    let scores = fitted(2, 1e-6).score(&[teacher]).unwrap();
     assert_eq!(scores.shape(), &[3, 1]);
     for (got, want) in scores.data().iter().zip([0.0, 0.188722, 0.188722]) {
         assert!((got - want).abs() < 1e-4, "{:?}", scores.data());
     }
     // Without hidden states the texts that were not sampled cannot be predicted.
     let blind = TeacherSamples::of_some_texts("A", sampled.clone(), vec![0, 2], deterministic.clone(), None);
-    let error = fitted(Scale::Raw).score(&[blind]).unwrap_err().to_string();
-    assert!(error.contains("teacher `A` has samples of 2 of its 3 texts but no hidden states"), "{error}");
+    let error = fitted(2, 1e-6).score(&[blind]).unwrap_err().to_string();
+    assert!(
+        error.contains("teacher `A` has samples of 2 of its 3 texts but no hidden states to fit their certainty on"),
+        "{error}"
+    );
     // Rows must name distinct texts in order.
     let unordered =
         TeacherSamples::of_some_texts("A", sampled, vec![2, 0], deterministic, Some(Tensor::zeros(vec![3, 2])));
-    let error = fitted(Scale::Raw).score(&[unordered]).unwrap_err().to_string();
+    let error = fitted(2, 1e-6).score(&[unordered]).unwrap_err().to_string();
     assert!(
         error.contains(
             "sampled rows of teacher `A` must be at least 2 distinct texts in ascending order below 3, got [2, 0]"

@@ -13,7 +13,10 @@ and prints, per split, the selection accuracy of
   - a fitted certainty: the BALD certainty of all S passes measured on a random share of the
     training texts only, and predicted for every other text (the rest of the training texts,
     validation, test) by ridge regression on the deterministic pass (log-probabilities, sorted
-    and as they are, and the pooled hidden state; once without it), over 20 random shares.
+    and as they are, and the pooled hidden state; once without it), over 20 random shares,
+  - the `mc-fitted` estimator's way: each split fitted on its own sampled texts (a share, at
+    least 256; a smaller split measured whole), the sampled texts keeping their measured values
+    (as before 8471329) or getting the fit's prediction like every other text (now), 20 draws.
 Needs numpy and safetensors (scripts/requirements-analysis.txt).
 """
 import json
@@ -127,6 +130,40 @@ def main(directory):
         cells = [f"{split} {np.mean(v):.4f} ± {np.std(v):.4f} [{np.min(v):.3f}, {np.max(v):.3f}]" for split, v in results.items()]
         inputs = "log-probabilities and hidden state" if hidden else "log-probabilities only"
         print(f"  MC on {share:.0%} of the training texts, from {inputs}: " + ", ".join(cells))
+
+    minimum = 256
+    print(f"mc-fitted (each split fitted on its own sampled texts, at least {minimum}; "
+          "ridge, lambda 10), mean ± spread [min, max] over 20 draws:")
+    for share in (0.1, 0.3):
+        for keep in (True, False):
+            results = {split: [] for split in splits}
+            for seed in range(20):
+                rng = np.random.default_rng(seed)
+                for split in splits:
+                    texts = len(splits[split]["gold"])
+                    if texts < minimum:  # measured whole: the measured values
+                        results[split].append(selection(full[split], splits[split]["gold"]))
+                        continue
+                    count = min(texts, max(minimum, int(np.ceil(share * texts))))
+                    measured = np.zeros(texts, bool)
+                    measured[rng.choice(texts, count, replace=False)] = True
+                    predicted = []
+                    for i, name in enumerate(teachers):
+                        x = features(split, name, True)
+                        mean, scale = x[measured].mean(0), x[measured].std(0) + 1e-6
+                        d = np.concatenate([(x - mean) / scale, np.ones((texts, 1))], 1)
+                        target = full[split][i][measured]
+                        weights = np.linalg.solve(d[measured].T @ d[measured] + 10.0 * np.eye(d.shape[1]),
+                                                  d[measured].T @ target)
+                        values = d @ weights
+                        if keep:
+                            values[measured] = target
+                        predicted.append(values)
+                    results[split].append(selection(predicted, splits[split]["gold"]))
+            cells = [f"{split} {np.mean(v):.4f} ± {np.std(v):.4f} [{np.min(v):.3f}, {np.max(v):.3f}]"
+                     for split, v in results.items()]
+            sampled = "kept measured" if keep else "fitted too"
+            print(f"  share {share:.0%}, sampled texts {sampled}: " + ", ".join(cells))
 
 
 if __name__ == "__main__":

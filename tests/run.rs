@@ -195,6 +195,13 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
         run(&mut workbench(&["sweep", "--selection-only", config.to_str().unwrap(), "--set", "name=selection-first"]));
     assert!(fresh.ok, "{}", fresh.stderr);
     assert!(dir.path().join("runs/selection-first/selection.svg").is_file());
+    // It scores in this process at once: nothing a dry run could list.
+    let dry = run(&mut workbench(&["sweep", "--selection-only", "--dry-run", config.to_str().unwrap()]));
+    assert!(
+        !dry.ok && dry.stderr.contains("the argument '--selection-only' cannot be used with '--dry-run'"),
+        "{}",
+        dry.stderr
+    );
 
     // Exported signals: the estimator's scores with the gold labels give the selection accuracy
     // of selection.csv, beside the passes they were computed from.

@@ -203,7 +203,7 @@ struct SweepArgs {
     /// Only score the student's training texts and the test split with each method's estimator
     /// and compare teacher-selection accuracies, concat-argmax first (selection.md,
     /// selection.csv); no student is trained.
-    #[arg(long, conflicts_with_all = ["status", "job", "executor"])]
+    #[arg(long, conflicts_with_all = ["status", "job", "executor", "jobs", "dry_run"])]
     selection_only: bool,
     /// With --selection-only: also write each method's signals (deterministic passes with hidden
     /// states, the estimator's passes and scores) and the gold labels, per split, as safetensors

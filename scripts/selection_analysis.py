@@ -16,7 +16,8 @@ and prints, per split, the selection accuracy of
     and as they are, and the pooled hidden state; once without it), over 20 random shares,
   - the `mc-fitted` estimator's way: each split fitted on its own sampled texts (a share, at
     least 256; a smaller split measured whole), the sampled texts keeping their measured values
-    (as before 8471329) or getting the fit's prediction like every other text (now), 20 draws.
+    (as before 8471329) or getting the fit's prediction like every other text (now), and a fit
+    to the measured values' ranks within each teacher instead of the values, 20 draws.
 Needs numpy and safetensors (scripts/requirements-analysis.txt).
 """
 import json
@@ -135,7 +136,7 @@ def main(directory):
     print(f"mc-fitted (each split fitted on its own sampled texts, at least {minimum}; "
           "ridge, lambda 10), mean ± spread [min, max] over 20 draws:")
     for share in (0.1, 0.3):
-        for keep in (True, False):
+        for mode in ("kept measured", "fitted too", "fitted to ranks"):
             results = {split: [] for split in splits}
             for seed in range(20):
                 rng = np.random.default_rng(seed)
@@ -153,17 +154,18 @@ def main(directory):
                         mean, scale = x[measured].mean(0), x[measured].std(0) + 1e-6
                         d = np.concatenate([(x - mean) / scale, np.ones((texts, 1))], 1)
                         target = full[split][i][measured]
+                        if mode == "fitted to ranks":
+                            target = teacher_rank(target)
                         weights = np.linalg.solve(d[measured].T @ d[measured] + 10.0 * np.eye(d.shape[1]),
                                                   d[measured].T @ target)
                         values = d @ weights
-                        if keep:
+                        if mode == "kept measured":
                             values[measured] = target
                         predicted.append(values)
                     results[split].append(selection(predicted, splits[split]["gold"]))
             cells = [f"{split} {np.mean(v):.4f} ± {np.std(v):.4f} [{np.min(v):.3f}, {np.max(v):.3f}]"
                      for split, v in results.items()]
-            sampled = "kept measured" if keep else "fitted too"
-            print(f"  share {share:.0%}, sampled texts {sampled}: " + ", ".join(cells))
+            print(f"  share {share:.0%}, sampled texts {mode}: " + ", ".join(cells))
 
 
 if __name__ == "__main__":

@@ -98,6 +98,10 @@ params! {
         scale: Scale = scale(),
         /// Ridge penalty of the fit, on standardized features.
         ridge: f64 = float(10.0).range(1e-9, 1e9),
+        /// Fit each teacher's ranks of the measured values (the share of its other sampled texts
+        /// below) instead of the values: about half the spread between MC seeds, a lower mean
+        /// selection on the training texts (measured offline, RESULTS.md).
+        fit_ranks: bool = bool(false),
     }
 }
 
@@ -173,7 +177,7 @@ impl Plugin for UncertaintyPlugin {
                 SampleEstimator { plan: SamplingPlan::Members, measure, temperature, scale }
             }
             "mc-fitted" => {
-                let FittedParams { passes, share, minimum, measure, temperature, scale, ridge } =
+                let FittedParams { passes, share, minimum, measure, temperature, scale, ridge, fit_ranks } =
                     FittedParams::parse(params)?;
                 let per_mille = (share * 1000.0).round().max(1.0) as u32;
                 let plan = SamplingPlan::StochasticShare { passes, per_mille, minimum };
@@ -181,6 +185,7 @@ impl Plugin for UncertaintyPlugin {
                     measured: SampleEstimator { plan, measure, temperature, scale },
                     minimum: minimum as usize,
                     ridge,
+                    fit_ranks,
                 }));
             }
             other => return Err(PluginError::unsupported(format!("no estimator named `{other}`"))),
@@ -255,6 +260,7 @@ pub struct FittedEstimator {
     pub measured: SampleEstimator,
     pub minimum: usize,
     pub ridge: f64,
+    pub fit_ranks: bool,
 }
 
 impl Estimator for FittedEstimator {
@@ -295,7 +301,8 @@ impl FittedEstimator {
         let features: Vec<Vec<f64>> =
             (0..teacher.texts()).map(|b| fit::features(teacher.deterministic.at(&[b]), hidden.at(&[b]))).collect();
         let sampled: Vec<Vec<f64>> = teacher.rows.iter().map(|&r| features[r as usize].clone()).collect();
-        let ridge = fit::Ridge::fit(&sampled, measured, self.ridge);
+        let targets = if self.fit_ranks { measures::ranks_f64(measured) } else { measured.to_vec() };
+        let ridge = fit::Ridge::fit(&sampled, &targets, self.ridge);
         Ok(features.iter().map(|f| ridge.predict(f)).collect())
     }
 }

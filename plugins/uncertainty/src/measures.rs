@@ -142,6 +142,12 @@ fn ranks(values: &[f32]) -> Vec<f32> {
     ranks
 }
 
+/// [`ranks`] of f64 values, for `mc-fitted`'s fit to ranks.
+pub(crate) fn ranks_f64(values: &[f64]) -> Vec<f64> {
+    let narrowed: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+    ranks(&narrowed).into_iter().map(f64::from).collect()
+}
+
 impl Scale {
     pub fn parse(name: &str) -> PluginResult<Self> {
         match name {

@@ -198,6 +198,7 @@ fn fitted(minimum: u32, ridge: f64) -> FittedEstimator {
         measured: SampleEstimator { plan, measure: Measure::Entropy, temperature: 1.0, scale: Scale::Raw },
         minimum: minimum as usize,
         ridge,
+        fit_ranks: false,
     }
 }
 
@@ -234,10 +235,16 @@ fn mc_fitted_measures_the_sampled_texts_and_predicts_the_others() {
         Tensor::new(vec![3, 2], [a.logits.at(&[0, 0]), a.logits.at(&[0, 2]), a.logits.at(&[0, 2])].concat()).unwrap();
     let hidden = Tensor::new(vec![3, 2], vec![0.5, -1.0, 2.0, 0.25, 2.0, 0.25]).unwrap();
     let teacher = TeacherSamples::of_some_texts("A", sampled.clone(), vec![0, 2], deterministic.clone(), Some(hidden));
-    let scores = fitted(2, 1e-6).score(&[teacher]).unwrap();
+    let scores = fitted(2, 1e-6).score(&[teacher.clone()]).unwrap();
     assert_eq!(scores.shape(), &[3, 1]);
     for (got, want) in scores.data().iter().zip([0.0, 0.188722, 0.188722]) {
         assert!((got - want).abs() < 1e-4, "{:?}", scores.data());
+    }
+    // Fitted to ranks: the two sampled texts rank 0 and 1 within the teacher, and so does the
+    // text that looks like text 2.
+    let ranked = FittedEstimator { fit_ranks: true, ..fitted(2, 1e-6) }.score(&[teacher]).unwrap();
+    for (got, want) in ranked.data().iter().zip([0.0, 1.0, 1.0]) {
+        assert!((got - want).abs() < 1e-4, "{:?}", ranked.data());
     }
     // Without hidden states the texts that were not sampled cannot be predicted.
     let blind = TeacherSamples::of_some_texts("A", sampled.clone(), vec![0, 2], deterministic.clone(), None);

@@ -99,8 +99,8 @@ params! {
         /// Ridge penalty of the fit, on standardized features.
         ridge: f64 = float(10.0).range(1e-9, 1e9),
         /// Fit each teacher's ranks of the measured values (the share of its other sampled texts
-        /// below) instead of the values: about half the spread between MC seeds, a lower mean
-        /// selection on the training texts (measured offline, RESULTS.md).
+        /// below) instead of the values: from 270 measured texts, half the spread between MC
+        /// seeds and a lower mean selection on the training texts; from 90, worse (RESULTS.md).
         fit_ranks: bool = bool(false),
     }
 }

@@ -286,6 +286,17 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
     let train_texts = load("train")["gold"].dims()[0];
     let share = (train_texts.div_ceil(4).max(10).min(train_texts) + sampled) as f64 / (train_texts + texts) as f64;
     assert!((parse(fields[8]) - 4.0 * share).abs() < 1e-3, "4 passes over {share} of the texts: {csv}");
+
+    // Every text sampled and more of them than the minimum: the fit still gets the hidden states.
+    let whole = dir.path().join("whole.toml");
+    let text =
+        std::fs::read_to_string(&fitted).unwrap().replace("share = 0.25, minimum = 10", "share = 1.0, minimum = 2");
+    std::fs::write(&whole, text).unwrap();
+    let fitted_whole =
+        run(&mut workbench(&["sweep", "--selection-only", whole.to_str().unwrap(), "--set", "name=whole"]));
+    assert!(fitted_whole.ok, "{}", fitted_whole.stderr);
+    let csv = std::fs::read_to_string(dir.path().join("runs/whole/selection.csv")).unwrap();
+    assert!(csv.contains("mc-fitted minimum=2 passes=4 share=1"), "{csv}");
 }
 
 #[test]

@@ -333,8 +333,8 @@ pub struct TeacherSamples {
     pub rows: RVec<u32>,
     /// `[B, L_t]`, the deterministic pass over every text.
     pub deterministic: Tensor,
-    /// `[B, H]`, its pooled hidden state, where the samples cover only some of the texts (what
-    /// an estimator predicts the others from).
+    /// `[B, H]`, its pooled hidden state, under a plan whose signals ask for hidden states (a
+    /// share plan: what `mc-fitted` fits on).
     pub hidden: ROption<Tensor>,
 }
 

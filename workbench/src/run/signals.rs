@@ -123,11 +123,9 @@ pub(super) fn signals(
                 )?;
                 let record = format!("{plan:?}");
                 provenance.push(SignalRecord::new(name, split, record, from, started));
-                if sampled.rows.len() < texts.len() {
-                    TeacherSamples::of_some_texts(name, s.logits, sampled.rows, one_pass, det.hidden.clone())
-                } else {
-                    TeacherSamples::of_every_text(name, s.logits, one_pass)
-                }
+                // A share plan's estimator fits on hidden states even where every text was sampled.
+                let hidden = if plan.signals().hidden_states { det.hidden.clone() } else { None };
+                TeacherSamples::of_some_texts(name, s.logits, sampled.rows, one_pass, hidden)
             });
         }
         deterministic.push(det);

@@ -250,8 +250,10 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
     let all_rows: Vec<u32> = (0..gold.len() as u32).collect();
     assert_eq!(test["a.sampled_rows"].to_vec1::<u32>().unwrap(), all_rows, "plain MC samples every text");
 
-    // `mc-fitted` over a quarter of the texts, at least 10: the passes cover those texts only, the
-    // same ones for both teachers; the cost counts them; the scores select as selection.csv says.
+    // `mc-fitted` over a quarter of the training texts, at least 10: the passes cover those texts
+    // only, the same ones for both teachers; the test texts get none, they are scored beside the
+    // training split's samples; the cost counts the sampled texts; the scores select as
+    // selection.csv says.
     let fitted = dir.path().join("fitted.toml");
     let text = std::fs::read_to_string(&config).unwrap().replace(
         r#"estimator = { plugin = "mc-dropout", passes = 4 }"#,
@@ -264,28 +266,44 @@ fn a_sweep_over_three_methods_and_two_seeds_shares_teacher_signals() {
     let csv = std::fs::read_to_string(dir.path().join("runs/fitted/selection.csv")).unwrap();
     let fields: Vec<&str> = csv.lines().nth(2).unwrap().split(',').collect();
     assert_eq!(fields[..2], ["muka", "mc-fitted minimum=10 passes=4 share=0.25"], "{csv}");
-    let test = candle_core::safetensors::load(
-        dir.path().join("runs/fitted/signals/muka/test.safetensors"),
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
-    let texts = gold.len();
-    let sampled = texts.div_ceil(4).max(10);
-    assert!(sampled < texts, "{sampled} of {texts}: some texts are predicted");
-    let rows: Vec<u32> = test["a.sampled_rows"].to_vec1().unwrap();
-    assert_eq!(rows, test["b.sampled_rows"].to_vec1::<u32>().unwrap());
+    let exported_split = |split: &str| {
+        let path = dir.path().join(format!("runs/fitted/signals/muka/{split}.safetensors"));
+        candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap()
+    };
+    let train = exported_split("train");
+    let train_texts = train["gold"].dims()[0];
+    let sampled = train_texts.div_ceil(4).max(10);
+    assert!(sampled < train_texts, "{sampled} of {train_texts}: some texts are predicted");
+    let rows: Vec<u32> = train["a.sampled_rows"].to_vec1().unwrap();
+    assert_eq!(rows, train["b.sampled_rows"].to_vec1::<u32>().unwrap());
     assert!(
-        rows.len() == sampled && rows.windows(2).all(|w| w[0] < w[1]) && rows[sampled - 1] < texts as u32,
+        rows.len() == sampled && rows.windows(2).all(|w| w[0] < w[1]) && rows[sampled - 1] < train_texts as u32,
         "{rows:?}"
     );
-    assert_eq!(test["a.sampled"].dims(), [4, sampled, maps[0].len()]);
+    assert_eq!(train["a.sampled"].dims(), [4, sampled, maps[0].len()]);
+    let test = exported_split("test");
+    let texts = gold.len();
+    assert_eq!(test["a.sampled"].dims(), [4, 0, maps[0].len()], "no passes over the test texts");
+    assert_eq!(test["b.sampled_rows"].dims(), [0]);
     let scores: Vec<Vec<f32>> = test["scores"].to_vec2().unwrap();
+    assert_eq!(scores.len(), texts);
     let adequate =
         scores.iter().zip(&gold).filter(|(row, g)| maps[workbench_plugin_api::math::argmax(row)].contains(g)).count();
     assert!((adequate as f64 / texts as f64 - parse(fields[4])).abs() < 1e-6, "{adequate} of {texts}: {csv}");
-    let train_texts = load("train")["gold"].dims()[0];
-    let share = (train_texts.div_ceil(4).max(10).min(train_texts) + sampled) as f64 / (train_texts + texts) as f64;
+    let share = sampled as f64 / (train_texts + texts) as f64;
     assert!((parse(fields[8]) - 4.0 * share).abs() < 1e-3, "4 passes over {share} of the texts: {csv}");
+
+    // A training split below the minimum is measured whole, and the test split sampled on its own.
+    let below = dir.path().join("below.toml");
+    let minimum = train_texts + texts;
+    let text = std::fs::read_to_string(&fitted).unwrap().replace("minimum = 10", &format!("minimum = {minimum}"));
+    std::fs::write(&below, text).unwrap();
+    let args = ["sweep", "--selection-only", "--export-signals", below.to_str().unwrap(), "--set", "name=below"];
+    let fitted_below = run(&mut workbench(&args));
+    assert!(fitted_below.ok, "{}", fitted_below.stderr);
+    let path = dir.path().join("runs/below/signals/muka/test.safetensors");
+    let test = candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(test["a.sampled"].dims(), [4, texts, maps[0].len()], "every test text sampled");
 
     // Every text sampled and more of them than the minimum: the fit still gets the hidden states.
     let whole = dir.path().join("whole.toml");

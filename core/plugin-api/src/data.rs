@@ -267,6 +267,9 @@ pub enum SamplingPlan {
     /// `passes` stochastic passes over a share of the texts only (`per_mille` of them, at least
     /// `minimum`, chosen by the MC seed), beside every text's deterministic pass with its pooled
     /// hidden state: the estimator predicts the certainty of the texts it was not given samples of.
+    /// A run samples its training texts; held-out texts (validation, test) get no passes of their
+    /// own and are scored after the training texts, in one call with their samples (but where
+    /// the training split has fewer than `minimum` texts: then each split is sampled on its own).
     StochasticShare {
         passes: u32,
         per_mille: u32,

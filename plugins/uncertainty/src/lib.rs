@@ -87,11 +87,12 @@ params! {
     pub struct FittedParams {
         /// Number of stochastic passes K over each sampled text.
         passes: u32 = int(16).range(2.0, 1024.0),
-        /// The share of the texts that get the K passes, chosen by the MC seed.
+        /// The share of the training texts that get the K passes, chosen by the MC seed; held-out
+        /// texts (validation, test) get none, the fit on the training texts predicts them.
         share: f64 = float(0.1).range(0.001, 1.0),
         /// At least this many texts get the K passes: the fit has about 400 features with
         /// MiniLM's hidden state and is unsteady from fewer texts. A split with fewer texts is
-        /// measured whole and keeps its measured values.
+        /// measured whole and keeps its measured values (and then each split is sampled).
         minimum: u32 = int(256).range(2.0, 1e9),
         measure: Measure = measure(&FITTED_MEASURES),
         temperature: f32 = temperature(),
@@ -137,7 +138,7 @@ impl Plugin for UncertaintyPlugin {
             component(
                 "mc-fitted",
                 "Certainty of K stochastic passes as a ridge fit predicts it from each text's \
-                 deterministic pass and hidden state, fitted on a share of the texts that get the passes.",
+                 deterministic pass and hidden state, fitted on a share of the training texts that get the passes.",
                 FittedParams::specs(),
                 SamplingPlan::StochasticShare { passes: 16, per_mille: 100, minimum: 256 },
             ),

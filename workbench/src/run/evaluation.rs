@@ -153,14 +153,15 @@ pub fn selection_only(config: &ResolvedConfig, registry: &Registry, export: Opti
     let (train_texts, train_gold) = student_texts(config, &examples)?;
     let started = std::time::Instant::now();
     let hidden = export.is_some();
-    let train = signals(config, &mut teachers, &mut scorer, &train_texts, hidden, "train")?;
-    let test = signals(config, &mut teachers, &mut scorer, &texts(&examples.test), hidden, "test")?;
+    let train = signals(config, &mut teachers, &mut scorer, &train_texts, hidden, "train", None)?;
+    let test = signals(config, &mut teachers, &mut scorer, &texts(&examples.test), hidden, "test", Some(&train))?;
     let seconds = started.elapsed().as_secs_f64();
     // Scored apart from the timed splits: the cost compares the passes over train and test.
     let validation = if examples.validation.is_empty() {
         None
     } else {
-        Some(signals(config, &mut teachers, &mut scorer, &texts(&examples.validation), hidden, "validation")?)
+        let validation = texts(&examples.validation);
+        Some(signals(config, &mut teachers, &mut scorer, &validation, hidden, "validation", Some(&train))?)
     };
     if let Some(dir) = export {
         let mut splits = vec![

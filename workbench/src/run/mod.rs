@@ -222,8 +222,8 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
     let StudentExamples { validation, test, test_gold, unowned, .. } = examples;
     let test_texts = texts(&test);
     let mut scorer = Scorer::of(selector.as_mut(), estimator.as_ref(), &labels);
-    let train_signals = signals(config, &mut teachers, &mut scorer, &train_texts, want_hidden, "train")?;
-    let test_signals = signals(config, &mut teachers, &mut scorer, &test_texts, false, "test")?;
+    let train_signals = signals(config, &mut teachers, &mut scorer, &train_texts, want_hidden, "train", None)?;
+    let test_signals = signals(config, &mut teachers, &mut scorer, &test_texts, false, "test", Some(&train_signals))?;
 
     let names: Vec<String> = teachers.iter().map(|t| t.name.clone()).collect();
     let training = TrainingSignals {

@@ -74,6 +74,12 @@ impl SignalRecord {
 }
 
 /// Every teacher's deterministic signals over `texts`, and the certainty scores.
+///
+/// `training`: the training split's signals when `texts` are held out (validation, test). Under
+/// a share plan whose training split was sampled (at least `minimum` texts), a held-out split
+/// gets no passes of its own: the estimator scores its texts beside the training split's samples,
+/// so `mc-fitted` predicts them from the fit on the training texts (steadier than a fit on a
+/// share of a small split, and free).
 pub(super) fn signals(
     config: &ResolvedConfig,
     teachers: &mut [Teacher],
@@ -81,6 +87,7 @@ pub(super) fn signals(
     texts: &[RString],
     want_hidden: bool,
     split: &str,
+    training: Option<&Signals>,
 ) -> Result<Signals> {
     let cache = SignalCache::new(&config.cache);
     let estimator = match scorer {
@@ -89,6 +96,8 @@ pub(super) fn signals(
     };
     let plan = estimator.map(|e| e.plan()).transpose()?;
     let want_hidden = want_hidden || plan.is_some_and(|p| p.signals().hidden_states);
+    // (training signals, passes per sampled text) where this split is scored beside them.
+    let fitted_from = plan.zip(training).and_then(|(plan, t)| scored_beside(plan, t).map(|passes| (t, passes)));
     let (mut deterministic, mut samples, mut provenance) = (Vec::new(), Vec::new(), Vec::new());
     for teacher in teachers.iter_mut() {
         let started = std::time::Instant::now();
@@ -108,6 +117,9 @@ pub(super) fn signals(
             let name = teacher.name.as_str();
             samples.push(if plan == SamplingPlan::Deterministic {
                 TeacherSamples::of_every_text(name, det.logits.clone(), one_pass)
+            } else if let Some((_, passes)) = fitted_from {
+                let none_sampled = Tensor::zeros(vec![passes as usize, 0, one_pass.shape()[1]]);
+                TeacherSamples::of_some_texts(name, none_sampled, Vec::new(), one_pass, det.hidden.clone())
             } else {
                 let sampled = SampledTexts::of(plan, texts, config.mc_seed);
                 let started = std::time::Instant::now();
@@ -132,7 +144,13 @@ pub(super) fn signals(
     }
     let scores = match scorer {
         Scorer::Nothing => None,
-        Scorer::Estimator(estimator) => Some(estimator.score(&samples)?),
+        Scorer::Estimator(estimator) => Some(match fitted_from {
+            Some((training, _)) => {
+                let beside: Vec<_> = training.sampled.iter().zip(&samples).map(|(t, own)| beside(t, own)).collect();
+                last_rows(&estimator.score(&beside)?, texts.len())
+            }
+            None => estimator.score(&samples)?,
+        }),
         Scorer::Selector { model, labels } => {
             let started = std::time::Instant::now();
             let (signals, from) = model.signals(config, texts)?;
@@ -142,6 +160,42 @@ pub(super) fn signals(
         }
     };
     Ok(Signals { deterministic, sampled: samples, scores, provenance })
+}
+
+/// The passes per sampled text where a held-out split is scored beside the `training` signals
+/// under `plan` rather than sampled itself: under a share plan, when the training split was
+/// large enough to be sampled rather than measured whole.
+fn scored_beside(plan: SamplingPlan, training: &Signals) -> Option<u32> {
+    let SamplingPlan::StochasticShare { passes, minimum, .. } = plan else { return None };
+    training.sampled.first().is_some_and(|t| t.texts() >= minimum as usize).then_some(passes)
+}
+
+/// The training split's samples of one teacher followed by the unsampled texts of `own`, as
+/// one split: the sampled rows keep their indices, `own`'s texts come after the training texts.
+fn beside(training: &TeacherSamples, own: &TeacherSamples) -> TeacherSamples {
+    // Both `[B, W]` passes of the same teacher: the same width W.
+    let stacked = |a: &Tensor, b: &Tensor| {
+        let data = a.data().iter().chain(b.data()).copied().collect();
+        Tensor::new(vec![a.shape()[0] + b.shape()[0], a.shape()[1]], data).expect("rows of one teacher's width")
+    };
+    let hidden = match (training.hidden(), own.hidden()) {
+        (Some(a), Some(b)) => Some(stacked(a, b)),
+        _ => None,
+    };
+    TeacherSamples::of_some_texts(
+        own.teacher.as_str(),
+        training.logits.clone(),
+        training.rows.to_vec(),
+        stacked(&training.deterministic, &own.deterministic),
+        hidden,
+    )
+}
+
+/// The scores `[B, T]` of the last `texts` rows of `scores`.
+fn last_rows(scores: &Tensor, texts: usize) -> Tensor {
+    let (rows, teachers) = (scores.shape()[0], scores.shape()[1]);
+    let start = rows.checked_sub(texts).expect("the held-out texts follow the training texts");
+    Tensor::new(vec![texts, teachers], scores.data()[start * teachers..].to_vec()).expect("[texts, T] scores")
 }
 
 /// The texts an estimator's plan samples: all of them, or under `StochasticShare` a share
@@ -225,7 +279,11 @@ pub fn signal_requests(config: &ResolvedConfig, plan: Option<SamplingPlan>, hidd
         requests.push(request(Split::Test, SamplingPlan::Deterministic, plan_hidden));
         if let Some(plan) = plan.filter(|p| *p != SamplingPlan::Deterministic) {
             requests.push(request(Split::Train, plan, false));
-            requests.push(request(Split::Test, plan, false));
+            // A share plan scores the test texts beside the training split's samples (the run
+            // samples them itself only where the training split is below the plan's minimum).
+            if !matches!(plan, SamplingPlan::StochasticShare { .. }) {
+                requests.push(request(Split::Test, plan, false));
+            }
         }
     }
     let deterministic = |teacher: &str, split| SignalRequest {
@@ -308,6 +366,52 @@ mod tests {
         assert_eq!(SampledTexts::of(plan, &texts[..500], 7).rows.len(), 64, "the minimum");
         let full = SamplingPlan::Stochastic { passes: 16, top_layers: 0, lower_passes: 0 };
         assert_eq!(SampledTexts::of(full, &texts, 7).rows, (0..1000).collect::<Vec<u32>>());
+    }
+
+    /// A held-out split of two texts beside a training split of three, texts 0 and 2 sampled
+    /// (two passes): one split of five texts with the same sampled rows and passes, the
+    /// training texts first; its scores' last two rows are the held-out texts'.
+    #[test]
+    fn a_held_out_split_is_scored_after_the_training_texts_with_their_samples() {
+        let rows = |n: usize, width: usize, from: f32| {
+            Tensor::new(vec![n, width], (0..n * width).map(|i| from + i as f32).collect()).unwrap()
+        };
+        let passes = Tensor::new(vec![2, 2, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]).unwrap();
+        let training =
+            TeacherSamples::of_some_texts("a", passes.clone(), vec![0, 2], rows(3, 2, 0.0), Some(rows(3, 4, 0.0)));
+        let none = Tensor::zeros(vec![2, 0, 2]);
+        let own = TeacherSamples::of_some_texts("a", none, Vec::new(), rows(2, 2, 10.0), Some(rows(2, 4, 20.0)));
+        let both = beside(&training, &own);
+        assert_eq!((both.texts(), both.rows.as_slice(), &both.logits), (5, &[0, 2][..], &passes));
+        assert_eq!(both.deterministic.data(), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 11.0, 12.0, 13.0]);
+        let hidden = both.hidden().unwrap();
+        assert_eq!(
+            (hidden.shape(), hidden.at(&[2]), hidden.at(&[3])),
+            (&[5, 4][..], &[8.0, 9.0, 10.0, 11.0][..], &[20.0, 21.0, 22.0, 23.0][..])
+        );
+        let scores = rows(5, 2, 0.0);
+        assert_eq!(last_rows(&scores, 2).data(), [6.0, 7.0, 8.0, 9.0]);
+    }
+
+    /// A held-out split is scored beside the training split under a share plan whose training
+    /// split reached the minimum (it was sampled, not measured whole); never under plain MC.
+    #[test]
+    fn only_a_share_plan_over_a_sampled_training_split_scores_held_out_texts_beside_it() {
+        let training = |texts: usize| Signals {
+            deterministic: Vec::new(),
+            sampled: vec![TeacherSamples::of_every_text(
+                "a",
+                Tensor::zeros(vec![1, texts, 2]),
+                Tensor::zeros(vec![texts, 2]),
+            )],
+            scores: None,
+            provenance: Vec::new(),
+        };
+        let share = SamplingPlan::StochasticShare { passes: 16, per_mille: 100, minimum: 256 };
+        assert_eq!(scored_beside(share, &training(256)), Some(16));
+        assert_eq!(scored_beside(share, &training(255)), None);
+        let plain = SamplingPlan::Stochastic { passes: 16, top_layers: 0, lower_passes: 0 };
+        assert_eq!(scored_beside(plain, &training(1000)), None);
     }
 
     /// Teachers `a` over x, y and `b` over y, z (y shared); the selector knows z, x, y and w (w

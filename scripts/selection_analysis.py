@@ -14,10 +14,10 @@ and prints, per split, the selection accuracy of
     training texts only, and predicted for every other text (the rest of the training texts,
     validation, test) by ridge regression on the deterministic pass (log-probabilities, sorted
     and as they are, and the pooled hidden state; once without it), over 20 random shares,
-  - the `mc-fitted` estimator's way: each split fitted on its own sampled texts (a share, at
-    least 256; a smaller split measured whole), the sampled texts keeping their measured values
-    (as before 8471329) or getting the fit's prediction like every other text (now), and a fit
-    to the measured values' ranks within each teacher instead of the values, 20 draws.
+  - the `mc-fitted` estimator's way: fitted on a share of the training texts (at least 256),
+    every text predicted, the sampled ones too, validation and test texts ranked beside the
+    training texts as the workbench scores them; fitted to the measured values or to their
+    ranks within each teacher (`fit_ranks`), 20 draws.
 Needs numpy and safetensors (scripts/requirements-analysis.txt).
 """
 import json
@@ -133,39 +133,37 @@ def main(directory):
         print(f"  MC on {share:.0%} of the training texts, from {inputs}: " + ", ".join(cells))
 
     minimum = 256
-    print(f"mc-fitted (each split fitted on its own sampled texts, at least {minimum}; "
-          "ridge, lambda 10), mean ± spread [min, max] over 20 draws:")
+    print(f"mc-fitted (fitted on a share of the training texts, at least {minimum}, every text predicted, "
+          "held-out texts ranked beside the training texts; ridge, lambda 10), mean ± spread [min, max] over 20 draws:")
     for share in (0.1, 0.3):
-        for mode in ("kept measured", "fitted too", "fitted to ranks"):
+        for fit_ranks in (False, True):
             results = {split: [] for split in splits}
             for seed in range(20):
-                rng = np.random.default_rng(seed)
+                count = min(n, max(minimum, int(np.ceil(share * n))))
+                measured = np.zeros(n, bool)
+                measured[np.random.default_rng(seed).choice(n, count, replace=False)] = True
+                predicted = {split: [] for split in splits}
+                for i, name in enumerate(teachers):
+                    x = features("train", name, True)
+                    mean, scale = x[measured].mean(0), x[measured].std(0) + 1e-6
+                    design = lambda f: np.concatenate([(f - mean) / scale, np.ones((len(f), 1))], 1)
+                    d = design(x[measured])
+                    target = full["train"][i][measured]
+                    if fit_ranks:
+                        target = teacher_rank(target)
+                    weights = np.linalg.solve(d.T @ d + 10.0 * np.eye(d.shape[1]), d.T @ target)
+                    for split in splits:
+                        predicted[split].append(design(features(split, name, True)) @ weights)
                 for split in splits:
-                    texts = len(splits[split]["gold"])
-                    if texts < minimum:  # measured whole: the measured values
-                        results[split].append(selection(full[split], splits[split]["gold"]))
-                        continue
-                    count = min(texts, max(minimum, int(np.ceil(share * texts))))
-                    measured = np.zeros(texts, bool)
-                    measured[rng.choice(texts, count, replace=False)] = True
-                    predicted = []
-                    for i, name in enumerate(teachers):
-                        x = features(split, name, True)
-                        mean, scale = x[measured].mean(0), x[measured].std(0) + 1e-6
-                        d = np.concatenate([(x - mean) / scale, np.ones((texts, 1))], 1)
-                        target = full[split][i][measured]
-                        if mode == "fitted to ranks":
-                            target = teacher_rank(target)
-                        weights = np.linalg.solve(d[measured].T @ d[measured] + 10.0 * np.eye(d.shape[1]),
-                                                  d[measured].T @ target)
-                        values = d @ weights
-                        if mode == "kept measured":
-                            values[measured] = target
-                        predicted.append(values)
-                    results[split].append(selection(predicted, splits[split]["gold"]))
+                    values = predicted[split]
+                    if split != "train":  # scored in one call after the training texts
+                        values = [np.concatenate([predicted["train"][i], v]) for i, v in enumerate(values)]
+                    certainties = [teacher_rank(v)[-len(splits[split]["gold"]):] for v in values]
+                    results[split].append(selection(certainties, splits[split]["gold"]))
             cells = [f"{split} {np.mean(v):.4f} ± {np.std(v):.4f} [{np.min(v):.3f}, {np.max(v):.3f}]"
                      for split, v in results.items()]
-            print(f"  share {share:.0%}, sampled texts {mode}: " + ", ".join(cells))
+            target = "ranks" if fit_ranks else "values"
+            print(f"  share {share:.0%} ({count} texts), fitted to the {target}: " + ", ".join(cells))
 
 
 if __name__ == "__main__":

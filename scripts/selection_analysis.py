@@ -108,6 +108,15 @@ def main(directory):
         parts = [np.sort(log_probs, -1)[:, ::-1], log_probs] + ([t[f"{name}.hidden"]] if hidden else [])
         return np.concatenate(parts, 1)
 
+    def ridge_predictions(name, hidden, measured, target):
+        """Ridge (lambda 10) from the measured training texts' features to `target`, predicting every split."""
+        x = features("train", name, hidden)
+        mean, scale = x[measured].mean(0), x[measured].std(0) + 1e-6
+        design = lambda f: np.concatenate([(f - mean) / scale, np.ones((len(f), 1))], 1)
+        d = design(x[measured])
+        weights = np.linalg.solve(d.T @ d + 10.0 * np.eye(d.shape[1]), d.T @ target)
+        return {split: design(features(split, name, hidden)) @ weights for split in splits}
+
     n = len(splits["train"]["gold"])
     print("fitted certainty (ridge, lambda 10), mean ± spread [min, max] over 20 random shares:")
     for share, hidden in ((0.05, True), (0.1, True), (0.2, True), (0.3, True), (0.1, False)):
@@ -116,13 +125,7 @@ def main(directory):
             measured = np.random.default_rng(seed).random(n) < share
             predicted = {split: [] for split in splits}
             for i, name in enumerate(teachers):
-                x = features("train", name, hidden)
-                mean, scale = x[measured].mean(0), x[measured].std(0) + 1e-6
-                design = lambda f: np.concatenate([(f - mean) / scale, np.ones((len(f), 1))], 1)
-                d = design(x[measured])
-                weights = np.linalg.solve(d.T @ d + 10.0 * np.eye(d.shape[1]), d.T @ full["train"][i][measured])
-                for split in splits:
-                    values = design(features(split, name, hidden)) @ weights
+                for split, values in ridge_predictions(name, hidden, measured, full["train"][i][measured]).items():
                     if split == "train":
                         values[measured] = full["train"][i][measured]
                     predicted[split].append(values)
@@ -144,16 +147,11 @@ def main(directory):
                 measured[np.random.default_rng(seed).choice(n, count, replace=False)] = True
                 predicted = {split: [] for split in splits}
                 for i, name in enumerate(teachers):
-                    x = features("train", name, True)
-                    mean, scale = x[measured].mean(0), x[measured].std(0) + 1e-6
-                    design = lambda f: np.concatenate([(f - mean) / scale, np.ones((len(f), 1))], 1)
-                    d = design(x[measured])
                     target = full["train"][i][measured]
                     if fit_ranks:
                         target = teacher_rank(target)
-                    weights = np.linalg.solve(d.T @ d + 10.0 * np.eye(d.shape[1]), d.T @ target)
-                    for split in splits:
-                        predicted[split].append(design(features(split, name, True)) @ weights)
+                    for split, values in ridge_predictions(name, True, measured, target).items():
+                        predicted[split].append(values)
                 for split in splits:
                     values = predicted[split]
                     if split != "train":  # scored in one call after the training texts

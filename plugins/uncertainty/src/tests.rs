@@ -191,14 +191,34 @@ fn ridge_fit_by_hand() {
     assert!((shifted.predict(&[13.0]) - 8.0 / 3.0).abs() < 1e-5, "{}", shifted.predict(&[13.0]));
 }
 
+/// Targets on an exact plane y = 2 x0 - x1 + 0.5 over 12 rows: every bootstrap fit (lambda
+/// 1e-9) recovers the plane from a resample with 3 distinct rows not on a line, so the mean of
+/// 8 such fits predicts the plane too, at a row none of them saw.
+#[test]
+fn bagged_ridge_fits_average_to_the_plane_they_each_recover() {
+    let rows: Vec<Vec<f64>> = (0..12).map(|i| vec![f64::from(i % 4), f64::from(i * i % 7)]).collect();
+    let plane = |r: &[f64]| 2.0 * r[0] - r[1] + 0.5;
+    let targets: Vec<f64> = rows.iter().map(|r| plane(r)).collect();
+    let bagged = fit::Bagged::fit(&rows, &targets, 1e-9, 8);
+    assert!((bagged.predict(&[10.0, -3.0]) - 23.5).abs() < 1e-4, "{}", bagged.predict(&[10.0, -3.0]));
+    // Off the plane the resamples disagree: their mean is not the fit on every row, and one bag is.
+    let noisy: Vec<f64> = targets.iter().enumerate().map(|(i, t)| t + [0.3, -0.2, 0.1][i % 3]).collect();
+    let whole = fit::Ridge::fit(&rows, &noisy, 1.0).predict(&[10.0, -3.0]);
+    assert_eq!(fit::Bagged::fit(&rows, &noisy, 1.0, 1).predict(&[10.0, -3.0]), whole);
+    let bagged = fit::Bagged::fit(&rows, &noisy, 1.0, 8).predict(&[10.0, -3.0]);
+    assert!((bagged - whole).abs() > 1e-3, "bagged {bagged}, whole {whole}");
+    // The resamples come from a fixed seed: the same call gives the same prediction.
+    assert_eq!(fit::Bagged::fit(&rows, &noisy, 1.0, 8).predict(&[10.0, -3.0]), bagged);
+}
+
 /// `mc-fitted` with Entropy over 2 passes, fitting from `minimum` sampled texts.
 fn fitted(minimum: u32, ridge: f64) -> FittedEstimator {
     let plan = SamplingPlan::StochasticShare { passes: 2, per_mille: 500, minimum };
     FittedEstimator {
         measured: SampleEstimator { plan, measure: Measure::Entropy, temperature: 1.0, scale: Scale::Raw },
-        minimum: minimum as usize,
         ridge,
         fit_ranks: false,
+        bags: 1,
     }
 }
 
@@ -235,7 +255,7 @@ fn mc_fitted_measures_the_sampled_texts_and_predicts_the_others() {
         Tensor::new(vec![3, 2], [a.logits.at(&[0, 0]), a.logits.at(&[0, 2]), a.logits.at(&[0, 2])].concat()).unwrap();
     let hidden = Tensor::new(vec![3, 2], vec![0.5, -1.0, 2.0, 0.25, 2.0, 0.25]).unwrap();
     let teacher = TeacherSamples::of_some_texts("A", sampled.clone(), vec![0, 2], deterministic.clone(), Some(hidden));
-    let scores = fitted(2, 1e-6).score(&[teacher.clone()]).unwrap();
+    let scores = fitted(2, 1e-6).score(std::slice::from_ref(&teacher)).unwrap();
     assert_eq!(scores.shape(), &[3, 1]);
     for (got, want) in scores.data().iter().zip([0.0, 0.188722, 0.188722]) {
         assert!((got - want).abs() < 1e-4, "{:?}", scores.data());

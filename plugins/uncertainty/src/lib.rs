@@ -141,7 +141,7 @@ impl Plugin for UncertaintyPlugin {
             ),
             component(
                 "mc-fitted",
-                "Certainty of K stochastic passes as a ridge fit predicts it from each text's \
+                "Certainty of K stochastic passes as ridge fits predict it from each text's \
                  deterministic pass and hidden state, fitted on a share of the training texts that get the passes.",
                 FittedParams::specs(),
                 SamplingPlan::StochasticShare { passes: 16, per_mille: 100, minimum: 256 },

@@ -259,8 +259,8 @@ impl SampleEstimator {
     }
 }
 
-/// `mc-fitted`: a ridge fit's prediction of the measure, for every text, from the texts that were
-/// sampled; in a split smaller than `minimum`, every text sampled, the measure itself.
+/// `mc-fitted`: the measure as ridge fits on the sampled texts predict it (the mean of `bags`
+/// fits), for every text; in a split smaller than `minimum`, every text sampled, the measure itself.
 pub struct FittedEstimator {
     /// Measures the sampled texts; its plan is a `StochasticShare`.
     pub measured: SampleEstimator,

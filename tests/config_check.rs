@@ -283,12 +283,12 @@ fn a_sweep_file_is_checked_method_by_method() {
     let (out, _) = check(&format!("{base}{SWEEP}"), &[]);
     assert!(!out.ok);
     let problems: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("  - ")).collect();
-    assert_eq!(problems.len(), 3, "{}", out.stderr);
+    // The misspelt estimator is the one cause in `muka`: its strategy is not told to add one.
+    assert_eq!(problems.len(), 2, "{}", out.stderr);
     assert!(problems[0].starts_with("  - method `kd`: `strategy.temprature` in "), "{}", out.stderr);
     assert!(problems[0].contains("did you mean `temperature`?"), "{}", out.stderr);
     assert!(problems[1].starts_with("  - method `muka`: `estimator.plugin` in "), "{}", out.stderr);
     assert!(problems[1].contains("no estimator named `entropi`"), "{}", out.stderr);
-    assert!(problems[2].starts_with("  - method `muka`: strategy `muka` needs certainty scores"), "{}", out.stderr);
 
     let fixed = SWEEP.replace("temprature", "temperature").replace("entropi", "entropy");
     let (out, _) = check(&format!("{base}{fixed}"), &[]);

@@ -212,6 +212,7 @@ fn cases() -> Vec<Case> {
         case("parameter-wrong-kind", "`strategy.temperature` (from --set strategy.temperature): expected a number", run_with(&["strategy.temperature=\"hot\""])),
         case("muka-without-estimator", "strategy `muka` needs certainty scores: add an [estimator] table", run_with(&["strategy.plugin=muka"])),
         case("estimator-passes-zero", "`estimator.passes` (from --set estimator.passes)", run_with(&["estimator.plugin=mc-dropout", "estimator.passes=0"])),
+        case("fitted-bags-zero", "`estimator.bags` (from --set estimator.bags): 0 is below the minimum 1", run_with(&["estimator.plugin=mc-fitted", "estimator.bags=0"])),
         case("teacher-without-plugin", "`teachers.z.plugin` (from --set teachers.z.max_length): missing; name the teacher plugin to use", run_with(&["teachers.z.max_length=3"])),
         case("set-without-equals", "--set `student.epochs`: expected KEY=VALUE", |w, d| { let mut a = run_with(&[])(w, d); a.push("--set".into()); a.push("student.epochs".into()); a }),
         case("config-file-missing", "does-not-exist.toml does not exist", |_, d| vec!["run".into(), d.join("does-not-exist.toml").display().to_string()]),

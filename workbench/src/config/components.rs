@@ -158,12 +158,19 @@ impl LoadedConfig {
     }
 }
 
+/// Which tables of the config give certainty scores, valid or not: a strategy that needs scores
+/// is not told to add a table that is there with a problem of its own.
+pub(super) struct ScoreTables {
+    pub estimator: bool,
+    pub selector: bool,
+}
+
 /// Checks that teachers can produce what the estimator and strategy need, and that certainty
 /// scores come from one place (an estimator or a selector) where the strategy needs them.
 pub(super) fn check_signals(
     teachers: &[(String, ComponentSpec)],
     estimator: Option<(&ComponentChoice, &ComponentSpec)>,
-    selector: bool,
+    tables: ScoreTables,
     strategy: Option<(&ComponentChoice, &ComponentSpec)>,
     problems: &mut Vec<String>,
 ) {
@@ -184,10 +191,10 @@ pub(super) fn check_signals(
         problems.extend(needs(spec, "ensemble member passes", |s| s.member_passes));
         problems.extend(needs(spec, "hidden states", |s| s.hidden_states));
     }
-    if estimator.is_some() && selector {
+    if tables.estimator && tables.selector {
         problems.push("[estimator] and [selector] both give certainty scores: keep one".into());
     }
-    if let (Some((_, spec)), None, false) = (strategy, estimator, selector) {
+    if let (Some((_, spec)), false, false) = (strategy, tables.estimator, tables.selector) {
         if spec.signals.scores {
             problems.push(format!(
                 "strategy `{}` needs certainty scores: add an [estimator] table (e.g. plugin = \"entropy\") \

@@ -13,7 +13,7 @@ use figment::{value::Value, Figment};
 use serde::Deserialize;
 use workbench_plugin_api::{ComponentKind, ParamTable, ParamValue};
 
-use components::check_signals;
+use components::{check_signals, ScoreTables};
 use sources::origin;
 pub use sources::{extract, key_origin, sources, ENV_PREFIX};
 
@@ -236,10 +236,14 @@ impl LoadedConfig {
                 None
             }
         };
+        let tables = ScoreTables {
+            estimator: self.figment.find_value("estimator").is_ok(),
+            selector: self.figment.find_value("selector").is_ok(),
+        };
         check_signals(
             &teacher_specs,
             estimator.as_ref().map(|(c, s)| (c, s)),
-            selector.is_some(),
+            tables,
             strategy.as_ref().map(|(c, s)| (c, s)),
             &mut problems,
         );

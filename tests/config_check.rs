@@ -38,7 +38,7 @@ fn config(dir: &Path, text: &str) -> String {
 fn check(text: &str, extra: &[&str]) -> (support::Run, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = config(dir.path(), text);
-    let mut args = vec!["config", "check", &file];
+    let mut args = vec!["config", "check", "--print", &file];
     args.extend_from_slice(extra);
     (run(&mut workbench(&args)), file)
 }
@@ -110,6 +110,7 @@ fn environment_overrides_the_file_and_set_overrides_both() {
     let out = run(workbench(&[
         "config",
         "check",
+        "--print",
         &file,
         "--set",
         "strategy.temperature=4",
@@ -216,7 +217,7 @@ fn run_without_data_is_refused_and_leaves_no_run_directory() {
     assert!(out.stderr.contains("no [data] table: name the dataset the student learns from"), "{}", out.stderr);
     assert!(!output.join("two-teachers").exists(), "a run that fails before its first epoch leaves nothing");
     // The resolved config it would have written is what `config check` prints.
-    let checked = run(&mut workbench(&["config", "check", &file]));
+    let checked = run(&mut workbench(&["config", "check", "--print", &file]));
     assert!(checked.ok, "{}", checked.stderr);
     let written: toml::Table = checked.stdout.parse().unwrap();
     assert_eq!(written["seed"].as_integer(), Some(3));
@@ -326,7 +327,7 @@ fn an_errors_cause_is_printed_once() {
 fn predict_prints_a_teachers_distribution_and_the_estimators_score_by_hand() {
     let dir = tempfile::tempdir().unwrap();
     let file = config(dir.path(), GOOD);
-    let out = run(&mut workbench(&["predict", &file, "--teacher", "news", "--json", "any text"]));
+    let out = run(&mut workbench(&["predict", "--config", &file, "--teacher", "news", "--json", "any text"]));
     assert!(out.ok, "{}", out.stderr);
     let line: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
     // softmax([2, -1]) = [1 / (1 + e^-3), e^-3 / (1 + e^-3)]; entropy certainty 1 - H / ln 2.
@@ -335,9 +336,9 @@ fn predict_prints_a_teachers_distribution_and_the_estimators_score_by_hand() {
     assert_eq!(line["probabilities"][0][0], "politics");
     assert!((line["probabilities"][0][1].as_f64().unwrap() - p).abs() < 1e-6, "{line}");
     assert!((line["score"].as_f64().unwrap() - (1.0 - entropy / 2f64.ln())).abs() < 1e-6, "{line}");
-    let table = run(&mut workbench(&["predict", &file, "--teacher", "news", "some text"]));
+    let table = run(&mut workbench(&["predict", "--config", &file, "--teacher", "news", "some text"]));
     assert_eq!(table.stdout, "\"some text\"  (estimator score 0.7246)\n  politics  0.9526\n  sport     0.0474\n");
-    let wrong = run(&mut workbench(&["predict", &file, "--teacher", "sports", "x"]));
+    let wrong = run(&mut workbench(&["predict", "--config", &file, "--teacher", "sports", "x"]));
     assert!(
         wrong.stderr.contains("the config has no teacher `sports`; its teachers: news, science"),
         "{}",
@@ -358,7 +359,7 @@ fn plugin_paths_are_read_from_the_working_directory_like_every_path() {
     // Two plugins now offer `fixed-logits` (the workspace's and the copy): `library` picks one.
     let text = GOOD.replace("plugin = \"fixed-logits\"\n", "plugin = \"fixed-logits\"\nlibrary = \"libs\"\n");
     std::fs::write(dir.path().join("configs/experiment.toml"), format!("plugin_dirs = [\"libs\"]\n{text}")).unwrap();
-    let check = |cwd: &Path, file: &str| run(workbench(&["config", "check", file]).current_dir(cwd));
+    let check = |cwd: &Path, file: &str| run(workbench(&["config", "check", "--print", file]).current_dir(cwd));
     let out = check(dir.path(), "configs/experiment.toml");
     assert!(out.ok, "{}", out.stderr);
     assert!(out.stdout.contains("library = \"libs\""), "{}", out.stdout);
@@ -388,7 +389,17 @@ fn a_bf16_teacher_predicts_within_rounding_of_fp32_and_other_precisions_are_refu
     let file = config(dir.path(), &text);
     let predict = |precision: &str| {
         let set = format!("teachers.r.precision={precision}");
-        run(&mut workbench(&["predict", &file, "--teacher", "r", "--json", "--set", &set, "alpha beta gamma"]))
+        run(&mut workbench(&[
+            "predict",
+            "--config",
+            &file,
+            "--teacher",
+            "r",
+            "--json",
+            "--set",
+            &set,
+            "alpha beta gamma",
+        ]))
     };
     let probabilities = |precision: &str| -> Vec<f64> {
         let out = predict(precision);
@@ -485,4 +496,104 @@ fn a_sweep_methods_student_table_changes_the_base_student_key_by_key() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn check_ends_with_a_verdict_line_after_creating_every_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = config(dir.path(), GOOD);
+    let out = run(&mut workbench(&["config", "check", &file]));
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.stdout, format!("ok: {file} is a valid run `two-teachers` (4 components created)\n"));
+    // With --print the verdict follows the resolved config as a TOML comment.
+    let printed = run(&mut workbench(&["config", "check", "--print", &file]));
+    assert!(printed
+        .stdout
+        .ends_with(&format!("\n# ok: {file} is a valid run `two-teachers` (4 components created)\n")));
+}
+
+#[test]
+fn check_refuses_a_missing_checkpoint_and_a_model_type_the_encoder_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let gpt2 = dir.path().join("gpt2");
+    std::fs::create_dir(&gpt2).unwrap();
+    std::fs::write(gpt2.join("config.json"), r#"{"model_type": "gpt2", "vocab_size": 50257}"#).unwrap();
+    let missing = dir.path().join("no/such/teacher");
+    let text = format!(
+        "[teachers.a]\nplugin = \"bert\"\ncheckpoints = [{missing:?}]\n\n[teachers.b]\nplugin = \"bert\"\n\
+         checkpoints = [{gpt2:?}]\n\n[estimator]\nplugin = \"entropy\"\n\n[strategy]\nplugin = \"muka\"\n"
+    );
+    let file = config(dir.path(), &text);
+    let out = run(&mut workbench(&["config", "check", &file]));
+    assert!(!out.ok);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let bert = support::plugin_dir().join(format!(
+        "{}workbench_bert_teacher{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    let plugin =
+        format!("plugin `workbench-bert-teacher` ({}) failed in create_teacher (component `bert`)", bert.display());
+    assert_eq!(
+        lines[lines.len() - 3..],
+        [
+            format!(
+                "  - `teachers.a`: {plugin}: {}: not a checkpoint directory (it does not exist)",
+                missing.display()
+            ),
+            format!(
+                "  - `teachers.b`: {plugin}: {}: model_type `gpt2` is not supported (supported: bert, roberta, \
+                 xlm-roberta, distilbert)",
+                gpt2.join("config.json").display()
+            ),
+            format!("not ready: {file} cannot run as it is (2 problems)"),
+        ],
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_table_given_with_set_replaces_the_table_of_the_file() {
+    let sampled = GOOD.replace("plugin = \"entropy\"", "plugin = \"mc-dropout\"\npasses = 4");
+    // Naming a new plugin key by key keeps the old parameters, which the new plugin refuses...
+    let (out, file) = check(&sampled, &["--set", "estimator.plugin=entropy"]);
+    assert!(!out.ok);
+    assert!(out.stderr.contains(&format!("`estimator.passes` in {file}: unknown parameter of estimator `entropy`")));
+    // ...a table replaces them; keys set after it refine it.
+    let (out, _) =
+        check(&sampled, &["--set", "estimator={ plugin = \"entropy\" }", "--set", "estimator.measure=max-prob"]);
+    assert!(out.ok, "{}", out.stderr);
+    let resolved: toml::Table = out.stdout.parse().unwrap();
+    assert_eq!(resolved["estimator"]["plugin"].as_str(), Some("entropy"));
+    assert_eq!(resolved["estimator"]["measure"].as_str(), Some("max-prob"));
+    assert!(resolved["estimator"].get("passes").is_none(), "{resolved:?}");
+}
+
+#[test]
+fn predict_reads_any_checkpoint_directory_over_its_own_labels() {
+    // transformers' logits for these texts, committed with the tiny DistilBERT (scripts/compat.py).
+    let fixture = support::repo_root().join("core/models/fixtures/parity/distilbert");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap()).unwrap();
+    let texts = ["the hockey team won the game in overtime", "short"];
+    let dir = fixture.to_str().unwrap();
+    let out = run(&mut workbench(&["predict", "--model", dir, "--json", texts[0], texts[1]]));
+    assert!(out.ok, "{}", out.stderr);
+    for (line, row) in out.stdout.lines().zip([0, 3]) {
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        let logits: Vec<f64> =
+            expected["logits"][row].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let total: f64 = logits.iter().map(|l| l.exp()).sum();
+        for pair in line["probabilities"].as_array().unwrap() {
+            let label = pair[0].as_str().unwrap();
+            let index = ["alpha", "beta", "gamma"].iter().position(|l| *l == label).unwrap();
+            assert!((pair[1].as_f64().unwrap() - logits[index].exp() / total).abs() < 1e-5, "{line}");
+        }
+        assert!(line["score"].is_null());
+    }
+    let table = run(&mut workbench(&["predict", "--model", dir, "short"]));
+    assert_eq!(table.stdout, "\"short\"\n  beta   0.8145\n  alpha  0.1785\n  gamma  0.0070\n");
+    let neither = run(&mut workbench(&["predict", "short"]));
+    assert!(neither.stderr.contains("the following required arguments were not provided"), "{}", neither.stderr);
 }

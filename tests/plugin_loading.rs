@@ -177,7 +177,7 @@ fn broken_strategy_output_is_refused_naming_the_plugin() {
 /// process with `--isolate-plugins`), for the teacher `teacher` of `config`.
 fn echoed_labels(config: &std::path::Path, teacher: &str, isolated: bool) -> Vec<String> {
     let mut args = if isolated { vec!["--isolate-plugins"] } else { Vec::new() };
-    args.extend(["predict", config.to_str().unwrap(), "--teacher", teacher, "--json", "any text"]);
+    args.extend(["predict", "--config", config.to_str().unwrap(), "--teacher", teacher, "--json", "any text"]);
     let out = run(&mut workbench(&args));
     assert!(out.ok, "{}", out.stderr);
     let line: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();

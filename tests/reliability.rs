@@ -303,8 +303,14 @@ fn cases() -> Vec<Case> {
 /// state after one epoch.
 fn stopped_run(world: &World, case_dir: &Path) -> PathBuf {
     let name = case_dir.file_name().unwrap().to_string_lossy().into_owned();
-    let resolved =
-        run(&mut workbench(&["config", "check", world.base.to_str().unwrap(), "--set", &format!("name={name}")]));
+    let resolved = run(&mut workbench(&[
+        "config",
+        "check",
+        "--print",
+        world.base.to_str().unwrap(),
+        "--set",
+        &format!("name={name}"),
+    ]));
     assert!(resolved.ok, "{}", resolved.stderr);
     let dir = world.dir.join("runs").join(&name);
     std::fs::create_dir_all(dir.join("state")).unwrap();

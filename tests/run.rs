@@ -627,6 +627,39 @@ fn a_student_learns_from_an_unlabelled_transfer_set() {
     assert!(results["student"]["accuracy"].as_f64().unwrap() > 0.5, "{results}");
     let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     assert!(report.contains("| concat-argmax (reference) | – | "), "{report}");
+
+    // The student's model card: labels with their teachers, the teachers' hashes, the method
+    // with its paper, the scores of the report, the config that reproduces it.
+    let student = run_dir.join("student");
+    let card = std::fs::read_to_string(student.join("README.md")).unwrap();
+    assert!(card.starts_with("---\nlibrary_name: transformers\npipeline_tag: text-classification\n"), "{card}");
+    assert!(card.contains("# Student of the workbench run `tiny`\n\nA text classifier over 4 labels"), "{card}");
+    assert!(card.contains("without human labels: it learnt from the teachers' outputs on 120 unlabelled texts"));
+    for (id, label) in manifest["union_labels"].as_array().unwrap().iter().enumerate() {
+        assert!(card.contains(&format!("| {id} | {} | `", label.as_str().unwrap())), "{label} in {card}");
+    }
+    for teacher in manifest["teachers"].as_array().unwrap() {
+        let row = format!(
+            "| `{}` | `bert` | 2 | `{}` |",
+            teacher["name"].as_str().unwrap(),
+            teacher["sha256"].as_str().unwrap()
+        );
+        assert!(card.contains(&row), "{row} in {card}");
+    }
+    assert!(card
+        .contains("- strategy: `vanilla-kd`: Distil softmax(concat(teacher logits) / T), loss scaled by T² (Hinton"));
+    let scores = report.split_once("Test accuracy on the union").unwrap().1.split("\n\nRows left out").next().unwrap();
+    assert!(card.contains(scores.trim_end()), "the report's scores in {card}");
+    assert!(card.contains("trust_remote_code=True") && student.join("modeling_workbench.py").is_file());
+    let config = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
+    assert!(card.contains(&format!("```toml\n{config}```")), "{card}");
+    // And the student answers `predict --model` over the union labels.
+    let predicted = run(&mut workbench(&["predict", "--model", student.to_str().unwrap(), "--json", "some text"]));
+    assert!(predicted.ok, "{}", predicted.stderr);
+    let line: serde_json::Value = serde_json::from_str(predicted.stdout.trim()).unwrap();
+    let total: f64 = line["probabilities"].as_array().unwrap().iter().map(|p| p[1].as_f64().unwrap()).sum();
+    assert_eq!(line["probabilities"].as_array().unwrap().len(), 4);
+    assert!((total - 1.0).abs() < 1e-5, "{line}");
 }
 
 /// `configs/heterogeneous-archs.toml` in small: a one-layer MiniLM (BERT, WordPiece) teacher and
@@ -661,8 +694,10 @@ fn a_bert_and_a_roberta_teacher_amalgamate_into_a_distilbert_student() {
             serde_json::from_str(&std::fs::read_to_string(checkpoint.join("config.json")).unwrap()).unwrap();
         config["model_type"].as_str().unwrap().to_string()
     };
-    assert_eq!(model_type(&dir.path().join("teacher-a")), "bert");
-    assert_eq!(model_type(&dir.path().join("teacher-b")), "roberta");
+    // Mean-pooled teachers are exported under our own model type (transformers refuses them
+    // without the code beside them); the student keeps the DistilBERT fixture's `cls` head.
+    assert_eq!(model_type(&dir.path().join("teacher-a")), "workbench-mean-pooled-bert");
+    assert_eq!(model_type(&dir.path().join("teacher-b")), "workbench-mean-pooled-roberta");
     assert_eq!(model_type(&dir.path().join("runs/tiny/student")), "distilbert");
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("runs/tiny/results.json")).unwrap()).unwrap();

@@ -40,6 +40,18 @@ fn a_one_layer_teacher_lowers_its_loss_and_beats_chance() {
     assert_eq!(config["num_hidden_layers"], 1);
     assert_eq!(config["id2label"], serde_json::json!({"0": "science", "1": "sport"}));
     assert!(teacher.join("tokenizer.json").is_file() && teacher.join("model.safetensors").is_file());
+    // Its model card: labels, recipe and scores.
+    let card = std::fs::read_to_string(teacher.join("README.md")).unwrap();
+    let validation = summary["outcome"]["validation_accuracy"].as_f64().unwrap();
+    for part in [
+        "# Teacher over 2 labels\n\nFine-tuned by `workbench teach`".to_string(),
+        "from `minilm` cut to 1 layer on ".into(),
+        format!("Validation accuracy {validation:.4}; test accuracy on its labels {test_accuracy:.4}."),
+        "| 0 | science |\n| 1 | sport |\n".into(),
+        "trust_remote_code=True".into(),
+    ] {
+        assert!(card.contains(&part), "`{part}` in {card}");
+    }
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! - [`training`]: the one training loop for teachers and students;
 //! - [`signal_cache`]: the teachers' outputs, computed once;
 //! - [`run`]: one experiment end to end; [`sweep`]: a grid of them as a job graph;
-//! - [`evaluate`], [`metrics`]: the measures reports are made of.
+//! - [`evaluate`], [`metrics`]: the measures reports are made of; [`model_card`]: the README of
+//!   every exported checkpoint.
 
 pub mod allocator;
 pub mod assets;
@@ -17,6 +18,7 @@ pub mod files;
 pub mod host;
 pub mod logging;
 pub mod metrics;
+pub mod model_card;
 pub mod predict;
 pub mod progress;
 pub mod run;

@@ -1,6 +1,8 @@
 //! Host logging: `tracing` with `RUST_LOG`-style filters, `-v`/`-q`, and the callback through
 //! which plugins' log lines reach the host.
 
+use std::io::IsTerminal;
+
 use abi_stable::std_types::RStr;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::EnvFilter;
@@ -17,11 +19,16 @@ pub fn level_for(verbosity: i8) -> LevelFilter {
     }
 }
 
-/// Installs the host's subscriber on stderr. `RUST_LOG`, when set, overrides the verbosity.
+/// Installs the host's subscriber on stderr, in colour only where stderr is a terminal. `RUST_LOG`, when set, overrides the verbosity.
 pub fn init(verbosity: i8) -> LogLevel {
     let filter = EnvFilter::builder().with_default_directive(level_for(verbosity).into()).from_env_lossy();
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    // Colour codes only on a terminal: a redirected log (a file, a Slurm job's output) stays plain text.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
     match LevelFilter::current() {
         LevelFilter::OFF | LevelFilter::ERROR => LogLevel::Error,
         LevelFilter::WARN => LogLevel::Warn,

@@ -53,8 +53,9 @@ enum Command {
     Sweep(SweepArgs),
     /// Fine-tune a teacher on some (or all) labels of a dataset; writes a Hugging Face checkpoint.
     Teach(ConfigArgs),
-    /// Run one teacher of a config on a few texts: its distribution over its labels and, when
-    /// the config has an estimator, the estimator's certainty score.
+    /// Classify a few texts with a checkpoint (`--model DIR`: a student, a teacher), or with one
+    /// teacher of a config (`--config FILE --teacher NAME`: with the estimator's certainty score
+    /// when the config has one).
     Predict(PredictArgs),
     /// Print a checkpoint's logits for some texts as JSON, with the token ids it used (for
     /// comparisons with other implementations).
@@ -91,13 +92,19 @@ struct RunArgs {
 }
 
 #[derive(Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["model", "teacher"]))]
 struct PredictArgs {
-    /// Config file in TOML (a run or a sweep config; a sweep's first method is used).
-    #[arg(value_name = "CONFIG")]
-    config: PathBuf,
-    /// The teacher: a key of `[teachers]`, `oracle` or `selector`.
-    #[arg(long)]
-    teacher: String,
+    /// A checkpoint directory (a run's `student/`, a taught teacher, any supported Hugging Face
+    /// classifier): its labels with their probabilities, texts cut to its trained length.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "teacher", "sets"])]
+    model: Option<PathBuf>,
+    /// Config file in TOML (a run or a sweep config; a sweep's first method is used), with
+    /// `--teacher`.
+    #[arg(long, value_name = "CONFIG", requires = "teacher")]
+    config: Option<PathBuf>,
+    /// The teacher of `--config`: a key of `[teachers]`, `oracle` or `selector`.
+    #[arg(long, requires = "config")]
+    teacher: Option<String>,
     /// Override a key, e.g. --set estimator.passes=16.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
@@ -182,8 +189,19 @@ enum PluginsCommand {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Resolve a config (file, then WORKBENCH_* environment, then --set), validate it against
-    /// the plugins, and print the result.
-    Check(ConfigArgs),
+    /// the plugins, create every teacher, estimator and strategy as a run would (checkpoints
+    /// found and loadable), and end with one verdict line.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print the resolved config (every default filled in) as TOML; the verdict follows as a
+    /// TOML comment.
+    #[arg(long)]
+    print: bool,
 }
 
 #[derive(Args)]
@@ -291,14 +309,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 PluginsCommand::New { name, kind, path, git } => scaffold_plugin(&name, kind, &path, git)?,
             }
         }
-        Command::Config(ConfigCommand::Check(args)) => {
-            let (loaded, registry) = load_config(&args, max_log_level, plugin_dirs, isolation)?;
-            if loaded.is_sweep() {
-                for (method, resolved) in workbench::sweep::check(&args.files, &args.sets, &registry)? {
-                    println!("# method `{method}`\n{}", resolved.to_toml());
-                }
-            } else {
-                print!("{}", loaded.validate(&registry)?.to_toml());
+        Command::Config(ConfigCommand::Check(CheckArgs { config: args, print })) => {
+            let checked = load_config(&args, max_log_level, plugin_dirs, isolation)
+                .and_then(|(loaded, registry)| check_config(&args, &loaded, &registry, print));
+            if let Err(error) = checked {
+                let files: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
+                let count = match error.downcast_ref::<workbench::Error>() {
+                    Some(workbench::Error::InvalidConfig { problems }) if problems.len() > 1 => {
+                        format!(" ({} problems)", problems.len())
+                    }
+                    _ => String::new(),
+                };
+                bail!("{}\nnot ready: {} cannot run as it is{count}", describe(&error), files.join(" + "));
             }
         }
         Command::Teach(args) => {
@@ -318,15 +340,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Logits(args) => print_logits(&args)?,
+        Command::Predict(PredictArgs { model: Some(dir), texts, json, .. }) => {
+            print_predictions(&workbench::predict::predict_checkpoint(&dir, &texts)?, json);
+        }
         Command::Predict(args) => {
-            let config = ConfigArgs { files: vec![args.config.clone()], sets: args.sets.clone() };
+            let (Some(file), Some(teacher)) = (args.config, args.teacher) else {
+                bail!("name a checkpoint with --model DIR, or a config's teacher with --config FILE --teacher NAME");
+            };
+            let config = ConfigArgs { files: vec![file], sets: args.sets.clone() };
             let (loaded, registry) = load_config(&config, max_log_level, plugin_dirs, isolation)?;
             let resolved = if loaded.is_sweep() {
                 workbench::sweep::check(&config.files, &config.sets, &registry)?.swap_remove(0).1
             } else {
                 loaded.validate(&registry)?
             };
-            let predictions = workbench::predict::predict(&resolved, &registry, &args.teacher, &args.texts)?;
+            let predictions = workbench::predict::predict(&resolved, &registry, &teacher, &args.texts)?;
             print_predictions(&predictions, args.json);
         }
         Command::Sweep(sweep) => {
@@ -387,6 +415,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("  {:<40} {}", "concat-argmax selection", results.selection.concat_argmax.describe());
         }
     }
+    Ok(())
+}
+
+/// `config check`: every method's resolved config (printed with `--print`), each component
+/// created, then one verdict line.
+fn check_config(args: &ConfigArgs, loaded: &LoadedConfig, registry: &Registry, print: bool) -> anyhow::Result<()> {
+    let methods = if loaded.is_sweep() {
+        workbench::sweep::check(&args.files, &args.sets, registry)?.into_iter().map(|(m, r)| (Some(m), r)).collect()
+    } else {
+        vec![(None, loaded.validate(registry)?)]
+    };
+    let (mut seen, mut to_teach, mut checked) = (Vec::new(), Vec::new(), 0);
+    for (method, resolved) in &methods {
+        if print {
+            let heading = method.as_ref().map_or_else(String::new, |m| format!("# method `{m}`\n"));
+            print!("{heading}{}", resolved.to_toml());
+        }
+        let check = workbench::run::check_components(resolved, registry, &mut seen)?;
+        for line in &check.checked {
+            tracing::info!("checked {line}");
+        }
+        checked += check.checked.len();
+        for key in check.to_teach {
+            if !to_teach.contains(&key) {
+                to_teach.push(key);
+            }
+        }
+    }
+    let files: Vec<String> = args.files.iter().map(|f| f.display().to_string()).collect();
+    let what = match methods.len() {
+        1 => format!("run `{}`", methods[0].1.name),
+        n => format!("sweep of {n} methods"),
+    };
+    let taught =
+        if to_teach.is_empty() { String::new() } else { format!("; taught on first use: {}", to_teach.join(", ")) };
+    let comment = if print { "# " } else { "" };
+    println!("{comment}ok: {} is a valid {what} ({checked} components created{taught})", files.join(" + "));
     Ok(())
 }
 

@@ -1,6 +1,6 @@
-//! `workbench predict`: one teacher of a config on a few texts, for a look at what a teacher
-//! plugin does: its distribution over its labels and, when the config has an estimator, the
-//! certainty score the estimator gives it.
+//! `workbench predict`: a checkpoint on a few texts (a trained student, a teacher), or one
+//! teacher of a config, for a look at what a teacher plugin does: its distribution over its
+//! labels and, when the config has an estimator, the certainty score the estimator gives it.
 
 use abi_stable::std_types::RString;
 use workbench_plugin_api::{math::softmax, ForwardRequest, Sampling, SamplingPlan, TeacherSamples};
@@ -15,6 +15,24 @@ pub struct Prediction {
     pub probabilities: Vec<(String, f32)>,
     /// The estimator's certainty score, when the config has an estimator.
     pub score: Option<f32>,
+}
+
+/// Runs the checkpoint in `dir` over its own labels, texts cut to the length it was trained at
+/// (its tokenizer_config.json's), at most the model's position table.
+pub fn predict_checkpoint(dir: &std::path::Path, texts: &[String]) -> Result<Vec<Prediction>> {
+    let device = candle_core::Device::Cpu;
+    let length = workbench_models::trained_max_length(dir).unwrap_or(usize::MAX);
+    let checkpoint = workbench_models::Checkpoint::open(dir, length, &device)?;
+    let model = checkpoint.classifier(None, false, &device)?;
+    let logits = model.forward(&checkpoint.tokenizer.batch(texts, &device)?, None)?.logits.to_vec2::<f32>()?;
+    Ok(texts.iter().zip(logits).map(|(text, row)| prediction(text, model.labels(), &row, None)).collect())
+}
+
+/// A text's labels with their probabilities (softmax at T = 1), most probable first.
+fn prediction(text: &str, labels: &[String], logits: &[f32], score: Option<f32>) -> Prediction {
+    let mut probabilities: Vec<(String, f32)> = labels.iter().cloned().zip(softmax(logits, 1.0)).collect();
+    probabilities.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Prediction { text: text.to_string(), probabilities, score }
 }
 
 /// Runs the teacher named `teacher` (a key of `[teachers]`, `oracle` or `selector`) on `texts`.
@@ -58,14 +76,10 @@ pub fn predict(
         }
         None => None,
     };
+    let labels: Vec<String> = info.labels.iter().map(|l| l.to_string()).collect();
     Ok(texts
         .iter()
         .enumerate()
-        .map(|(i, text)| {
-            let mut probabilities: Vec<(String, f32)> =
-                info.labels.iter().map(|l| l.to_string()).zip(softmax(logits.at(&[0, i]), 1.0)).collect();
-            probabilities.sort_by(|a, b| b.1.total_cmp(&a.1));
-            Prediction { text: text.clone(), probabilities, score: scores.as_ref().map(|s| s.at(&[i])[0]) }
-        })
+        .map(|(i, text)| prediction(text, &labels, logits.at(&[0, i]), scores.as_ref().map(|s| s.at(&[i])[0])))
         .collect())
 }

@@ -181,7 +181,7 @@ impl SignalCache {
         std::fs::create_dir_all(&self.dir).map_err(Error::io(format!("creating {}", self.dir.display())))?;
         let sampling = plan.request(mc_seed);
         let chunk = 64;
-        let bar = Progress::texts(texts.len(), format!("teacher `{name}`: {plan:?}"));
+        let bar = Progress::texts(texts.len(), format!("teacher `{name}`: {plan}"));
         let (mut samples, mut hidden): (Vec<Vec<f32>>, Vec<f32>) = (Vec::new(), Vec::new());
         for (i, part) in texts.chunks(chunk).enumerate() {
             // Each chunk's passes get their own seed, derived from the run's MC seed.

@@ -9,7 +9,9 @@ use std::{
 
 use candle_core::{Device, Tensor};
 
-use crate::{EncoderClassifier, EncoderConfig, Family, ModelError, Pooling, Result, TextTokenizer};
+use crate::{
+    config::MODELING_MODULE, EncoderClassifier, EncoderConfig, Family, ModelError, Pooling, Result, TextTokenizer,
+};
 
 /// The tensors of a `model.safetensors`, by name without the family's prefix.
 pub struct Weights {
@@ -173,10 +175,15 @@ pub fn save_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Resul
     std::fs::rename(&partial, path).map_err(|e| ModelError::file(path, e))
 }
 
+/// transformers' code for mean-pooled checkpoints, written beside each one.
+const MODELING_CODE: &str = include_str!("modeling_workbench.py");
+
 impl EncoderClassifier {
-    /// Writes a Hugging Face `...ForSequenceClassification` directory of the model's family:
-    /// model.safetensors (encoder under the family's prefix, the head without), config.json in
-    /// the family's keys with id2label and label2id, and the tokenizer.
+    /// Writes a Hugging Face sequence-classification directory of the model's family that
+    /// transformers reads with our predictions or refuses: model.safetensors (encoder under the
+    /// family's prefix, the head without), config.json in the family's keys with id2label and
+    /// label2id (for a mean-pooled model, its own model type and `modeling_workbench.py`; see
+    /// [`EncoderConfig::to_json`]), tokenizer.json and tokenizer_config.json.
     pub fn save(&self, dir: &Path, tokenizer: &TextTokenizer) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| ModelError::file(dir, e))?;
         let tensors: HashMap<String, Tensor> = self
@@ -189,8 +196,17 @@ impl EncoderClassifier {
             })
             .collect();
         save_safetensors(&tensors, &dir.join("model.safetensors"))?;
-        std::fs::write(dir.join("config.json"), self.config.to_json())
-            .map_err(|e| ModelError::file(dir.join("config.json"), e))?;
-        tokenizer.save(&dir.join("tokenizer.json"))
+        let write = |name: &str, contents: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, contents).map_err(|e| ModelError::file(&path, e))
+        };
+        write("config.json", &self.config.to_json(tokenizer.max_length()))?;
+        let modeling = dir.join(format!("{MODELING_MODULE}.py"));
+        if self.config.pooling == Some(Pooling::Mean) {
+            write(&format!("{MODELING_MODULE}.py"), MODELING_CODE)?;
+        } else if modeling.is_file() {
+            std::fs::remove_file(&modeling).map_err(|e| ModelError::file(&modeling, e))?;
+        }
+        tokenizer.save(dir)
     }
 }

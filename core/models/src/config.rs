@@ -5,7 +5,14 @@ use std::{collections::BTreeMap, path::Path};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Family, ModelError, Result};
+use crate::{family::MEAN_POOLED_PREFIX, Family, ModelError, Result};
+
+/// The module transformers imports a mean-pooled export's classes from (`<module>.py` beside
+/// the weights).
+pub(crate) const MODELING_MODULE: &str = "modeling_workbench";
+
+/// The config.json key of a mean-pooled export's longest input, in tokens.
+const MAX_INPUT_LENGTH: &str = "max_input_length";
 
 fn default_eps() -> f64 {
     1e-12
@@ -130,6 +137,15 @@ impl EncoderConfig {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::file(path, e))?;
         let mut keys: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
             .map_err(|e| ModelError::file(path, format!("not a JSON object of settings: {e}")))?;
+        let exported_type = keys.get("model_type").and_then(serde_json::Value::as_str);
+        if let Some(own) = exported_type.and_then(|t| t.strip_prefix(MEAN_POOLED_PREFIX)).map(str::to_string) {
+            // Our mean-pooled export, read as the family's own checkpoint; saving writes the
+            // export's type, code pointer and length again.
+            keys.insert("model_type".into(), own.into());
+            keys.remove("auto_map");
+            keys.remove(MAX_INPUT_LENGTH);
+            keys.entry("pooling").or_insert_with(|| "mean".into());
+        }
         let model_type = keys.get("model_type").and_then(serde_json::Value::as_str);
         let family = Family::from_model_type(model_type).map_err(|reason| ModelError::file(path, reason))?;
         family.rename_to_bert_keys(&mut keys);
@@ -236,9 +252,11 @@ impl EncoderConfig {
         self.max_position_embeddings.saturating_sub(first)
     }
 
-    /// config.json as the family writes it, as transformers' `...ForSequenceClassification`
-    /// reads it.
-    pub fn to_json(&self) -> String {
+    /// config.json as transformers reads it: in the family's keys, for its native
+    /// `...ForSequenceClassification` under `cls` pooling; under `mean` pooling, for the class of
+    /// `modeling_workbench.py` (see [`MEAN_POOLED_PREFIX`]), which cuts inputs to
+    /// `max_input_length` tokens as the model was trained.
+    pub fn to_json(&self, max_input_length: usize) -> String {
         let serde_json::Value::Object(mut keys) = serde_json::to_value(self).expect("a config serializes") else {
             unreachable!("a struct serializes to an object")
         };
@@ -249,7 +267,22 @@ impl EncoderConfig {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        keys.insert("architectures".into(), serde_json::json!([self.family.architecture(&model_type)]));
+        let stem = self.family.class_stem(&model_type);
+        if self.pooling == Some(Pooling::Mean) {
+            let class = format!("Workbench{stem}ForSequenceClassification");
+            keys.insert("model_type".into(), format!("{MEAN_POOLED_PREFIX}{model_type}").into());
+            keys.insert("architectures".into(), serde_json::json!([class]));
+            keys.insert(
+                "auto_map".into(),
+                serde_json::json!({
+                    "AutoConfig": format!("{MODELING_MODULE}.Workbench{stem}Config"),
+                    "AutoModelForSequenceClassification": format!("{MODELING_MODULE}.{class}"),
+                }),
+            );
+            keys.insert(MAX_INPUT_LENGTH.into(), max_input_length.into());
+        } else {
+            keys.insert("architectures".into(), serde_json::json!([format!("{stem}ForSequenceClassification")]));
+        }
         serde_json::to_string_pretty(&keys).expect("a config serializes")
     }
 

@@ -7,6 +7,11 @@ use serde_json::{Map, Value};
 
 use crate::Pooling;
 
+/// The `model_type` of a mean-pooled export is the family's own after this prefix: transformers
+/// knows no such type, so it refuses the checkpoint unless told to run the `modeling_workbench.py`
+/// written beside it (a native class would read it with a random pooler on the first token).
+pub const MEAN_POOLED_PREFIX: &str = "workbench-mean-pooled-";
+
 /// A model family, from config.json's `model_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Family {
@@ -140,13 +145,15 @@ impl Family {
         }
     }
 
-    /// The transformers class an export is read back with.
-    pub(crate) fn architecture(self, model_type: &str) -> &'static str {
+    /// The transformers class a `cls`-pooled export is read back with, by its stem (`Bert`,
+    /// `XLMRoberta`, ...): the native `<stem>ForSequenceClassification`, or for mean pooling
+    /// `Workbench<stem>ForSequenceClassification` of `modeling_workbench.py`.
+    pub(crate) fn class_stem(self, model_type: &str) -> &'static str {
         match (self, model_type) {
-            (Family::Roberta, "xlm-roberta") => "XLMRobertaForSequenceClassification",
-            (Family::Roberta, _) => "RobertaForSequenceClassification",
-            (Family::DistilBert, _) => "DistilBertForSequenceClassification",
-            (Family::Bert, _) => "BertForSequenceClassification",
+            (Family::Roberta, "xlm-roberta") => "XLMRoberta",
+            (Family::Roberta, _) => "Roberta",
+            (Family::DistilBert, _) => "DistilBert",
+            (Family::Bert, _) => "Bert",
         }
     }
 

@@ -15,7 +15,7 @@ pub use config::{EncoderConfig, Pooling, Precision};
 pub use encoder::{pool, Dropout, EncoderClassifier, McDepth, ModelOutput, StochasticPass};
 pub use error::{ModelError, Result};
 pub use family::Family;
-pub use tokenizer::{Batch, TextTokenizer};
+pub use tokenizer::{trained_max_length, Batch, TextTokenizer};
 
 #[cfg(test)]
 mod family_tests;

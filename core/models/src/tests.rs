@@ -467,6 +467,40 @@ fn a_mean_pooled_model_exported_and_reloaded_gives_identical_logits() {
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(saved.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(config["pooling"], "mean", "the export records its pooling");
+    // transformers knows no such model type: it refuses the checkpoint unless told to run the
+    // class written beside it, which pools by mean and cuts inputs to the trained length.
+    assert_eq!(config["model_type"], "workbench-mean-pooled-bert");
+    assert_eq!(config["architectures"], serde_json::json!(["WorkbenchBertForSequenceClassification"]));
+    assert_eq!(
+        config["auto_map"],
+        serde_json::json!({
+            "AutoConfig": "modeling_workbench.WorkbenchBertConfig",
+            "AutoModelForSequenceClassification": "modeling_workbench.WorkbenchBertForSequenceClassification",
+        })
+    );
+    assert_eq!(config["max_input_length"], checkpoint.tokenizer.max_length());
+    let code = std::fs::read_to_string(saved.path().join("modeling_workbench.py")).unwrap();
+    for class in ["class WorkbenchBertConfig(BertConfig)", "class WorkbenchBertForSequenceClassification("] {
+        assert!(code.contains(class), "{class}");
+    }
+    let tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(saved.path().join("tokenizer_config.json")).unwrap()).unwrap();
+    assert_eq!(
+        tokenizer,
+        serde_json::json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "model_max_length": checkpoint.tokenizer.max_length(),
+            "padding_side": "right",
+            "truncation_side": "right",
+            "clean_up_tokenization_spaces": false,
+            "cls_token": "[CLS]",
+            "sep_token": "[SEP]",
+            "pad_token": "[PAD]",
+            "unk_token": "[UNK]",
+            "mask_token": "[MASK]",
+        })
+    );
+    assert_eq!(crate::trained_max_length(saved.path()), Some(checkpoint.tokenizer.max_length()));
     let reopened = Checkpoint::open(saved.path(), 16, &Device::Cpu).unwrap();
     assert_eq!(reopened.pooling, Pooling::Mean);
     let again = reopened.classifier(None, false, &Device::Cpu).unwrap();
@@ -476,6 +510,13 @@ fn a_mean_pooled_model_exported_and_reloaded_gives_identical_logits() {
         m.mc_logits(&batch, 3, 4, McDepth::default()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
     };
     assert_eq!(mc(&model), mc(&again), "and identical MC passes");
+    // Saved again as `cls`, the checkpoint is transformers' native class and the code goes.
+    let native = checkpoint.classifier_for(&options(None, false), &Device::Cpu).unwrap();
+    native.save(saved.path(), &checkpoint.tokenizer).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(saved.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!((config["model_type"].as_str(), config.get("auto_map")), (Some("bert"), None));
+    assert!(!saved.path().join("modeling_workbench.py").exists());
     // Mean and cls heads over the same encoder differ.
     let cls = checkpoint.classifier_for(&options(None, false), &Device::Cpu).unwrap();
     assert_ne!(logits(&checkpoint, &cls, None), logits(&checkpoint, &model, None));

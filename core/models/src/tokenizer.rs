@@ -28,6 +28,27 @@ pub struct TextTokenizer {
 /// The padding token's name in the vocabularies of the supported families.
 const PAD_TOKENS: [&str; 2] = ["[PAD]", "<pad>"];
 
+/// The length a checkpoint's texts are cut to, from its tokenizer_config.json's
+/// `model_max_length` (which the workbench writes; Hugging Face checkpoints often say 512 or a
+/// huge placeholder), if it has one.
+pub fn trained_max_length(dir: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let length = config.get("model_max_length")?.as_f64()?;
+    (length >= 2.0).then(|| length.min(usize::MAX as f64) as usize)
+}
+
+/// transformers' special-token keys with the tokens they name in the supported families.
+const SPECIAL_TOKENS: [(&str, &[&str]); 7] = [
+    ("cls_token", &["[CLS]", "<s>"]),
+    ("sep_token", &["[SEP]", "</s>"]),
+    ("pad_token", &["[PAD]", "<pad>"]),
+    ("unk_token", &["[UNK]", "<unk>"]),
+    ("mask_token", &["[MASK]", "<mask>"]),
+    ("bos_token", &["<s>"]),
+    ("eos_token", &["</s>"]),
+];
+
 /// A text cut to `max_length` tokens must keep room for the start and end tokens.
 fn check_room(path: &Path, max_length: usize) -> Result<()> {
     if max_length < 2 {
@@ -138,8 +159,29 @@ impl TextTokenizer {
         })
     }
 
-    /// Writes tokenizer.json (with padding and truncation off).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        self.tokenizer.save(path, false).map_err(|e| ModelError::file(path, format!("cannot write tokenizer: {e}")))
+    /// Writes tokenizer.json (with padding and truncation off) and the tokenizer_config.json
+    /// transformers reads it with: the generic class that follows tokenizer.json exactly (a
+    /// family's own class rebuilds its pipeline, which can tokenize differently), the length
+    /// texts are cut to, and the special tokens.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = dir.join("tokenizer.json");
+        self.tokenizer
+            .save(&path, false)
+            .map_err(|e| ModelError::file(&path, format!("cannot write tokenizer: {e}")))?;
+        let mut config = serde_json::json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "model_max_length": self.max_length,
+            "padding_side": "right",
+            "truncation_side": "right",
+            "clean_up_tokenization_spaces": false,
+        });
+        for (key, candidates) in SPECIAL_TOKENS {
+            if let Some(token) = candidates.iter().find(|t| self.tokenizer.token_to_id(t).is_some()) {
+                config[key] = (*token).into();
+            }
+        }
+        let path = dir.join("tokenizer_config.json");
+        let text = serde_json::to_string_pretty(&config).expect("a JSON object serializes");
+        std::fs::write(&path, text).map_err(|e| ModelError::file(&path, e))
     }
 }

@@ -277,6 +277,29 @@ pub enum SamplingPlan {
     },
 }
 
+/// The plan in words, for progress lines and logs (`16 dropout passes`).
+impl std::fmt::Display for SamplingPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            SamplingPlan::Deterministic => write!(f, "one deterministic pass"),
+            SamplingPlan::Members => write!(f, "one pass per ensemble member"),
+            SamplingPlan::Stochastic { passes, top_layers: 0, .. } => write!(f, "{passes} dropout passes"),
+            SamplingPlan::Stochastic { passes, top_layers, lower_passes: 0 } => {
+                write!(f, "{passes} dropout passes through the top {top_layers} layers")
+            }
+            SamplingPlan::Stochastic { passes, top_layers, lower_passes } => write!(
+                f,
+                "{passes} dropout passes through the top {top_layers} layers over {lower_passes} dropout passes below"
+            ),
+            SamplingPlan::StochasticShare { passes, per_mille, minimum } => write!(
+                f,
+                "{passes} dropout passes over {:.1} % of the texts (at least {minimum})",
+                f64::from(per_mille) / 10.0
+            ),
+        }
+    }
+}
+
 impl SamplingPlan {
     /// The request for this plan; `seed` comes from the run's MC seed.
     pub fn request(self, seed: u64) -> Sampling {

@@ -43,31 +43,31 @@ impl Plugin for StrategiesPlugin {
         workbench_plugin_api::manifest![
             component(
                 "vanilla-kd",
-                "Distil softmax(concat(teacher logits) / T), loss scaled by T².",
+                "Distil softmax(concat(teacher logits) / T), loss scaled by T² (Hinton et al. 2015, arXiv:1503.02531).",
                 DistillationParams::specs(),
                 Signals::default(),
             ),
             component(
                 "uhc",
-                "Per teacher, match the student's distribution renormalized over that teacher's labels (UHC).",
+                "Per teacher, match the student's distribution renormalized over that teacher's labels (UHC: Vongkulbhisal et al., CVPR 2019).",
                 DistillationParams::specs(),
                 Signals::default(),
             ),
             component(
                 "muka",
-                "Model uncertainty-aware amalgamation: integrate teachers by certainty, weight instances by the score margin.",
+                "Model uncertainty-aware amalgamation: integrate teachers by certainty, weight instances by the score margin (MUKA: Li et al. 2021, arXiv:2112.07327).",
                 MukaParams::specs(),
                 NEEDS_SCORES,
             ),
             component(
                 "dfa",
-                "Feature amalgamation: regress the student's hidden state onto an auto-encoded code of the concatenated teacher hidden states, plus vanilla KD.",
+                "Feature amalgamation: regress the student's hidden state onto an auto-encoded code of the concatenated teacher hidden states, plus vanilla KD (after Shen et al., AAAI 2019).",
                 FeatureSettings::specs(),
                 NEEDS_HIDDEN,
             ),
             component(
                 "cfl",
-                "Common feature learning: match teacher and student features in a common space with multi-kernel MMD, plus reconstruction and vanilla KD.",
+                "Common feature learning: match teacher and student features in a common space with multi-kernel MMD, plus reconstruction and vanilla KD (CFL: Luo et al., IJCAI 2019).",
                 FeatureSettings::specs(),
                 NEEDS_HIDDEN,
             )

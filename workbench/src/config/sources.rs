@@ -75,20 +75,71 @@ fn settings_problem(error: figment::Error) -> String {
     }
 }
 
-/// Merges the files (in order), the environment and the `--set` assignments.
+/// A source with the keys taken out that a later `--set key={ ... }` replaces whole: a table
+/// given on the command line replaces the table, so that switching a component
+/// (`--set estimator='{ plugin = "entropy" }'`) drops the old component's parameters.
+struct Without<P> {
+    source: P,
+    /// Dotted keys.
+    replaced: Vec<String>,
+}
+
+impl<P: Provider> Provider for Without<P> {
+    fn metadata(&self) -> Metadata {
+        self.source.metadata()
+    }
+
+    fn data(&self) -> std::result::Result<Map<Profile, Dict>, figment::Error> {
+        let mut data = self.source.data()?;
+        for dict in data.values_mut() {
+            for key in &self.replaced {
+                remove_key(dict, key);
+            }
+        }
+        Ok(data)
+    }
+}
+
+fn remove_key(dict: &mut Dict, key: &str) {
+    match key.split_once('.') {
+        None => {
+            dict.remove(key);
+        }
+        Some((head, rest)) => {
+            if let Some(Value::Dict(_, inner)) = dict.get_mut(head) {
+                remove_key(inner, rest);
+            }
+        }
+    }
+}
+
+/// Merges the files (in order), the environment and the `--set` assignments; a table-valued
+/// `--set` replaces what the sources before it say under its key.
 pub fn sources(files: &[PathBuf], sets: &[String]) -> Result<Figment> {
+    let sets = sets.iter().map(|assignment| parse_set(assignment)).collect::<Result<Vec<_>>>()?;
+    // The keys that the sets from index i on replace whole, for i from 0 to the number of sets.
+    let replaced: Vec<Vec<String>> = (0..=sets.len())
+        .map(|i| {
+            sets[i..].iter().filter(|set| matches!(set.value, Value::Dict(..))).map(|set| set.key.clone()).collect()
+        })
+        .collect();
     let mut figment = Figment::new();
     for file in files {
+        if file.is_dir() {
+            return Err(Error::InvalidConfig {
+                problems: vec![format!("config file {} is a directory: name a TOML file", file.display())],
+            });
+        }
         if !file.is_file() {
             return Err(Error::InvalidConfig {
                 problems: vec![format!("config file {} does not exist", file.display())],
             });
         }
-        figment = figment.merge(Toml::file_exact(file));
+        figment = figment.merge(Without { source: Toml::file_exact(file), replaced: replaced[0].clone() });
     }
-    figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
-    for assignment in sets {
-        figment = figment.merge(parse_set(assignment)?);
+    figment = figment.merge(Without { source: Env::prefixed(ENV_PREFIX).split("__"), replaced: replaced[0].clone() });
+    for (set, replaced) in sets.into_iter().zip(&replaced[1..]) {
+        figment = figment.merge(Without { source: set, replaced: replaced.clone() });
     }
     Ok(figment)
 }

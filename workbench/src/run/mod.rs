@@ -15,6 +15,7 @@ use crate::{
     evaluate::{concat_predictions, row, teacher_predictions, ResultRow},
     files::{lock_holder, write_atomically, FileLock},
     host::Registry,
+    model_card,
     training::learner::saved_state,
     training::student::{train_student, TrainingSignals},
     Error, Result,
@@ -132,8 +133,9 @@ mod signals;
 
 pub use evaluation::{selection_only, SelectionOutcome};
 use evaluation::{selection_report, warnings};
+pub use prepare::{check_components, taught_teachers, teacher_is_ready, train_teacher, ComponentsCheck, UnownedRows};
 use prepare::{prepare, student_examples, student_texts, texts, Prepared, StudentExamples};
-pub use prepare::{taught_teachers, teacher_is_ready, train_teacher, UnownedRows};
+pub(crate) use report::scores;
 use report::{manifest, report, ManifestData};
 pub use report::{DataRecord, HostRecord, Manifest, PluginRecord, SeedRecord, TeacherRecord};
 pub use signals::{signal_requests, teacher_signals, SignalRecord, SignalRequest, Split};
@@ -298,10 +300,29 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
     };
     write(&dir.join("results.json"), &serde_json::to_string_pretty(&results).expect("JSON serializes"))?;
     write(&dir.join("report.md"), &report(config, &names, &results, &outcome.state))?;
+    let student_dir = dir.join("student");
+    let card = model_card::student_card(&student_dir, config, &manifest, &results, &method_docs(config, registry)?);
+    model_card::write(&student_dir, &card)?;
     // A complete run cannot be resumed: its training state (the model and the optimizer's
     // moments, about 110 MB for a 3-layer MiniLM student) goes, as a published teacher's does.
     crate::training::learner::remove_state(&dir)?;
     Ok(RunOutcome { dir, labels, results })
+}
+
+/// The run's strategy and estimator (or selector) with their plugins' descriptions.
+fn method_docs(config: &ResolvedConfig, registry: &Registry) -> Result<Vec<model_card::MethodDoc>> {
+    let roles = [
+        ("strategy", ComponentKind::Strategy, Some(&config.strategy)),
+        ("estimator", ComponentKind::Estimator, config.estimator.as_ref().filter(|_| config.selector.is_none())),
+        ("selector", ComponentKind::Teacher, config.selector.as_ref()),
+    ];
+    let mut docs = Vec::new();
+    for (role, kind, choice) in roles {
+        let Some(choice) = choice else { continue };
+        let (_, spec) = registry.find(kind, &choice.component, choice.library.as_deref())?;
+        docs.push(model_card::MethodDoc { role, component: choice.component.clone(), doc: spec.doc.to_string() });
+    }
+    Ok(docs)
 }
 
 /// The keys (dotted) whose values differ between two resolved configs, with both values;

@@ -180,6 +180,81 @@ pub fn train_teacher(config: &ResolvedConfig, key: &str) -> Result<bool> {
     ensure_teacher(config, &key, choice, &splits)
 }
 
+/// What `config check` found when it created every component of a config: each teacher (its
+/// checkpoints found and loadable), estimator and strategy as its plugin builds it for a run,
+/// so that the plugins' own checks run before any data or training.
+pub struct ComponentsCheck {
+    /// One line per component that was created.
+    pub checked: Vec<String>,
+    /// Teachers whose checkpoint is missing and will be taught on first use.
+    pub to_teach: Vec<String>,
+}
+
+/// Creates every component of `config`, as a run would, without data or training: every
+/// problem found, each naming its config key. Teachers in `seen` (those an earlier method of a
+/// sweep checked) are not loaded again; the ones checked here are added.
+pub fn check_components(
+    config: &ResolvedConfig,
+    registry: &Registry,
+    seen: &mut Vec<ComponentChoice>,
+) -> Result<ComponentsCheck> {
+    let mut problems = Vec::new();
+    let mut outcome = ComponentsCheck { checked: Vec::new(), to_teach: Vec::new() };
+    let selector = config.selector.iter().map(|s| ("selector".to_string(), s));
+    for (key, choice) in teacher_tables(config).chain(selector) {
+        if seen.contains(choice) {
+            continue;
+        }
+        seen.push(choice.clone());
+        let untaught = crate::training::teach::first_checkpoint(&choice.params)
+            .is_some_and(|dir| !crate::training::teach::is_complete(&dir));
+        match &choice.teach {
+            Some(teach) if untaught => {
+                let table = format!("{key}.teach");
+                match crate::training::teach::check_model(&teach.recipe, &table, &config.cache) {
+                    Ok(()) => outcome.to_teach.push(key),
+                    Err(e) => problems.push(format!("`{table}`: {}", unlisted(e))),
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let created = registry
+            .create_teacher(&choice.component, choice.library.as_deref(), &choice.params)
+            .and_then(|handle| handle.info());
+        match created {
+            Ok(info) => {
+                outcome.checked.push(format!("{key}: `{}` over {} labels", choice.component, info.labels.len()))
+            }
+            Err(e) => problems.push(format!("`{key}`: {}", unlisted(e))),
+        }
+    }
+    if let Some(estimator) = config.estimator.as_ref().filter(|_| config.selector.is_none()) {
+        match registry.create_estimator(&estimator.component, estimator.library.as_deref(), &estimator.params) {
+            Ok(_) => outcome.checked.push(format!("estimator: `{}`", estimator.component)),
+            Err(e) => problems.push(format!("`estimator`: {}", unlisted(e))),
+        }
+    }
+    let strategy = &config.strategy;
+    match registry.create_strategy(&strategy.component, strategy.library.as_deref(), &strategy.params) {
+        Ok(_) => outcome.checked.push(format!("strategy: `{}`", strategy.component)),
+        Err(e) => problems.push(format!("`strategy`: {}", unlisted(e))),
+    }
+    if problems.is_empty() {
+        Ok(outcome)
+    } else {
+        Err(Error::InvalidConfig { problems })
+    }
+}
+
+/// An error's message without the list framing of an invalid config, to list it among others.
+fn unlisted(error: Error) -> String {
+    match error {
+        Error::InvalidConfig { problems } => problems.join("; "),
+        other => other.to_string(),
+    }
+}
+
 fn data_config(config: &ResolvedConfig) -> Result<&DataConfig> {
     config.data.as_ref().ok_or_else(|| Error::InvalidConfig {
         problems: vec![

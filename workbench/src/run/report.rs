@@ -179,7 +179,28 @@ pub(super) fn report(
         state.best_epoch,
         config.student.epochs,
     );
-    out += "Test accuracy on the union of the teachers' labels, and on each teacher's label subset:\n\n";
+    out += &scores(teachers, results);
+    let unowned = results.unowned;
+    if unowned != UnownedRows::default() {
+        out += &format!(
+            "\nRows left out because no teacher owns their label: {} train, {} validation, {} test.\n",
+            unowned.train, unowned.validation, unowned.test
+        );
+    }
+    if !results.warnings.is_empty() {
+        out += "\n## Warnings\n\n";
+        for w in &results.warnings {
+            out += &format!("- {w}\n");
+        }
+    }
+    out
+}
+
+/// The run's test accuracies (student, references, each teacher), the coverage and the
+/// selection accuracies, as Markdown: the heart of the report and of the student's model card.
+pub(crate) fn scores(teachers: &[String], results: &RunResults) -> String {
+    let mut out =
+        "Test accuracy on the union of the teachers' labels, and on each teacher's label subset:\n\n".to_string();
     out += &format!(
         "| method | union | {} |\n",
         teachers.iter().map(|t| format!("on `{t}`'s labels")).collect::<Vec<_>>().join(" | ")
@@ -200,19 +221,6 @@ pub(super) fn report(
     let selectors = results.selection.estimator.iter().map(|s| ("the estimator", s));
     for (name, s) in selectors.chain([("concat-argmax (reference)", &results.selection.concat_argmax)]) {
         out += &format!("| {name} | {} |\n", s.describe().replace(" / ", " | "));
-    }
-    let unowned = results.unowned;
-    if unowned != UnownedRows::default() {
-        out += &format!(
-            "\nRows left out because no teacher owns their label: {} train, {} validation, {} test.\n",
-            unowned.train, unowned.validation, unowned.test
-        );
-    }
-    if !results.warnings.is_empty() {
-        out += "\n## Warnings\n\n";
-        for w in &results.warnings {
-            out += &format!("- {w}\n");
-        }
     }
     out
 }

@@ -526,6 +526,8 @@ pub fn teach(teach: &TeachSettings, mut splits: Splits, cache: &Path, table: &st
         train_sha256: Some(train_hash(&splits.train)),
     };
     remove_state(&partial)?;
+    let card = crate::model_card::teacher_card(&partial, teach, &outcome, splits.train.len());
+    crate::model_card::write(&partial, &card)?;
     std::fs::remove_file(&recipe_path).map_err(Error::io(format!("removing {}", recipe_path.display())))?;
     crate::files::write_atomically(
         &partial.join(RECORD),

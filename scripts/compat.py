@@ -9,9 +9,9 @@ Run by hand or by a benchmark, not by CI (it needs torch and transformers):
 
 1. The MiniLM asset with a fresh seeded head, under each pooling: our `workbench logits` saves the
    model it built, transformers loads that directory, and both run the same token ids. `cls` is
-   transformers' own `BertForSequenceClassification`; `mean` (recorded as `"pooling": "mean"` in
-   config.json, which transformers ignores) is transformers' encoder, averaged over the attention
-   mask, then the saved classifier.
+   transformers' own `BertForSequenceClassification`; `mean` is the class our export writes
+   beside the weights (`modeling_workbench.py`: transformers' encoder, averaged over the attention
+   mask, then the saved classifier), loaded with `trust_remote_code=True`.
 2. A teacher we trained and exported (`--teacher`, or one trained here with `workbench teach`).
 3. Tiny random RoBERTa, XLM-RoBERTa and DistilBERT sequence classifiers, each with its own small
    tokenizer (byte-level BPE, sentencepiece unigram, WordPiece) trained here on a few sentences,
@@ -29,8 +29,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertForSequenceClassification, BertModel
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 TEXTS = [
     "the hockey team won the game in overtime",
@@ -54,7 +53,10 @@ def ours(workbench: str, model: str, extra: list[str]) -> dict:
 
 
 def theirs(directory: Path, ours_out: dict) -> tuple[torch.Tensor, bool]:
-    model = BertForSequenceClassification.from_pretrained(directory).eval()
+    # A mean-pooled export names its own class (modeling_workbench.py beside the weights);
+    # transformers runs it only when asked to (scripts/check_exports.py checks the refusal).
+    mean = json.loads((directory / "config.json").read_text()).get("pooling") == "mean"
+    model = AutoModelForSequenceClassification.from_pretrained(directory, trust_remote_code=mean).eval()
     ids = torch.tensor(ours_out["input_ids"])
     mask = torch.tensor(ours_out["attention_mask"]).long()
     tokenizer = AutoTokenizer.from_pretrained(directory)
@@ -64,14 +66,7 @@ def theirs(directory: Path, ours_out: dict) -> tuple[torch.Tensor, bool]:
         for text, ids in zip(TEXTS, real_ids(ours_out["input_ids"], ours_out["attention_mask"]))
     )
     with torch.no_grad():
-        if json.loads((directory / "config.json").read_text()).get("pooling") != "mean":
-            return model(input_ids=ids, attention_mask=mask).logits, same_ids
-        encoder = BertModel.from_pretrained(directory, add_pooling_layer=False).eval()
-        hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        head = load_file(directory / "model.safetensors")
-        return pooled @ head["classifier.weight"].T + head["classifier.bias"], same_ids
+        return model(input_ids=ids, attention_mask=mask).logits, same_ids
 
 
 def compare(name: str, directory: Path, ours_out: dict) -> float:

@@ -597,3 +597,22 @@ fn predict_reads_any_checkpoint_directory_over_its_own_labels() {
     let neither = run(&mut workbench(&["predict", "short"]));
     assert!(neither.stderr.contains("the following required arguments were not provided"), "{}", neither.stderr);
 }
+
+#[test]
+fn the_configuration_reference_in_the_docs_is_the_plugins_own() {
+    let out = run(&mut workbench(&["-q", "plugins", "reference"]));
+    assert!(out.ok, "{}", out.stderr);
+    let docs = std::fs::read_to_string(support::repo_root().join("docs/configuration.md")).unwrap();
+    let (_, rest) = docs.split_once("<!-- BEGIN plugins reference -->\n\n").unwrap();
+    let (written, _) = rest.split_once("\n\n<!-- END plugins reference -->").unwrap();
+    assert_eq!(
+        written,
+        out.stdout.trim_end(),
+        "docs/configuration.md is out of date: run scripts/update-configuration-reference.sh"
+    );
+    // Every built-in component is there, with a parameter's default and range.
+    for component in ["bert", "fixed-logits", "entropy", "mc-dropout", "mc-fitted", "ensemble", "muka", "uhc"] {
+        assert!(written.contains(&format!("### `{component}` (")), "{component}");
+    }
+    assert!(written.contains("| `tau` | a number | `0.2` | 0.0001 ..= 100 | Softmax temperature over scores"));
+}

@@ -662,7 +662,7 @@ fn a_student_learns_from_an_unlabelled_transfer_set() {
     assert!((total - 1.0).abs() < 1e-5, "{line}");
 }
 
-/// `configs/heterogeneous-archs.toml` in small: a one-layer MiniLM (BERT, WordPiece) teacher and
+/// `configs/examples/heterogeneous-archs.toml` in small: a one-layer MiniLM (BERT, WordPiece) teacher and
 /// a RoBERTa teacher (its own byte-level BPE tokenizer, taught from the committed tiny random
 /// RoBERTa) amalgamated by MUKA into a student built from the tiny random DistilBERT. The random
 /// RoBERTa reads its first token as a near-constant vector, so it is taught with mean pooling and

@@ -164,6 +164,9 @@ enum AssetsCommand {
 enum PluginsCommand {
     /// List every component of every plugin found: name, kind, version, file.
     List,
+    /// Print the configuration reference of every plugin found, as Markdown (the built-in
+    /// plugins' is in docs/configuration.md).
+    Reference,
     /// Show a component's parameters with their defaults and docs.
     Show {
         /// Component name, as used in configs (e.g. vanilla-kd).
@@ -306,6 +309,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             match command {
                 PluginsCommand::List => list_plugins(&registry()),
                 PluginsCommand::Show { name } => show_plugin(&registry(), &name)?,
+                PluginsCommand::Reference => print!("{}", workbench::host::reference::markdown(&registry())),
                 PluginsCommand::New { name, kind, path, git } => scaffold_plugin(&name, kind, &path, git)?,
             }
         }

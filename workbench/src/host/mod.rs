@@ -24,6 +24,7 @@ use workbench_plugin_api::{
 };
 
 pub mod isolation;
+pub mod reference;
 
 use crate::{Error, Result};
 use isolation::{read_frame, write_frame, Request, Response, Worker};

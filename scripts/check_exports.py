@@ -90,7 +90,8 @@ def check(workbench: str, directory: Path) -> bool:
             print("  FAIL: loaded without trust_remote_code")
             passed = False
         except Exception as refusal:  # transformers raises ValueError; any refusal is the contract
-            print(f"  refused without trust_remote_code: {str(refusal).splitlines()[0][:160]}")
+            # On a new line: transformers' own question ends without one.
+            print(f"\n  refused without trust_remote_code: {str(refusal).splitlines()[0][:160]}")
     model = AutoModelForSequenceClassification.from_pretrained(directory, trust_remote_code=mean).eval()
     tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=mean)
     print(f"  loaded as {type(model).__name__}, tokenizer {type(tokenizer).__name__}")

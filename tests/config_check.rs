@@ -317,10 +317,22 @@ fn an_errors_cause_is_printed_once() {
     let file = config(dir.path(), &text);
     let out = run(&mut workbench(&["run", &file]));
     assert!(!out.ok);
+    // Refused before anything loads, each file once, naming the key and the config file.
+    let problem = |key: &str| {
+        format!(
+            "  - `data.{key}` in {file} = {:?}: no such file (relative paths are read from the working directory)",
+            missing.display().to_string()
+        )
+    };
+    let lines: Vec<&str> = out.stderr.lines().collect();
     assert_eq!(
-        out.stderr.lines().last().unwrap(),
-        format!("error: reading dataset file {}: No such file or directory (os error 2)", missing.display())
+        lines[lines.len() - 3..],
+        ["error: configuration is invalid:".to_string(), problem("train"), problem("test")]
     );
+    // The same in `config check`, which ends with its verdict.
+    let checked = run(&mut workbench(&["config", "check", &file]));
+    assert_eq!(checked.stderr.lines().last().unwrap(), format!("not ready: {file} cannot run as it is (2 problems)"));
+    assert_eq!(checked.stderr.matches("missing.csv").count(), 2, "{}", checked.stderr);
 }
 
 #[test]
@@ -504,12 +516,12 @@ fn check_ends_with_a_verdict_line_after_creating_every_component() {
     let file = config(dir.path(), GOOD);
     let out = run(&mut workbench(&["config", "check", &file]));
     assert!(out.ok, "{}", out.stderr);
-    assert_eq!(out.stdout, format!("ok: {file} is a valid run `two-teachers` (4 components created)\n"));
+    assert_eq!(out.stdout, format!("ok: {file} is a valid run `two-teachers` (4 components checked)\n"));
     // With --print the verdict follows the resolved config as a TOML comment.
     let printed = run(&mut workbench(&["config", "check", "--print", &file]));
     assert!(printed
         .stdout
-        .ends_with(&format!("\n# ok: {file} is a valid run `two-teachers` (4 components created)\n")));
+        .ends_with(&format!("\n# ok: {file} is a valid run `two-teachers` (4 components checked)\n")));
 }
 
 #[test]
@@ -615,4 +627,33 @@ fn the_configuration_reference_in_the_docs_is_the_plugins_own() {
         assert!(written.contains(&format!("### `{component}` (")), "{component}");
     }
     assert!(written.contains("| `tau` | a number | `0.2` | 0.0001 ..= 100 | Softmax temperature over scores"));
+}
+
+#[test]
+fn every_config_is_referenced_from_the_docs() {
+    let root = support::repo_root();
+    let docs: String = ["README.md", "RESULTS.md", "BENCHMARKS.md"]
+        .iter()
+        .map(|f| root.join(f))
+        .chain(std::fs::read_dir(root.join("docs")).unwrap().map(|e| e.unwrap().path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    let mut unreferenced = Vec::new();
+    let mut folders = vec![root.join("configs")];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                let relative = path.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+                if !docs.contains(&relative) {
+                    unreferenced.push(relative);
+                }
+            }
+        }
+    }
+    assert!(unreferenced.is_empty(), "configs no page of the docs names: {unreferenced:?}");
+    assert!(!root.join("configs/quickstart.toml").exists(), "configs live in folders");
 }

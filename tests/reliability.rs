@@ -218,7 +218,7 @@ fn cases() -> Vec<Case> {
         case("config-file-missing", "does-not-exist.toml does not exist", |_, d| vec!["run".into(), d.join("does-not-exist.toml").display().to_string()]),
         case("output-is-a-file", "creating run directory", |w, d| { let file = write(&d.join("file"), "x"); run_with(&[&format!("output={file}")])(w, d) }),
         // Data files.
-        case("train-file-missing", "reading dataset file", run_with(&["data.train={case}/missing.csv"])),
+        case("train-file-missing", "/missing.csv\": no such file (relative paths are read from the working directory)", run_with(&["data.train={case}/missing.csv"])),
         case("train-header-only", "the train split of", run_on_train_file("train.csv", "text,label\n")),
         case("test-header-only", "the test split of", run_on_test_file("text,label\n")),
         case("train-no-text-column", "train.csv, line 1: no column `text` (columns: body, label)", run_on_train_file("train.csv", "body,label\nx,sport\n")),

@@ -318,7 +318,8 @@ pub fn text_fold(text: &str, folds: usize) -> usize {
 }
 
 impl DataConfig {
-    /// Values out of range, as (key under `data`, reason), found before anything loads.
+    /// Values out of range and files that are not there, as (key under `data`, reason), found
+    /// before anything loads.
     pub fn problems(&self) -> Vec<crate::training::teach::Problem> {
         let mut problems = Vec::new();
         let fraction = self.validation_fraction;
@@ -337,6 +338,18 @@ impl DataConfig {
         }
         if self.max_chars == 0 {
             problems.push(("max_chars".into(), "0: keep at least 1 character of each text".into()));
+        }
+        let files = [("train", &self.train), ("test", &self.test), ("validation", &self.validation)];
+        for (key, path) in files.into_iter().chain([("transfer", &self.transfer)]) {
+            let Some(path) = path else { continue };
+            if !path.is_file() {
+                let what = if path.is_dir() {
+                    "a directory, not a data file"
+                } else {
+                    "no such file (relative paths are read from the working directory)"
+                };
+                problems.push((key.into(), format!("{:?}: {what}", path.display().to_string())));
+            }
         }
         for (i, extra) in self.also.iter().enumerate() {
             problems.extend(extra.problems().into_iter().map(|(key, reason)| (format!("also[{i}].{key}"), reason)));

@@ -455,7 +455,7 @@ fn check_config(args: &ConfigArgs, loaded: &LoadedConfig, registry: &Registry, p
     let taught =
         if to_teach.is_empty() { String::new() } else { format!("; taught on first use: {}", to_teach.join(", ")) };
     let comment = if print { "# " } else { "" };
-    println!("{comment}ok: {} is a valid {what} ({checked} components created{taught})", files.join(" + "));
+    println!("{comment}ok: {} is a valid {what} ({checked} components checked{taught})", files.join(" + "));
     Ok(())
 }
 
@@ -675,6 +675,8 @@ fn print_logits(args: &LogitsArgs) -> anyhow::Result<()> {
     };
     if let Some(save) = &args.save {
         model.save(save, &checkpoint.tokenizer)?;
+        let card = workbench::model_card::saved_logits_card(save, &args.model, model.labels(), !args.labels.is_empty());
+        workbench::model_card::write(save, &card)?;
     }
     let batch = checkpoint.tokenizer.batch(&args.texts, &device)?;
     let logits = model.forward(&batch, None)?.logits;

@@ -37,7 +37,7 @@ pub fn student_card(
     out += &format!(
         "# Student of the workbench run `{}`\n\nA text classifier over {} labels, trained by knowledge \
          amalgamation from {} teachers (each fine-tuned on its own labels) without human labels: it learnt \
-         from the teachers' outputs on {} unlabelled texts. Made with the workbench {}.\n\n",
+         from the teachers' outputs on {} texts, never from their labels. Made with the workbench {}.\n\n",
         config.name,
         manifest.union_labels.len(),
         teachers.len(),
@@ -120,6 +120,22 @@ pub fn teacher_card(dir: &Path, settings: &TeachSettings, outcome: &TeachOutcome
     out += "\n## Reproduce\n\n`teach.json` beside this card holds the settings, the labels and the hash of the \
             training texts; a `[teach]` table with the same settings retrains it:\n\n```sh\nworkbench teach teach.toml\n```\n";
     out + &citations(env!("CARGO_PKG_VERSION"))
+}
+
+/// The card of a model saved by `workbench logits --save`, for comparisons with other
+/// implementations: `base` with its own head, or with a fresh seeded head trained on nothing.
+pub fn saved_logits_card(dir: &Path, base: &str, labels: &[String], fresh_head: bool) -> String {
+    let head = if fresh_head {
+        format!("a fresh seeded head over {} labels, not trained: its predictions mean nothing", labels.len())
+    } else {
+        format!("its own head over {} labels", labels.len())
+    };
+    let mut out = front_matter(&[]);
+    out += &format!(
+        "# `{base}`, saved by `workbench logits --save`\n\nThe encoder of `{base}` with {head} (workbench {}).\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    out + &usage(dir, labels)
 }
 
 /// Writes `card` as `dir/README.md`.

@@ -10,9 +10,9 @@ use super::Registry;
 pub fn markdown(registry: &Registry) -> String {
     let mut components: Vec<(&str, &ComponentSpec)> =
         registry.components().map(|(lib, spec)| (lib.manifest.name.as_str(), spec)).collect();
-    let order = |kind: ComponentKind| [ComponentKind::Teacher, ComponentKind::Estimator, ComponentKind::Strategy]
-        .iter()
-        .position(|k| *k == kind);
+    let order = |kind: ComponentKind| {
+        [ComponentKind::Teacher, ComponentKind::Estimator, ComponentKind::Strategy].iter().position(|k| *k == kind)
+    };
     components.sort_by(|a, b| (order(a.1.kind), a.1.name.as_str()).cmp(&(order(b.1.kind), b.1.name.as_str())));
     let mut out = String::new();
     for (plugin, spec) in components {
@@ -23,7 +23,8 @@ pub fn markdown(registry: &Registry) -> String {
         }
         out += "| parameter | kind | default | allowed | meaning |\n|---|---|---|---|---|\n";
         for param in spec.params.iter() {
-            let default = param.default.as_ref().into_option().map_or_else(|| "required".to_string(), |d| format!("`{d}`"));
+            let default =
+                param.default.as_ref().into_option().map_or_else(|| "required".to_string(), |d| format!("`{d}`"));
             out += &format!(
                 "| `{}` | {} | {} | {} | {} |\n",
                 param.name,

@@ -182,9 +182,10 @@ pub fn train_teacher(config: &ResolvedConfig, key: &str) -> Result<bool> {
 
 /// What `config check` found when it created every component of a config: each teacher (its
 /// checkpoints found and loadable), estimator and strategy as its plugin builds it for a run,
-/// so that the plugins' own checks run before any data or training.
+/// so that the plugins' own checks run before any data or training; and the student's base
+/// checkpoint when it is a directory.
 pub struct ComponentsCheck {
-    /// One line per component that was created.
+    /// One line per component that was created or checked.
     pub checked: Vec<String>,
     /// Teachers whose checkpoint is missing and will be taught on first use.
     pub to_teach: Vec<String>,
@@ -233,6 +234,13 @@ pub fn check_components(
         match registry.create_estimator(&estimator.component, estimator.library.as_deref(), &estimator.params) {
             Ok(_) => outcome.checked.push(format!("estimator: `{}`", estimator.component)),
             Err(e) => problems.push(format!("`estimator`: {}", unlisted(e))),
+        }
+    }
+    // A pinned asset is fetched and checked on first use; a checkpoint directory is read here.
+    if crate::assets::named(&config.student.model).is_err() {
+        match crate::training::teach::check_model(&config.student, "student", &config.cache) {
+            Ok(()) => outcome.checked.push(format!("student: `{}`", config.student.model)),
+            Err(e) => problems.push(unlisted(e)),
         }
     }
     let strategy = &config.strategy;

@@ -554,8 +554,9 @@ fn check_refuses_a_missing_checkpoint_and_a_model_type_the_encoder_cannot_read()
                 missing.display()
             ),
             format!(
-                "  - `teachers.b`: {plugin}: {}: model_type `gpt2` is not supported (supported: bert, roberta, \
-                 xlm-roberta, distilbert)",
+                "  - `teachers.b`: {plugin}: {}: model_type `gpt2` is not supported by our encoder (supported: bert, \
+                 roberta, xlm-roberta, distilbert); run it in PyTorch and join it as a `signals-file` teacher \
+                 (scripts/write_signals.py, docs/signals.md)",
                 gpt2.join("config.json").display()
             ),
             format!("not ready: {file} cannot run as it is (2 problems)"),

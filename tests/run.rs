@@ -653,6 +653,70 @@ fn a_student_learns_from_an_unlabelled_transfer_set() {
     assert!(card.contains("trust_remote_code=True") && student.join("modeling_workbench.py").is_file());
     let config = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
     assert!(card.contains(&format!("```toml\n{config}```")), "{card}");
+    // A transfer-only run: no labelled training file (no validation either), the teachers as they
+    // are (no `teach` tables), the labelled test file only to measure the student.
+    let teachers = |name: &str, labels: &str| {
+        format!(
+            "[teachers.{name}]\nplugin = \"bert\"\ncheckpoints = [\"{}\"]\nmax_length = 16\n# {labels}\n\n",
+            dir.path().join(format!("teacher-{name}")).display()
+        )
+    };
+    let only = dir.path().join("transfer-only.toml");
+    let text = format!(
+        "name = \"transfer-only\"\noutput = \"{out}\"\ncache = \"{cache}\"\n\n[data]\ndataset = \"files\"\n\
+         transfer = \"{transfer}\"\ntest = \"{test}\"\n\n{a}{b}[student]\nlayers = 1\nepochs = 2\nlearning_rate = 1e-3\n\
+         batch_size = 16\nmax_length = 16\n\n[strategy]\nplugin = \"vanilla-kd\"\n",
+        out = dir.path().join("runs").display(),
+        cache = dir.path().join("cache").display(),
+        transfer = transfer.display(),
+        test = dir.path().join("test.csv").display(),
+        a = teachers("a", "science, sport"),
+        b = teachers("b", "food, politics"),
+    );
+    std::fs::write(&only, text).unwrap();
+    let checked = run(&mut workbench(&["config", "check", only.to_str().unwrap()]));
+    assert!(checked.stdout.starts_with("ok: "), "{}", checked.stderr);
+    let out = run(&mut workbench(&["run", only.to_str().unwrap()]));
+    assert!(out.ok, "{}", out.stderr);
+    let only_dir = dir.path().join("runs/transfer-only");
+    let report = std::fs::read_to_string(only_dir.join("report.md")).unwrap();
+    assert!(
+        report.contains("No labelled validation texts: the student trained a fixed 2 epochs and the last was kept.")
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(only_dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["best_epoch"], 2, "the last epoch");
+    assert!(results["student"]["accuracy"].as_f64().unwrap() > 0.5, "{results}");
+    let card = std::fs::read_to_string(only_dir.join("student/README.md")).unwrap();
+    assert!(card.contains("On 60 test texts (no validation texts: the last of 2 epochs)."), "{card}");
+
+    // The same in one command, without a config: it writes the one it runs.
+    let out = run(&mut workbench(&[
+        "amalgamate",
+        &format!("a={}", dir.path().join("teacher-a").display()),
+        &format!("b={}", dir.path().join("teacher-b").display()),
+        "--texts",
+        transfer.to_str().unwrap(),
+        "--eval",
+        dir.path().join("test.csv").to_str().unwrap(),
+        "--out",
+        dir.path().join("runs").to_str().unwrap(),
+        "--name",
+        "one-command",
+        "--set",
+        "student.layers=1",
+        "--set",
+        "student.epochs=2",
+    ]));
+    assert!(out.ok, "{}", out.stderr);
+    let one = dir.path().join("runs/one-command");
+    assert!(out.stdout.contains(&format!("student: {}", one.join("student").display())), "{}", out.stdout);
+    let written = std::fs::read_to_string(dir.path().join("runs/one-command.toml")).unwrap();
+    assert!(written.contains("plugin = \"muka\"") && written.contains("scale = \"teacher-rank\""), "{written}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(one.join("results.json")).unwrap()).unwrap();
+    assert!(results["student"]["accuracy"].as_f64().unwrap() > 0.5, "{results}");
+
     // And the student answers `predict --model` over the union labels.
     let predicted = run(&mut workbench(&["predict", "--model", student.to_str().unwrap(), "--json", "some text"]));
     assert!(predicted.ok, "{}", predicted.stderr);
@@ -705,4 +769,54 @@ fn a_bert_and_a_roberta_teacher_amalgamate_into_a_distilbert_student() {
     println!("teacher a (BERT) {:.3}, teacher b (RoBERTa) {:.3}, student {}", own(0), own(1), results["student"]);
     // Measured 1.000 and 0.767 (chance 0.5): the random RoBERTa learns, slowly.
     assert!(own(0) >= 0.9 && own(1) > 0.6, "both teachers learned their own classes: {} {}", own(0), own(1));
+}
+
+/// A teacher computed elsewhere joins through a signals file. Teacher `b` (food, politics) is a
+/// keyword counter standing in for a model run in PyTorch: its logits, hidden states and four
+/// stochastic passes are written in the signals-file format for exactly the texts `workbench
+/// texts` lists; teacher `a` is our encoder, taught as usual. MUKA over MC dropout reads both.
+#[test]
+fn a_teacher_from_a_signals_file_amalgamates_with_one_of_our_encoder() {
+    use workbench_signals_teacher::SignalsData;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("signals.toml");
+    let text = experiment(dir.path(), 2)
+        + "[estimator]\nplugin = \"mc-dropout\"\npasses = 4\n\n[strategy]\nplugin = \"muka\"\nintegration = \"hard\"\n";
+    std::fs::write(&config, text).unwrap();
+    let texts_file = dir.path().join("texts.jsonl");
+    let out = run(&mut workbench(&["texts", config.to_str().unwrap(), "--out", texts_file.to_str().unwrap()]));
+    assert!(out.ok, "{}", out.stderr);
+    let texts: Vec<String> = std::fs::read_to_string(&texts_file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string())
+        .collect();
+    // 4 topics x (50 train, of which validation, + 15 test) texts; some repeat, each is listed once.
+    assert!(texts.len() > 150 && texts.len() <= 260, "{}", texts.len());
+    let count = |text: &str, words: &[&str]| text.split(' ').filter(|w| words.contains(w)).count() as f32;
+    let logits: Vec<Vec<f32>> =
+        texts.iter().map(|t| vec![2.0 * count(t, &support::FOOD), 2.0 * count(t, &support::POLITICS)]).collect();
+    let samples =
+        (0..4).map(|pass| logits.iter().map(|row| row.iter().map(|x| x + 0.1 * pass as f32).collect()).collect());
+    let signals = dir.path().join("b.safetensors");
+    SignalsData {
+        texts: texts.clone(),
+        labels: vec!["food".into(), "politics".into()],
+        logits: logits.clone(),
+        hidden: Some(logits.iter().map(|row| vec![row[0], row[1], 1.0]).collect()),
+        samples: Some(samples.collect()),
+    }
+    .write(&signals)
+    .unwrap();
+    let table = format!("teachers.b={{ plugin = \"signals-file\", file = \"{}\" }}", signals.display());
+    let out = run(&mut workbench(&["run", config.to_str().unwrap(), "--set", &table]));
+    assert!(out.ok, "{}", out.stderr);
+    let run_dir = dir.path().join("runs/tiny");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("results.json")).unwrap()).unwrap();
+    // The keyword counter is right on every text of its own topics.
+    assert_eq!(results["teachers"][1]["per_teacher"][1].as_f64(), Some(1.0), "{results}");
+    assert!(results["student"]["accuracy"].as_f64().unwrap() > 0.6, "{results}");
+    let manifest = std::fs::read_to_string(run_dir.join("manifest.json")).unwrap();
+    assert!(manifest.contains("workbench-signals-teacher"), "the plugin is recorded: {manifest}");
 }

@@ -159,9 +159,9 @@ test = "{test}"
     path
 }
 
-const POLITICS: [&str; 10] =
+pub const POLITICS: [&str; 10] =
     ["election", "senate", "vote", "minister", "parliament", "policy", "campaign", "president", "law", "party"];
-const FOOD: [&str; 10] =
+pub const FOOD: [&str; 10] =
     ["recipe", "kitchen", "bread", "cheese", "soup", "chef", "dinner", "garlic", "tomato", "baking"];
 
 /// A CSV of `per_class` short texts for each of four topics.

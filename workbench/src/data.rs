@@ -22,7 +22,8 @@ pub struct Example {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// `20newsgroups`, `r8`, `bbc`, or `files` (then `train` and `test` name the files).
+    /// `20newsgroups`, `r8`, `bbc`, or `files` (then `train` and `test` name the files; `train`
+    /// may be left out when `transfer` holds the student's texts).
     pub dataset: String,
     pub train: Option<PathBuf>,
     pub test: Option<PathBuf>,
@@ -31,6 +32,10 @@ pub struct DataConfig {
     pub text_column: String,
     #[serde(default = "default_label_column")]
     pub label_column: String,
+    /// The label names when the files' labels are class indices (0, 1, ...), as the `datasets`
+    /// library writes a ClassLabel column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_names: Option<Vec<String>>,
     /// Keep at most this many training examples per class (seeded), for quick runs.
     pub per_class: Option<usize>,
     /// Keep at most this many test examples per class.
@@ -214,6 +219,43 @@ pub fn read_file(
     label_column: Option<&str>,
     report: &mut LoadReport,
 ) -> Result<Vec<Example>> {
+    read_labelled(path, text_column, label_column.map(|column| (column, None)), report)
+}
+
+/// [`read_file`], with the label names that the file's class indices stand for, if any.
+fn read_labelled(
+    path: &Path,
+    text_column: &str,
+    labels: Option<(&str, Option<&[String]>)>,
+    report: &mut LoadReport,
+) -> Result<Vec<Example>> {
+    let mut examples = read_rows(path, text_column, labels.map(|(column, _)| column), report)?;
+    if let Some((column, Some(names))) = labels {
+        for (row, example) in examples.iter_mut().enumerate() {
+            let name = example.label.trim().parse::<usize>().ok().and_then(|i| names.get(i));
+            example.label = name.cloned().ok_or_else(|| Error::Data {
+                path: path.into(),
+                line: 0,
+                reason: format!(
+                    "row {} has label {:?} in `{column}`: with `data.label_names` ({} names) labels are class \
+                     indices from 0 to {}",
+                    row + 1,
+                    example.label,
+                    names.len(),
+                    names.len().saturating_sub(1)
+                ),
+            })?;
+        }
+    }
+    Ok(examples)
+}
+
+fn read_rows(
+    path: &Path,
+    text_column: &str,
+    label_column: Option<&str>,
+    report: &mut LoadReport,
+) -> Result<Vec<Example>> {
     std::fs::metadata(path).map_err(Error::io(format!("reading dataset file {}", path.display())))?;
     let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let bad = |line: usize, reason: String| Error::Data { path: path.into(), line, reason };
@@ -268,6 +310,12 @@ pub fn read_file(
             }
             Ok(examples)
         }
+        "txt" if label_column.is_some() => Err(bad(
+            0,
+            "a .txt file holds texts only (one per line), without labels: a labelled split needs .csv, .tsv or \
+             .jsonl with a label column; unlabelled texts for the student go in `data.transfer`"
+                .into(),
+        )),
         other => Err(bad(0, format!("unknown extension `.{other}`: use .csv, .tsv or .jsonl"))),
     }
 }
@@ -339,6 +387,27 @@ impl DataConfig {
         if self.max_chars == 0 {
             problems.push(("max_chars".into(), "0: keep at least 1 character of each text".into()));
         }
+        if self.dataset == "files" {
+            if self.test.is_none() {
+                problems.push(("test".into(), "missing: name a labelled file to measure the student on".into()));
+            }
+            if self.train.is_none() && self.transfer.is_none() {
+                problems.push((
+                    "train".into(),
+                    "missing: name a labelled training file, or `transfer` (unlabelled texts, one per line) for a \
+                     transfer-only run"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(names) = &self.label_names {
+            if let Some(twice) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)).map(|(_, n)| n) {
+                problems.push(("label_names".into(), format!("names `{twice}` twice: every class needs its own name")));
+            }
+            if names.is_empty() || names.iter().any(|n| n.trim().is_empty()) {
+                problems.push(("label_names".into(), "must hold one non-empty name per class index".into()));
+            }
+        }
         let files = [("train", &self.train), ("test", &self.test), ("validation", &self.validation)];
         for (key, path) in files.into_iter().chain([("transfer", &self.transfer)]) {
             let Some(path) = path else { continue };
@@ -381,6 +450,18 @@ impl DataConfig {
         Ok(Some(texts))
     }
 
+    /// Every text a run of this data may ask its teachers about (the transfer set or the
+    /// training texts, validation and test; a superset, as texts whose label no teacher owns are
+    /// kept), each once, in order: what a signals file computed elsewhere must hold.
+    pub fn teacher_texts(&self, cache: &Path, seed: u64) -> Result<Vec<String>> {
+        let splits = self.load(cache, seed)?;
+        let transfer = self.transfer_texts()?;
+        let train = transfer.unwrap_or_else(|| splits.train.into_iter().map(|e| e.text).collect());
+        let held_out = splits.validation.into_iter().chain(splits.test).map(|e| e.text);
+        let mut seen = BTreeSet::new();
+        Ok(train.into_iter().chain(held_out).filter(|text| seen.insert(text.clone())).collect())
+    }
+
     pub fn load(&self, cache: &Path, seed: u64) -> Result<Splits> {
         let mut splits = self.load_parts(cache, seed)?;
         self.check(&mut splits)?;
@@ -408,11 +489,28 @@ impl DataConfig {
             "files" => {
                 let mut file = |path: &Option<PathBuf>, key: &str| -> Result<Vec<Example>> {
                     let path = path.as_ref().ok_or_else(|| Error::InvalidConfig {
-                        problems: vec![format!("`data.{key}` is required when `data.dataset` is \"files\"")],
+                        problems: vec![format!(
+                            "`data.{key}` is required when `data.dataset` is \"files\"{}",
+                            if key == "train" {
+                                " (or `data.transfer`, the unlabelled texts of a transfer-only run)"
+                            } else {
+                                ""
+                            }
+                        )],
                     })?;
-                    read_file(path, &self.text_column, Some(&self.label_column), &mut report)
+                    read_labelled(
+                        path,
+                        &self.text_column,
+                        Some((&self.label_column, self.label_names.as_deref())),
+                        &mut report,
+                    )
                 };
-                let train = file(&self.train, "train")?;
+                // A transfer set is what the student learns from: no labelled training file is needed.
+                let train = if self.train.is_none() && self.transfer.is_some() {
+                    Vec::new()
+                } else {
+                    file(&self.train, "train")?
+                };
                 let test = file(&self.test, "test")?;
                 let validation = match &self.validation {
                     Some(_) => Some(file(&self.validation, "validation")?),
@@ -472,6 +570,20 @@ impl DataConfig {
     /// Refuses splits no run can use; warns about texts with conflicting labels.
     fn check(&self, splits: &mut Splits) -> Result<()> {
         let refuse = |reason: String| Err(Error::InvalidConfig { problems: vec![reason] });
+        let transfer_only = self.train.is_none() && self.transfer.is_some() && self.dataset == "files";
+        if transfer_only {
+            if splits.test.is_empty() {
+                return refuse(format!(
+                    "the test split of {} has no usable rows ({} skipped without text or label)",
+                    self.source("test"),
+                    splits.report.skipped_rows
+                ));
+            }
+            if splits.validation.is_empty() {
+                tracing::warn!("no labelled validation texts (`data.validation`): the student trains a fixed number of epochs and the last is kept");
+            }
+            return Ok(());
+        }
         for (name, split) in [("train", &splits.train), ("test", &splits.test)] {
             if split.is_empty() {
                 return refuse(format!(
@@ -539,9 +651,63 @@ mod tests {
         let empty = dir.path().join("empty.txt");
         std::fs::write(&empty, "\n\n").unwrap();
         let error = config(&empty).transfer_texts().unwrap_err().to_string();
-        assert_eq!(error, format!("{}, line 0: the transfer set holds no text", empty.display()));
+        assert_eq!(error, format!("{}: the transfer set holds no text", empty.display()));
         let without: DataConfig = toml::from_str("dataset = \"files\"").unwrap();
         assert_eq!(without.transfer_texts().unwrap(), None);
+    }
+
+    #[test]
+    fn a_transfer_only_run_needs_no_training_file_and_class_indices_take_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let test = file("test.csv", "text,label\na b,1\nc d,0\ne f,1\n");
+        let transfer = file("texts.txt", "first\nsecond\n");
+        let data = DataConfig {
+            test: Some(test.clone()),
+            transfer: Some(transfer),
+            label_names: Some(vec!["sport".into(), "space".into()]),
+            ..toml::from_str("dataset = \"files\"").unwrap()
+        };
+        assert!(data.problems().is_empty(), "{:?}", data.problems());
+        let splits = data.load(dir.path(), 0).unwrap();
+        assert!(splits.train.is_empty() && splits.validation.is_empty());
+        let labels: Vec<&str> = splits.test.iter().map(|e| e.label.as_str()).collect();
+        assert_eq!(labels, ["space", "sport", "space"]);
+        // A class index past the names, and a file without test or train, are refused.
+        let outside = file("outside.csv", "text,label\na b,0\nc d,2\n");
+        let error = DataConfig { test: Some(outside.clone()), ..data.clone() }.load(dir.path(), 0).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{}: row 2 has label \"2\" in `label`: with `data.label_names` (2 names) labels are class indices from 0 to 1",
+                outside.display()
+            )
+        );
+        let bare: DataConfig = toml::from_str("dataset = \"files\"").unwrap();
+        let keys: Vec<String> = bare.problems().into_iter().map(|(key, reason)| format!("{key}: {reason}")).collect();
+        assert_eq!(
+            keys,
+            [
+                "test: missing: name a labelled file to measure the student on",
+                "train: missing: name a labelled training file, or `transfer` (unlabelled texts, one per line) for a \
+                 transfer-only run"
+            ]
+        );
+        // A .txt file has no labels: named as such for a labelled split.
+        let lines = file("train.txt", "a b\n");
+        let error = read_file(&lines, "text", Some("label"), &mut LoadReport::default()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{}: a .txt file holds texts only (one per line), without labels: a labelled split needs .csv, .tsv \
+                 or .jsonl with a label column; unlabelled texts for the student go in `data.transfer`",
+                lines.display()
+            )
+        );
     }
 
     fn examples(spec: &[(&str, usize)]) -> Vec<Example> {
@@ -633,6 +799,7 @@ mod tests {
             validation: None,
             text_column: "text".into(),
             label_column: "label".into(),
+            label_names: None,
             per_class: None,
             test_per_class: None,
             validation_fraction: 0.0,

@@ -64,7 +64,8 @@ pub enum Error {
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
 
-    #[error("{}, line {line}: {reason}", path.display())]
+    /// A problem in a data file, at a line counted from 1 (0: the file as a whole).
+    #[error("{}{}: {reason}", path.display(), if *line == 0 { String::new() } else { format!(", line {line}") })]
     Data { path: PathBuf, line: usize, reason: String },
 
     #[error("asset `{asset}`: {reason}. To supply it by hand: {remedy}")]

@@ -9,6 +9,7 @@
 //!   every exported checkpoint.
 
 pub mod allocator;
+pub mod amalgamate;
 pub mod assets;
 pub mod config;
 pub mod data;

@@ -49,6 +49,9 @@ enum Command {
     Config(ConfigCommand),
     /// Run an experiment config end to end: teachers, signals, student, evaluation, report.
     Run(RunArgs),
+    /// Amalgamate teachers into one student with the measured-best recipe, without a config:
+    /// writes the config it runs (`workbench run` reproduces it) and prints where the student is.
+    Amalgamate(AmalgamateArgs),
     /// Run a grid of methods over seeds (a config with a [sweep] table) and compare them.
     Sweep(SweepArgs),
     /// Fine-tune a teacher on some (or all) labels of a dataset; writes a Hugging Face checkpoint.
@@ -60,6 +63,10 @@ enum Command {
     /// Print a checkpoint's logits for some texts as JSON, with the token ids it used (for
     /// comparisons with other implementations).
     Logits(LogitsArgs),
+    /// Write every text a config's run may ask its teachers about, one JSON object
+    /// (`{"text": ...}`) per line: the texts a signals file computed elsewhere must hold
+    /// (scripts/write_signals.py reads this file).
+    Texts(TextsArgs),
     /// Fetch the pinned real assets (model and datasets) into the cache.
     #[command(subcommand)]
     Assets(AssetsCommand),
@@ -114,6 +121,42 @@ struct PredictArgs {
     /// Texts to run.
     #[arg(required = true)]
     texts: Vec<String>,
+}
+
+#[derive(Args)]
+struct AmalgamateArgs {
+    /// Two or more teachers, each `[NAME=]PATH`: a checkpoint directory (BERT, RoBERTa, XLM-R,
+    /// DistilBERT) or a signals file (`.safetensors`, written by scripts/write_signals.py).
+    #[arg(required = true, num_args = 2.., value_name = "TEACHER")]
+    teachers: Vec<String>,
+    /// The student's texts, without labels: `.txt` (one per line) or `.csv`, `.tsv`, `.jsonl` with
+    /// a `text` column.
+    #[arg(long, value_name = "FILE")]
+    texts: PathBuf,
+    /// Labelled texts to measure the student on (`.csv`, `.tsv`, `.jsonl` with `text` and `label`).
+    #[arg(long, value_name = "FILE")]
+    eval: PathBuf,
+    /// Labelled texts that choose the best epoch (default: none, the last of 8 is kept).
+    #[arg(long, value_name = "FILE")]
+    validation: Option<PathBuf>,
+    /// The run's name: its directory under `--out`, and `NAME.toml` there.
+    #[arg(long, default_value = "amalgamated")]
+    name: String,
+    /// Where the config and the run go.
+    #[arg(long, value_name = "DIR", default_value = "runs")]
+    out: PathBuf,
+    /// Override a key of the written config, e.g. --set student.epochs=4.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+#[derive(Args)]
+struct TextsArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Where to write them (default: standard output).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -344,6 +387,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Logits(args) => print_logits(&args)?,
+        Command::Texts(TextsArgs { config, out }) => write_teacher_texts(&config, out.as_deref())?,
         Command::Predict(PredictArgs { model: Some(dir), texts, json, .. }) => {
             print_predictions(&workbench::predict::predict_checkpoint(&dir, &texts)?, json);
         }
@@ -400,23 +444,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let args = ConfigArgs { files, sets: args.sets };
             let (loaded, registry) = load_config(&args, max_log_level, plugin_dirs, isolation)?;
-            let resolved = loaded.validate(&registry)?;
-            let outcome = workbench::run::run(&resolved, &registry, resume)?;
+            run_and_print(&loaded, &registry, resume)?;
+        }
+        Command::Amalgamate(args) => {
+            let request = workbench::amalgamate::Request {
+                teachers: args.teachers,
+                texts: args.texts,
+                eval: args.eval,
+                validation: args.validation,
+                name: args.name.clone(),
+                output: args.out.clone(),
+            };
+            let text = workbench::amalgamate::config(&request)?;
+            std::fs::create_dir_all(&args.out)?;
+            let file = args.out.join(format!("{}.toml", args.name));
+            workbench::files::write_atomically(&file, &text)?;
+            eprintln!("config written to {} (`workbench run {}` reproduces this run)", file.display(), file.display());
+            let config = ConfigArgs { files: vec![file], sets: args.sets };
+            let (loaded, registry) = load_config(&config, max_log_level, plugin_dirs, isolation)?;
+            let dir = run_and_print(&loaded, &registry, false)?;
+            let student = dir.join("student");
             println!(
-                "run `{}` ({} union labels) written to {}",
-                resolved.name,
-                outcome.labels.labels.len(),
-                outcome.dir.display()
+                "student: {} (its README.md says how to load it; `workbench predict --model {} TEXT` tries it)",
+                student.display(),
+                student.display()
             );
-            let results = &outcome.results;
-            for row in results.rows() {
-                println!("  {:<40} {:.4}", row.method, row.accuracy);
-            }
-            println!("  {:<40} {:.4}", "minimum coverage", results.min_coverage);
-            if let Some(selection) = results.selection.estimator {
-                println!("  {:<40} {}", "selection (training texts / test)", selection.describe());
-            }
-            println!("  {:<40} {}", "concat-argmax selection", results.selection.concat_argmax.describe());
         }
     }
     Ok(())
@@ -457,6 +509,28 @@ fn check_config(args: &ConfigArgs, loaded: &LoadedConfig, registry: &Registry, p
     let comment = if print { "# " } else { "" };
     println!("{comment}ok: {} is a valid {what} ({checked} components checked{taught})", files.join(" + "));
     Ok(())
+}
+
+/// Runs a loaded run config and prints its result table; returns the run directory.
+fn run_and_print(loaded: &LoadedConfig, registry: &Registry, resume: bool) -> anyhow::Result<PathBuf> {
+    let resolved = loaded.validate(registry)?;
+    let outcome = workbench::run::run(&resolved, registry, resume)?;
+    println!(
+        "run `{}` ({} union labels) written to {}",
+        resolved.name,
+        outcome.labels.labels.len(),
+        outcome.dir.display()
+    );
+    let results = &outcome.results;
+    for row in results.rows() {
+        println!("  {:<40} {:.4}", row.method, row.accuracy);
+    }
+    println!("  {:<40} {:.4}", "minimum coverage", results.min_coverage);
+    if let Some(selection) = results.selection.estimator {
+        println!("  {:<40} {}", "selection (training texts / test)", selection.describe());
+    }
+    println!("  {:<40} {}", "concat-argmax selection", results.selection.concat_argmax.describe());
+    Ok(outcome.dir)
 }
 
 fn run_sweep(sweep: &SweepArgs, global: Vec<String>, registry: &Registry) -> anyhow::Result<()> {
@@ -653,6 +727,27 @@ fn print_predictions(predictions: &[workbench::predict::Prediction], json: bool)
             println!("  {label:<width$}  {probability:.4}");
         }
     }
+}
+
+fn write_teacher_texts(args: &ConfigArgs, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let loaded = config::load(&args.files, &args.sets)?;
+    let (data, seed) =
+        loaded.data().ok_or_else(|| anyhow::anyhow!("the config has no [data] table: no texts to write"))?;
+    let texts = data.teacher_texts(&loaded.cache_dir(), seed)?;
+    let mut lines = String::new();
+    for text in &texts {
+        lines += &serde_json::json!({ "text": text }).to_string();
+        lines.push('\n');
+    }
+    match out {
+        Some(path) => {
+            workbench::files::write_atomically(path, &lines)?;
+            eprintln!("{} texts written to {}", texts.len(), path.display());
+        }
+        None => std::io::stdout().lock().write_all(lines.as_bytes())?,
+    }
+    Ok(())
 }
 
 fn print_logits(args: &LogitsArgs) -> anyhow::Result<()> {

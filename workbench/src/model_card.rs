@@ -72,10 +72,13 @@ pub fn student_card(
         config.data_seed,
         config.mc_seed,
     );
+    let epoch = match manifest.data.validation {
+        0 => format!("no validation texts: the last of {} epochs", config.student.epochs),
+        n => format!("{n} validation texts chose the epoch"),
+    };
     out += &format!(
-        "## Scores\n\nOn {} test texts ({} validation texts chose the epoch).\n\n{}",
+        "## Scores\n\nOn {} test texts ({epoch}).\n\n{}",
         manifest.data.test,
-        manifest.data.validation,
         crate::run::scores(&teachers, results)
     );
     if !results.warnings.is_empty() {

@@ -74,7 +74,9 @@ impl Family {
             Some("roberta" | "xlm-roberta") => Ok(Family::Roberta),
             Some("distilbert") => Ok(Family::DistilBert),
             Some(other) => Err(format!(
-                "model_type `{other}` is not supported (supported: bert, roberta, xlm-roberta, distilbert)"
+                "model_type `{other}` is not supported by our encoder (supported: bert, roberta, xlm-roberta, \
+                 distilbert); run it in PyTorch and join it as a `signals-file` teacher (scripts/write_signals.py, \
+                 docs/signals.md)"
             )),
         }
     }

@@ -133,7 +133,9 @@ fn an_unsupported_model_type_is_refused_naming_the_file_and_the_supported_ones()
     assert_eq!(
         message,
         format!(
-            "{}: model_type `gpt2` is not supported (supported: bert, roberta, xlm-roberta, distilbert)",
+            "{}: model_type `gpt2` is not supported by our encoder (supported: bert, roberta, xlm-roberta, \
+             distilbert); run it in PyTorch and join it as a `signals-file` teacher (scripts/write_signals.py, \
+             docs/signals.md)",
             config.display()
         )
     );

@@ -101,14 +101,20 @@ class MeanPooledForSequenceClassification(PreTrainedModel):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.has_pooler and token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        hidden = getattr(self, self.base_model_prefix)(**inputs).last_hidden_state
+        for option in ("output_hidden_states", "output_attentions"):
+            if kwargs.get(option) is not None:
+                inputs[option] = kwargs[option]
+        outputs = getattr(self, self.base_model_prefix)(**inputs, return_dict=True)
+        hidden = outputs.last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         logits = self.classifier(self.dropout(pooled))
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
 
 
 class WorkbenchBertForSequenceClassification(MeanPooledForSequenceClassification):

@@ -97,9 +97,14 @@ fn what_the_file_cannot_give_is_refused_naming_the_file_and_the_remedy() {
     assert!(message(teacher.forward(&texts(&["second"]), &request(stochastic(2, 1), false))).contains("`top_layers`"));
 }
 
-/// Writes a file with `tensors` (name, dtype, shape, bytes) and `metadata`, bypassing the checks
-/// of [`SignalsData::write`].
-fn raw(tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)], metadata: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+/// A tensor as written: name, dtype, shape, bytes.
+type RawTensor = (&'static str, Dtype, Vec<usize>, Vec<u8>);
+
+/// The tensors and metadata of a bad file, and what opening it says.
+type Case = (Vec<RawTensor>, Vec<(&'static str, &'static str)>, &'static str);
+
+/// Writes a file with `tensors` and `metadata`, bypassing the checks of [`SignalsData::write`].
+fn raw(tensors: &[RawTensor], metadata: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.safetensors");
     let views = tensors.iter().map(|(name, dtype, shape, data)| {
@@ -117,7 +122,7 @@ fn a_bad_file_is_refused_on_open_with_what_is_wrong() {
     let floats = |n: usize, value: f32| value.to_le_bytes().repeat(n);
     let labels = r#"["sport", "space"]"#;
     let good_meta = [("format", FORMAT), ("labels", labels)];
-    let cases: Vec<(Vec<(&str, Dtype, Vec<usize>, Vec<u8>)>, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (vec![keys(2)], vec![("labels", labels)], "its metadata has no `format` (`workbench-signals/1` expected)"),
         (
             vec![keys(2)],

@@ -181,6 +181,12 @@ impl LoadedConfig {
         crate::assets::cache_dir(self.settings.cache.as_deref())
     }
 
+    /// The `[data]` table with the seed of its subsampling, when there is one (read without
+    /// the plugins, for `workbench texts`).
+    pub fn data(&self) -> Option<(&DataConfig, u64)> {
+        self.settings.data.as_ref().map(|data| (data, self.settings.data_seed))
+    }
+
     /// Whether this is a sweep file (a `[sweep]` table): a base config and methods.
     pub fn is_sweep(&self) -> bool {
         self.settings.sweep.is_some()

@@ -299,7 +299,7 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
         warnings,
     };
     write(&dir.join("results.json"), &serde_json::to_string_pretty(&results).expect("JSON serializes"))?;
-    write(&dir.join("report.md"), &report(config, &names, &results, &outcome.state))?;
+    write(&dir.join("report.md"), &report(config, &names, &results, &outcome.state, validation.len()))?;
     let student_dir = dir.join("student");
     let card = model_card::student_card(&student_dir, config, &manifest, &results, &method_docs(config, registry)?);
     model_card::write(&student_dir, &card)?;

@@ -379,7 +379,9 @@ pub(super) fn student_examples(splits: &Splits, labels: &LabelSpace) -> Result<S
             "rows whose label no teacher owns are left out"
         );
     }
-    if train.is_empty() || test.is_empty() {
+    // A transfer-only run has no labelled training rows: its student learns from the transfer set.
+    let transfer_only = splits.train.is_empty();
+    if (train.is_empty() && !transfer_only) || test.is_empty() {
         return Err(Error::InvalidConfig {
             problems: vec![format!(
                 "no train or no test rows carry a label of the teachers ({} train and {} test rows left out): check that the data's labels are the teachers' ({})",

@@ -160,6 +160,7 @@ pub(super) fn report(
     teachers: &[String],
     results: &RunResults,
     state: &crate::training::learner::TrainingState,
+    validation: usize,
 ) -> String {
     let mut out = format!("# Run `{}`\n\n", config.name);
     out += &format!(
@@ -179,6 +180,12 @@ pub(super) fn report(
         state.best_epoch,
         config.student.epochs,
     );
+    if validation == 0 {
+        out += &format!(
+            "No labelled validation texts: the student trained a fixed {} epochs and the last was kept.\n\n",
+            config.student.epochs
+        );
+    }
     out += &scores(teachers, results);
     let unowned = results.unowned;
     if unowned != UnownedRows::default() {

@@ -678,6 +678,7 @@ fn a_student_learns_from_an_unlabelled_transfer_set() {
     assert!(checked.stdout.starts_with("ok: "), "{}", checked.stderr);
     let out = run(&mut workbench(&["run", only.to_str().unwrap()]));
     assert!(out.ok, "{}", out.stderr);
+    assert!(out.stderr.contains("epoch 2: loss") && out.stderr.contains(", no validation texts"), "{}", out.stderr);
     let only_dir = dir.path().join("runs/transfer-only");
     let report = std::fs::read_to_string(only_dir.join("report.md")).unwrap();
     assert!(

@@ -229,10 +229,12 @@ impl Learner<'_> {
             }
             let train_loss = total_loss / batches.len().max(1) as f64;
             let validation_accuracy = accuracy(model, tokenizer, validation, 64, &device)?;
-            bar.println(format!(
-                "epoch {}: loss {train_loss:.4}, validation accuracy {validation_accuracy:.4}",
-                epoch + 1
-            ));
+            let measured = if validation.is_empty() {
+                "no validation texts".to_string()
+            } else {
+                format!("validation accuracy {validation_accuracy:.4}")
+            };
+            bar.println(format!("epoch {}: loss {train_loss:.4}, {measured}", epoch + 1));
             state.epochs_done = epoch + 1;
             state.epochs.push(EpochRecord {
                 epoch: epoch + 1,

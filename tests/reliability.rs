@@ -657,7 +657,7 @@ fn isolated_plugins_contain_an_abort_in_the_handshake() {
             .env("ABORT_IN_HANDSHAKE", "1"));
     assert!(out.ok, "{}", out.stderr);
     assert!(
-        out.stderr.contains("libbroken_aborting_handshake.so: its worker process was killed by signal 6 (SIGABRT: the plugin aborted) during loading the library"),
+        out.stderr.contains("libbroken_aborting_handshake.so: its worker process was killed by signal 6 (SIGABRT: it aborted) during loading the library"),
         "{}",
         out.stderr
     );
@@ -665,12 +665,19 @@ fn isolated_plugins_contain_an_abort_in_the_handshake() {
 }
 
 #[test]
-fn an_isolated_plugin_that_aborts_or_hangs_fails_its_call_naming_plugin_and_call() {
+fn an_isolated_plugin_that_aborts_hangs_or_scribbles_fails_its_call_naming_plugin_and_call() {
     let world = world();
+    // Garbage in the frame channel reads as a frame length: refused, not allocated.
+    let scribbled = format!(
+        "failed in Strategy::recipe (component `scribbling`): its worker process wrote a frame of {} bytes, more \
+         than the limit of 1073741824: not a frame of this protocol during Strategy::recipe, and was stopped",
+        u64::from_le_bytes(*b"garbage!")
+    );
     for (strategy, extra, expected) in [
         ("aborting", None, "plugin `broken-misbehaving` ("),
-        ("aborting", None, "failed in Strategy::recipe (component `aborting`): its worker process was killed by signal 6 (SIGABRT: the plugin aborted) during Strategy::recipe"),
+        ("aborting", None, "failed in Strategy::recipe (component `aborting`): its worker process was killed by signal 6 (SIGABRT: it aborted) during Strategy::recipe"),
         ("hanging", Some("2"), "failed in Strategy::recipe (component `hanging`): its worker process did not answer Strategy::recipe within 2 s and was stopped"),
+        ("scribbling", Some("60"), scribbled.as_str()),
     ] {
         // Outside the world, whose tree the bad-input test watches.
         let private = tempfile::tempdir().unwrap();

@@ -2,16 +2,14 @@
 //! executable itself, `plugin-worker LIBRARY`) that answers the host's calls over its stdin and
 //! stdout. An abort or a crash inside the plugin ends the worker, not the host: the call fails
 //! naming the plugin and the call; a call that takes longer than the timeout stops the worker.
-//! Frames are a little-endian u64 length and a JSON body; only plain API data travels.
+//! Frames (`workbench_framed`: a capped little-endian u64 length) carry a JSON body; only plain
+//! API data travels. A worker that writes garbage into its channel is stopped and named.
 
 use std::{
-    io::{BufReader, Read, Write},
+    io::{Read, Write},
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, ExitStatus, Stdio},
-    sync::{
-        mpsc::{self, Receiver, RecvTimeoutError},
-        Mutex,
-    },
+    process::Command,
+    sync::Mutex,
     time::Duration,
 };
 
@@ -20,6 +18,8 @@ use workbench_plugin_api::{
     ForwardRequest, ParamTable, PluginError, PluginManifest, Recipe, SamplingPlan, StrategyInput, TeacherInfo,
     TeacherOutput, TeacherSamples, Tensor,
 };
+
+use workbench_framed::FramedChild;
 
 use crate::host::HostSettings;
 
@@ -53,58 +53,22 @@ pub enum Response {
 
 pub fn write_frame(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
     let body = serde_json::to_vec(value).map_err(std::io::Error::other)?;
-    out.write_all(&(body.len() as u64).to_le_bytes())?;
-    out.write_all(&body)?;
-    out.flush()
-}
-
-/// The body of the next frame, `None` at the end of the stream.
-fn read_body(input: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
-    let mut length = [0u8; 8];
-    match input.read_exact(&mut length) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let mut body = vec![0u8; u64::from_le_bytes(length) as usize];
-    input.read_exact(&mut body)?;
-    Ok(Some(body))
+    workbench_framed::write_frame(out, &body)
 }
 
 /// The next frame, `None` at the end of the stream.
 pub fn read_frame<T: DeserializeOwned>(input: &mut impl Read) -> std::io::Result<Option<T>> {
-    match read_body(input)? {
+    match workbench_framed::read_frame(input)? {
         Some(body) => serde_json::from_slice(&body).map(Some).map_err(std::io::Error::other),
         None => Ok(None),
     }
-}
-
-struct Process {
-    child: Child,
-    stdin: ChildStdin,
-    responses: Receiver<Vec<u8>>,
-    /// Why the worker can take no more calls, once it cannot.
-    gone: Option<String>,
 }
 
 /// A worker process serving one plugin library.
 pub struct Worker {
     pub path: PathBuf,
     timeout: Duration,
-    process: Mutex<Process>,
-}
-
-/// How a process ended, in words.
-fn describe_exit(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(6)) => "was killed by signal 6 (SIGABRT: the plugin aborted)".into(),
-        (None, Some(9)) => "was killed by signal 9 (SIGKILL)".into(),
-        (None, Some(11)) => "was killed by signal 11 (SIGSEGV: the plugin crashed)".into(),
-        (None, Some(signal)) => format!("was killed by signal {signal}"),
-        _ => "ended".into(),
-    }
+    process: Mutex<FramedChild>,
 }
 
 impl Worker {
@@ -113,32 +77,18 @@ impl Worker {
     pub fn spawn(path: &Path, settings: &HostSettings, timeout: Duration) -> crate::Result<(Worker, PluginManifest)> {
         let failed = |reason: String| crate::Error::LoadFailed { path: path.into(), reason };
         let exe = std::env::current_exe().map_err(|e| failed(format!("cannot find the workbench executable: {e}")))?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .arg("plugin-worker")
             .arg(path)
             .args(["--threads", &settings.threads.to_string()])
             .args(["--log-level", &format!("{:?}", settings.max_log_level)])
             .arg("--cache-dir")
             .arg(&settings.cache_dir)
-            .args(settings.config_dir.iter().flat_map(|dir| [std::ffi::OsStr::new("--config-dir"), dir.as_os_str()]))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
+            .args(settings.config_dir.iter().flat_map(|dir| [std::ffi::OsStr::new("--config-dir"), dir.as_os_str()]));
+        let child = FramedChild::spawn(&mut command, "worker process")
             .map_err(|e| failed(format!("cannot start a worker process: {e}")))?;
-        let stdin = child.stdin.take().expect("piped");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-        let (sender, responses) = mpsc::channel();
-        // Frames are read on their own thread, so that a call can wait with a timeout.
-        std::thread::spawn(move || {
-            while let Ok(Some(body)) = read_body(&mut stdout) {
-                if sender.send(body).is_err() {
-                    break;
-                }
-            }
-        });
-        let worker =
-            Worker { path: path.into(), timeout, process: Mutex::new(Process { child, stdin, responses, gone: None }) };
+        let worker = Worker { path: path.into(), timeout, process: Mutex::new(child) };
         match worker.receive("loading the library").map_err(failed)? {
             Response::Loaded(manifest) => Ok((worker, manifest)),
             Response::LoadFailed(reason) => Err(crate::Error::WorkerLoad(reason)),
@@ -148,48 +98,15 @@ impl Worker {
 
     fn receive(&self, call: &str) -> Result<Response, String> {
         let mut process = self.process.lock().map_err(|_| "the worker's lock is poisoned".to_string())?;
-        Self::receive_locked(&mut process, call, self.timeout)
-    }
-
-    fn receive_locked(process: &mut Process, call: &str, timeout: Duration) -> Result<Response, String> {
-        if let Some(gone) = &process.gone {
-            return Err(gone.clone());
-        }
-        let failure = match process.responses.recv_timeout(timeout) {
-            Ok(bytes) => {
-                return serde_json::from_slice(&bytes).map_err(|e| format!("the worker sent an unreadable answer: {e}"))
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                let _ = process.child.kill();
-                let _ = process.child.wait();
-                format!("its worker process did not answer {call} within {} s and was stopped", timeout.as_secs())
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                let status = process.child.wait().map(describe_exit).unwrap_or_else(|e| e.to_string());
-                format!("its worker process {status} during {call}")
-            }
-        };
-        process.gone = Some(failure.clone());
-        Err(failure)
+        let body = process.receive(call, self.timeout)?;
+        serde_json::from_slice(&body).map_err(|e| format!("the worker sent an unreadable answer: {e}"))
     }
 
     /// Sends `request` and waits for the answer; `Err` says why the worker gave none.
     pub fn call(&self, call: &str, request: &Request) -> Result<Response, String> {
+        let body = serde_json::to_vec(request).map_err(|e| format!("cannot encode {call}: {e}"))?;
         let mut process = self.process.lock().map_err(|_| "the worker's lock is poisoned".to_string())?;
-        if let Some(gone) = &process.gone {
-            return Err(gone.clone());
-        }
-        // A failed write means the worker is gone: the receive below reports its exit status.
-        let _ = write_frame(&mut process.stdin, request);
-        Self::receive_locked(&mut process, call, self.timeout)
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if let Ok(process) = self.process.get_mut() {
-            let _ = process.child.kill();
-            let _ = process.child.wait();
-        }
+        let answer = process.call(call, &body, self.timeout)?;
+        serde_json::from_slice(&answer).map_err(|e| format!("the worker sent an unreadable answer: {e}"))
     }
 }

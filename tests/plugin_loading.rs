@@ -37,6 +37,7 @@ fn plugins_list_shows_every_workspace_plugin_with_kind_and_version() {
         ("bert", "teacher", "workbench-bert-teacher"),
         ("fixed-logits", "teacher", "workbench-fixed-teacher"),
         ("signals-file", "teacher", "workbench-signals-teacher"),
+        ("transformers", "teacher", "workbench-python-teacher"),
         ("entropy", "estimator", "workbench-uncertainty"),
         ("mc-dropout", "estimator", "workbench-uncertainty"),
         ("mc-fitted", "estimator", "workbench-uncertainty"),

@@ -821,3 +821,28 @@ fn a_teacher_from_a_signals_file_amalgamates_with_one_of_our_encoder() {
     let manifest = std::fs::read_to_string(run_dir.join("manifest.json")).unwrap();
     assert!(manifest.contains("workbench-signals-teacher"), "the plugin is recorded: {manifest}");
 }
+
+/// The live Python bridge inside a run, through the engine and the signal cache: teacher `b` is
+/// a `transformers` teacher served by the protocol's fake worker (no torch in CI; the real one
+/// is checked by scripts/check_bridge.py), teacher `a` our encoder.
+#[test]
+fn a_teacher_served_by_a_python_worker_takes_part_in_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bridge.toml");
+    let text = experiment(dir.path(), 1)
+        + "[estimator]\nplugin = \"mc-dropout\"\npasses = 3\n\n[strategy]\nplugin = \"muka\"\n";
+    std::fs::write(&config, text).unwrap();
+    let worker = support::repo_root().join("plugins/python-teacher/tests/fake_worker.py");
+    let table = format!(
+        "teachers.b={{ plugin = \"transformers\", model = \"fake:food,politics\", worker = \"{}\" }}",
+        worker.display()
+    );
+    let out = run(&mut workbench(&["run", config.to_str().unwrap(), "--set", &table]));
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stderr.contains("Python worker ready"), "{}", out.stderr);
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("runs/tiny/results.json")).unwrap()).unwrap();
+    assert_eq!(results["teachers"].as_array().unwrap().len(), 2, "{results}");
+    let manifest = std::fs::read_to_string(dir.path().join("runs/tiny/manifest.json")).unwrap();
+    assert!(manifest.contains("workbench-python-teacher"), "{manifest}");
+}

@@ -328,6 +328,11 @@ pub mod param {
         ParamSpec::float("", default, "")
     }
 
+    /// Any text, `default` unless a config says otherwise.
+    pub fn text(default: &str) -> ParamSpec {
+        ParamSpec::required("", ParamKind::Text, "").with_default(super::ParamValue::Text(default.into()))
+    }
+
     /// A text restricted to `choices`, defaulting to the first.
     pub fn choice(choices: &[&str]) -> ParamSpec {
         ParamSpec::choice("", choices, "")

@@ -314,3 +314,106 @@ student = { cpus = 4, memory = "8G", time = "3:00:00", extra = ["--exclusive"] }
     assert!(!wrong.ok);
     assert!(wrong.stderr.contains("gpus") && wrong.stderr.contains("sweep.slurm.student"), "{}", wrong.stderr);
 }
+
+/// Every value that reaches a generated job script is checked against what its field may hold:
+/// the five routes by which a newline once ended an `#SBATCH` line and ran the rest as a shell
+/// command are each refused, naming the key (or the directory), and nothing runs.
+#[test]
+fn values_that_would_inject_into_a_job_script_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let attack = "x\ntouch PWNED #";
+    let refused = |args: &[&str], cwd: &Path| {
+        let mut command = workbench(args);
+        let out = run(command.current_dir(cwd));
+        assert!(!out.ok, "{args:?} must be refused:\n{}", out.stdout);
+        out.stderr
+    };
+    let one_line =
+        "\"x\\ntouch PWNED #\" holds the control character '\\n': it must be one line of printable characters";
+    // (Slurm settings in the file, `--set`s, the refusal.)
+    let cases: Vec<(&str, Vec<String>, String)> = vec![
+        ("", vec!["--set".into(), format!("name={attack}")], format!("`name` (from --set name) = {one_line}")),
+        ("", vec!["--set".into(), format!("output={attack}")], format!("`output` (from --set output) = {one_line}")),
+        (
+            "[sweep.slurm]\nall = { partition = \"x\\ntouch PWNED #\" }\n",
+            vec![],
+            "`sweep.slurm.all.partition` in FILE = \"x\\ntouch PWNED #\": expected partition names (letters, digits, \
+             `_`, `.`, `-`), comma-separated"
+                .into(),
+        ),
+        (
+            "[sweep.slurm]\nstudent = { extra = [\"--qos=normal\\ntouch PWNED\"] }\n",
+            vec![],
+            "`sweep.slurm.student.extra` in FILE = \"--qos=normal\\ntouch PWNED\": expected one sbatch option per entry, \
+             starting with `-`, without spaces (`--qos=long`)"
+                .into(),
+        ),
+        (
+            "",
+            vec!["--set".into(), "sweep.slurm.all.time=2 hours".into()],
+            "`sweep.slurm.all.time` (from --set sweep.slurm.all.time) = \"2 hours\": expected a time limit as sbatch \
+             reads it: minutes, h:m:s or d-h:m:s (`30`, `2:00:00`, `1-00:00:00`)"
+                .into(),
+        ),
+    ];
+    let config = sweep_config(dir.path(), 1, "");
+    let base = std::fs::read_to_string(&config).unwrap();
+    for (i, (slurm, sets, expected)) in cases.into_iter().enumerate() {
+        let case = dir.path().join(format!("case-{i}.toml"));
+        std::fs::write(&case, format!("{base}{slurm}")).unwrap();
+        let file = case.to_str().unwrap();
+        let expected = expected.replace("FILE", file);
+        let mut args = vec!["config", "check", file];
+        args.extend(sets.iter().map(String::as_str));
+        let stderr = refused(&args, dir.path());
+        assert!(stderr.contains(&expected), "config check {slurm}{sets:?}: `{expected}` in {stderr}");
+        let mut args = vec!["sweep", file, "--executor", "slurm", "--dry-run"];
+        args.extend(sets.iter().map(String::as_str));
+        let stderr = refused(&args, dir.path());
+        assert!(stderr.contains(&expected), "sweep {slurm}{sets:?}: `{expected}` in {stderr}");
+    }
+    // The fifth route: the directory the sweep is submitted from.
+    let bad_cwd = dir.path().join(attack);
+    std::fs::create_dir(&bad_cwd).unwrap();
+    let stderr = refused(&["sweep", config.to_str().unwrap(), "--executor", "slurm", "--dry-run"], &bad_cwd);
+    assert!(
+        stderr.contains(&format!(
+            "the directory the sweep is submitted from, {:?}, holds a space or a control character",
+            bad_cwd.display().to_string()
+        )),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("PWNED").exists() && !bad_cwd.join("PWNED").exists());
+}
+
+/// The job scripts a dry run prints pass shellcheck (from Debian's package; installed here when
+/// it is missing and apt-get can, as CI's root can).
+#[test]
+fn generated_job_scripts_pass_shellcheck() {
+    let available = || Command::new("shellcheck").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !available() {
+        let installed = Command::new("sh")
+            .args(["-c", "command -v apt-get >/dev/null && apt-get install -y -qq shellcheck >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq shellcheck >/dev/null 2>&1)"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed || !available() {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root with apt-get, so shellcheck must install");
+            skip_loudly("shellcheck is not installed and apt-get cannot install it here");
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let slurm = "[sweep.slurm]\nall = { partition = \"cpu\", time = \"1:00:00\", extra = [\"--qos=normal\"], setup = \"module load rust\" }\n";
+    let config = sweep_config(dir.path(), 1, slurm);
+    let out = run(&mut workbench(&["sweep", config.to_str().unwrap(), "--executor", "slurm", "--dry-run"]));
+    assert!(out.ok, "{}", out.stderr);
+    let scripts: Vec<&str> = out.stdout.split("# sbatch").skip(1).collect();
+    assert!(scripts.len() >= 4, "{}", out.stdout);
+    for (i, script) in scripts.iter().enumerate() {
+        let body = &script[script.find("#!/bin/bash").expect("a script")..];
+        let path = dir.path().join(format!("script-{i}.sh"));
+        std::fs::write(&path, body).unwrap();
+        let checked = Command::new("shellcheck").arg(&path).output().unwrap();
+        assert!(checked.status.success(), "shellcheck on\n{body}\n{}", String::from_utf8_lossy(&checked.stdout));
+    }
+}

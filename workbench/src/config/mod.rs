@@ -318,6 +318,12 @@ impl LoadedConfig {
         if let Some(reason) = run_name_problem(name) {
             problems.push(format!("{} = {reason}", key_origin(&self.figment, "name")));
         }
+        let paths = [("output", &self.settings.output), ("cache", &self.settings.cache)];
+        for (key, path) in paths {
+            if let Some(reason) = path.as_ref().and_then(|p| control_character_problem(&p.display().to_string())) {
+                problems.push(format!("{} = {reason}", key_origin(&self.figment, key)));
+            }
+        }
         let mut add =
             |table: &str, found: Vec<crate::training::teach::Problem>| {
                 problems.extend(found.into_iter().map(|(key, reason)| {
@@ -348,10 +354,32 @@ pub fn changed_entries<V: PartialEq + std::fmt::Display>(
         .collect()
 }
 
+/// Why `value`, which reaches files other programs read (a directory name, a line of a job
+/// script), is refused: a control character. A newline would end the line it is written on, and
+/// the rest would be read as the next line (a shell command, in a job script).
+pub fn control_character_problem(value: &str) -> Option<String> {
+    value.chars().find(|c| c.is_control()).map(|c| {
+        let shown: String = value.chars().take(60).collect();
+        format!("{shown:?} holds the control character {c:?}: it must be one line of printable characters")
+    })
+}
+
+/// The longest run name: a directory name.
+const MAX_NAME_BYTES: usize = 255;
+
 /// Why `name` cannot name a run directory under `output`, if it cannot.
 pub fn run_name_problem(name: &str) -> Option<String> {
     let shown = format!("{name:?}");
-    if name.trim().is_empty() {
+    if let Some(problem) = control_character_problem(name) {
+        return Some(problem);
+    }
+    if name.len() > MAX_NAME_BYTES {
+        let start: String = name.chars().take(40).collect();
+        Some(format!(
+            "{start:?}... has {} bytes: a run name is one directory name, at most {MAX_NAME_BYTES}",
+            name.len()
+        ))
+    } else if name.trim().is_empty() {
         Some(format!("{shown}: a run needs a name"))
     } else if name.contains(['/', '\\', '\0']) || name == ".." || name == "." {
         Some(format!("{shown}: a run name is one directory name under `output` (no `/`, `\\` or `..`)"))

@@ -150,7 +150,22 @@ impl Grid {
             });
         }
         let mut problems = Vec::new();
+        let origin = |key: &str| config::key_origin(&base, key);
+        if let Some(reason) = file.name.as_deref().and_then(config::run_name_problem) {
+            problems.push(format!("{} = {reason}", origin("name")));
+        }
+        if let Some(reason) =
+            file.output.as_ref().and_then(|p| config::control_character_problem(&p.display().to_string()))
+        {
+            problems.push(format!("{} = {reason}", origin("output")));
+        }
+        for (key, reason) in file.sweep.slurm.problems() {
+            problems.push(format!("{} = {reason}", origin(&format!("sweep.slurm.{key}"))));
+        }
         for (i, method) in file.sweep.methods.iter().enumerate() {
+            if let Some(reason) = config::control_character_problem(&method.name) {
+                problems.push(format!("`sweep.methods`: the name {reason}"));
+            }
             if method.seeds.as_ref().is_some_and(Vec::is_empty) {
                 problems.push(format!(
                     "`sweep.methods`: `{}` has empty `seeds` (leave it out for `sweep.seeds`)",

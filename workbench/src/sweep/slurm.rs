@@ -54,7 +54,78 @@ pub struct JobResources {
     pub setup: Option<String>,
 }
 
+/// Why `value` cannot be given to sbatch as `what`, checked against the grammar sbatch reads (so
+/// that nothing but the option reaches a job script's `#SBATCH` lines).
+fn grammar_problem(value: &str, what: &str) -> Option<String> {
+    let valid = match what {
+        // Partition names, comma-separated.
+        "partition" => {
+            value.split(',').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)))
+        }
+        // minutes, m:s, h:m:s, d-h, d-h:m, d-h:m:s; or no limit.
+        "time" => {
+            let (days, clock) = value.split_once('-').map_or((None, value), |(d, rest)| (Some(d), rest));
+            let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+            let parts: Vec<&str> = clock.split(':').collect();
+            matches!(value, "UNLIMITED" | "INFINITE")
+                || (days.is_none_or(digits) && parts.len() <= 3 && parts.iter().all(|p| digits(p)))
+        }
+        // A size with an optional unit.
+        "memory" => {
+            let number = value.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
+            !number.is_empty() && number.chars().all(|c| c.is_ascii_digit()) && value.len() - number.len() <= 1
+        }
+        // One option: a dash, then no whitespace.
+        "extra" => value.starts_with('-') && !value.chars().any(|c| c.is_whitespace() || c.is_control()),
+        _ => !value.chars().any(char::is_control),
+    };
+    let expected = match what {
+        "partition" => "partition names (letters, digits, `_`, `.`, `-`), comma-separated",
+        "time" => "a time limit as sbatch reads it: minutes, h:m:s or d-h:m:s (`30`, `2:00:00`, `1-00:00:00`)",
+        "memory" => "a size as sbatch reads it: a number with an optional unit K, M, G or T (`8G`)",
+        "extra" => "one sbatch option per entry, starting with `-`, without spaces (`--qos=long`)",
+        _ => "one line of printable characters",
+    };
+    (!valid).then(|| {
+        let shown: String = value.chars().take(60).collect();
+        format!("{shown:?}: expected {expected}")
+    })
+}
+
 impl SlurmSettings {
+    /// Values sbatch could not read, or that would reach a job script as more than the option
+    /// they are: (key under `sweep.slurm`, reason).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if let Some(binary) = &self.binary {
+            if let Some(reason) = crate::config::control_character_problem(&binary.display().to_string()) {
+                problems.push(("binary".to_string(), reason));
+            }
+        }
+        let kinds = [
+            ("all", &self.all),
+            ("teacher", &self.teacher),
+            ("signals", &self.signals),
+            ("student", &self.student),
+            ("aggregate", &self.aggregate),
+        ];
+        for (kind, resources) in kinds {
+            let mut check = |key: &str, value: Option<&str>, what: &str| {
+                if let Some(reason) = value.and_then(|v| grammar_problem(v, what)) {
+                    problems.push((format!("{kind}.{key}"), reason));
+                }
+            };
+            check("partition", resources.partition.as_deref(), "partition");
+            check("time", resources.time.as_deref(), "time");
+            check("memory", resources.memory.as_deref(), "memory");
+            check("setup", resources.setup.as_deref(), "line");
+            for extra in &resources.extra {
+                check("extra", Some(extra), "extra");
+            }
+        }
+        problems
+    }
+
     /// A kind's resources: its own table's, else those of `all`.
     pub fn resources(&self, kind: JobKind) -> JobResources {
         let own = match kind {
@@ -190,6 +261,20 @@ pub fn submit(grid: &Grid, graph: &Graph, command: &JobCommand, dry_run: bool) -
         return Ok(Submitted::Nothing { already_queued: queued.len() });
     }
     let cwd = std::env::current_dir().map_err(Error::io("reading the working directory"))?;
+    // sbatch reads each #SBATCH line word by word, and a newline would end it: these paths go there.
+    for (what, path) in
+        [("the directory the sweep is submitted from", &cwd), ("the sweep's directory", &logs_dir(grid))]
+    {
+        let text = path.display().to_string();
+        if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(Error::InvalidConfig {
+                problems: vec![format!(
+                    "{what}, {text:?}, holds a space or a control character, which a job script's #SBATCH lines \
+                     cannot carry: submit from (and write the sweep to) a path without them"
+                )],
+            });
+        }
+    }
     let program = settings.binary.clone().unwrap_or_else(|| command.program.clone());
     let base = std::iter::once(program.display().to_string())
         .chain(command.base_args())

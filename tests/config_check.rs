@@ -658,3 +658,90 @@ fn every_config_is_referenced_from_the_docs() {
     assert!(unreferenced.is_empty(), "configs no page of the docs names: {unreferenced:?}");
     assert!(!root.join("configs/quickstart.toml").exists(), "configs live in folders");
 }
+
+/// A write that fails part-way (here: the file-size limit, as a full disk would) leaves no
+/// partial file beside its target and names the target.
+#[test]
+fn a_failed_write_leaves_no_partial_file() {
+    let dir = tempfile::tempdir().unwrap();
+    support::write_four_topics(&dir.path().join("train.csv"), 40, 1);
+    support::write_four_topics(&dir.path().join("test.csv"), 10, 2);
+    let text = format!(
+        "{GOOD}\n[data]\ndataset = \"files\"\ntrain = \"{}\"\ntest = \"{}\"\n",
+        dir.path().join("train.csv").display(),
+        dir.path().join("test.csv").display()
+    );
+    let file = config(dir.path(), &text);
+    let out_file = dir.path().join("out/texts.jsonl");
+    std::fs::create_dir(dir.path().join("out")).unwrap();
+    let binary = workbench(&[]).get_program().to_owned();
+    // With SIGXFSZ ignored, a write past `ulimit -f` (in 512-byte blocks) fails with EFBIG.
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 2; exec {:?} texts {file:?} --out {:?}",
+        binary.to_string_lossy(),
+        out_file.display().to_string()
+    );
+    let out = run(std::process::Command::new("sh").args(["-c", &script]));
+    assert!(!out.ok, "the write must fail: {}", out.stderr);
+    assert!(out.stderr.contains(&format!("error: writing {}: File too large", out_file.display())), "{}", out.stderr);
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("out")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "nothing is left behind: {left:?}");
+}
+
+#[test]
+fn resume_refuses_a_directory_that_is_not_a_stopped_run() {
+    let dir = tempfile::tempdir().unwrap();
+    support::write_four_topics(&dir.path().join("train.csv"), 10, 1);
+    support::write_four_topics(&dir.path().join("test.csv"), 5, 2);
+    let data = format!(
+        "\n[data]\ndataset = \"files\"\ntrain = \"{}\"\ntest = \"{}\"\n",
+        dir.path().join("train.csv").display(),
+        dir.path().join("test.csv").display()
+    );
+    let fake = dir.path().join("two-teachers");
+    std::fs::create_dir(&fake).unwrap();
+    // A config.toml that names this directory, but no saved state: not a stopped run.
+    std::fs::write(fake.join("config.toml"), format!("output = \"{}\"\n{GOOD}{data}", dir.path().display())).unwrap();
+    let out = run(&mut workbench(&["run", "--resume", fake.to_str().unwrap()]));
+    assert!(!out.ok);
+    let expected = format!(
+        "{0} holds no stopped run of the workbench (no saved training state in {0}/state): start it with `workbench run CONFIG`",
+        fake.display()
+    );
+    assert!(out.stderr.contains(&expected), "{}", out.stderr);
+    assert!(!fake.join("report.md").exists() && !fake.join("student").exists(), "no new run was started");
+    // One that names another run directory.
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::copy(fake.join("config.toml"), elsewhere.join("config.toml")).unwrap();
+    let out = run(&mut workbench(&["run", "--resume", elsewhere.to_str().unwrap()]));
+    let expected = format!(
+        "{}/config.toml names the run directory {}, not {}: resume a run from its own directory",
+        elsewhere.display(),
+        fake.display(),
+        elsewhere.display()
+    );
+    assert!(!out.ok && out.stderr.contains(&expected), "{}", out.stderr);
+}
+
+#[test]
+fn a_new_plugin_may_not_take_the_name_of_a_component_there_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let out =
+        run(&mut workbench(&["plugins", "new", "muka", "--kind", "strategy", "--path", dir.path().to_str().unwrap()]));
+    assert!(!out.ok);
+    let library = support::plugin_dir().join(format!(
+        "{}workbench_strategies{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    assert_eq!(
+        out.stderr.lines().last().unwrap(),
+        format!(
+            "error: `muka` is already the name of a component of plugin `workbench-strategies` ({}): a config could \
+             not tell the two apart; choose another name",
+            library.display()
+        )
+    );
+    assert!(!dir.path().join("muka").exists());
+}

@@ -96,7 +96,7 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
-    fn add(&mut self, other: &LoadReport) {
+    pub fn add(&mut self, other: &LoadReport) {
         self.lossy_rows += other.lossy_rows;
         self.duplicates_dropped += other.duplicates_dropped;
         self.skipped_rows += other.skipped_rows;
@@ -428,26 +428,45 @@ impl DataConfig {
 
     /// Loads the splits; built-in datasets come from the asset cache (fetched when missing).
     /// Refuses an empty train or test split and a one-class train split.
-    /// The transfer set's texts, cut to `max_chars`; `None` without a `transfer` file.
-    pub fn transfer_texts(&self) -> Result<Option<Vec<String>>> {
+    /// The transfer set's texts, cut to `max_chars`; `None` without a `transfer` file. What
+    /// reading did (rows read lossily, texts cut, empty lines skipped) is added to `report`
+    /// and logged, as for the labelled splits.
+    pub fn transfer_texts_reported(&self, report: &mut LoadReport) -> Result<Option<Vec<String>>> {
         let Some(path) = &self.transfer else { return Ok(None) };
         let is_text = path.extension().is_none_or(|e| e.eq_ignore_ascii_case("txt"));
+        let mut read_report = LoadReport::default();
         let mut texts: Vec<String> = if is_text {
             let bytes = read(path)?;
-            let mut report = LoadReport::default();
-            bytes
-                .split(|&b| b == b'\n')
-                .map(|line| lossy(line, &mut report).trim().to_string())
-                .filter(|t| !t.is_empty())
-                .collect()
+            let lines: Vec<String> =
+                bytes.split(|&b| b == b'\n').map(|line| lossy(line, &mut read_report).trim().to_string()).collect();
+            // A file's final newline ends its last line; it starts no empty one.
+            let counted = lines.len() - usize::from(lines.last().is_some_and(String::is_empty));
+            let texts: Vec<String> = lines.into_iter().filter(|t| !t.is_empty()).collect();
+            read_report.skipped_rows += counted - texts.len();
+            texts
         } else {
-            read_file(path, &self.text_column, None, &mut LoadReport::default())?.into_iter().map(|e| e.text).collect()
+            read_file(path, &self.text_column, None, &mut read_report)?.into_iter().map(|e| e.text).collect()
         };
         if texts.is_empty() {
             return Err(Error::Data { path: path.clone(), line: 0, reason: "the transfer set holds no text".into() });
         }
-        cut_texts(texts.iter_mut(), self.max_chars);
+        read_report.truncated_texts += cut_texts(texts.iter_mut(), self.max_chars);
+        if read_report != LoadReport::default() {
+            tracing::warn!(
+                file = %path.display(),
+                lossy_rows = read_report.lossy_rows,
+                cut_to_max_chars = read_report.truncated_texts,
+                empty_rows_skipped = read_report.skipped_rows,
+                "the transfer set was not read as it is"
+            );
+        }
+        report.add(&read_report);
         Ok(Some(texts))
+    }
+
+    /// [`DataConfig::transfer_texts_reported`], the report dropped.
+    pub fn transfer_texts(&self) -> Result<Option<Vec<String>>> {
+        self.transfer_texts_reported(&mut LoadReport::default())
     }
 
     /// Every text a run of this data may ask its teachers about (the transfer set or the
@@ -645,6 +664,18 @@ mod tests {
         let lines = dir.path().join("transfer.txt");
         std::fs::write(&lines, "first text\n\n  second  \r\n").unwrap();
         assert_eq!(config(&lines).transfer_texts().unwrap().unwrap(), ["first te", "second"]);
+        // What reading did is counted, as for the labelled splits: a text cut, an empty line
+        // skipped, a line of invalid UTF-8 read lossily.
+        let odd = dir.path().join("odd.txt");
+        std::fs::write(&odd, b"first text\n\n\xff\xfe bytes\nok\n").unwrap();
+        let mut report = LoadReport::default();
+        let texts = config(&odd).transfer_texts_reported(&mut report).unwrap().unwrap();
+        assert_eq!(texts, ["first te", "\u{fffd}\u{fffd} bytes", "ok"]);
+        assert_eq!(
+            report,
+            LoadReport { lossy_rows: 1, skipped_rows: 1, truncated_texts: 1, ..LoadReport::default() },
+            "\"first text\" is cut at 8 characters; the lossy line has 8"
+        );
         let csv = dir.path().join("transfer.csv");
         std::fs::write(&csv, "id,text\n1,hello\n2,\"a, b\"\n").unwrap();
         assert_eq!(config(&csv).transfer_texts().unwrap().unwrap(), ["hello", "a, b"]);

@@ -13,7 +13,11 @@ use crate::{Error, Result};
 /// a sibling file unique to this process, then a rename. Created with the user's umask.
 pub fn write_atomically(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
     let partial = partial_sibling(path);
-    std::fs::write(&partial, bytes).map_err(Error::io(format!("writing {}", partial.display())))?;
+    if let Err(error) = std::fs::write(&partial, bytes) {
+        // A full disk leaves no partial file behind.
+        let _ = std::fs::remove_file(&partial);
+        return Err(Error::Io { context: format!("writing {}", path.display()), source: error });
+    }
     std::fs::rename(&partial, path).map_err(Error::io(format!("writing {}", path.display())))
 }
 

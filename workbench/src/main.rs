@@ -353,7 +353,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 PluginsCommand::List => list_plugins(&registry()),
                 PluginsCommand::Show { name } => show_plugin(&registry(), &name)?,
                 PluginsCommand::Reference => print!("{}", workbench::host::reference::markdown(&registry())),
-                PluginsCommand::New { name, kind, path, git } => scaffold_plugin(&name, kind, &path, git)?,
+                PluginsCommand::New { name, kind, path, git } => {
+                    if let Some((library, _)) = registry().components().find(|(_, c)| c.name == name) {
+                        bail!(
+                            "`{name}` is already the name of a component of plugin `{}` ({}): a config could not tell \
+                             the two apart; choose another name",
+                            library.manifest.name,
+                            library.path.display()
+                        );
+                    }
+                    scaffold_plugin(&name, kind, &path, git)?
+                }
             }
         }
         Command::Config(ConfigCommand::Check(CheckArgs { config: args, print })) => {
@@ -442,8 +452,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(dir) => vec![dir.join("config.toml")],
                 None => args.files.clone(),
             };
-            let args = ConfigArgs { files, sets: args.sets };
-            let (loaded, registry) = load_config(&args, max_log_level, plugin_dirs, isolation)?;
+            let config = ConfigArgs { files, sets: args.sets };
+            let (loaded, registry) = load_config(&config, max_log_level, plugin_dirs, isolation)?;
+            if let Some(dir) = &args.resume {
+                workbench::run::check_resumable(&loaded.validate(&registry)?, dir)?;
+            }
             run_and_print(&loaded, &registry, resume)?;
         }
         Command::Amalgamate(args) => {

@@ -171,7 +171,11 @@ impl Checkpoint {
 pub fn save_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
     let bytes = safetensors::serialize(tensors, None).map_err(|e| ModelError::file(path, e))?;
     let partial = path.with_extension(format!("partial-{}", std::process::id()));
-    std::fs::write(&partial, bytes).map_err(|e| ModelError::file(&partial, e))?;
+    if let Err(error) = std::fs::write(&partial, bytes) {
+        // A full disk leaves no partial file behind.
+        let _ = std::fs::remove_file(&partial);
+        return Err(ModelError::file(path, error));
+    }
     std::fs::rename(&partial, path).map_err(|e| ModelError::file(path, e))
 }
 

@@ -131,9 +131,8 @@ pub fn sources(files: &[PathBuf], sets: &[String]) -> Result<Figment> {
             });
         }
         if !file.is_file() {
-            return Err(Error::InvalidConfig {
-                problems: vec![format!("config file {} does not exist", file.display())],
-            });
+            let problem = if file.exists() { "is not a regular file: name a TOML file" } else { "does not exist" };
+            return Err(Error::InvalidConfig { problems: vec![format!("config file {} {problem}", file.display())] });
         }
         figment = figment.merge(Without { source: Toml::file_exact(file), replaced: replaced[0].clone() });
     }

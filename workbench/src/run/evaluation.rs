@@ -150,7 +150,7 @@ pub fn selection_only(config: &ResolvedConfig, registry: &Registry, export: Opti
         });
     }
     let examples = student_examples(&splits, &labels)?;
-    let (train_texts, train_gold) = student_texts(config, &examples)?;
+    let (train_texts, train_gold) = student_texts(config, &examples, &mut Default::default())?;
     let started = std::time::Instant::now();
     let hidden = export.is_some();
     let train = signals(config, &mut teachers, &mut scorer, &train_texts, hidden, "train", None)?;

@@ -145,6 +145,32 @@ fn write(path: &Path, contents: &str) -> Result<()> {
     write_atomically(path, contents)
 }
 
+/// Refuses to resume from `dir` what is not a stopped run of the workbench there: a directory
+/// whose config names another run directory, or one without a saved training state.
+pub fn check_resumable(config: &ResolvedConfig, dir: &Path) -> Result<()> {
+    let own = run_dir(config);
+    let same = |a: &Path, b: &Path| a.canonicalize().ok().zip(b.canonicalize().ok()).is_some_and(|(a, b)| a == b);
+    let problem = if !same(&own, dir) {
+        format!(
+            "{}/config.toml names the run directory {}, not {}: resume a run from its own directory",
+            dir.display(),
+            own.display(),
+            dir.display()
+        )
+    } else if is_complete(dir) {
+        format!("run {} is already complete: there is nothing to resume", dir.display())
+    } else if saved_state(dir)?.is_none() {
+        format!(
+            "{} holds no stopped run of the workbench (no saved training state in {}/state): start it with `workbench run CONFIG`",
+            dir.display(),
+            dir.display()
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidConfig { problems: vec![problem] })
+}
+
 /// Runs a config end to end into its run directory; `resume` continues a killed run.
 pub fn run(config: &ResolvedConfig, registry: &Registry, resume: bool) -> Result<RunOutcome> {
     let dir = run_dir(config);
@@ -220,7 +246,8 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
     );
 
     let examples = student_examples(&splits, &labels)?;
-    let (train_texts, train_gold) = student_texts(config, &examples)?;
+    let mut load_report = splits.report.clone();
+    let (train_texts, train_gold) = student_texts(config, &examples, &mut load_report)?;
     let StudentExamples { validation, test, test_gold, unowned, .. } = examples;
     let test_texts = texts(&test);
     let mut scorer = Scorer::of(selector.as_mut(), estimator.as_ref(), &labels);
@@ -280,7 +307,7 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
             train_texts: &train_texts,
             test_texts: &test_texts,
             validation: validation.len(),
-            report: &splits.report,
+            report: &load_report,
             provenance: train_signals.provenance.iter().chain(&test_signals.provenance).cloned().collect(),
             labels: &labels,
         },

@@ -395,11 +395,13 @@ pub(super) fn student_examples(splits: &Splits, labels: &LabelSpace) -> Result<S
 /// The texts the student learns from: the transfer set when the config names one (unlabelled),
 /// else the labelled training rows with their union labels (for the selection accuracy on them);
 /// without the held-out fold where `student.holdout_fold` names one.
+/// What reading a transfer set did is added to `report`.
 pub(super) fn student_texts(
     config: &ResolvedConfig,
     examples: &StudentExamples,
+    report: &mut crate::data::LoadReport,
 ) -> Result<(Vec<RString>, Option<Vec<u32>>)> {
-    let (texts, gold) = match data_config(config)?.transfer_texts()? {
+    let (texts, gold) = match data_config(config)?.transfer_texts_reported(report)? {
         Some(transfer) => (transfer.iter().map(|t| RString::from(t.as_str())).collect(), None),
         None => (texts(&examples.train), Some(examples.train_gold.clone())),
     };

@@ -310,7 +310,7 @@ pub fn teacher_signals(config: &ResolvedConfig, registry: &Registry, request: &S
     let Prepared { splits, mut teachers, selector, labels, .. } = prepare(config, registry)?;
     let examples = student_examples(&splits, &labels)?;
     let texts = match request.split {
-        Split::Train => student_texts(config, &examples)?.0,
+        Split::Train => student_texts(config, &examples, &mut Default::default())?.0,
         Split::Test => texts(&examples.test),
     };
     // The selector is loaded (and checked) by the preparation; the oracle is not.

@@ -234,8 +234,11 @@ fn a_failed_cell_does_not_stop_the_others_and_status_names_it() {
     let config = sweep_config(dir.path(), 1, "");
     std::fs::write(&config, read(&config).replace("seeds = [0, 1]", "seeds = [0]") + aborting).unwrap();
     let plugins = fixture_dir().to_str().unwrap();
+    // In the workers' own process, where the abort kills the job (an isolated plugin's abort
+    // fails its call instead: tests/reliability.rs).
     let sweep = |args: &[&str]| {
-        let mut command = workbench(&["--plugin-dir", plugins, "sweep", config.to_str().unwrap()]);
+        let mut command =
+            workbench(&["--in-process-plugins", "--plugin-dir", plugins, "sweep", config.to_str().unwrap()]);
         command.args(args);
         run(&mut command)
     };

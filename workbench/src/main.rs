@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use workbench::{
     assets,
     config::{self, LoadedConfig},
-    host::{HostSettings, Registry},
+    host::{HostSettings, Isolation, Registry},
     logging,
 };
 use workbench_plugin_api::ComponentKind;
@@ -28,10 +28,16 @@ struct Cli {
     /// Extra directory to search for plugins (repeatable); searched before the built-in one.
     #[arg(long = "plugin-dir", value_name = "DIR", global = true)]
     plugin_dirs: Vec<PathBuf>,
-    /// Run every plugin library in a worker process of its own: an abort or crash inside a
-    /// plugin becomes an error naming the plugin and the call (also `isolate_plugins = true`).
-    #[arg(long, global = true)]
+    /// Run every plugin library in a worker process of its own, the built-in ones too (by
+    /// default only libraries outside the workbench's own plugin directory are): an abort or
+    /// crash inside a plugin becomes an error naming the plugin and the call (also
+    /// `isolate_plugins = true`).
+    #[arg(long, global = true, conflicts_with = "in_process_plugins")]
     isolate_plugins: bool,
+    /// Run every plugin library inside this process, third-party ones too: the fastest, but a
+    /// plugin that aborts ends the workbench.
+    #[arg(long, global = true)]
+    in_process_plugins: bool,
     /// With isolated plugins: seconds a plugin call may take before its worker is stopped.
     #[arg(long, value_name = "SECONDS", global = true)]
     plugin_timeout: Option<u64>,
@@ -329,16 +335,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         cli.plugin_dirs.iter().cloned().chain(extra).chain(Registry::default_dir()).collect()
     };
     let isolation = |(isolate, timeout): (bool, Option<u64>)| {
-        let timeout = cli.plugin_timeout.or(timeout).unwrap_or(DEFAULT_PLUGIN_TIMEOUT);
-        (cli.isolate_plugins || isolate).then(|| std::time::Duration::from_secs(timeout))
+        let timeout = std::time::Duration::from_secs(cli.plugin_timeout.or(timeout).unwrap_or(DEFAULT_PLUGIN_TIMEOUT));
+        match (cli.in_process_plugins, cli.isolate_plugins || isolate) {
+            (true, _) => Isolation::InProcess,
+            (false, true) => Isolation::All(timeout),
+            (false, false) => Isolation::ThirdParty(timeout),
+        }
     };
+    // What a sweep's jobs are started with (read before `cli.command` is taken apart).
+    let global = job_options(&cli);
     match cli.command {
         Command::PluginWorker { library, threads, log_level, cache_dir, config_dir } => {
             set_threads(threads);
             let settings = HostSettings {
                 threads,
                 max_log_level: log_level_named(&log_level),
-                isolation: None,
+                isolation: Isolation::InProcess,
                 cache_dir,
                 config_dir,
             };
@@ -417,8 +429,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Sweep(sweep) => {
             let args = &sweep.config;
-            let global =
-                job_options(&cli.plugin_dirs, cli.isolate_plugins, cli.plugin_timeout, cli.verbose, cli.quiet)?;
+            let global = global?;
             let (_, registry) = load_config(args, max_log_level, plugin_dirs, isolation)?;
             run_sweep(&sweep, global, &registry)?;
         }
@@ -621,19 +632,17 @@ fn run_sweep(sweep: &SweepArgs, global: Vec<String>, registry: &Registry) -> any
 
 /// The global options a sweep's jobs are started with: this invocation's, with absolute
 /// plugin directories.
-fn job_options(
-    plugin_dirs: &[PathBuf],
-    isolate: bool,
-    timeout: Option<u64>,
-    verbose: u8,
-    quiet: u8,
-) -> anyhow::Result<Vec<String>> {
+fn job_options(cli: &Cli) -> anyhow::Result<Vec<String>> {
+    let (timeout, verbose, quiet) = (cli.plugin_timeout, cli.verbose, cli.quiet);
     let mut options = Vec::new();
-    for dir in plugin_dirs {
+    for dir in &cli.plugin_dirs {
         options.extend(["--plugin-dir".to_string(), std::path::absolute(dir)?.display().to_string()]);
     }
-    if isolate {
+    if cli.isolate_plugins {
         options.push("--isolate-plugins".into());
+    }
+    if cli.in_process_plugins {
+        options.push("--in-process-plugins".into());
     }
     if let Some(seconds) = timeout {
         options.extend(["--plugin-timeout".to_string(), seconds.to_string()]);
@@ -649,7 +658,7 @@ fn load_config(
     args: &ConfigArgs,
     max_log_level: workbench_plugin_api::LogLevel,
     plugin_dirs: impl FnOnce(Vec<PathBuf>) -> Vec<PathBuf>,
-    isolation: impl FnOnce((bool, Option<u64>)) -> Option<std::time::Duration>,
+    isolation: impl FnOnce((bool, Option<u64>)) -> Isolation,
 ) -> anyhow::Result<(LoadedConfig, Registry)> {
     let loaded = config::load(&args.files, &args.sets)?;
     let threads = loaded.threads();

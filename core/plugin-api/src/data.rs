@@ -12,6 +12,7 @@ use crate::{ApiVersion, ParamSpec, PluginError, PluginResult};
 #[derive(StableAbi, serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
 pub struct Tensor {
     shape: RVec<usize>,
+    #[serde(with = "crate::floats::vec")]
     data: RVec<f32>,
 }
 
@@ -445,8 +446,11 @@ pub struct DistributionTerm {
     /// `[B, labels.len()]`, each row a probability distribution.
     pub target: Tensor,
     /// `[B]` per-instance weights; `None` means all ones.
+    #[serde(with = "crate::floats::option_vec")]
     pub weights: ROption<RVec<f32>>,
+    #[serde(with = "crate::floats::scalar")]
     pub temperature: f32,
+    #[serde(with = "crate::floats::scalar")]
     pub scale: f32,
 }
 
@@ -490,7 +494,9 @@ pub struct FeatureTerm {
     pub target: Tensor,
     pub matching: FeatureMatch,
     pub code_dim: u32,
+    #[serde(with = "crate::floats::scalar")]
     pub reconstruction_weight: f32,
+    #[serde(with = "crate::floats::scalar")]
     pub weight: f32,
 }
 

@@ -23,6 +23,7 @@ mod context;
 mod data;
 mod error;
 pub mod ffi;
+mod floats;
 mod labels;
 mod logging;
 pub mod math;

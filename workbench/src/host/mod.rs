@@ -36,13 +36,42 @@ pub struct HostSettings {
     /// pool gets the whole budget rather than a share of it.
     pub threads: usize,
     pub max_log_level: LogLevel,
-    /// `Some(timeout)`: every plugin library runs in a worker process of its own, and a call
-    /// that takes longer than the timeout fails; `None`: plugins run inside the host.
-    pub isolation: Option<std::time::Duration>,
+    /// Which plugin libraries run in a worker process of their own.
+    pub isolation: Isolation,
     /// The asset cache plugins resolve asset names in.
     pub cache_dir: PathBuf,
     /// The directory of the config file the plugins are loaded for.
     pub config_dir: Option<PathBuf>,
+}
+
+/// Which plugin libraries run in a worker process of their own, where an abort, a crash or a
+/// hang in a plugin fails its call (naming plugin and call) instead of the host; a call that
+/// takes longer than the timeout stops the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Every library inside the host (`--in-process-plugins`): the fastest, and a plugin's abort
+    /// ends the host.
+    InProcess,
+    /// The libraries outside the workbench's own plugin directory (the command line's default):
+    /// third-party code is contained, the built-in plugins run in the host.
+    ThirdParty(std::time::Duration),
+    /// Every library (`--isolate-plugins`, `isolate_plugins = true`).
+    All(std::time::Duration),
+}
+
+impl Isolation {
+    /// The call timeout when `library` runs in a worker under this setting.
+    fn timeout_for(self, library: &Path) -> Option<std::time::Duration> {
+        match self {
+            Isolation::InProcess => None,
+            Isolation::All(timeout) => Some(timeout),
+            Isolation::ThirdParty(timeout) => {
+                let own = Registry::default_dir().and_then(|dir| dir.canonicalize().ok());
+                let dir = library.parent().and_then(|dir| dir.canonicalize().ok());
+                (own.is_none() || own != dir).then_some(timeout)
+            }
+        }
+    }
 }
 
 impl Default for HostSettings {
@@ -50,7 +79,7 @@ impl Default for HostSettings {
         Self {
             threads: available_threads(),
             max_log_level: LogLevel::Info,
-            isolation: None,
+            isolation: Isolation::InProcess,
             cache_dir: crate::assets::cache_dir(None),
             config_dir: None,
         }
@@ -165,11 +194,12 @@ fn layout_summary(report: &str) -> String {
 
 impl PluginLibrary {
     /// Loads a plugin: handshake and API version first, then type layout, then `init` and the
-    /// manifest; in a worker process of its own when `settings` ask for isolation.
+    /// manifest; in a worker process of its own where `settings.isolation` says so.
     pub fn load(path: &Path, settings: &HostSettings) -> Result<Self> {
-        let Some(timeout) = settings.isolation else {
+        let Some(timeout) = settings.isolation.timeout_for(path) else {
             return Self::load_here(path, settings);
         };
+        tracing::debug!(library = %path.display(), "loaded into a worker process of its own");
         if !exports_handshake(path)? {
             return Err(Error::NotAPlugin { path: path.into() });
         }

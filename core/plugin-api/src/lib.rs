@@ -67,3 +67,15 @@ impl std::fmt::Display for ApiVersion {
         write!(f, "{}.{}", self.major, self.minor)
     }
 }
+
+#[cfg(test)]
+mod version_tests {
+    /// A plugin author's Cargo sees the crate version; the host checks `API_VERSION`: one number.
+    #[test]
+    fn the_crate_version_is_the_api_version() {
+        let version = env!("CARGO_PKG_VERSION");
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap());
+        let (major, minor) = (parts.next().unwrap(), parts.next().unwrap());
+        assert_eq!((major, minor), (super::API_VERSION.major, super::API_VERSION.minor), "crate {version}");
+    }
+}

@@ -552,7 +552,23 @@ fn one_sweep_makes_the_fold_students_then_the_round_that_reads_them() {
             &format!("selector = {{ plugin = \"bert\", checkpoints = [{}] }}\nstudent = {{", members[1 - k]),
         )
     };
-    std::fs::write(&cycle, base + "[sweep]\nseeds = [0]\n" + &reads(0) + &reads(1)).unwrap();
+    std::fs::write(&cycle, base.clone() + "[sweep]\nseeds = [0]\n" + &reads(0) + &reads(1)).unwrap();
+    // A selector that reads the student of its own run: refused at planning and at config check.
+    let own = dir.path().join("own.toml");
+    let reads_own = fold(0).replace(
+        "student = {",
+        &format!("selector = {{ plugin = \"bert\", checkpoints = [{}] }}\nstudent = {{", members[0]),
+    );
+    std::fs::write(&own, base + "[sweep]\nseeds = [0]\n" + &reads_own).unwrap();
+    let expected = format!(
+        "the selector of run `fold-0-of-2-seed0` ({}) reads the student that run trains: a run cannot select its \
+         teachers with its own student; name an earlier round's",
+        sweep.join("fold-0-of-2-seed0/student").display()
+    );
+    for command in [vec!["sweep", own.to_str().unwrap(), "--dry-run"], vec!["config", "check", own.to_str().unwrap()]] {
+        let refused = run(&mut workbench(&command));
+        assert!(!refused.ok && refused.stderr.contains(&expected), "{command:?}: {}", refused.stderr);
+    }
     let refused = run(&mut workbench(&["sweep", cycle.to_str().unwrap(), "--dry-run"]));
     assert!(
         refused.stderr.contains(

@@ -142,6 +142,19 @@ impl Graph {
                 cells.push(Cell { method: index, seed, config, signals: requests });
             }
         }
+        let own: Vec<String> = (0..cells.len())
+            .filter(|&cell| reads_own_student(&cells[cell]))
+            .map(|cell| format!("`{}` ({})", cells[cell].config.name, cells[cell].run_dir().join("student").display()))
+            .collect();
+        if !own.is_empty() {
+            return Err(Error::InvalidConfig {
+                problems: vec![format!(
+                    "the selector of run {} reads the student that run trains: a run cannot select its teachers \
+                     with its own student; name an earlier round's",
+                    own.join(", ")
+                )],
+            });
+        }
         let producers = (0..cells.len()).map(|cell| producers(&cells, cell)).collect();
         let teachers = run::taught_teachers(&cells[0].config);
         let graph = Self { cells, teachers, signals, producers };
@@ -236,6 +249,13 @@ impl Graph {
         }
         Pending { jobs, needs }
     }
+}
+
+/// Whether the selector of `cell` names that cell's own `student` directory.
+fn reads_own_student(cell: &Cell) -> bool {
+    let Some(selector) = &cell.config.selector else { return false };
+    let own = std::path::absolute(cell.run_dir().join("student")).ok();
+    selector.texts().filter_map(|text| std::path::absolute(text).ok()).any(|named| Some(named) == own)
 }
 
 /// The cells whose students the selector of `cells[cell]` reads (one of its parameters names their

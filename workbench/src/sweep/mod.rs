@@ -313,11 +313,12 @@ pub fn check(files: &[PathBuf], sets: &[String], registry: &Registry) -> Result<
             Err(other) => problems.push(format!("method `{}`: {other}", method.name)),
         }
     }
-    if problems.is_empty() {
-        Ok(resolved)
-    } else {
-        Err(Error::InvalidConfig { problems })
+    if !problems.is_empty() {
+        return Err(Error::InvalidConfig { problems });
     }
+    // The graph's own checks: selectors that read their own student, or each other's.
+    graph::Graph::plan(&grid, registry)?;
+    Ok(resolved)
 }
 
 /// `workbench sweep --job ID`: one job of the sweep's graph, in this process.

@@ -225,7 +225,7 @@ fn cases() -> Vec<Case> {
         case("train-one-class", "has one class only (`sport`, 4 rows): a classifier needs at least 2", run_on_train_file("train.csv", "text,label\na b,sport\nc d,sport\ne f,sport\ng h,sport\n")),
         case("train-bad-json-line", "train.jsonl, line 2: not a JSON object", run_on_train_file("train.jsonl", "{\"text\": \"a\", \"label\": \"sport\"}\nnot json\n")),
         case("train-txt-without-labels", "train.txt: a .txt file holds texts only (one per line), without labels", run_on_train_file("train.txt", "x\n")),
-        case("train-unknown-extension", "train.xlsx: unknown extension `.xlsx`: use .csv, .tsv or .jsonl", run_on_train_file("train.xlsx", "x\n")),
+        case("train-unknown-extension", "train.xlsx: unknown extension `.xlsx`: use .csv, .tsv, .jsonl, .parquet or .arrow", run_on_train_file("train.xlsx", "x\n")),
         case("train-ragged-csv", "train.csv", run_on_train_file("train.csv", "text,label\na,sport,extra\n")),
         case("labels-of-no-teacher", "not in the training data", run_on_train_file("train.csv", "text,label\na b,x\nc d,y\ne f,x\ng h,y\n")),
         // Checkpoints.

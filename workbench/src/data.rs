@@ -310,13 +310,29 @@ fn read_rows(
             }
             Ok(examples)
         }
+        "parquet" | "arrow" => {
+            let rows = crate::columnar::read(path, text_column, label_column).map_err(|reason| bad(0, reason))?;
+            let mut examples = Vec::with_capacity(rows.len());
+            for (text, label) in rows {
+                match (text, label) {
+                    (Some(text), label)
+                        if !text.trim().is_empty()
+                            && (label_column.is_none() || label.as_ref().is_some_and(|l| !l.is_empty())) =>
+                    {
+                        examples.push(Example { text, label: label.unwrap_or_default() })
+                    }
+                    _ => report.skipped_rows += 1,
+                }
+            }
+            Ok(examples)
+        }
         "txt" if label_column.is_some() => Err(bad(
             0,
-            "a .txt file holds texts only (one per line), without labels: a labelled split needs .csv, .tsv or \
-             .jsonl with a label column; unlabelled texts for the student go in `data.transfer`"
+            "a .txt file holds texts only (one per line), without labels: a labelled split needs .csv, .tsv, \
+             .jsonl, .parquet or .arrow with a label column; unlabelled texts for the student go in `data.transfer`"
                 .into(),
         )),
-        other => Err(bad(0, format!("unknown extension `.{other}`: use .csv, .tsv or .jsonl"))),
+        other => Err(bad(0, format!("unknown extension `.{other}`: use .csv, .tsv, .jsonl, .parquet or .arrow"))),
     }
 }
 
@@ -734,9 +750,38 @@ mod tests {
         assert_eq!(
             error.to_string(),
             format!(
-                "{}: a .txt file holds texts only (one per line), without labels: a labelled split needs .csv, .tsv \
-                 or .jsonl with a label column; unlabelled texts for the student go in `data.transfer`",
+                "{}: a .txt file holds texts only (one per line), without labels: a labelled split needs .csv, .tsv, \
+                 .jsonl, .parquet or .arrow with a label column; unlabelled texts for the student go in `data.transfer`",
                 lines.display()
+            )
+        );
+    }
+
+    /// Files written by pyarrow as `datasets` writes them (tests/data, scripts/write_test_data.py).
+    #[test]
+    fn parquet_and_arrow_files_written_by_pyarrow_are_read_with_their_class_names() {
+        let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
+        let names = vec!["sport".to_string(), "space".to_string()];
+        let expected = [
+            ("the goalie stopped every shot", "sport"),
+            ("nasa launched a telescope", "space"),
+            ("café naïve", "space"),
+            ("the senate voted", "sport"),
+        ];
+        for file in ["pyarrow-snappy.parquet", "pyarrow-stream.arrow"] {
+            let mut report = LoadReport::default();
+            let rows = read_labelled(&data.join(file), "text", Some(("label", Some(&names))), &mut report).unwrap();
+            let rows: Vec<(&str, &str)> = rows.iter().map(|e| (e.text.as_str(), e.label.as_str())).collect();
+            assert_eq!(rows, expected, "{file}");
+            assert_eq!(report.skipped_rows, 2, "{file}: the empty text and the missing label");
+        }
+        let zstd = data.join("pyarrow-zstd-floats.parquet");
+        assert_eq!(
+            read_file(&zstd, "text", Some("label"), &mut LoadReport::default()).unwrap_err().to_string(),
+            format!(
+                "{}: compressed with zstd, which the workbench does not read: write it with snappy compression \
+                 (pyarrow's and datasets' default) or none",
+                zstd.display()
             )
         );
     }

@@ -11,6 +11,7 @@
 pub mod allocator;
 pub mod amalgamate;
 pub mod assets;
+pub mod columnar;
 pub mod config;
 pub mod data;
 mod error;

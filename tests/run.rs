@@ -734,6 +734,35 @@ fn a_student_learns_from_an_unlabelled_transfer_set() {
         serde_json::from_str(&std::fs::read_to_string(one.join("results.json")).unwrap()).unwrap();
     assert!(results["student"]["accuracy"].as_f64().unwrap() > 0.5, "{results}");
 
+    // Without labelled texts at all: the student is trained and exported, and nothing claims a score.
+    let out = run(&mut workbench(&[
+        "amalgamate",
+        &format!("a={}", dir.path().join("teacher-a").display()),
+        &format!("b={}", dir.path().join("teacher-b").display()),
+        "--texts",
+        transfer.to_str().unwrap(),
+        "--out",
+        dir.path().join("runs").to_str().unwrap(),
+        "--name",
+        "unmeasured",
+        "--set",
+        "student.layers=1",
+        "--set",
+        "student.epochs=2",
+    ]));
+    assert!(out.ok, "{}", out.stderr);
+    let unmeasured = dir.path().join("runs/unmeasured");
+    let not_measured = "Not measured: the run had no labelled test texts (`data.test`), so it reports no accuracy, \
+                        coverage or selection.";
+    assert!(out.stdout.contains(not_measured), "{}", out.stdout);
+    assert!(std::fs::read_to_string(unmeasured.join("report.md")).unwrap().contains(not_measured));
+    assert!(!unmeasured.join("results.json").exists() && unmeasured.join("student/model.safetensors").is_file());
+    let card = std::fs::read_to_string(unmeasured.join("student/README.md")).unwrap();
+    assert!(
+        card.contains(&format!("## Scores\n\n{not_measured} (no validation texts: the last of 2 epochs)")),
+        "{card}"
+    );
+
     // And the student answers `predict --model` over the union labels.
     let predicted = run(&mut workbench(&["predict", "--model", student.to_str().unwrap(), "--json", "some text"]));
     assert!(predicted.ok, "{}", predicted.stderr);

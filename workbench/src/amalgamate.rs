@@ -13,8 +13,8 @@ pub struct Request {
     pub teachers: Vec<String>,
     /// The student's unlabelled texts.
     pub texts: PathBuf,
-    /// Labelled texts to measure the student on.
-    pub eval: PathBuf,
+    /// Labelled texts to measure the student on; without them it is not measured.
+    pub eval: Option<PathBuf>,
     /// Labelled texts that choose the best epoch; without them the last epoch is kept.
     pub validation: Option<PathBuf>,
     pub name: String,
@@ -75,7 +75,9 @@ pub fn config(request: &Request) -> Result<String> {
     let mut data = toml::Table::new();
     data.insert("dataset".into(), "files".into());
     data.insert("transfer".into(), path(&request.texts));
-    data.insert("test".into(), path(&request.eval));
+    if let Some(eval) = &request.eval {
+        data.insert("test".into(), path(eval));
+    }
     if let Some(validation) = &request.validation {
         data.insert("validation".into(), path(validation));
     }
@@ -110,7 +112,7 @@ mod tests {
         Request {
             teachers: teachers.iter().map(|t| t.to_string()).collect(),
             texts: "texts.txt".into(),
-            eval: "eval.csv".into(),
+            eval: Some("eval.csv".into()),
             validation: None,
             name: "mine".into(),
             output: "runs".into(),

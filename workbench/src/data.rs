@@ -404,7 +404,9 @@ impl DataConfig {
             problems.push(("max_chars".into(), "0: keep at least 1 character of each text".into()));
         }
         if self.dataset == "files" {
-            if self.test.is_none() {
+            // A transfer-only run may go without: its student is then not measured.
+            let transfer_only = self.train.is_none() && self.transfer.is_some();
+            if self.test.is_none() && !transfer_only {
                 problems.push(("test".into(), "missing: name a labelled file to measure the student on".into()));
             }
             if self.train.is_none() && self.transfer.is_none() {
@@ -546,7 +548,8 @@ impl DataConfig {
                 } else {
                     file(&self.train, "train")?
                 };
-                let test = file(&self.test, "test")?;
+                let unmeasured = self.test.is_none() && self.train.is_none() && self.transfer.is_some();
+                let test = if unmeasured { Vec::new() } else { file(&self.test, "test")? };
                 let validation = match &self.validation {
                     Some(_) => Some(file(&self.validation, "validation")?),
                     None => None,
@@ -607,7 +610,9 @@ impl DataConfig {
         let refuse = |reason: String| Err(Error::InvalidConfig { problems: vec![reason] });
         let transfer_only = self.train.is_none() && self.transfer.is_some() && self.dataset == "files";
         if transfer_only {
-            if splits.test.is_empty() {
+            if self.test.is_none() {
+                tracing::warn!("no labelled test texts (`data.test`): the student is trained but not measured");
+            } else if splits.test.is_empty() {
                 return refuse(format!(
                     "the test split of {} has no usable rows ({} skipped without text or label)",
                     self.source("test"),

@@ -139,9 +139,10 @@ struct AmalgamateArgs {
     /// a `text` column.
     #[arg(long, value_name = "FILE")]
     texts: PathBuf,
-    /// Labelled texts to measure the student on (`.csv`, `.tsv`, `.jsonl` with `text` and `label`).
+    /// Labelled texts to measure the student on (`.csv`, `.tsv`, `.jsonl`, `.parquet`, `.arrow`
+    /// with `text` and `label`); without them the student is trained but not measured.
     #[arg(long, value_name = "FILE")]
-    eval: PathBuf,
+    eval: Option<PathBuf>,
     /// Labelled texts that choose the best epoch (default: none, the last of 8 is kept).
     #[arg(long, value_name = "FILE")]
     validation: Option<PathBuf>,
@@ -545,7 +546,10 @@ fn run_and_print(loaded: &LoadedConfig, registry: &Registry, resume: bool) -> an
         outcome.labels.labels.len(),
         outcome.dir.display()
     );
-    let results = &outcome.results;
+    let Some(results) = &outcome.results else {
+        println!("  {}", workbench::run::NOT_MEASURED.trim_end());
+        return Ok(outcome.dir);
+    };
     for row in results.rows() {
         println!("  {:<40} {:.4}", row.method, row.accuracy);
     }

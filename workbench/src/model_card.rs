@@ -29,7 +29,8 @@ pub fn student_card(
     student: &Path,
     config: &ResolvedConfig,
     manifest: &Manifest,
-    results: &RunResults,
+    results: Option<&RunResults>,
+    best_epoch: usize,
     methods: &[MethodDoc],
 ) -> String {
     let teachers: Vec<String> = manifest.teachers.iter().map(|t| t.name.clone()).collect();
@@ -66,7 +67,7 @@ pub fn student_card(
         config.student.model,
         config.student.layers.map_or_else(String::new, cut_to),
         config.student.epochs,
-        results.best_epoch,
+        best_epoch,
         config.student.max_length,
         config.seed,
         config.data_seed,
@@ -76,14 +77,19 @@ pub fn student_card(
         0 => format!("no validation texts: the last of {} epochs", config.student.epochs),
         n => format!("{n} validation texts chose the epoch"),
     };
-    out += &format!(
-        "## Scores\n\nOn {} test texts ({epoch}).\n\n{}",
-        manifest.data.test,
-        crate::run::scores(&teachers, results)
-    );
-    if !results.warnings.is_empty() {
-        out += "\nWarnings of the run:\n\n";
-        out += &results.warnings.iter().map(|w| format!("- {w}\n")).collect::<String>();
+    match results {
+        Some(results) => {
+            out += &format!(
+                "## Scores\n\nOn {} test texts ({epoch}).\n\n{}",
+                manifest.data.test,
+                crate::run::scores(&teachers, results)
+            );
+            if !results.warnings.is_empty() {
+                out += "\nWarnings of the run:\n\n";
+                out += &results.warnings.iter().map(|w| format!("- {w}\n")).collect::<String>();
+            }
+        }
+        None => out += &format!("## Scores\n\n{} ({epoch})\n", crate::run::NOT_MEASURED.trim_end()),
     }
     out += &usage(student, &manifest.union_labels);
     out += &format!(

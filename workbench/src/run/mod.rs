@@ -112,7 +112,8 @@ pub fn coverage(student: &ResultRow, teachers: &[ResultRow]) -> Vec<f64> {
 pub struct RunOutcome {
     pub dir: PathBuf,
     pub labels: LabelSpace,
-    pub results: RunResults,
+    /// `None` for a run without labelled test texts: nothing was measured.
+    pub results: Option<RunResults>,
 }
 
 /// The run directory of a config.
@@ -136,6 +137,7 @@ use evaluation::{selection_report, warnings};
 pub use prepare::{check_components, taught_teachers, teacher_is_ready, train_teacher, ComponentsCheck, UnownedRows};
 use prepare::{prepare, student_examples, student_texts, texts, Prepared, StudentExamples};
 pub(crate) use report::scores;
+pub use report::NOT_MEASURED;
 use report::{manifest, report, ManifestData};
 pub use report::{DataRecord, HostRecord, Manifest, PluginRecord, SeedRecord, TeacherRecord};
 pub use signals::{signal_requests, teacher_signals, SignalRecord, SignalRequest, Split};
@@ -252,7 +254,6 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
     let test_texts = texts(&test);
     let mut scorer = Scorer::of(selector.as_mut(), estimator.as_ref(), &labels);
     let train_signals = signals(config, &mut teachers, &mut scorer, &train_texts, want_hidden, "train", None)?;
-    let test_signals = signals(config, &mut teachers, &mut scorer, &test_texts, false, "test", Some(&train_signals))?;
 
     let names: Vec<String> = teachers.iter().map(|t| t.name.clone()).collect();
     let training = TrainingSignals {
@@ -263,7 +264,28 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
         labels: &labels,
     };
     let outcome = train_student(&config.student, &strategy, &training, &validation, &config.cache, &dir)?;
+    if test.is_empty() {
+        // A transfer-only run without labelled test texts: the student, its manifest, report and card.
+        let data = ManifestData {
+            train_texts: &train_texts,
+            test_texts: &test_texts,
+            validation: validation.len(),
+            report: &load_report,
+            provenance: train_signals.provenance.clone(),
+            labels: &labels,
+        };
+        let manifest = manifest(config, registry, &teachers, data)?;
+        write(&dir.join("manifest.json"), &serde_json::to_string_pretty(&manifest).expect("JSON serializes"))?;
+        write(&dir.join("report.md"), &report(config, &names, None, &outcome.state, validation.len()))?;
+        let student_dir = dir.join("student");
+        let methods = method_docs(config, registry)?;
+        let card = model_card::student_card(&student_dir, config, &manifest, None, outcome.state.best_epoch, &methods);
+        model_card::write(&student_dir, &card)?;
+        crate::training::learner::remove_state(&dir)?;
+        return Ok(RunOutcome { dir, labels, results: None });
+    }
 
+    let test_signals = signals(config, &mut teachers, &mut scorer, &test_texts, false, "test", Some(&train_signals))?;
     let test_refs: Vec<&str> = test.iter().map(|e| e.text.as_str()).collect();
     let mut student_model = outcome.model;
     crate::training::train::evaluate_at(&mut student_model, config.student.eval_precision)?;
@@ -326,14 +348,16 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
         warnings,
     };
     write(&dir.join("results.json"), &serde_json::to_string_pretty(&results).expect("JSON serializes"))?;
-    write(&dir.join("report.md"), &report(config, &names, &results, &outcome.state, validation.len()))?;
+    write(&dir.join("report.md"), &report(config, &names, Some(&results), &outcome.state, validation.len()))?;
     let student_dir = dir.join("student");
-    let card = model_card::student_card(&student_dir, config, &manifest, &results, &method_docs(config, registry)?);
+    let methods = method_docs(config, registry)?;
+    let card =
+        model_card::student_card(&student_dir, config, &manifest, Some(&results), outcome.state.best_epoch, &methods);
     model_card::write(&student_dir, &card)?;
     // A complete run cannot be resumed: its training state (the model and the optimizer's
     // moments, about 110 MB for a 3-layer MiniLM student) goes, as a published teacher's does.
     crate::training::learner::remove_state(&dir)?;
-    Ok(RunOutcome { dir, labels, results })
+    Ok(RunOutcome { dir, labels, results: Some(results) })
 }
 
 /// The run's strategy and estimator (or selector) with their plugins' descriptions.

@@ -381,7 +381,9 @@ pub(super) fn student_examples(splits: &Splits, labels: &LabelSpace) -> Result<S
     }
     // A transfer-only run has no labelled training rows: its student learns from the transfer set.
     let transfer_only = splits.train.is_empty();
-    if (train.is_empty() && !transfer_only) || test.is_empty() {
+    // A transfer-only run without a test file trains a student it does not measure.
+    let unmeasured = transfer_only && splits.test.is_empty();
+    if (train.is_empty() && !transfer_only) || (test.is_empty() && !unmeasured) {
         return Err(Error::InvalidConfig {
             problems: vec![format!(
                 "no train or no test rows carry a label of the teachers ({} train and {} test rows left out): check that the data's labels are the teachers' ({})",

@@ -154,11 +154,16 @@ fn used_libraries(config: &ResolvedConfig, registry: &Registry) -> Result<Vec<Ar
     Ok(libraries)
 }
 
-/// The human report.
+/// What the report and the card say of a run without labelled test texts.
+pub const NOT_MEASURED: &str =
+    "Not measured: the run had no labelled test texts (`data.test`), so it reports no accuracy, coverage or \
+     selection.\n";
+
+/// The human report; `results` is `None` for a run without labelled test texts.
 pub(super) fn report(
     config: &ResolvedConfig,
     teachers: &[String],
-    results: &RunResults,
+    results: Option<&RunResults>,
     state: &crate::training::learner::TrainingState,
     validation: usize,
 ) -> String {
@@ -186,6 +191,9 @@ pub(super) fn report(
             config.student.epochs
         );
     }
+    let Some(results) = results else {
+        return out + NOT_MEASURED;
+    };
     out += &scores(teachers, results);
     let unowned = results.unowned;
     if unowned != UnownedRows::default() {

@@ -142,6 +142,11 @@ impl Graph {
                 cells.push(Cell { method: index, seed, config, signals: requests });
             }
         }
+        if cells[0].config.data.as_ref().is_some_and(|data| data.dataset == "files" && data.test.is_none()) {
+            return Err(Error::InvalidConfig {
+                problems: vec!["a sweep compares its students on labelled test texts: name them in `data.test`".into()],
+            });
+        }
         let own: Vec<String> = (0..cells.len())
             .filter(|&cell| reads_own_student(&cells[cell]))
             .map(|cell| format!("`{}` ({})", cells[cell].config.name, cells[cell].run_dir().join("student").display()))

@@ -287,7 +287,7 @@ fn cases() -> Vec<Case> {
             vec!["run".into(), "--resume".into(), dir.display().to_string(), "--set".into(), "student.epochs=5".into()]
         }),
     ];
-    cases.push(case("run-in-use", "is in use by another workbench process", |w, d| {
+    cases.push(case("run-in-use", "error: busy: run ", |w, d| {
         let name = d.file_name().unwrap().to_string_lossy().into_owned();
         let dir = w.dir.join("runs").join(&name);
         std::fs::create_dir_all(&dir).unwrap();

@@ -64,6 +64,10 @@ pub enum Error {
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
 
+    /// Another workbench process holds what this one needs (a run directory).
+    #[error("busy: {0}")]
+    Busy(String),
+
     /// A problem in a data file, at a line counted from 1 (0: the file as a whole).
     #[error("{}{}: {reason}", path.display(), if *line == 0 { String::new() } else { format!(", line {line}") })]
     Data { path: PathBuf, line: usize, reason: String },

@@ -190,13 +190,11 @@ fn run_in(config: &ResolvedConfig, registry: &Registry, resume: bool, dir: &Path
     std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating run directory {}", dir.display())))?;
     let lock_path = dir.join(".lock");
     let Some(_lock) = FileLock::try_acquire(&lock_path)? else {
-        return Err(Error::InvalidConfig {
-            problems: vec![format!(
-                "run {} is in use by another workbench process (pid {}); wait for it or choose another `name`",
-                dir.display(),
-                lock_holder(&lock_path)
-            )],
-        });
+        return Err(Error::Busy(format!(
+            "run {} is in use by another workbench process (pid {}); wait for it or choose another `name`",
+            dir.display(),
+            lock_holder(&lock_path)
+        )));
     };
     if is_complete(&dir) {
         return Err(Error::InvalidConfig {

@@ -708,23 +708,18 @@ fn a_student_learns_from_an_unlabelled_transfer_set() {
     assert!(card.contains("On 60 test texts (no validation texts: the last of 2 epochs)."), "{card}");
 
     // The same in one command, without a config: it writes the one it runs.
-    let out = run(&mut workbench(&[
-        "amalgamate",
-        &format!("a={}", dir.path().join("teacher-a").display()),
-        &format!("b={}", dir.path().join("teacher-b").display()),
-        "--texts",
-        transfer.to_str().unwrap(),
-        "--eval",
-        dir.path().join("test.csv").to_str().unwrap(),
-        "--out",
-        dir.path().join("runs").to_str().unwrap(),
-        "--name",
-        "one-command",
-        "--set",
-        "student.layers=1",
-        "--set",
-        "student.epochs=2",
-    ]));
+    let amalgamate = |name: &str, eval: Option<&Path>| {
+        let teacher = |t: &str| format!("{t}={}", dir.path().join(format!("teacher-{t}")).display());
+        let (a, b, out) = (teacher("a"), teacher("b"), dir.path().join("runs"));
+        let mut args =
+            vec!["amalgamate", &a, &b, "--texts", transfer.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend(["--name", name, "--set", "student.layers=1", "--set", "student.epochs=2"]);
+        if let Some(eval) = eval {
+            args.extend(["--eval", eval.to_str().unwrap()]);
+        }
+        run(&mut workbench(&args))
+    };
+    let out = amalgamate("one-command", Some(&dir.path().join("test.csv")));
     assert!(out.ok, "{}", out.stderr);
     let one = dir.path().join("runs/one-command");
     assert!(out.stdout.contains(&format!("student: {}", one.join("student").display())), "{}", out.stdout);
@@ -735,21 +730,7 @@ fn a_student_learns_from_an_unlabelled_transfer_set() {
     assert!(results["student"]["accuracy"].as_f64().unwrap() > 0.5, "{results}");
 
     // Without labelled texts at all: the student is trained and exported, and nothing claims a score.
-    let out = run(&mut workbench(&[
-        "amalgamate",
-        &format!("a={}", dir.path().join("teacher-a").display()),
-        &format!("b={}", dir.path().join("teacher-b").display()),
-        "--texts",
-        transfer.to_str().unwrap(),
-        "--out",
-        dir.path().join("runs").to_str().unwrap(),
-        "--name",
-        "unmeasured",
-        "--set",
-        "student.layers=1",
-        "--set",
-        "student.epochs=2",
-    ]));
+    let out = amalgamate("unmeasured", None);
     assert!(out.ok, "{}", out.stderr);
     let unmeasured = dir.path().join("runs/unmeasured");
     let not_measured = "Not measured: the run had no labelled test texts (`data.test`), so it reports no accuracy, \
